@@ -1,0 +1,53 @@
+"""hpcpar: interactive parallel Python on HPC clusters.
+
+The client API follows ipyparallel's, so ``import hpcpar as ipp`` runs code
+written for ipyparallel.
+"""
+
+from . import error
+from .client import (
+    AsyncMapResult,
+    AsyncResult,
+    Client,
+    DirectView,
+    LoadBalancedView,
+    ViewExecutor,
+)
+from .error import (
+    CompositeError,
+    EngineError,
+    ImpossibleDependency,
+    NoEnginesRegistered,
+    RemoteError,
+    TaskAborted,
+    TaskTimeout,
+    UnmetDependency,
+)
+
+__version__ = "0.1.0"
+
+
+def interactive(f):
+    """Mark a function as defined interactively: on an engine it sees the engine's namespace."""
+    f.__module__ = "__main__"
+    return f
+
+
+__all__ = [
+    "AsyncMapResult",
+    "AsyncResult",
+    "Client",
+    "CompositeError",
+    "DirectView",
+    "EngineError",
+    "ImpossibleDependency",
+    "LoadBalancedView",
+    "NoEnginesRegistered",
+    "RemoteError",
+    "TaskAborted",
+    "TaskTimeout",
+    "UnmetDependency",
+    "ViewExecutor",
+    "error",
+    "interactive",
+]

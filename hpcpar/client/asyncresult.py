@@ -1,0 +1,326 @@
+"""AsyncResult: a handle on results that are still coming in.
+
+It is a ``concurrent.futures.Future`` (so ``asyncio.wrap_future`` works) over
+one or more message ids. Results are unpickled lazily, in the thread that
+asks for them, so a result that cannot be unpickled raises there, never in
+the client's I/O thread.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import time
+from collections.abc import Callable, Iterator
+from datetime import datetime, timezone
+from typing import TYPE_CHECKING, Any
+
+from ..error import CompositeError
+
+if TYPE_CHECKING:
+    from .client import Client
+
+_METADATA_KEYS = {
+    "msg_id": None,
+    "submitted": None,
+    "started": None,
+    "completed": None,
+    "received": None,
+    "engine_uuid": None,
+    "engine_id": None,
+    "follow": None,
+    "after": None,
+    "status": None,
+    "execute_input": None,
+    "execute_result": None,
+    "error": None,
+    "stdout": "",
+    "stderr": "",
+    "outputs": None,
+    "data": None,
+    "label": None,
+}
+
+
+def _ts(value: float | None) -> datetime | None:
+    return None if value is None else datetime.fromtimestamp(value, timezone.utc)
+
+
+class Metadata(dict):
+    """Per-message metadata; keys are also attributes (``md.engine_id``)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__({k: (list(v) if isinstance(v, list) else v) for k, v in _METADATA_KEYS.items()})
+        self["outputs"] = []
+        self["data"] = {}
+        self.update(*args, **kwargs)
+
+    def __getattr__(self, key: str) -> Any:
+        try:
+            return self[key]
+        except KeyError:
+            raise AttributeError(key) from None
+
+    def __setattr__(self, key: str, value: Any) -> None:
+        self[key] = value
+
+
+def _seconds(delta: Any) -> float:
+    return delta.total_seconds() if delta is not None else 0.0
+
+
+class AsyncResult(concurrent.futures.Future):
+    """Results of one call, on one or more engines."""
+
+    def __init__(
+        self,
+        client: Client,
+        msg_ids: list[str],
+        fname: str = "unknown",
+        targets: Any = None,
+        single: bool | None = None,
+    ) -> None:
+        super().__init__()
+        self._client = client
+        self.msg_ids = list(msg_ids)
+        self._fname = fname
+        self._targets = targets
+        self._single_result = (len(self.msg_ids) == 1) if single is None else single
+        self._remaining = set(self.msg_ids)
+        self._result_cache: Any = None
+        self._have_result = False
+        if not self._remaining:
+            super().set_result(None)
+
+    def __repr__(self) -> str:
+        state = "finished" if self.ready() else "pending"
+        return f"<{type(self).__name__}({self._fname}): {state}>"
+
+    # -- driven by the client's I/O thread -------------------------------------------
+
+    def _msg_done(self, msg_id: str) -> None:
+        self._remaining.discard(msg_id)
+        if not self._remaining and not super().done():
+            try:
+                super().set_result(None)
+            except concurrent.futures.InvalidStateError:
+                pass
+
+    # -- waiting -------------------------------------------------------------------
+
+    def ready(self) -> bool:
+        return super().done()
+
+    def wait(self, timeout: float | None = -1) -> bool:
+        """Wait up to ``timeout`` seconds (-1 or None: forever); return whether ready."""
+        if timeout is not None and timeout < 0:
+            timeout = None
+        try:
+            super().result(timeout)
+        except concurrent.futures.TimeoutError:
+            pass
+        return self.ready()
+
+    def successful(self) -> bool:
+        if not self.ready():
+            raise AssertionError("the result is not ready yet; wait() first")
+        return all(not isinstance(self._client._result(m), BaseException) for m in self.msg_ids)
+
+    # -- results -------------------------------------------------------------------
+
+    def _raw_results(self) -> list[Any]:
+        return [self._client._result(m) for m in self.msg_ids]
+
+    def _reconstruct(self, results: list[Any]) -> Any:
+        return results[0] if self._single_result else results
+
+    def get(self, timeout: float | None = -1) -> Any:
+        """The result(s). Raises builtin TimeoutError if not ready within ``timeout``;
+        re-raises a remote failure (RemoteError, or CompositeError for several)."""
+        if not self.wait(timeout):
+            raise TimeoutError(f"result of {self._fname} not ready after {timeout} s")
+        if self._have_result:
+            return self._result_cache
+        results = self._raw_results()
+        errors = [r for r in results if isinstance(r, BaseException)]
+        if errors:
+            if self._single_result and len(results) == 1:
+                raise errors[0]
+            raise CompositeError(f"one or more exceptions raised in: {self._fname}", errors)
+        self._result_cache = self._reconstruct(results)
+        self._have_result = True
+        return self._result_cache
+
+    def result(self, timeout: float | None = None) -> Any:  # concurrent.futures API
+        return self.get(timeout)
+
+    def exception(self, timeout: float | None = None) -> BaseException | None:
+        try:
+            self.get(timeout)
+        except TimeoutError:
+            raise
+        except BaseException as e:  # noqa: BLE001
+            return e
+        return None
+
+    @property
+    def r(self) -> Any:
+        return self.get()
+
+    def get_dict(self, timeout: float | None = -1) -> dict[int, Any]:
+        results = self.get(timeout)
+        values = [results] if self._single_result else results
+        ids = [md["engine_id"] for md in self._metadata_list()]
+        if len(set(ids)) != len(ids):
+            raise ValueError("cannot build a dict: several results came from the same engine")
+        return dict(zip(ids, values))
+
+    @property
+    def result_dict(self) -> dict[int, Any]:
+        return self.get_dict()
+
+    # -- metadata --------------------------------------------------------------------
+
+    def _metadata_list(self) -> list[Metadata]:
+        return [self._client.metadata[m] for m in self.msg_ids]
+
+    @property
+    def metadata(self) -> Metadata | list[Metadata]:
+        mds = self._metadata_list()
+        return mds[0] if self._single_result and len(mds) == 1 else mds
+
+    def __getattr__(self, key: str) -> Any:
+        if key in _METADATA_KEYS:
+            values = [md[key] for md in self._metadata_list()]
+            return values[0] if self._single_result and len(values) == 1 else values
+        raise AttributeError(f"{type(self).__name__} object has no attribute {key!r}")
+
+    def __getitem__(self, key: Any) -> Any:
+        if isinstance(key, str):
+            return getattr(self, key)
+        return self.get()[key]
+
+    @property
+    def sent(self) -> bool:
+        return True
+
+    def wait_for_send(self, timeout: float = -1) -> bool:
+        return True
+
+    @property
+    def progress(self) -> int:
+        return len(self.msg_ids) - len(self._remaining)
+
+    @property
+    def elapsed(self) -> float:
+        submitted = [md["submitted"] for md in self._metadata_list() if md["submitted"]]
+        if not submitted:
+            return 0.0
+        if self.ready():
+            received = [md["received"] for md in self._metadata_list() if md["received"]]
+            end = max(received) if received else datetime.now(timezone.utc)
+        else:
+            end = datetime.now(timezone.utc)
+        return _seconds(end - min(submitted))
+
+    @property
+    def wall_time(self) -> float:
+        if not self.ready():
+            raise AssertionError("wall_time needs a finished result; wait() first")
+        mds = self._metadata_list()
+        return _seconds(max(md["received"] for md in mds) - min(md["submitted"] for md in mds))
+
+    @property
+    def serial_time(self) -> float:
+        if not self.ready():
+            raise AssertionError("serial_time needs a finished result; wait() first")
+        return sum(
+            _seconds(md["completed"] - md["started"])
+            for md in self._metadata_list()
+            if md["completed"] and md["started"]
+        )
+
+    def timedelta(self, start: Any, end: Any, start_key: Callable = min, end_key: Callable = max) -> float:
+        if isinstance(start, list):
+            start = start_key(start)
+        if isinstance(end, list):
+            end = end_key(end)
+        return _seconds(end - start)
+
+    # -- other ---------------------------------------------------------------------
+
+    def abort(self) -> None:
+        self._client.abort(jobs=self.msg_ids, block=True)
+
+    def display_outputs(self, groupby: str = "type") -> None:
+        for md in self._metadata_list():
+            prefix = f"[{md['engine_id']}]"
+            if md["stdout"]:
+                print(f"[stdout:{md['engine_id']}] {md['stdout']}", end="" if md["stdout"].endswith("\n") else "\n")
+            if md["stderr"]:
+                import sys
+
+                print(f"[stderr:{md['engine_id']}] {md['stderr']}", end="", file=sys.stderr)
+            del prefix
+
+    def __len__(self) -> int:
+        return len(self.msg_ids)
+
+    def __iter__(self) -> Iterator[Any]:
+        if self._single_result:
+            result = self.get()
+            yield from (result if isinstance(result, (list, tuple)) else [result])
+            return
+        for msg_id in self.msg_ids:
+            yield self._one(msg_id)
+
+    def _one(self, msg_id: str) -> Any:
+        self._client._wait_msg(msg_id)
+        value = self._client._result(msg_id)
+        if isinstance(value, BaseException):
+            raise value
+        return value
+
+    def _submitted_at(self) -> float:
+        return time.time()
+
+
+class AsyncMapResult(AsyncResult):
+    """Results of a map: each message returns a list (a chunk); results are
+    the chunks joined back in order."""
+
+    def __init__(
+        self,
+        client: Client,
+        msg_ids: list[str],
+        fname: str = "map",
+        ordered: bool = True,
+        joiner: Callable[[list[Any]], Any] | None = None,
+        n_items: int | None = None,
+    ) -> None:
+        super().__init__(client, msg_ids, fname=fname, single=False)
+        self.ordered = ordered
+        self._joiner = joiner
+        self._n_items = n_items
+
+    def _reconstruct(self, results: list[Any]) -> Any:
+        if self._joiner is not None:
+            return self._joiner(results)
+        out: list[Any] = []
+        for chunk in results:
+            out.extend(chunk)
+        return out
+
+    def __len__(self) -> int:
+        return self._n_items if self._n_items is not None else len(self.msg_ids)
+
+    def __iter__(self) -> Iterator[Any]:
+        if self.ordered:
+            for msg_id in self.msg_ids:
+                yield from self._one(msg_id)
+            return
+        pending = list(self.msg_ids)
+        while pending:
+            done = self._client._wait_any(pending)
+            for msg_id in done:
+                pending.remove(msg_id)
+                yield from self._one(msg_id)

@@ -1,0 +1,585 @@
+"""Client: a connection to one cluster's controller.
+
+All traffic goes through one socket to the controller's client port (see
+transport.py), so a single forwarded port is enough to work from a laptop.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import logging
+import os
+import threading
+import time
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+from .. import serialize, wire
+from ..connection import ConnectionFileError, ConnectionInfo
+from ..error import (
+    EngineError,
+    HpcparError,
+    KernelError,
+    NoEnginesRegistered,
+    RemoteError,
+    TaskAborted,
+    TaskTimeout,
+)
+from ..paths import ProfileDir
+from .asyncresult import AsyncResult, Metadata, _ts
+from .transport import REJECTED, Transport
+
+log = logging.getLogger("hpcpar.client")
+
+# Failures the controller or engine reports on its own behalf map to these classes.
+_OWN_ERRORS: dict[str, type[KernelError]] = {
+    "EngineError": EngineError,
+    "TaskAborted": TaskAborted,
+    "TaskTimeout": TaskTimeout,
+}
+
+
+class ConnectionRejected(HpcparError):
+    """The controller refused this client's messages (wrong key)."""
+
+
+class Client:
+    """A connection to a running cluster.
+
+    ``Client()`` uses the default profile; also ``Client("path/client.json")``,
+    ``Client(url_file=...)``, ``Client(profile="x")`` or a dict of connection
+    info. ``timeout`` bounds the wait for the connection file and the
+    controller's first answer.
+    """
+
+    block = False
+
+    def __init__(
+        self,
+        connection_info: str | os.PathLike | dict | None = None,
+        *,
+        url_file: str | os.PathLike | None = None,
+        profile: str | None = None,
+        profile_dir: str | os.PathLike | None = None,
+        cluster_id: str | None = None,
+        timeout: float = 10,
+        sshserver: str | None = None,
+        sshkey: str | None = None,
+        **kwargs: Any,
+    ) -> None:
+        if sshserver or sshkey:
+            raise NotImplementedError(
+                "SSH tunnels are not available yet in hpcpar; forward the client port yourself "
+                "with  ssh -L PORT:HOST:PORT login-node  and pass the edited connection file"
+            )
+        if "url_or_file" in kwargs:
+            url_file = kwargs.pop("url_or_file")
+        kwargs.pop("debug", None)
+        kwargs.pop("context", None)
+        if kwargs:
+            raise TypeError(f"Client() got unexpected arguments: {', '.join(sorted(kwargs))}")
+        self.timeout = timeout
+        self._info, self._source = self._resolve(connection_info, url_file, profile, profile_dir, cluster_id, timeout)
+        self._signer = wire.Signer(self._info.key_bytes)
+        self.session = self._signer.session
+        self._pickler = "cloudpickle"
+        self._lock = threading.RLock()
+        self._cond = threading.Condition(self._lock)
+        self._engines: dict[int, dict[str, Any]] = {}
+        self._requests: dict[str, concurrent.futures.Future] = {}
+        self._pending: dict[str, AsyncResult] = {}
+        self._replies: dict[str, tuple[dict[str, Any], Any, list[Any]]] = {}
+        self._rejected: str | None = None
+        self._closed = False
+        self.results: dict[str, Any] = {}
+        self.metadata: dict[str, Metadata] = {}
+        self.history: list[str] = []
+        self.outstanding: set[str] = set()
+        self._transport: Transport | None = None
+        self._connect(timeout)
+
+    # -- connecting --------------------------------------------------------------------
+
+    @staticmethod
+    def _resolve(connection_info, url_file, profile, profile_dir, cluster_id, timeout) -> tuple[ConnectionInfo, str]:
+        if isinstance(connection_info, dict):
+            return ConnectionInfo.from_dict(connection_info, "connection_info dict"), "connection_info dict"
+        path = connection_info or url_file
+        if path is not None:
+            text = str(path)
+            if text.startswith("tcp://"):
+                raise ConnectionFileError(
+                    f"{text!r} is a URL; pass the path of the cluster's client connection file "
+                    "(<profile>/security/hpcpar-client.json), which also holds the key"
+                )
+            p = Path(text).expanduser()
+        else:
+            pd = ProfileDir(Path(profile_dir)) if profile_dir else ProfileDir.for_profile(profile)
+            p = pd.client_file(cluster_id or "")
+            if cluster_id is None and not p.exists():
+                others = sorted(pd.security.glob("hpcpar-*-client.json")) if pd.security.is_dir() else []
+                if len(others) == 1:
+                    p = others[0]
+        deadline = time.monotonic() + max(0.0, timeout)
+        while not p.exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        return ConnectionInfo.load(p), str(p)
+
+    def _connect(self, timeout: float) -> None:
+        urls = self._info.urls
+        per_url = timeout if len(urls) == 1 else max(1.0, timeout / len(urls))
+        last_error: BaseException | None = None
+        for url in urls:
+            self._transport = Transport(url, self.session.encode(), self._on_frames)
+            try:
+                reply = self._request("connect_request", {}, timeout=per_url)
+            except (TimeoutError, ConnectionRejected) as e:
+                last_error = e
+                self._transport.close()
+                self._transport = None
+                if isinstance(e, ConnectionRejected):
+                    raise
+                continue
+            with self._lock:
+                for eng in reply.meta.get("engines", []):
+                    self._engines[int(eng["id"])] = eng
+            return
+        raise TimeoutError(
+            f"no controller answered at {', '.join(urls)} within {timeout:.0f} s "
+            f"(connection file {self._source}); is the cluster running? Check with 'hpcpar list'"
+        ) from last_error
+
+    def _request(self, msg_type: str, meta: dict[str, Any], timeout: float | None = None) -> wire.Message:
+        """A request answered by the controller itself."""
+        header = self._signer.header(msg_type, route="controller")
+        fut: concurrent.futures.Future = concurrent.futures.Future()
+        with self._lock:
+            self._requests[header["msg_id"]] = fut
+        self._send(self._signer.pack(header, meta))
+        try:
+            return fut.result(timeout if timeout is not None else self.timeout)
+        except concurrent.futures.TimeoutError:
+            raise TimeoutError(f"the controller did not answer {msg_type} in time") from None
+        finally:
+            with self._lock:
+                self._requests.pop(header["msg_id"], None)
+
+    def _send(self, frames: list[Any]) -> None:
+        if self._transport is None or self._closed:
+            raise RuntimeError("this client is closed; create a new hpcpar.Client()")
+        self._transport.send(frames)
+
+    # -- the I/O thread's side -------------------------------------------------------------
+
+    def _on_frames(self, frames: list[Any]) -> None:
+        if len(frames) == 2 and frames[0].bytes == REJECTED:
+            self._on_rejected(frames[1].bytes.decode(errors="replace"))
+            return
+        try:
+            msg = self._signer.unpack(frames)
+        except wire.BadMessage as e:
+            log.warning("dropped a message from the controller: %s", e)
+            return
+        mt = msg.msg_type
+        parent = msg.header.get("parent")
+        if parent is not None:
+            fut = self._requests.get(parent)
+            if fut is not None:
+                fut.set_result(msg)
+                return
+            if mt.endswith("_reply"):
+                self._on_task_reply(parent, msg)
+                return
+        if mt == "engine_registered":
+            eng = msg.meta["engine"]
+            with self._cond:
+                self._engines[int(eng["id"])] = eng
+                self._cond.notify_all()
+        elif mt == "engine_unregistered":
+            with self._cond:
+                self._engines.pop(int(msg.meta["engine"]["id"]), None)
+                self._cond.notify_all()
+
+    def _on_rejected(self, reason: str) -> None:
+        self._rejected = (
+            f"the controller at {self._transport.url if self._transport else '?'} rejected this "
+            f"client's messages ({reason}). The key in {self._source} does not match the running "
+            "cluster: it was probably restarted; use its current connection file"
+        )
+        with self._lock:
+            futures = list(self._requests.values())
+        for fut in futures:
+            if not fut.done():
+                fut.set_exception(ConnectionRejected(self._rejected))
+
+    def _on_task_reply(self, msg_id: str, msg: wire.Message) -> None:
+        h, m = msg.header, msg.meta
+        md = self.metadata.get(msg_id)
+        if md is None:
+            md = self.metadata[msg_id] = Metadata(msg_id=msg_id)
+        md.update(
+            engine_id=h.get("engine_id"),
+            engine_uuid=(m.get("engine_info") or {}).get("engine_uuid"),
+            started=_ts(h.get("started")),
+            completed=_ts(h.get("completed")),
+            received=_ts(time.time()),
+            status=m.get("status", h.get("status")),
+            stdout=m.get("stdout", ""),
+            stderr=m.get("stderr", ""),
+            execute_result=m.get("execute_result"),
+        )
+        if m.get("status") == "error":
+            md["error"] = {k: m.get(k) for k in ("ename", "evalue", "traceback")}
+        with self._cond:
+            self._replies[msg_id] = (m, msg.payload, msg.buffers)
+            self.outstanding.discard(msg_id)
+            ar = self._pending.pop(msg_id, None)
+            self._cond.notify_all()
+        if ar is not None:
+            ar._msg_done(msg_id)
+
+    # -- results -------------------------------------------------------------------------
+
+    def _result(self, msg_id: str) -> Any:
+        """The result of one message (an exception object for a failure)."""
+        with self._lock:
+            if msg_id in self.results:
+                return self.results[msg_id]
+            raw = self._replies.pop(msg_id, None)
+        if raw is None:
+            raise KeyError(f"no result for message {msg_id} yet")
+        meta, payload, buffers = raw
+        if meta.get("status") == "ok":
+            try:
+                value = serialize.loads(payload, buffers)
+            except serialize.SerializationError as e:
+                value = e
+        else:
+            value = self._make_error(meta)
+        with self._lock:
+            self.results[msg_id] = value
+        return value
+
+    @staticmethod
+    def _make_error(meta: dict[str, Any]) -> BaseException:
+        ename = meta.get("ename") or "UnknownError"
+        evalue = meta.get("evalue") or ""
+        info = meta.get("engine_info") or {}
+        own = _OWN_ERRORS.get(ename)
+        if own is EngineError:
+            return EngineError(evalue, info)
+        if own is not None and meta.get("traceback", [""])[0].startswith(ename):
+            err = own(evalue)
+            err.engine_info = info  # type: ignore[attr-defined]
+            return err
+        return RemoteError(ename, evalue, meta.get("traceback") or [], info)
+
+    def _wait_msg(self, msg_id: str, timeout: float | None = None) -> bool:
+        with self._cond:
+            return self._cond.wait_for(lambda: msg_id not in self.outstanding, timeout)
+
+    def _wait_any(self, msg_ids: list[str]) -> list[str]:
+        with self._cond:
+            self._cond.wait_for(lambda: any(m not in self.outstanding for m in msg_ids))
+            return [m for m in msg_ids if m not in self.outstanding]
+
+    # -- submitting ---------------------------------------------------------------------------
+
+    def _submit(
+        self,
+        msg_type: str,
+        *,
+        route: str,
+        targets: list[int] | None = None,
+        meta: dict[str, Any] | None = None,
+        obj: Any = None,
+        ar_factory: Any = None,
+        header_extra: dict[str, Any] | None = None,
+    ) -> tuple[list[str], list[Any]]:
+        """Build one message (for several targets when ``route='direct'``).
+        Returns (msg_ids, frames); the caller registers and sends."""
+        payload, buffers = serialize.dumps(obj, self._pickler) if obj is not None else (b"", [])
+        extra = dict(header_extra or {})
+        if route == "direct":
+            msg_ids = [wire.new_id() for _ in targets or []]
+            header = self._signer.header(msg_type, route="direct", targets=targets, msg_ids=msg_ids,
+                                         pickler=self._pickler, **extra)
+        else:
+            header = self._signer.header(msg_type, route=route, pickler=self._pickler, **extra)
+            msg_ids = [header["msg_id"]]
+        frames = self._signer.pack(header, meta, payload, buffers)
+        return msg_ids, frames, header  # type: ignore[return-value]
+
+    def _track(self, msg_ids: list[str], header: dict[str, Any], ar: AsyncResult, targets: Any = None) -> None:
+        submitted = _ts(header["date"])
+        with self._lock:
+            for i, mid in enumerate(msg_ids):
+                md = Metadata(msg_id=mid, submitted=submitted, label=header.get("label"))
+                if isinstance(targets, list) and i < len(targets):
+                    md["engine_id"] = targets[i]
+                self.metadata[mid] = md
+                self.outstanding.add(mid)
+                self._pending[mid] = ar
+                self.history.append(mid)
+
+    def _send_tracked(self, msg_ids, frames, header, ar: AsyncResult, targets: Any = None) -> AsyncResult:
+        self._track(msg_ids, header, ar, targets)
+        self._send(frames)
+        return ar
+
+    # -- engines ---------------------------------------------------------------------------------
+
+    @property
+    def ids(self) -> list[int]:
+        with self._lock:
+            return sorted(self._engines)
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def __iter__(self):
+        for eid in self.ids:
+            yield self[eid]
+
+    def _build_targets(self, targets: Any) -> list[int]:
+        ids = self.ids
+        if targets is None or targets == "all":
+            if not ids:
+                raise NoEnginesRegistered()
+            return ids
+        if isinstance(targets, int):
+            targets = [targets]
+        elif isinstance(targets, range):
+            targets = list(targets)
+        elif isinstance(targets, slice):
+            targets = ids[targets]
+        targets = list(targets)
+        missing = [t for t in targets if t not in self._engines]
+        if missing:
+            raise IndexError(f"engine(s) {missing} are not registered; registered ids: {ids}")
+        return targets
+
+    def __getitem__(self, key: Any):
+        from .view import DirectView
+
+        ids = self.ids
+        if isinstance(key, int):
+            if not ids:
+                raise NoEnginesRegistered()
+            if key < 0:
+                key = ids[key]
+            if key not in ids:
+                raise IndexError(f"no engine with id {key}; registered ids: {ids}")
+            return DirectView(self, key)
+        if isinstance(key, slice):
+            if not ids:
+                raise NoEnginesRegistered()
+            return DirectView(self, ids[key])
+        if isinstance(key, (list, tuple, range)):
+            return DirectView(self, self._build_targets(list(key)))
+        raise TypeError(f"index a Client with an int, slice, list or range, not {type(key).__name__}")
+
+    def direct_view(self, targets: Any = "all", **kwargs: Any):
+        from .view import DirectView
+
+        return DirectView(self, targets, **kwargs)
+
+    def broadcast_view(self, targets: Any = "all", is_coalescing: bool = False, **kwargs: Any):
+        """For ipyparallel compatibility: every DirectView already sends one message for all targets."""
+        return self.direct_view(targets, **kwargs)
+
+    def load_balanced_view(self, targets: Any = None, **kwargs: Any):
+        from .view import LoadBalancedView
+
+        return LoadBalancedView(self, targets, **kwargs)
+
+    def executor(self, targets: Any = None):
+        return self.load_balanced_view(targets).executor()
+
+    def wait_for_engines(
+        self,
+        n: int | None = None,
+        *,
+        timeout: float = -1,
+        block: bool = True,
+        interactive: bool | None = None,
+    ) -> Any:
+        """Wait until at least ``n`` engines are registered, with a progress bar."""
+        from ..progress import Progress
+
+        if n is None:
+            n = len(self.ids) or 1
+        if not block:
+            pool = concurrent.futures.ThreadPoolExecutor(1)
+            fut = pool.submit(self.wait_for_engines, n, timeout=timeout, block=True, interactive=False)
+            pool.shutdown(wait=False)
+            return fut
+        deadline = None if timeout is None or timeout < 0 else time.monotonic() + timeout
+        with Progress(total=n, desc="engines", unit="engine", enabled=interactive) as bar:
+            with self._cond:
+                while len(self._engines) < n:
+                    bar.update_to(len(self._engines))
+                    remaining = None if deadline is None else deadline - time.monotonic()
+                    if remaining is not None and remaining <= 0:
+                        raise TimeoutError(
+                            f"{len(self._engines)} of {n} engines registered after {timeout} s; "
+                            "check the engines' logs in <profile>/log/ (or the batch job output)"
+                        )
+                    self._cond.wait(0.2 if remaining is None else min(0.2, remaining))
+                bar.update_to(len(self._engines))
+
+    # -- waiting -----------------------------------------------------------------------------------
+
+    def _msg_ids_of(self, jobs: Any) -> list[str]:
+        if jobs is None:
+            with self._lock:
+                return list(self.outstanding)
+        if isinstance(jobs, (str, int, AsyncResult)):
+            jobs = [jobs]
+        out: list[str] = []
+        for job in jobs:
+            if isinstance(job, AsyncResult):
+                out.extend(job.msg_ids)
+            elif isinstance(job, int):
+                out.append(self.history[job])
+            elif isinstance(job, str):
+                out.append(job)
+            else:
+                raise TypeError(f"cannot wait on {job!r}: give msg_ids, AsyncResults or history indices")
+        return out
+
+    def wait(self, jobs: Any = None, timeout: float = -1) -> bool:
+        """Wait for msg_ids / AsyncResults / history indices; True if all finished."""
+        msg_ids = self._msg_ids_of(jobs)
+        deadline = None if timeout is None or timeout < 0 else timeout
+        with self._cond:
+            return self._cond.wait_for(lambda: not any(m in self.outstanding for m in msg_ids), deadline)
+
+    def spin(self) -> None:
+        """A no-op kept for ipyparallel compatibility: I/O runs in a background thread."""
+
+    def spin_thread(self, interval: float = 1) -> None:
+        """A no-op kept for ipyparallel compatibility."""
+
+    # -- control -----------------------------------------------------------------------------------
+
+    def abort(self, jobs: Any = None, targets: Any = None, block: bool | None = None) -> Any:
+        """Drop queued tasks: they fail with TaskAborted and never run."""
+        msg_ids = None if jobs is None else self._msg_ids_of(jobs)
+        target_list = None if targets is None else self._build_targets(targets)
+        return self._request("abort_request", {"msg_ids": msg_ids, "targets": target_list}).meta
+
+    def queue_status(self, targets: Any = "all", verbose: bool = False) -> dict[Any, Any]:
+        target_list = self._build_targets(targets) if self.ids or targets not in (None, "all") else []
+        reply = self._request("queue_status_request", {"targets": target_list, "verbose": verbose})
+        status = reply.meta["status"]
+        out: dict[Any, Any] = {int(k): v for k, v in status.items() if k != "unassigned"}
+        out["unassigned"] = status["unassigned"]
+        if isinstance(targets, int):
+            return out.get(targets, {})
+        return out
+
+    def _direct(self, msg_type: str, targets: Any, meta: dict[str, Any] | None = None, obj: Any = None,
+                block: bool | None = None) -> Any:
+        target_list = self._build_targets(targets)
+        msg_ids, frames, header = self._submit(msg_type, route="direct", targets=target_list, meta=meta, obj=obj)
+        ar = AsyncResult(self, msg_ids, fname=msg_type.removesuffix("_request"), targets=target_list,
+                         single=isinstance(targets, int))
+        self._send_tracked(msg_ids, frames, header, ar, target_list)
+        if self.block if block is None else block:
+            return ar.get()
+        return ar
+
+    def clear(self, targets: Any = None, block: bool | None = None) -> Any:
+        """Reset the engines' namespaces."""
+        return self._direct("clear_request", targets, block=block)
+
+    def send_signal(self, sig: int | str, targets: Any = None, block: bool | None = None) -> Any:
+        """Send a signal (e.g. SIGINT, to interrupt running code) to engine processes."""
+        return self._direct("signal_request", targets, meta={"signal": sig}, block=block)
+
+    def shutdown(self, targets: Any = "all", restart: bool = False, hub: bool = False,
+                 block: bool | None = None) -> None:
+        """Stop engines; with ``hub=True`` also the controller."""
+        if restart:
+            raise NotImplementedError("restarting engines is done by the launcher: hpcpar engines -n N")
+        if self.ids:
+            ar = self._direct("shutdown_request", targets, block=False)
+            if block or hub or (block is None and self.block):
+                ar.wait(10)
+        if hub:
+            self._request("hub_shutdown_request", {})
+
+    def get_result(self, indices_or_msg_ids: Any = None, block: bool | None = None) -> AsyncResult:
+        msg_ids = self._msg_ids_of(indices_or_msg_ids if indices_or_msg_ids is not None else -1)
+        ar = AsyncResult(self, msg_ids, fname="get_result")
+        for mid in msg_ids:
+            if mid not in self.outstanding:
+                ar._msg_done(mid)
+            else:
+                with self._lock:
+                    self._pending[mid] = ar
+                if mid not in self.outstanding:
+                    ar._msg_done(mid)
+        if self.block if block is None else block:
+            return ar.get()
+        return ar
+
+    def purge_local_results(self, jobs: Any = (), targets: Any = ()) -> None:
+        """Forget finished results held by this client (all with jobs='all')."""
+        with self._lock:
+            if jobs == "all":
+                msg_ids = [m for m in self.metadata if m not in self.outstanding]
+            else:
+                msg_ids = self._msg_ids_of(list(jobs)) if jobs else []
+                if targets:
+                    wanted = set(self._build_targets(targets))
+                    msg_ids += [m for m, md in self.metadata.items() if md["engine_id"] in wanted]
+            for mid in msg_ids:
+                if mid in self.outstanding:
+                    raise RuntimeError(f"cannot purge {mid}: it has not finished")
+                self.results.pop(mid, None)
+                self.metadata.pop(mid, None)
+                self._replies.pop(mid, None)
+
+    # -- lifecycle ----------------------------------------------------------------------------------
+
+    def close(self, linger: float | None = None) -> None:
+        if self._closed:
+            return
+        if self._transport is not None:
+            try:
+                header = self._signer.header("disconnect_request", route="controller")
+                self._transport.send(self._signer.pack(header))
+            except Exception:
+                pass
+            self._transport.close()
+        self._closed = True
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    def __del__(self) -> None:
+        try:
+            self.close()
+        except Exception:
+            pass
+
+    def __repr__(self) -> str:
+        return f"<hpcpar.Client {self._source}: {len(self._engines)} engines>"
+
+    # -- serializer ------------------------------------------------------------------------------------
+
+    def use_cloudpickle(self) -> None:
+        self._pickler = "cloudpickle"
+
+    def use_pickle(self) -> None:
+        self._pickler = "pickle"
+
+
+def _iter_targets(targets: Any) -> Iterable[int]:
+    return [targets] if isinstance(targets, int) else list(targets)

@@ -1,0 +1,51 @@
+"""``hpcpar controller``: run a controller in the foreground (what launchers start)."""
+
+from __future__ import annotations
+
+import argparse
+
+from . import add_profile_args, profile_dir_from
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("controller", help="run a controller in the foreground")
+    add_profile_args(p)
+    p.add_argument("--ip", default="127.0.0.1", help="address to listen on for clients ('*' for all)")
+    p.add_argument("--port", type=int, default=0, help="client port (0: pick a free one)")
+    p.add_argument("--engine-ip", default=None, help="address to listen on for engines (default: --ip)")
+    p.add_argument("--engine-port", type=int, default=0, help="engine port (0: pick a free one)")
+    p.add_argument("--location", default=None, help="host name written into connection files")
+    p.add_argument("--heartbeat-interval", type=float, default=1.0, help="seconds between engine heartbeats")
+    p.add_argument("--heartbeat-timeout", type=float, default=6.0,
+                   help="seconds without a heartbeat before an engine is declared dead")
+    p.add_argument("--scheme", default="leastload", help="load-balancing scheme")
+    p.add_argument("--hwm", type=int, default=1, help="load-balanced tasks in flight per engine (0: unlimited)")
+    p.add_argument("--max-message-size", type=int, default=-1, help="largest accepted frame in bytes (-1: no limit)")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..cli import CommandError
+    from ..controller.app import ControllerConfig, run_controller
+    from ..controller.scheduler import SCHEMES
+
+    if args.scheme not in SCHEMES:
+        raise CommandError(f"unknown --scheme {args.scheme!r}; choose one of {', '.join(SCHEMES)}")
+    if args.heartbeat_timeout <= args.heartbeat_interval:
+        raise CommandError("--heartbeat-timeout must be longer than --heartbeat-interval")
+    config = ControllerConfig(
+        profile_dir=profile_dir_from(args).create(),
+        cluster_id=args.cluster_id,
+        ip=args.ip,
+        port=args.port,
+        engine_ip=args.engine_ip,
+        engine_port=args.engine_port,
+        heartbeat_interval=args.heartbeat_interval,
+        heartbeat_timeout=args.heartbeat_timeout,
+        scheme=args.scheme,
+        hwm=args.hwm,
+        max_message_size=args.max_message_size,
+    )
+    if args.location:
+        config.location = args.location
+    return run_controller(config)

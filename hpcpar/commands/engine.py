@@ -1,0 +1,51 @@
+"""``hpcpar engine``: run one engine in the foreground (what launchers start)."""
+
+from __future__ import annotations
+
+import argparse
+
+from . import add_profile_args, profile_dir_from
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("engine", help="run one engine in the foreground")
+    add_profile_args(p)
+    p.add_argument("--file", default=None, help="engine connection file (default: the profile's, "
+                   "or $HPCPAR_CONNECTION_INFO)")
+    p.add_argument("--id", type=int, default=None, help="ask for this engine id")
+    p.add_argument("--mpi", action="store_true", help="join MPI.COMM_WORLD; engine id = MPI rank")
+    p.add_argument("--wait-for-file", type=float, default=30.0, help="seconds to wait for the connection file")
+    p.add_argument("--connect-timeout", type=float, default=60.0, help="seconds to keep trying to register")
+    p.add_argument("--controller-timeout", type=float, default=60.0,
+                   help="exit when the controller has been silent this many seconds")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..cli import CommandError
+    from ..connection import ConnectionFileError
+    from ..engine.app import (
+        Engine,
+        EngineOptions,
+        RegistrationError,
+        init_mpi,
+        load_engine_connection,
+    )
+
+    try:
+        info = load_engine_connection(args.file, profile_dir_from(args), args.cluster_id, args.wait_for_file)
+    except ConnectionFileError as e:
+        raise CommandError(str(e)) from None
+    options = EngineOptions(
+        requested_id=args.id,
+        connect_timeout=args.connect_timeout,
+        controller_timeout=args.controller_timeout,
+        mpi=args.mpi,
+    )
+    engine = Engine(info, options)
+    if args.mpi:
+        init_mpi(engine)
+    try:
+        return engine.run()
+    except RegistrationError as e:
+        raise CommandError(str(e)) from None

@@ -1,0 +1,90 @@
+"""``hpcpar start``: a controller and N engines; foreground (Ctrl-C stops) or --daemonize."""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+import time
+
+from . import add_profile_args, profile_dir_from
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("start", help="start a cluster (controller + engines)")
+    add_profile_args(p)
+    p.add_argument("-n", "--n", type=int, default=None, help="number of engines (default: CPU count)")
+    p.add_argument("--engines", default="local", help="engine launcher (default: local)")
+    p.add_argument("--controller", default="local", help="controller launcher (default: local)")
+    p.add_argument("--ip", default=None, help="controller listen address ('*' for all interfaces)")
+    p.add_argument("--scheme", default=None, help="load-balancing scheme (leastload, lru, twobin, weighted, plainrandom)")
+    p.add_argument("--daemonize", action="store_true", help="return once the controller is up")
+    p.add_argument("--wait", action="store_true", help="with --daemonize: also wait for all engines")
+    p.add_argument("--timeout", type=float, default=120.0, help="seconds to wait for engines")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..cli import CommandError
+    from ..cluster import Cluster, ClusterError
+
+    if args.n is not None and args.n < 0:
+        raise CommandError("-n must be zero or more engines")
+    controller_args = []
+    if args.ip:
+        controller_args += ["--ip", args.ip]
+    if args.scheme:
+        controller_args += ["--scheme", args.scheme]
+    pd = profile_dir_from(args)
+    cluster = Cluster(
+        n=args.n,
+        profile_dir=pd.path,
+        cluster_id=args.cluster_id,
+        engines=args.engines,
+        controller=args.controller,
+        controller_args=controller_args,
+    )
+    try:
+        cluster.start_controller()
+        if cluster.n:
+            cluster.start_engines()
+    except ClusterError as e:
+        raise CommandError(str(e)) from None
+    where = f"profile {pd.name!r}" + (f", cluster id {args.cluster_id!r}" if args.cluster_id else "")
+    if args.daemonize and not args.wait:
+        print(f"cluster started in {where}: {cluster.n} engines starting; stop it with 'hpcpar stop'")
+        return 0
+    try:
+        rc = cluster.connect_client()
+        rc.wait_for_engines(cluster.n, timeout=args.timeout)
+    except TimeoutError as e:
+        if not args.daemonize:
+            cluster.stop_cluster()
+        raise CommandError(str(e)) from None
+    rc.close()
+    cluster._client = None
+    print(f"cluster ready in {where}: {cluster.n} engines", flush=True)
+    if args.daemonize:
+        return 0
+    return _foreground(cluster)
+
+
+def _foreground(cluster) -> int:
+    """Keep running until Ctrl-C / SIGTERM, or until the controller goes away."""
+    stop = {"now": False}
+
+    def on_signal(signum, frame):
+        stop["now"] = True
+
+    signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGTERM, on_signal)
+    print("press Ctrl-C to stop the cluster", flush=True)
+    while not stop["now"]:
+        if not cluster.is_running():
+            print("the controller exited; stopping the engines", file=sys.stderr)
+            cluster.stop_cluster()
+            return 1
+        time.sleep(0.2)
+    print("stopping the cluster...", flush=True)
+    cluster.stop_cluster()
+    return 0

@@ -1,0 +1,39 @@
+"""``hpcpar stop``: stop a cluster from any process, using its state file."""
+
+from __future__ import annotations
+
+import argparse
+
+from . import add_profile_args, profile_dir_from
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("stop", help="stop a running cluster")
+    add_profile_args(p)
+    p.add_argument("--all", action="store_true", help="stop every cluster of every profile")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..cli import CommandError
+    from ..cluster import Cluster, ClusterError, running_clusters
+
+    if args.all:
+        targets = [path for path, _ in running_clusters()]
+    else:
+        pd = profile_dir_from(args)
+        path = pd.state_file(args.cluster_id)
+        if not path.exists():
+            raise CommandError(
+                f"no cluster to stop in profile {pd.name!r}"
+                + (f" with cluster id {args.cluster_id!r}" if args.cluster_id else "")
+                + " ('hpcpar list' shows running clusters)"
+            )
+        targets = [path]
+    for path in targets:
+        try:
+            Cluster.from_file(path).stop_cluster()
+        except ClusterError as e:
+            raise CommandError(str(e)) from None
+        print(f"stopped cluster {path}")
+    return 0

@@ -1,0 +1,69 @@
+"""The controller's registry of engines and the work each one holds."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass
+class EngineRecord:
+    id: int
+    ident: bytes  # ZeroMQ routing identity of the engine's socket
+    uuid: str
+    info: dict[str, Any]
+    registered: float = field(default_factory=time.time)
+    last_seen: float = field(default_factory=time.monotonic)
+    outstanding: dict[str, bool] = field(default_factory=dict)  # msg_id -> load-balanced?
+    completed: int = 0
+    lb_in_flight: int = 0
+    last_assigned: float = 0.0
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "uuid": self.uuid,
+            "registered": self.registered,
+            **{k: v for k, v in self.info.items() if k in ("hostname", "pid", "mpi_rank", "mpi_size")},
+        }
+
+
+class EngineRegistry:
+    """Engine ids are never reused within a controller's lifetime, except that
+    an engine asking for a specific free id (its MPI rank, or its old id after
+    a controller restart) gets it."""
+
+    def __init__(self) -> None:
+        self.by_id: dict[int, EngineRecord] = {}
+        self.by_ident: dict[bytes, EngineRecord] = {}
+        self.next_id = 0
+        self.retired: set[int] = set()
+
+    def __len__(self) -> int:
+        return len(self.by_id)
+
+    def ids(self) -> list[int]:
+        return sorted(self.by_id)
+
+    def register(self, ident: bytes, uuid: str, requested: int | None, info: dict[str, Any]) -> EngineRecord:
+        existing = self.by_ident.get(ident)
+        if existing is not None:
+            existing.last_seen = time.monotonic()
+            return existing
+        if isinstance(requested, int) and requested >= 0 and requested not in self.by_id:
+            eid = requested
+        else:
+            eid = self.next_id
+            while eid in self.by_id or eid in self.retired:
+                eid += 1
+        self.next_id = max(self.next_id, eid + 1)
+        rec = EngineRecord(id=eid, ident=ident, uuid=uuid, info=info)
+        self.by_id[eid] = rec
+        self.by_ident[ident] = rec
+        return rec
+
+    def remove(self, rec: EngineRecord) -> None:
+        self.by_id.pop(rec.id, None)
+        self.by_ident.pop(rec.ident, None)
+        self.retired.add(rec.id)

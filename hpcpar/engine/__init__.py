@@ -1,0 +1,1 @@
+"""The engine: a Python process that runs the code clients send it."""

@@ -1,0 +1,308 @@
+"""The engine process: registration, heartbeats, and the task loop.
+
+Two threads. The I/O thread owns the engine's one socket to the controller:
+it answers heartbeats, and handles abort, signal and shutdown at once, even
+while user code runs. The main thread runs requests one at a time, in order,
+so signals (SIGINT) interrupt user code where the user expects.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import queue
+import signal
+import socket
+import sys
+import threading
+import time
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+import zmq
+
+from .. import serialize, wire
+from ..connection import ConnectionInfo
+from .executor import Executor
+from .namespace import current
+
+log = logging.getLogger("hpcpar.engine")
+
+# Request types the I/O thread handles itself instead of queueing them.
+IMMEDIATE = {"abort_request", "signal_request", "shutdown_request"}
+
+
+class RegistrationError(RuntimeError):
+    pass
+
+
+@dataclass
+class EngineOptions:
+    requested_id: int | None = None
+    connect_timeout: float = 30.0  # per registration attempt cycle over all URLs
+    controller_timeout: float = 60.0  # exit when the controller is silent this long
+    mpi: bool = False
+
+
+class Engine:
+    def __init__(self, info: ConnectionInfo, options: EngineOptions) -> None:
+        self.info = info
+        self.options = options
+        self.signer = wire.Signer(info.key_bytes)
+        self.uuid = uuid.uuid4().hex
+        self.ctx = zmq.Context()
+        self.id: int | None = None
+        self.heartbeat_interval = 1.0
+        self.tasks: queue.Queue[wire.Message | None] = queue.Queue()
+        self.aborted: set[str] = set()
+        self.ns = current()
+        self.executor = Executor(self.ns)
+        self.pipe_url = f"inproc://engine-replies-{self.uuid}"
+        self._pipe_lock = threading.Lock()
+        self.extra_info: dict[str, Any] = {}
+        self.socket: zmq.Socket | None = None
+        self.url: str | None = None
+
+    # -- registration -------------------------------------------------------------
+
+    def _register_message(self) -> list[Any]:
+        hdr = self.signer.header("register_request")
+        return self.signer.pack(hdr, {
+            "uuid": self.uuid,
+            "requested_id": self.options.requested_id if self.id is None else self.id,
+            "info": {
+                "hostname": socket.gethostname(),
+                "pid": os.getpid(),
+                "python": sys.executable,
+                **self.extra_info,
+            },
+        })
+
+    def register(self) -> None:
+        """Try each advertised URL in turn; keep the first that answers."""
+        deadline = time.monotonic() + self.options.connect_timeout
+        per_try = 2.0
+        errors = []
+        while time.monotonic() < deadline:
+            for url in self.info.urls:
+                sock = self.ctx.socket(zmq.DEALER)
+                sock.setsockopt(zmq.IDENTITY, self.uuid.encode())
+                sock.setsockopt(zmq.LINGER, 0)
+                sock.connect(url)
+                sock.send_multipart(self._register_message())
+                if sock.poll(int(per_try * 1000)):
+                    frames = sock.recv_multipart(copy=False)
+                    try:
+                        msg = self.signer.unpack(frames)
+                    except wire.BadMessage as e:
+                        sock.close()
+                        raise RegistrationError(
+                            f"the controller at {url} answered, but not with this cluster's key ({e}); "
+                            "the engine's connection file is stale: use the current one"
+                        ) from None
+                    if msg.msg_type == "register_reply":
+                        self.socket, self.url = sock, url
+                        self._accept_registration(msg)
+                        return
+                errors.append(url)
+                sock.close()
+            per_try = min(per_try * 1.5, 10.0)
+        raise RegistrationError(
+            f"no controller answered at {', '.join(self.info.urls)} within "
+            f"{self.options.connect_timeout:.0f} s; is the controller running and reachable "
+            "from this host? (set controller.ip to an address engines can reach)"
+        )
+
+    def _accept_registration(self, msg: wire.Message) -> None:
+        self.id = int(msg.meta["id"])
+        self.heartbeat_interval = float(msg.meta.get("heartbeat_interval", 1.0))
+        log.info("registered as engine %d via %s", self.id, self.url)
+
+    # -- main thread -----------------------------------------------------------------
+
+    def run(self) -> int:
+        self.register()
+        signal.signal(signal.SIGINT, self._on_sigint)
+        signal.signal(signal.SIGTERM, self._on_sigterm)
+        self._pipe = self.ctx.socket(zmq.PAIR)
+        self._pipe.bind(self.pipe_url)
+        io_thread = threading.Thread(target=self._io_loop, name="hpcpar-engine-io", daemon=True)
+        io_thread.start()
+        while True:
+            msg = self.tasks.get()
+            if msg is None:
+                break
+            self._run_one(msg)
+        return 0
+
+    def _my_msg_id(self, header: dict[str, Any]) -> str:
+        targets = header.get("targets")
+        if isinstance(targets, list) and self.id in targets:
+            return header["msg_ids"][targets.index(self.id)]
+        return header.get("msg_id", "")
+
+    def _run_one(self, msg: wire.Message) -> None:
+        msg_id = self._my_msg_id(msg.header)
+        started = wire.now()
+        if msg_id in self.aborted:
+            self.aborted.discard(msg_id)
+            meta = {"status": "error", "ename": "TaskAborted",
+                    "evalue": f"task {msg_id} was aborted before it started",
+                    "traceback": ["TaskAborted: aborted before it started"]}
+            payload, buffers = b"", []
+        else:
+            meta, payload, buffers = self.executor.run(msg, msg_id)
+        meta["engine_info"] = {"engine_id": self.id, "engine_uuid": self.uuid,
+                               "method": msg.msg_type.removesuffix("_request")}
+        header = self.signer.header(
+            msg.msg_type.removesuffix("_request") + "_reply",
+            parent=msg_id,
+            client=msg.header.get("session"),
+            engine_id=self.id,
+            started=started,
+            completed=wire.now(),
+            status=meta["status"],
+        )
+        self._to_io(self.signer.pack(header, meta, payload, buffers))
+
+    def _to_io(self, frames: list[Any], block: bool = True) -> bool:
+        if not self._pipe_lock.acquire(blocking=block):
+            return False
+        try:
+            self._pipe.send_multipart(frames, copy=False)
+            return True
+        finally:
+            self._pipe_lock.release()
+
+    def _on_sigint(self, signum: int, frame: Any) -> None:
+        # Interrupt user code; an idle engine ignores the signal.
+        if self.executor.running:
+            raise KeyboardInterrupt
+
+    def _on_sigterm(self, signum: int, frame: Any) -> None:
+        # Tell the controller we are leaving so we drop out of rc.ids at once.
+        self._to_io(self.signer.pack(self.signer.header("unregister_request")), block=False)
+        time.sleep(0.1)
+        os._exit(0)
+
+    # -- I/O thread ---------------------------------------------------------------------
+
+    def _io_loop(self) -> None:
+        sock = self.socket
+        assert sock is not None
+        pull = self.ctx.socket(zmq.PAIR)
+        pull.connect(self.pipe_url)
+        poller = zmq.Poller()
+        poller.register(sock, zmq.POLLIN)
+        poller.register(pull, zmq.POLLIN)
+        last_contact = time.monotonic()
+        next_beat = time.monotonic()
+        hb = self.signer.header  # local alias
+        while True:
+            now = time.monotonic()
+            if now >= next_beat:
+                sock.send_multipart(self.signer.pack(hb("heartbeat")))
+                next_beat = now + self.heartbeat_interval
+            events = dict(poller.poll(max(1, int((next_beat - now) * 1000))))
+            if pull in events:
+                while True:
+                    try:
+                        frames = pull.recv_multipart(zmq.NOBLOCK, copy=False)
+                    except zmq.Again:
+                        break
+                    sock.send_multipart(frames, copy=False)
+            if sock in events:
+                while True:
+                    try:
+                        frames = sock.recv_multipart(zmq.NOBLOCK, copy=False)
+                    except zmq.Again:
+                        break
+                    last_contact = time.monotonic()
+                    self._handle(sock, frames)
+            if time.monotonic() - last_contact > self.options.controller_timeout:
+                log.error("no word from the controller for %.0f s; exiting", self.options.controller_timeout)
+                os._exit(3)
+
+    def _handle(self, sock: zmq.Socket, frames: list[Any]) -> None:
+        try:
+            msg = self.signer.unpack(frames)
+        except wire.BadMessage as e:
+            log.warning("dropped a message that does not verify: %s", e)
+            return
+        mt = msg.msg_type
+        if mt in ("heartbeat_reply", "register_reply"):
+            if mt == "register_reply":
+                self._accept_registration(msg)
+            return
+        if mt == "reregister_request":
+            sock.send_multipart(self._register_message())
+            return
+        if mt in IMMEDIATE:
+            getattr(self, "_" + mt)(sock, msg)
+            return
+        self.tasks.put(msg)
+
+    def _reply_now(self, sock: zmq.Socket, msg: wire.Message, meta: dict[str, Any]) -> None:
+        if "msg_ids" not in msg.header:
+            return  # sent by the controller itself; no reply wanted
+        header = self.signer.header(
+            msg.msg_type.removesuffix("_request") + "_reply",
+            parent=self._my_msg_id(msg.header),
+            engine_id=self.id,
+            started=wire.now(),
+            completed=wire.now(),
+            status="ok",
+        )
+        meta = {"status": "ok", "stdout": "", "stderr": "", **meta,
+                "engine_info": {"engine_id": self.id, "engine_uuid": self.uuid}}
+        payload, _ = serialize.dumps(None)
+        sock.send_multipart(self.signer.pack(header, meta, payload))
+
+    def _abort_request(self, sock: zmq.Socket, msg: wire.Message) -> None:
+        msg_ids = msg.meta.get("msg_ids")
+        if msg_ids is None:
+            with self.tasks.mutex:
+                pending = [m for m in self.tasks.queue if m is not None]
+            self.aborted.update(self._my_msg_id(m.header) for m in pending)
+        else:
+            self.aborted.update(msg_ids)
+
+    def _signal_request(self, sock: zmq.Socket, msg: wire.Message) -> None:
+        sig = msg.meta.get("signal", signal.SIGINT)
+        if isinstance(sig, str):
+            sig = getattr(signal, sig if sig.startswith("SIG") else "SIG" + sig)
+        self._reply_now(sock, msg, {"signal": int(sig)})
+        os.kill(os.getpid(), int(sig))
+
+    def _shutdown_request(self, sock: zmq.Socket, msg: wire.Message) -> None:
+        self._reply_now(sock, msg, {})
+        if "msg_ids" in msg.header:
+            sock.send_multipart(self.signer.pack(self.signer.header("unregister_request")))
+        sock.close(linger=1000)
+        os._exit(0)
+
+
+def load_engine_connection(path: str | None, profile_dir: Any, cluster_id: str, wait: float) -> ConnectionInfo:
+    """Connection info from --file, $HPCPAR_CONNECTION_INFO, or the profile (waiting for it)."""
+    info = ConnectionInfo.from_env()
+    if info is not None and path is None:
+        return info
+    target = path or str(profile_dir.engine_file(cluster_id))
+    deadline = time.monotonic() + wait
+    while not os.path.exists(target) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    return ConnectionInfo.load(target)
+
+
+def init_mpi(engine: Engine) -> None:
+    try:
+        from mpi4py import MPI
+    except ImportError:
+        raise SystemExit(
+            "MPI engines need mpi4py: install it with  pip install 'hpcpar[mpi]'"
+        ) from None
+    comm = MPI.COMM_WORLD
+    engine.options.requested_id = comm.Get_rank()
+    engine.extra_info.update(mpi_rank=comm.Get_rank(), mpi_size=comm.Get_size())
+    engine.ns.reset({"MPI": MPI, "comm": comm, "mpi_rank": comm.Get_rank(), "mpi_size": comm.Get_size()})

@@ -1,0 +1,144 @@
+"""Runs one request on the engine's main thread and builds its reply.
+
+Every request gets exactly one reply, whatever happens: an exception in user
+code, a result that cannot be pickled, KeyboardInterrupt from a signal, or
+``sys.exit()`` in user code all become an error reply, and the engine keeps
+serving.
+"""
+
+from __future__ import annotations
+
+import ast
+import io
+import linecache
+import os
+import sys
+import traceback
+from dataclasses import dataclass, field
+from typing import Any
+
+from .. import serialize, wire
+from .namespace import Namespace
+
+_ENGINE_DIR = os.path.dirname(os.path.abspath(__file__))
+
+
+class Capture(io.TextIOBase):
+    """Collects what a task prints. Stands in for sys.stdout / sys.stderr."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.parts: list[str] = []
+
+    def write(self, text: str) -> int:
+        if not isinstance(text, str):
+            raise TypeError(f"write() argument must be str, not {type(text).__name__}")
+        self.parts.append(text)
+        return len(text)
+
+    def writable(self) -> bool:
+        return True
+
+    def getvalue(self) -> str:
+        return "".join(self.parts)
+
+
+@dataclass
+class Outcome:
+    status: str = "ok"
+    result: Any = None
+    meta: dict[str, Any] = field(default_factory=dict)
+
+
+def format_remote_traceback(exc: BaseException) -> list[str]:
+    """The traceback of ``exc`` without the engine's own frames."""
+    tb = exc.__traceback__
+    while tb is not None and os.path.dirname(os.path.abspath(tb.tb_frame.f_code.co_filename)) == _ENGINE_DIR:
+        tb = tb.tb_next
+    return "".join(traceback.format_exception(type(exc), exc, tb)).rstrip("\n").splitlines()
+
+
+def error_meta(exc: BaseException) -> dict[str, Any]:
+    return {
+        "status": "error",
+        "ename": type(exc).__name__,
+        "evalue": str(exc),
+        "traceback": format_remote_traceback(exc),
+    }
+
+
+class Executor:
+    def __init__(self, namespace: Namespace) -> None:
+        self.ns = namespace
+        self.running: str | None = None
+        self.cell_count = 0
+
+    def run(self, msg: wire.Message, msg_id: str) -> tuple[dict[str, Any], bytes, list[Any]]:
+        """Returns (reply meta, payload, buffers)."""
+        out, err = Capture("stdout"), Capture("stderr")
+        real_out, real_err = sys.stdout, sys.stderr
+        sys.stdout, sys.stderr = out, err
+        self.running = msg_id
+        outcome = Outcome()
+        try:
+            handler = getattr(self, "do_" + msg.msg_type.removesuffix("_request"), None)
+            if handler is None:
+                raise ValueError(f"engine does not understand {msg.msg_type!r}")
+            outcome.result = handler(msg)
+        except BaseException as e:  # noqa: BLE001 - user code may raise anything, even SystemExit
+            outcome.status = "error"
+            outcome.meta = error_meta(e)
+            outcome.result = None
+        finally:
+            self.running = None
+            sys.stdout, sys.stderr = real_out, real_err
+        meta = {"status": outcome.status, "stdout": out.getvalue(), "stderr": err.getvalue(), **outcome.meta}
+        if isinstance(outcome.result, _ExecuteResult):
+            if outcome.result.text is not None:
+                meta["execute_result"] = {"text/plain": outcome.result.text}
+            outcome.result = None
+        pickler = msg.header.get("pickler", "cloudpickle")
+        try:
+            payload, buffers = serialize.dumps(outcome.result, pickler)
+        except serialize.SerializationError as e:
+            meta.update(status="error", ename="SerializationError", evalue=str(e),
+                        traceback=[f"SerializationError: the result could not be sent back: {e}"])
+            payload, buffers = serialize.dumps(None)
+        return meta, payload, buffers
+
+    # -- request types ------------------------------------------------------------
+
+    def do_apply(self, msg: wire.Message) -> Any:
+        f, args, kwargs = serialize.loads(msg.payload, msg.buffers)
+        rebind = self.ns.rebinder.rebind
+        f = rebind(f)
+        args = [rebind(a) for a in args]
+        return f(*args, **kwargs)
+
+    def do_execute(self, msg: wire.Message) -> _ExecuteResult:
+        code = msg.meta.get("code", "")
+        if not isinstance(code, str):
+            raise TypeError("execute needs code as a string")
+        self.cell_count += 1
+        filename = f"<hpcpar-cell-{self.cell_count}>"
+        linecache.cache[filename] = (len(code), None, code.splitlines(True), filename)
+        tree = ast.parse(code, filename, "exec")
+        last = None
+        if not msg.meta.get("silent", True) and tree.body and isinstance(tree.body[-1], ast.Expr):
+            last = ast.Expression(tree.body.pop().value)
+        g = self.ns.globals
+        exec(compile(tree, filename, "exec"), g)
+        if last is not None:
+            value = eval(compile(last, filename, "eval"), g)
+            if value is not None:
+                g["_"] = value
+                return _ExecuteResult(repr(value))
+        return _ExecuteResult(None)
+
+    def do_clear(self, msg: wire.Message) -> None:
+        self.ns.reset(self.ns.extra)
+
+
+@dataclass
+class _ExecuteResult:
+    text: str | None

@@ -1,0 +1,42 @@
+"""The engine's user namespace: a fresh ``__main__`` module that persists across tasks."""
+
+from __future__ import annotations
+
+import builtins
+import sys
+import types
+from typing import Any
+
+from ..serialize import Rebinder
+
+
+class Namespace:
+    def __init__(self) -> None:
+        self.module = types.ModuleType("__main__")
+        # Code that pickles classes defined with execute() looks them up here.
+        sys.modules["__main__"] = self.module
+        self.rebinder = Rebinder(self.module.__dict__)
+        self.reset()
+
+    @property
+    def globals(self) -> dict[str, Any]:
+        return self.module.__dict__
+
+    def reset(self, extra: dict[str, Any] | None = None) -> None:
+        ns = self.module.__dict__
+        ns.clear()
+        ns.update({"__name__": "__main__", "__builtins__": builtins, "__doc__": None})
+        self.rebinder = Rebinder(ns)
+        if extra:
+            ns.update(extra)
+        self.extra = dict(extra or {})
+
+
+_current: Namespace | None = None
+
+
+def current() -> Namespace:
+    global _current
+    if _current is None:
+        _current = Namespace()
+    return _current

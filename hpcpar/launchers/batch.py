@@ -1,0 +1,437 @@
+"""What every batch-system launcher shares: render, submit, poll with back-off, cancel.
+
+A system module (slurm.py, pbs.py, ...) only says how its commands are spelled and how
+their output reads; the job script itself comes from ``templates/<system>/<role>.sh.j2``.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import sys
+import tempfile
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar
+
+from ..config import defaults_config
+from ..config.units import ceil_div, parse_memory, parse_walltime
+from ..paths import ProfileDir
+from .base import CANCELLED, DONE, FAILED, HELD, PENDING, RUNNING, UNKNOWN, Launcher, LauncherError
+from .formats import sanitize_job_name, shjoin, strip_prefix
+from .ledger import JobRecord, forget_jobs, record_job
+from .shell import CommandResult, run_command
+from .templating import render_template, template_search_path
+
+FINAL = frozenset({DONE, FAILED, CANCELLED})
+# When one job (or array) has tasks in several states, the first listed wins.
+_PRECEDENCE = (RUNNING, PENDING, HELD, UNKNOWN, FAILED, CANCELLED, DONE)
+
+
+class PollError(RuntimeError):
+    """A status command failed or printed something unreadable; says nothing about the jobs."""
+
+
+def aggregate(states: Iterable[str]) -> str:
+    """One state for many tasks or jobs: anything still active wins over anything final."""
+    present = set(states)
+    for state in _PRECEDENCE:
+        if state in present:
+            return state
+    return UNKNOWN
+
+
+@dataclass
+class RenderedJob:
+    """The files of one submission; ``copies`` > 1 submits the same file that many times."""
+
+    launcher: str
+    role: str
+    files: dict[str, str]
+    submit_file: str
+    copies: int = 1
+
+    @property
+    def script(self) -> str:
+        return self.files[self.submit_file]
+
+
+@dataclass
+class JobState:
+    state: str
+    native: str = ""
+    detail: str = ""
+
+
+@dataclass
+class _PollState:
+    interval: float
+    next_at: float = 0.0
+    failures: int = 0
+    last_error: str = ""
+    states: dict[str, JobState] = field(default_factory=dict)
+
+
+class BatchLauncher(Launcher):
+    """Base of the launchers that submit job scripts to a batch system."""
+
+    name: ClassVar[str] = ""
+    # Directive prefix, e.g. "#SBATCH"; extra_directives get it prepended.
+    prefix: ClassVar[str] = ""
+    # Per-task index variable of a job array, for logs and docs.
+    array_index_var: ClassVar[str] = ""
+    # Output file patterns: a job id, and an array task.
+    output_pattern: ClassVar[str] = ""
+    array_output_pattern: ClassVar[str] = ""
+    template_suffix: ClassVar[str] = ".sh.j2"
+    supports_mpi: ClassVar[bool] = True
+    # Cancel output lines meaning "that job is already gone" or plain success chatter.
+    gone_patterns: ClassVar[tuple[str, ...]] = ()
+    ok_patterns: ClassVar[tuple[str, ...]] = ()
+
+    def __init__(
+        self,
+        *,
+        role: str,
+        n: int = 1,
+        profile_dir: ProfileDir | str | os.PathLike | None = None,
+        cluster_id: str = "",
+        options: dict[str, Any] | None = None,
+        job_ids: Iterable[str] = (),
+        **extra: Any,
+    ) -> None:
+        super().__init__(role=role, n=n)
+        self.options: dict[str, Any] = {
+            **defaults_config().launcher_options(self.name, role),
+            **(options or {}),
+            **extra,
+        }
+        if profile_dir is not None and not isinstance(profile_dir, ProfileDir):
+            profile_dir = ProfileDir(Path(profile_dir))
+        self.profile_dir: ProfileDir | None = profile_dir
+        self.cluster_id = cluster_id
+        self.job_ids: list[str] = [str(j) for j in job_ids]
+        self.cancelled: set[str] = set()
+        self._poll = _PollState(interval=float(self.options["poll_interval"]))
+
+    # ----- layout ---------------------------------------------------------------------
+    @property
+    def mode(self) -> str:
+        """single, array, jobs or mpi: how the n copies of the command are started."""
+        if self.role == "controller":
+            return "single"
+        mode = self.options["mode"]
+        if mode == "array" and self.n < 2:
+            return "single"  # PBS Pro rejects 1-element arrays; nothing gains from one
+        return mode
+
+    @property
+    def mpi(self) -> bool:
+        """True when one job starts all engines as MPI ranks (the engine needs --mpi)."""
+        return self.mode == "mpi"
+
+    def check(self) -> None:
+        """Refuse option combinations this system cannot run, before anything is submitted."""
+        if self.n < 1:
+            raise LauncherError(f"{self.name} {self.role}: need at least one engine, got n={self.n}")
+        if self.mode == "mpi" and not self.supports_mpi:
+            raise LauncherError(
+                f"{self.name} cannot start engines in mode = \"mpi\"; use mode = \"array\" or \"jobs\""
+            )
+
+    def layout(self) -> dict[str, Any]:
+        o = self.options
+        mode = self.mode
+        ntasks = self.n if mode == "mpi" else 1
+        per_node = int(o["engines_per_node"]) if mode == "mpi" else 0
+        nodes = int(o["nodes"]) or (ceil_div(ntasks, per_node) if per_node else 0)
+        return {
+            "mode": mode,
+            "array": mode == "array",
+            "array_size": self.n if mode == "array" else 0,
+            "mpi": mode == "mpi",
+            "ntasks": ntasks,
+            "nodes": nodes,
+            "tasks_per_node": per_node,
+            "cpus_per_engine": int(o["cpus_per_engine"]),
+            "copies": self.n if mode == "jobs" else 1,
+        }
+
+    # ----- rendering ------------------------------------------------------------------
+    def template_name(self) -> str:
+        return f"{self.name}/{self.role}{self.template_suffix}"
+
+    def output_paths(self, log_path: str, array: bool) -> tuple[str, str]:
+        """stdout and stderr paths; stderr "" means merged into stdout."""
+        o = self.options
+        if o["output"]:
+            return o["output"], o["error"]
+        base = re.sub(r"\.log$", "", log_path.replace("{index}", "").rstrip("-."))
+        pattern = self.array_output_pattern if array else self.output_pattern
+        return f"{base}-{pattern}.out", o["error"]
+
+    def launch_line(self, command: list[str], layout: dict[str, Any]) -> str:
+        """The line that runs the command: itself, or under an MPI starter."""
+        if not layout["mpi"]:
+            return shjoin(command)
+        starter = [self.options["mpiexec"], "-n", str(layout["ntasks"]), *self.options["mpi_args"]]
+        return shjoin([*starter, *command])
+
+    def system_context(self, ctx: dict[str, Any]) -> dict[str, Any]:
+        """System-specific values (formatted walltime, memory ...); override per system."""
+        return {}
+
+    def context(self, command: list[str], env: dict[str, str], log_path: str) -> dict[str, Any]:
+        o = self.options
+        command = list(command)
+        if o.get("engine_python") and command and command[0] == sys.executable:
+            command[0] = o["engine_python"]
+        layout = self.layout()
+        output, error = self.output_paths(log_path, layout["array"])
+        ctx: dict[str, Any] = {
+            **layout,
+            "role": self.role,
+            "n": self.n,
+            "system": self.name,
+            "cluster_id": self.cluster_id,
+            "profile_dir": str(self.profile_dir.path) if self.profile_dir else "",
+            "job_name": sanitize_job_name(f"{o['job_name']}-{self.role}"),
+            "queue": o["queue"],
+            "account": o["account"],
+            "walltime_seconds": parse_walltime(o["walltime"]) if o["walltime"] else 0,
+            "memory_bytes": parse_memory(o["memory"]) if o["memory"] else 0,
+            "output": output,
+            "error": error,
+            "shell": o["shell"],
+            "prefix": self.prefix,
+            "extra_directives": [strip_prefix(d, self.prefix) for d in o["extra_directives"]],
+            "skip_directives": list(o["skip_directives"]),
+            "prologue": list(o["prologue"]),
+            "epilogue": list(o["epilogue"]),
+            "env": dict(env),
+            "command": shjoin(command),
+            "launch": self.launch_line(command, layout),
+            "array_index_var": self.array_index_var,
+            "options": o,
+        }
+        ctx.update(self.system_context(ctx))
+        return ctx
+
+    def render(self, command: list[str], env: dict[str, str], log_path: str) -> RenderedJob:
+        """Every file this launcher would submit, without submitting anything."""
+        self.check()
+        ctx = self.context(command, env, log_path)
+        search = template_search_path(self.profile_dir)
+        script = render_template(self.template_name(), ctx, search)
+        name = self.file_stem() + self.template_suffix[: -len(".j2")]
+        return RenderedJob(self.name, self.role, {name: script}, name, ctx["copies"])
+
+    def file_stem(self) -> str:
+        suffix = f"-{self.cluster_id}" if self.cluster_id else ""
+        return f"{self.role}{suffix}.{self.name}"
+
+    # ----- submission -----------------------------------------------------------------
+    def submit_argv(self, path: Path) -> list[str]:
+        return [*self.options["submit_command"], str(path)]
+
+    def submit_input(self, path: Path, text: str) -> str | None:
+        """Text for the submit command's stdin (LSF reads the script there)."""
+        return None
+
+    def parse_job_id(self, output: str) -> str:
+        raise NotImplementedError
+
+    def write_files(self, job: RenderedJob) -> dict[str, Path]:
+        """Write the files mode 0600: a script may carry the cluster key in its environment."""
+        if self.profile_dir is not None:
+            directory = self.profile_dir.run
+            directory.mkdir(parents=True, exist_ok=True)
+        else:
+            directory = Path(tempfile.mkdtemp(prefix="hpcpar-"))
+        paths: dict[str, Path] = {}
+        for name, text in job.files.items():
+            path = directory / name
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "w") as f:
+                f.write(text)
+            os.chmod(path, 0o600)
+            paths[name] = path
+        return paths
+
+    def start(self, command: list[str], env: dict[str, str], log_path: str) -> None:
+        job = self.render(command, env, log_path)
+        paths = self.write_files(job)
+        path = paths[job.submit_file]
+        for _ in range(job.copies):
+            self.submit(path, job.script)
+
+    def submit(self, path: Path, text: str) -> str:
+        """Submit one file, record the id in the ledger at once, return the id."""
+        result = run_command(
+            self.submit_argv(path),
+            input=self.submit_input(path, text),
+            timeout=float(self.options["command_timeout"]),
+            cwd=str(path.parent),
+            setting=f"{self.name}.submit_command",
+        )
+        if result.returncode != 0:
+            raise LauncherError(f"{self.name} rejected the {self.role} job: {result.describe()}")
+        try:
+            job_id = self.parse_job_id(result.stdout)
+        except ValueError as e:
+            raise LauncherError(
+                f"could not read a job id from {self.name}'s answer ({e}): {result.describe()}"
+            ) from None
+        self.job_ids.append(job_id)
+        if self.profile_dir is not None:
+            record_job(
+                self.profile_dir,
+                self.cluster_id,
+                JobRecord(self.name, self.role, job_id, self.cancel_argv([]), str(path)),
+            )
+        return job_id
+
+    # ----- polling --------------------------------------------------------------------
+    def status_argv(self, job_ids: list[str]) -> list[str]:
+        raise NotImplementedError
+
+    def parse_status(self, result: CommandResult, job_ids: list[str]) -> dict[str, JobState]:
+        """States of the jobs the output mentions; raise PollError when it cannot be read.
+
+        Jobs the output does not mention have left the queue; they count as done.
+        """
+        raise NotImplementedError
+
+    def query(self, job_ids: list[str]) -> dict[str, JobState]:
+        """One status call for all ``job_ids`` (subclasses may need a second, e.g. fallback)."""
+        result = run_command(
+            self.status_argv(job_ids),
+            timeout=float(self.options["command_timeout"]),
+            setting=f"{self.name}.status_command",
+        )
+        return self.parse_status(result, job_ids)
+
+    def poll(self, force: bool = False) -> dict[str, JobState]:
+        """Job states, asking the scheduler at most once per back-off interval.
+
+        The interval starts at poll_interval and doubles (up to poll_max_interval) while
+        nothing changes. A failed status command leaves the last known states alone; after
+        poll_error_threshold failures in a row the jobs become "unknown", never "failed".
+        """
+        p = self._poll
+        now = time.monotonic()
+        if not force and now < p.next_at:
+            return dict(p.states)
+        active = [j for j in self.job_ids if p.states.get(j, JobState(PENDING)).state not in FINAL]
+        changed = False
+        if active:
+            try:
+                found = self.query(active)
+            except (LauncherError, PollError) as e:
+                p.failures += 1
+                p.last_error = str(e)
+                if p.failures >= int(self.options["poll_error_threshold"]):
+                    for j in active:
+                        p.states[j] = JobState(UNKNOWN, "", f"status unavailable: {e}")
+            else:
+                p.failures, p.last_error = 0, ""
+                for j in active:
+                    new = found.get(j, JobState(DONE, "", "no longer in the queue"))
+                    if j in self.cancelled and new.state in (DONE, FAILED):
+                        new = JobState(CANCELLED, new.native, new.detail)
+                    old = p.states.get(j)
+                    changed = changed or old is None or old.state != new.state
+                    p.states[j] = new
+        maximum = float(self.options["poll_max_interval"])
+        base = float(self.options["poll_interval"])
+        p.interval = base if changed else min(maximum, p.interval * 2)
+        p.next_at = time.monotonic() + p.interval
+        return dict(p.states)
+
+    def status(self) -> str:
+        if not self.job_ids:
+            return UNKNOWN
+        states = self.poll()
+        return aggregate(states[j].state if j in states else PENDING for j in self.job_ids)
+
+    def wait(self, until: Iterable[str], timeout: float) -> str:
+        """Poll (with back-off) until the aggregate state is in ``until``; return it."""
+        wanted = set(until)
+        deadline = time.monotonic() + timeout
+        while True:
+            state = self.status()
+            if state in wanted:
+                return state
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise TimeoutError(f"{self.describe()} still {state} after {timeout:g} s")
+            time.sleep(max(0.05, min(remaining, self._poll.next_at - time.monotonic())))
+
+    # ----- cancelling -----------------------------------------------------------------
+    def cancel_argv(self, job_ids: list[str]) -> list[str]:
+        return [*self.options["cancel_command"], *job_ids]
+
+    def cancel_tolerated(self, result: CommandResult) -> bool:
+        """True when a failed cancel only reports jobs that are already gone."""
+        lines = [line for line in result.output.splitlines() if line.strip()]
+        if not lines:
+            return False
+        patterns = [re.compile(p, re.IGNORECASE) for p in (*self.gone_patterns, *self.ok_patterns)]
+        gone = [re.compile(p, re.IGNORECASE) for p in self.gone_patterns]
+        return any(g.search(line) for g in gone for line in lines) and all(
+            any(p.search(line) for p in patterns) for line in lines
+        )
+
+    def cancel(self, job_ids: list[str], timeout: float | None = None) -> None:
+        if not job_ids:
+            return
+        result = run_command(
+            self.cancel_argv(job_ids),
+            timeout=max(timeout or 0.0, float(self.options["command_timeout"])),
+            setting=f"{self.name}.cancel_command",
+        )
+        if result.returncode != 0 and not self.cancel_tolerated(result):
+            raise LauncherError(f"could not cancel {self.name} job(s) {', '.join(job_ids)}: {result.describe()}")
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """Cancel every job not known to be finished; jobs already gone are fine."""
+        states = self._poll.states
+        ids = [j for j in self.job_ids if j not in states or states[j].state not in FINAL]
+        self.cancel(ids, timeout)
+        self.cancelled.update(ids)
+        for j in ids:
+            states[j] = JobState(CANCELLED, "", "cancelled by hpcpar")
+        if self.profile_dir is not None:
+            forget_jobs(self.profile_dir, self.cluster_id, set(self.job_ids))
+
+    # ----- persistence ----------------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "launcher": self.name,
+            "role": self.role,
+            "n": self.n,
+            "profile_dir": str(self.profile_dir.path) if self.profile_dir else None,
+            "cluster_id": self.cluster_id,
+            "options": self.options,
+            "job_ids": list(self.job_ids),
+            "cancelled": sorted(self.cancelled),
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> BatchLauncher:
+        self = cls(
+            role=data.get("role", "engines"),
+            n=int(data.get("n", 1)),
+            profile_dir=data.get("profile_dir"),
+            cluster_id=data.get("cluster_id", ""),
+            options=data.get("options") or {},
+            job_ids=data.get("job_ids", []),
+        )
+        self.cancelled = set(data.get("cancelled", []))
+        return self
+
+    def describe(self) -> str:
+        ids = ", ".join(self.job_ids) or "not submitted"
+        return f"{self.name} {self.role} (job {ids})"

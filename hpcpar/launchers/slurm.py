@@ -1,0 +1,130 @@
+"""SLURM: sbatch --parsable, one batched squeue per poll, scancel."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+from .base import CANCELLED, DONE, FAILED, HELD, PENDING, RUNNING, UNKNOWN
+from .batch import BatchLauncher, JobState, PollError, aggregate
+from .formats import mebibytes, shjoin, slurm_time
+from .shell import CommandResult
+
+# Every state squeue prints (long form), mapped.
+STATES = {
+    "PENDING": PENDING,
+    "CONFIGURING": PENDING,
+    "REQUEUED": PENDING,
+    "REQUEUE_FED": PENDING,
+    "RESV_DEL_HOLD": HELD,
+    "REQUEUE_HOLD": HELD,
+    "SUSPENDED": HELD,
+    "STOPPED": HELD,
+    "RUNNING": RUNNING,
+    "COMPLETING": RUNNING,
+    "RESIZING": RUNNING,
+    "SIGNALING": RUNNING,
+    "STAGE_OUT": RUNNING,
+    "COMPLETED": DONE,
+    "CANCELLED": CANCELLED,
+    "REVOKED": CANCELLED,
+    "FAILED": FAILED,
+    "TIMEOUT": FAILED,
+    "NODE_FAIL": FAILED,
+    "OUT_OF_MEMORY": FAILED,
+    "BOOT_FAIL": FAILED,
+    "DEADLINE": FAILED,
+    "PREEMPTED": FAILED,
+    "SPECIAL_EXIT": FAILED,
+}
+HELD_REASONS = ("JobHeldUser", "JobHeldAdmin")
+_ID_LINE = re.compile(r"^(\d+)(?:_\d+)?(?:;\S+)?$")
+
+
+def parse_sbatch_id(output: str) -> str:
+    """The id from ``sbatch --parsable``: ``17`` or ``17;cluster``, after any banner lines."""
+    for line in reversed(output.strip().splitlines()):
+        m = _ID_LINE.match(line.strip())
+        if m:
+            return m.group(1)
+    m = re.search(r"Submitted batch job (\d+)", output)
+    if m:
+        return m.group(1)
+    raise ValueError("no line holds a job id")
+
+
+class SlurmLauncher(BatchLauncher):
+    name = "slurm"
+    prefix = "#SBATCH"
+    array_index_var = "SLURM_ARRAY_TASK_ID"
+    output_pattern = "%j"
+    array_output_pattern = "%A_%a"
+    gone_patterns = (r"Invalid job id", r"already completing or completed", r"Job has already finished")
+    ok_patterns = (r"^scancel: (error|warning):",)
+
+    def system_context(self, ctx: dict[str, Any]) -> dict[str, Any]:
+        memory, flag = "", self.options["memory_flag"]
+        if ctx["memory_bytes"]:
+            if ctx["mpi"] or flag == "mem-per-cpu":
+                flag = "mem-per-cpu"
+                memory = f"{mebibytes(ctx['memory_bytes'] // ctx['cpus_per_engine'])}M"
+            else:
+                memory = f"{mebibytes(ctx['memory_bytes'])}M"
+        return {
+            "walltime": slurm_time(ctx["walltime_seconds"]) if ctx["walltime_seconds"] else "",
+            "memory": memory,
+            "memory_flag": flag,
+        }
+
+    def launch_line(self, command: list[str], layout: dict[str, Any]) -> str:
+        if layout["mpi"] and self.options["mpi_launcher"] == "srun":
+            return shjoin(["srun", *self.options["mpi_args"], *command])
+        return super().launch_line(command, layout)
+
+    def submit_argv(self, path: Path) -> list[str]:
+        return [*self.options["submit_command"], "--parsable", str(path)]
+
+    def parse_job_id(self, output: str) -> str:
+        return parse_sbatch_id(output)
+
+    def status_argv(self, job_ids: list[str]) -> list[str]:
+        return [
+            *self.options["status_command"],
+            "--noheader",
+            "--states=all",
+            f"--jobs={','.join(job_ids)}",
+            "--format=%F|%i|%T|%r",
+        ]
+
+    def parse_status(self, result: CommandResult, job_ids: list[str]) -> dict[str, JobState]:
+        return parse_squeue(result, job_ids)
+
+
+def parse_squeue(result: CommandResult, job_ids: list[str]) -> dict[str, JobState]:
+    """Group ``%F|%i|%T|%r`` lines by array job id; one state per submitted job."""
+    if result.returncode != 0:
+        if "Invalid job id specified" in result.stderr:
+            return {}  # every job asked about has left squeue's memory: finished
+        raise PollError(result.describe())
+    tasks: dict[str, list[tuple[str, str]]] = {}
+    for line in result.stdout.splitlines():
+        parts = line.strip().split("|")
+        if len(parts) < 3:
+            if line.strip():
+                raise PollError(f"unexpected squeue line {line!r}")
+            continue
+        base, _task, native = parts[0], parts[1], parts[2].split()[0]
+        reason = parts[3] if len(parts) > 3 else ""
+        state = STATES.get(native, UNKNOWN)
+        if state == PENDING and reason in HELD_REASONS:
+            state = HELD
+        tasks.setdefault(base, []).append((state, native))
+    found: dict[str, JobState] = {}
+    for job_id in job_ids:
+        if job_id in tasks:
+            states = tasks[job_id]
+            combined = aggregate(s for s, _ in states)
+            natives = sorted({n for _, n in states})
+            found[job_id] = JobState(combined, ",".join(natives), f"{len(states)} line(s)")
+    return found

@@ -1,0 +1,126 @@
+"""The wire format: signed multipart ZeroMQ messages.
+
+A message is ``[signature, header, meta, payload, *buffers]`` after any
+routing frames. ``header`` and ``meta`` are JSON, ``payload`` is a pickle.
+The signature is HMAC-SHA256 over header, meta and payload with the
+cluster's key. ``buffers`` are raw out-of-band data (numpy arrays) that the
+signed pickle refers to; they carry no code, so they are sent zero-copy and
+left out of the signature.
+
+The controller only reads ``header`` to route a message; it never unpickles.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import os
+import time
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+PROTOCOL_VERSION = 1
+MIN_FRAMES = 4
+
+
+class BadMessage(ValueError):
+    """A message that is malformed or whose signature does not verify."""
+
+
+def new_id() -> str:
+    return uuid.uuid4().hex
+
+
+def now() -> float:
+    return time.time()
+
+
+def _bytes(frame: Any) -> bytes:
+    return frame.bytes if hasattr(frame, "bytes") else bytes(frame)
+
+
+def _view(frame: Any) -> Any:
+    return frame.buffer if hasattr(frame, "buffer") else frame
+
+
+@dataclass
+class Message:
+    header: dict[str, Any]
+    meta: dict[str, Any]
+    payload: Any  # bytes-like, not yet unpickled
+    buffers: list[Any] = field(default_factory=list)
+    frames: list[Any] = field(default_factory=list)  # the signed frames, for forwarding as-is
+
+    @property
+    def msg_type(self) -> str:
+        return self.header.get("msg_type", "")
+
+    @property
+    def msg_id(self) -> str:
+        return self.header.get("msg_id", "")
+
+
+class Signer:
+    """Packs and verifies messages with one cluster key."""
+
+    def __init__(self, key: bytes) -> None:
+        if not key:
+            raise ValueError("an empty key would disable authentication; refusing")
+        self.key = key
+        self.session = new_id()
+
+    def signature(self, header: Any, meta: Any, payload: Any) -> bytes:
+        h = hmac.new(self.key, digestmod=hashlib.sha256)
+        h.update(header)
+        h.update(meta)
+        h.update(payload)
+        return h.digest()
+
+    def header(self, msg_type: str, **fields: Any) -> dict[str, Any]:
+        hdr = {
+            "msg_id": new_id(),
+            "msg_type": msg_type,
+            "session": self.session,
+            "date": now(),
+            "version": PROTOCOL_VERSION,
+        }
+        hdr.update(fields)
+        return hdr
+
+    def pack(
+        self,
+        header: dict[str, Any],
+        meta: dict[str, Any] | None = None,
+        payload: bytes = b"",
+        buffers: list[Any] | tuple = (),
+    ) -> list[Any]:
+        h = json.dumps(header, separators=(",", ":")).encode()
+        m = json.dumps(meta or {}, separators=(",", ":"), default=str).encode()
+        return [self.signature(h, m, payload), h, m, payload, *buffers]
+
+    def unpack(self, frames: list[Any]) -> Message:
+        """Verify and parse ``frames`` (routing frames already removed)."""
+        if len(frames) < MIN_FRAMES:
+            raise BadMessage(f"expected at least {MIN_FRAMES} frames, got {len(frames)}")
+        sig = _bytes(frames[0])
+        h, m, p = (_view(f) for f in frames[1:4])
+        if not hmac.compare_digest(sig, self.signature(h, m, p)):
+            raise BadMessage("bad signature (wrong cluster key?)")
+        try:
+            header = json.loads(_bytes(frames[1]))
+            meta = json.loads(_bytes(frames[2]))
+        except (ValueError, UnicodeDecodeError) as e:
+            raise BadMessage(f"undecodable header or meta: {e}") from None
+        if not isinstance(header, dict) or not isinstance(meta, dict):
+            raise BadMessage("header and meta must be JSON objects")
+        if not isinstance(header.get("msg_type"), str):
+            raise BadMessage("header has no msg_type")
+        return Message(header, meta, p, [_view(f) for f in frames[4:]], list(frames))
+
+
+def pid_host() -> dict[str, Any]:
+    import socket
+
+    return {"pid": os.getpid(), "hostname": socket.gethostname()}
