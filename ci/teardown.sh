@@ -1,0 +1,70 @@
+#!/usr/bin/env bash
+# Stop everything ci/setup.sh started, idempotently: daemons by their PID files
+# (SGE through its own qconf shutdown first), never by process name, since other
+# developers' processes share this machine. Then delete the network namespaces
+# (after stopping, by PID, whatever still runs inside) and our /etc/hosts lines.
+# Packages, keys and configs stay, so the next setup is fast.
+#
+#   WANT="..."  parts to stop (default: all). Stopping netns also stops the
+#               SLURM node and the sshd living inside the namespaces.
+set -euo pipefail
+
+CI_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+# shellcheck source=ci/lib/common.sh
+. "$CI_DIR/lib/common.sh"
+# shellcheck source=ci/lib/netns.sh
+. "$CI_DIR/lib/netns.sh"
+# shellcheck source=ci/lib/ssh.sh
+. "$CI_DIR/lib/ssh.sh"
+# shellcheck source=ci/lib/slurm.sh
+. "$CI_DIR/lib/slurm.sh"
+# shellcheck source=ci/lib/pbs.sh
+. "$CI_DIR/lib/pbs.sh"
+# shellcheck source=ci/lib/sge.sh
+. "$CI_DIR/lib/sge.sh"
+# shellcheck source=ci/lib/state.sh
+. "$CI_DIR/lib/state.sh"
+
+WANT=${WANT:-$CI_ALL_PARTS}
+
+# The slurmd of compute1 lives in hp-compute: stop it by its PID file before
+# the namespace goes (slurm_down stops every slurmd-*.pid).
+netns_slurmd_down() { stop_pidfile "/run/slurmd-$SLURM_NETNS_NODE.pid" slurmd; }
+
+# PBS has no daemon of its own: only its spank plugin config is removed, so
+# SLURM jobs stop getting PBS_* variables. The unpacked wrappers stay.
+pbs_down() { rm -f "$PBS_SPANK_CONF"; }
+
+mpi_down() { rm -f "$CI_MPI_MARKER"; }
+
+part_down() {
+  local PART=$1 t0
+  t0=$(now_us)
+  "$2"
+  log "down in $(since "$t0")"
+}
+
+main() {
+  local t0
+  t0=$(now_us)
+  require_root
+  check_want
+  install -d -m 0755 "$CI_STATE_DIR"
+  take_lock
+  if wants sge; then part_down sge sge_down; fi
+  if wants pbs; then part_down pbs pbs_down; fi
+  if wants slurm; then part_down slurm slurm_down; fi
+  if wants netns; then
+    part_down netns netns_slurmd_down
+    part_down netns login_sshd_down
+    part_down netns netns_down
+  fi
+  if wants ssh; then part_down ssh ssh_down; fi
+  if wants mpi; then part_down mpi mpi_down; fi
+  # What remains up (normally nothing) is what tests will see.
+  write_state
+  if ((${#UP_PARTS[@]} == 0)); then rm -f "$CI_ENV_FILE"; fi
+  log "teardown done in $(since "$t0")"
+}
+
+main "$@"
