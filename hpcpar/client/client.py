@@ -20,6 +20,7 @@ from ..connection import ConnectionFileError, ConnectionInfo
 from ..error import (
     EngineError,
     HpcparError,
+    ImpossibleDependency,
     KernelError,
     NoEnginesRegistered,
     RemoteError,
@@ -37,6 +38,7 @@ _OWN_ERRORS: dict[str, type[KernelError]] = {
     "EngineError": EngineError,
     "TaskAborted": TaskAborted,
     "TaskTimeout": TaskTimeout,
+    "ImpossibleDependency": ImpossibleDependency,
 }
 
 
@@ -266,10 +268,10 @@ class Client:
         ename = meta.get("ename") or "UnknownError"
         evalue = meta.get("evalue") or ""
         info = meta.get("engine_info") or {}
-        own = _OWN_ERRORS.get(ename)
+        own = _OWN_ERRORS.get(ename) if meta.get("origin") == "hpcpar" else None
         if own is EngineError:
             return EngineError(evalue, info)
-        if own is not None and meta.get("traceback", [""])[0].startswith(ename):
+        if own is not None:
             err = own(evalue)
             err.engine_info = info  # type: ignore[attr-defined]
             return err

@@ -132,9 +132,20 @@ def check_value(key: schema.Key, value: Any) -> Any:
     return value
 
 
+def _same_start(name: str, candidates: list[str]) -> list[str]:
+    """Keys sharing a prefix of four or more letters ('wallclock' -> 'walltime')."""
+    best, length = [], 3
+    for c in candidates:
+        n = len(os.path.commonprefix([name, c]))
+        if n > length:
+            best, length = [c], n
+    return best
+
+
 def closest_key(name: str, section: str) -> str:
     """A 'did you mean' hint: the closest key in the section, else anywhere."""
-    local = difflib.get_close_matches(name, list(schema.keys_of(section)), n=1, cutoff=0.6)
+    candidates = list(schema.keys_of(section))
+    local = difflib.get_close_matches(name, candidates, n=1, cutoff=0.6) or _same_start(name, candidates)
     if local:
         return f"; did you mean {local[0]!r}?"
     everywhere = {k.name: k.section for k in schema.schema().values()}

@@ -279,23 +279,38 @@ class Controller:
         self.schedule()
 
     def schedule(self) -> None:
+        """Hand queued load-balanced tasks to engines with room under the hwm."""
+        if not self.lb_queue:
+            return
         hwm = self.config.hwm
-        while self.lb_queue:
-            free = [e for e in self.engines.by_id.values() if hwm <= 0 or e.lb_in_flight < hwm]
-            if not free:
-                return
+        free = [e for e in self.engines.by_id.values() if hwm <= 0 or e.lb_in_flight < hwm]
+        skipped: list[Task] = []
+        while self.lb_queue and free:
             task = self.lb_queue.popleft()
             if task.msg_id not in self.tasks:
                 continue  # aborted while queued
-            rec = self.scheme(free)
+            allowed = task.header.get("lb_targets")
+            candidates = free if allowed is None else [e for e in free if e.id in allowed]
+            if not candidates:
+                if allowed is not None and not any(eid in self.engines.by_id for eid in allowed):
+                    self.fail_task(task, "ImpossibleDependency",
+                                   f"none of the engines this task may run on ({allowed}) is registered")
+                else:
+                    skipped.append(task)
+                continue
+            rec = self.scheme(candidates)
             rec.lb_in_flight += 1
             rec.last_assigned = time.monotonic()
             rec.outstanding[task.msg_id] = True
             task.engine_id = rec.id
             frames, task.frames = task.frames, None
             self.hub.assigned(task.msg_id, rec.id)
+            if hwm > 0 and rec.lb_in_flight >= hwm:
+                free.remove(rec)
             if not self.to_engine(rec, frames):
                 self.engine_died(rec, "its connection is gone")
+                free = [e for e in free if e is not rec]
+        self.lb_queue.extendleft(reversed(skipped))
 
     def fail_task(self, task: Task, ename: str, evalue: str) -> None:
         """Answer a task on the engine's behalf: nothing is lost silently."""
@@ -310,6 +325,7 @@ class Controller:
         )
         meta = {
             "status": "error",
+            "origin": "hpcpar",
             "ename": ename,
             "evalue": evalue,
             "traceback": [f"{ename}: {evalue}"],

@@ -147,7 +147,7 @@ class Engine:
         started = wire.now()
         if msg_id in self.aborted:
             self.aborted.discard(msg_id)
-            meta = {"status": "error", "ename": "TaskAborted",
+            meta = {"status": "error", "origin": "hpcpar", "ename": "TaskAborted",
                     "evalue": f"task {msg_id} was aborted before it started",
                     "traceback": ["TaskAborted: aborted before it started"]}
             payload, buffers = b"", []

@@ -188,6 +188,9 @@ class BatchLauncher(Launcher):
         command = list(command)
         if o.get("engine_python") and command and command[0] == sys.executable:
             command[0] = o["engine_python"]
+        for name in env:
+            if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name):
+                raise LauncherError(f"environment variable name {name!r} is not valid in a job script")
         layout = self.layout()
         output, error = self.output_paths(log_path, layout["array"])
         ctx: dict[str, Any] = {

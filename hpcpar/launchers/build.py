@@ -1,0 +1,208 @@
+"""Entry points for `hpcpar start`, `stop`, `status` and `render`: build launchers from the
+config, check the network before submitting, and stop or list jobs from the ledger."""
+
+from __future__ import annotations
+
+import ipaddress
+import sys
+from collections.abc import Iterable
+from typing import Any
+
+from ..config import Config, ConfigError, defaults_config
+from ..connection import CONNECTION_ENV
+from ..paths import ProfileDir
+from .base import Launcher, LauncherError, get_launcher_class
+from .batch import BatchLauncher, JobState, RenderedJob
+from .ledger import JobRecord, forget_jobs, read_jobs
+
+RENDER_PLACEHOLDER = "<engine connection JSON: written by the controller when it starts>"
+
+
+def make_launcher(
+    name: str,
+    role: str,
+    n: int,
+    *,
+    config: Config | None = None,
+    profile_dir: ProfileDir | None = None,
+    cluster_id: str = "",
+) -> Launcher:
+    """A launcher for ``role`` ("controller" or "engines") configured from ``config``.
+
+    Batch launchers are checked here (LauncherError on an impossible combination, such as
+    SGE cpus_per_engine > 1 without a parallel environment), so nothing is submitted.
+    """
+    cls = get_launcher_class(name)
+    if issubclass(cls, BatchLauncher):
+        options = (config or defaults_config()).launcher_options(cls.name, role)
+        launcher = cls(role=role, n=n, profile_dir=profile_dir, cluster_id=cluster_id, options=options)
+        launcher.check()
+        return launcher
+    return cls(role=role, n=n)
+
+
+def is_batch(name: str) -> bool:
+    try:
+        return issubclass(get_launcher_class(name), BatchLauncher)
+    except LauncherError:
+        return False
+
+
+def _is_loopback(address: str) -> bool:
+    if address in ("localhost", "") or address.startswith("127."):
+        return True
+    try:
+        return ipaddress.ip_address(address).is_loopback
+    except ValueError:
+        return False
+
+
+def check_network(config: Config) -> None:
+    """Fail before submitting when remote engines could never reach the controller."""
+    ip, location = config["controller.ip"], config["controller.location"]
+    remote = [
+        name
+        for name in (config["cluster.engines"], config["cluster.controller"])
+        if name not in ("local", "mpi") and is_batch(name)
+    ]
+    if remote and _is_loopback(ip) and (not location or _is_loopback(location)):
+        where = config.source_of("controller.ip")
+        raise ConfigError(
+            [
+                f"controller.ip is {ip!r} (loopback, from {where}) but {remote[0]!r} runs jobs on "
+                "other hosts, which cannot reach it: set ip = \"*\" (or an address the compute "
+                "nodes reach) in [controller] of the profile's config.toml, or pass --ip '*'"
+            ]
+        )
+
+
+def controller_command(config: Config, profile_dir: ProfileDir, cluster_id: str = "") -> list[str]:
+    """``python -m hpcpar controller ...`` with the [controller] settings as flags."""
+    argv = [sys.executable, "-m", "hpcpar", "controller", "--profile-dir", str(profile_dir.path)]
+    argv += ["--cluster-id", cluster_id]
+    if config["controller.ip"]:
+        argv += ["--ip", config["controller.ip"]]
+    if config["controller.port"]:
+        argv += ["--port", str(config["controller.port"])]
+    if config["controller.engine_port"]:
+        argv += ["--engine-port", str(config["controller.engine_port"])]
+    if config["controller.location"]:
+        argv += ["--location", config["controller.location"]]
+    return argv
+
+
+def engine_command(
+    config: Config, profile_dir: ProfileDir, cluster_id: str = "", *, mpi: bool = False
+) -> list[str]:
+    """``python -m hpcpar engine ...``; with connection = "env" the job script supplies
+    $HPCPAR_CONNECTION_INFO, otherwise the engine reads the profile's security/ files."""
+    argv = [sys.executable, "-m", "hpcpar", "engine"]
+    if config["engine.connection"] == "file":
+        argv += ["--profile-dir", str(profile_dir.path), "--cluster-id", cluster_id]
+    if mpi:
+        argv.append("--mpi")
+    return argv
+
+
+def engine_env(config: Config, engine_json: str | None) -> dict[str, str]:
+    """Environment for engine jobs: the connection info, never on a command line."""
+    if config["engine.connection"] != "env":
+        return {}
+    return {CONNECTION_ENV: engine_json if engine_json is not None else RENDER_PLACEHOLDER}
+
+
+def render_cluster(
+    config: Config, profile_dir: ProfileDir, cluster_id: str = "", n: int | None = None
+) -> list[RenderedJob]:
+    """Every file `hpcpar start` would submit for this config; submits nothing."""
+    check_network(config)
+    jobs: list[RenderedJob] = []
+    controller = make_launcher(
+        config["cluster.controller"], "controller", 1, config=config, profile_dir=profile_dir, cluster_id=cluster_id
+    )
+    if isinstance(controller, BatchLauncher):
+        log = str(profile_dir.log_file("controller", cluster_id))
+        jobs.append(controller.render(controller_command(config, profile_dir, cluster_id), {}, log))
+    count = n if n is not None else config["cluster.n"]
+    engines = make_launcher(
+        config["cluster.engines"], "engines", max(count, 1), config=config, profile_dir=profile_dir, cluster_id=cluster_id
+    )
+    if isinstance(engines, BatchLauncher):
+        log = str(profile_dir.log_file("engines", cluster_id))
+        command = engine_command(config, profile_dir, cluster_id, mpi=engines.mpi)
+        jobs.append(engines.render(command, engine_env(config, None), log))
+    return jobs
+
+
+def _launcher_for(
+    system: str,
+    records: Iterable[JobRecord],
+    profile_dir: ProfileDir,
+    cluster_id: str,
+    config: Config | None = None,
+) -> BatchLauncher:
+    records = list(records)
+    cls = get_launcher_class(system)
+    if not issubclass(cls, BatchLauncher):
+        raise LauncherError(f"job ledger names {system!r}, which is not a batch launcher")
+    options: dict[str, Any] = config.launcher_options(system, records[0].role) if config else {}
+    cancel = next((r.cancel for r in records if r.cancel), None)
+    if cancel:
+        # cancel_argv([]) was recorded: the configured command, without job ids.
+        key = "job_command" if system == "winhpc" else "cancel_command"
+        options[key] = cancel[:1] if system == "winhpc" else cancel
+    return cls(
+        role=records[0].role,
+        n=len(records),
+        profile_dir=profile_dir,
+        cluster_id=cluster_id,
+        options=options,
+        job_ids=[r.job_id for r in records],
+    )
+
+
+def _by_system(records: list[JobRecord]) -> dict[str, list[JobRecord]]:
+    groups: dict[str, list[JobRecord]] = {}
+    for r in records:
+        groups.setdefault(r.system, []).append(r)
+    return groups
+
+
+def recorded_jobs(profile_dir: ProfileDir, cluster_id: str = "") -> list[JobRecord]:
+    return read_jobs(profile_dir, cluster_id)
+
+
+def stop_recorded_jobs(
+    profile_dir: ProfileDir, cluster_id: str = "", timeout: float = 30.0, config: Config | None = None
+) -> list[str]:
+    """Cancel every job in the ledger (jobs already gone are fine); return their ids.
+
+    Works from any process after any crash: only the ledger on disk is needed.
+    """
+    cancelled: list[str] = []
+    problems: list[str] = []
+    for system, records in _by_system(read_jobs(profile_dir, cluster_id)).items():
+        launcher = _launcher_for(system, records, profile_dir, cluster_id, config)
+        try:
+            launcher.cancel(launcher.job_ids, timeout)
+        except LauncherError as e:
+            problems.append(str(e))
+            continue
+        cancelled.extend(launcher.job_ids)
+        forget_jobs(profile_dir, cluster_id, set(launcher.job_ids))
+    if problems:
+        raise LauncherError("; ".join(problems))
+    return cancelled
+
+
+def recorded_job_states(
+    profile_dir: ProfileDir, cluster_id: str = "", config: Config | None = None
+) -> dict[str, tuple[JobRecord, JobState]]:
+    """Queue state of every ledger job, one batched status call per system."""
+    out: dict[str, tuple[JobRecord, JobState]] = {}
+    for system, records in _by_system(read_jobs(profile_dir, cluster_id)).items():
+        launcher = _launcher_for(system, records, profile_dir, cluster_id, config)
+        states = launcher.poll(force=True)
+        for r in records:
+            out[r.job_id] = (r, states.get(r.job_id, JobState("unknown", "", launcher._poll.last_error)))
+    return out

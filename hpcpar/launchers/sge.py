@@ -1,0 +1,120 @@
+"""Grid Engine (SGE, UGE, OGS): qsub -terse, one qstat -xml per poll, qdel.
+
+Multi-core engines need a parallel environment (sites name them differently, so it is
+configured: [sge] pe / mpi_pe), and memory resources count per slot.
+"""
+
+from __future__ import annotations
+
+import getpass
+import re
+import xml.etree.ElementTree as ET
+from pathlib import Path
+from typing import Any
+
+from ..config.units import format_hms
+from .base import CANCELLED, FAILED, HELD, PENDING, RUNNING, UNKNOWN, LauncherError
+from .batch import BatchLauncher, JobState, PollError, aggregate
+from .formats import mebibytes
+from .shell import CommandResult
+
+
+def parse_terse_id(output: str) -> str:
+    """``qsub -terse`` prints ``123``, or ``123.1-4:1`` for an array: the part before '.'."""
+    for line in reversed(output.strip().splitlines()):
+        m = re.match(r"^(\d+)(?:\.\d+-\d+:\d+)?$", line.strip())
+        if m:
+            return m.group(1)
+    m = re.search(r"Your job(?:-array)? (\d+)", output)
+    if m:
+        return m.group(1)
+    raise ValueError("no line holds an SGE job id")
+
+
+def map_state(native: str) -> str:
+    """SGE state letters combine (``hqw``, ``Eqw``, ``dr``); the most telling one wins."""
+    if "E" in native:
+        return FAILED  # error state: the job will never run without qmod -cj
+    if "d" in native:
+        return CANCELLED  # being deleted
+    if "h" in native or "s" in native or "S" in native or "T" in native:
+        return HELD
+    if "r" in native or "t" in native or "R" in native:
+        return RUNNING
+    if "q" in native or "w" in native:
+        return PENDING
+    return UNKNOWN
+
+
+def parse_qstat_xml(text: str, job_ids: list[str]) -> dict[str, JobState]:
+    try:
+        root = ET.fromstring(text)
+    except ET.ParseError as e:
+        raise PollError(f"qstat -xml printed invalid XML ({e})")
+    natives: dict[str, list[str]] = {}
+    for entry in root.iter("job_list"):
+        number = (entry.findtext("JB_job_number") or "").strip()
+        natives.setdefault(number, []).append((entry.findtext("state") or "").strip())
+    found: dict[str, JobState] = {}
+    for job_id in job_ids:
+        if job_id in natives:
+            states = natives[job_id]
+            found[job_id] = JobState(aggregate(map_state(s) for s in states), ",".join(sorted(set(states))))
+    return found
+
+
+class SGELauncher(BatchLauncher):
+    name = "sge"
+    prefix = "#$"
+    array_index_var = "SGE_TASK_ID"
+    output_pattern = "$JOB_ID"
+    array_output_pattern = "$JOB_ID.$TASK_ID"
+    gone_patterns = (r"does not exist",)
+    ok_patterns = (r"has (registered|deleted) the job", r"has deleted job")
+
+    def slots(self, ctx: dict[str, Any]) -> int:
+        return ctx["cpus_per_engine"] * (ctx["ntasks"] if ctx["mpi"] else 1)
+
+    def check(self) -> None:
+        super().check()
+        cpus = int(self.options["cpus_per_engine"])
+        if self.mode == "mpi" and not self.options["mpi_pe"]:
+            raise LauncherError(
+                "sge mode = \"mpi\" needs a parallel environment: set mpi_pe in [sge] "
+                "(list them with `qconf -spl`, e.g. mpi_pe = \"mpi\")"
+            )
+        if self.mode != "mpi" and cpus > 1 and not self.options["pe"]:
+            raise LauncherError(
+                f"sge engines with cpus_per_engine = {cpus} need a parallel environment: set pe "
+                "in [sge] (list them with `qconf -spl`, e.g. pe = \"smp\")"
+            )
+
+    def system_context(self, ctx: dict[str, Any]) -> dict[str, Any]:
+        slots = self.slots(ctx)
+        pe = self.options["mpi_pe"] if ctx["mpi"] else (self.options["pe"] if slots > 1 else "")
+        per_slot = ""
+        if ctx["memory_bytes"]:
+            # h_vmem and mem_free count per slot: ask for memory / cpus on each.
+            per_slot = f"{mebibytes(-(-ctx['memory_bytes'] // ctx['cpus_per_engine']))}M"
+        return {
+            "walltime": format_hms(ctx["walltime_seconds"]) if ctx["walltime_seconds"] else "",
+            "pe": pe,
+            "slots": slots,
+            "memory_resource": self.options["memory_resource"],
+            "memory": per_slot,
+        }
+
+    def submit_argv(self, path: Path) -> list[str]:
+        return [*self.options["submit_command"], "-terse", str(path)]
+
+    def parse_job_id(self, output: str) -> str:
+        return parse_terse_id(output)
+
+    def status_argv(self, job_ids: list[str]) -> list[str]:
+        # Without a job list: qstat -j is per job and verbose; -xml of one user is one call.
+        return [*self.options["status_command"], "-xml", "-u", getpass.getuser()]
+
+    def parse_status(self, result: CommandResult, job_ids: list[str]) -> dict[str, JobState]:
+        if result.returncode != 0:
+            raise PollError(result.describe())
+        return parse_qstat_xml(result.stdout, job_ids)

@@ -1,0 +1,70 @@
+"""Shared fixtures: real local clusters in a private HPCPAR_DIR.
+
+Every cluster here is real: a controller process and engine processes on
+loopback, started the way users start them.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+FAST_HEARTBEAT = ["--heartbeat-interval", "0.25", "--heartbeat-timeout", "2.0"]
+
+
+@pytest.fixture(scope="session", autouse=True)
+def hpcpar_dir(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("hpcpar-home")
+    old = os.environ.get("HPCPAR_DIR")
+    os.environ["HPCPAR_DIR"] = str(path)
+    yield path
+    if old is None:
+        os.environ.pop("HPCPAR_DIR", None)
+    else:
+        os.environ["HPCPAR_DIR"] = old
+
+
+def start_cluster(n: int, profile: str, **kwargs):
+    import hpcpar.cluster
+
+    cluster = hpcpar.cluster.Cluster(n=n, profile=profile, controller_args=list(FAST_HEARTBEAT), **kwargs)
+    cluster.start_cluster()
+    rc = cluster.wait_for_engines(timeout=60, interactive=False)
+    return cluster, rc
+
+
+@pytest.fixture(scope="session")
+def cluster():
+    """Four engines shared by the API tests; tests must not kill them."""
+    c, rc = start_cluster(4, "shared")
+    yield c
+    c.stop_cluster()
+
+
+@pytest.fixture()
+def rc(cluster):
+    """A fresh client on the shared cluster, with clean engine namespaces."""
+    import hpcpar
+
+    client = hpcpar.Client(profile="shared", timeout=30)
+    client.wait_for_engines(4, timeout=30, interactive=False)
+    client.clear(block=True)
+    yield client
+    client.close()
+
+
+@pytest.fixture()
+def private_cluster(request):
+    """A cluster of its own, for tests that kill engines or stop the controller."""
+    n = getattr(request, "param", 2)
+    c, client = start_cluster(n, f"private-{os.getpid()}-{request.node.name[:40]}".replace("[", "-").replace("]", ""))
+    yield c, client
+    c.stop_cluster()
+
+
+def hpcpar_cmd(*args: str) -> list[str]:
+    return [sys.executable, "-m", "hpcpar", *args]

@@ -1,0 +1,164 @@
+"""Client: construction, engine ids, indexing, views, waiting, control."""
+
+from __future__ import annotations
+
+import os
+import time
+
+import pytest
+
+import hpcpar
+from hpcpar.connection import ConnectionFileError
+
+
+def getpid():
+    import os
+
+    return os.getpid()
+
+
+def test_constructors_all_reach_the_same_cluster(cluster):
+    path = cluster.profile_dir.client_file()
+    clients = [
+        hpcpar.Client(profile="shared"),
+        hpcpar.Client(str(path)),
+        hpcpar.Client(url_file=str(path)),
+        hpcpar.Client(profile_dir=str(cluster.profile_dir.path)),
+        hpcpar.Client(__import__("json").loads(path.read_text())),
+    ]
+    try:
+        assert all(c.ids == [0, 1, 2, 3] for c in clients)
+        assert len(clients[0]) == 4
+        pids = {c[0].apply_sync(getpid) for c in clients}
+        assert len(pids) == 1  # the same engine 0 every time
+    finally:
+        for c in clients:
+            c.close()
+
+
+def test_url_file_is_honoured_not_ignored(tmp_path):
+    # ipyparallel silently ignores url_file=; we must read exactly that file.
+    with pytest.raises(ConnectionFileError, match=str(tmp_path / "nope.json")):
+        hpcpar.Client(url_file=tmp_path / "nope.json", timeout=0.2)
+
+
+def test_bad_connection_files_give_clear_errors(tmp_path):
+    bad = tmp_path / "bad.json"
+    bad.write_text("{not json")
+    with pytest.raises(ConnectionFileError, match="not valid JSON"):
+        hpcpar.Client(bad, timeout=0.1)
+    bad.write_text('{"hello": 1}')
+    with pytest.raises(ConnectionFileError, match="missing key"):
+        hpcpar.Client(bad, timeout=0.1)
+    with pytest.raises(ConnectionFileError, match="is a URL"):
+        hpcpar.Client("tcp://127.0.0.1:1234", timeout=0.1)
+
+
+def test_missing_profile_says_how_to_start(tmp_path):
+    with pytest.raises(ConnectionFileError, match="hpcpar start"):
+        hpcpar.Client(profile="never-started", timeout=0.1)
+
+
+def test_connection_file_mode_is_0600(cluster):
+    for path in (cluster.profile_dir.client_file(), cluster.profile_dir.engine_file()):
+        assert os.stat(path).st_mode & 0o777 == 0o600
+
+
+def test_indexing_gives_direct_views(rc):
+    assert rc[0].targets == 0
+    assert rc[-1].targets == 3
+    assert rc[:].targets == [0, 1, 2, 3]
+    assert rc[1:3].targets == [1, 2]
+    assert rc[[0, 2]].targets == [0, 2]
+    assert rc[range(0, 4, 2)].targets == [0, 2]
+    with pytest.raises(IndexError, match="registered"):
+        rc[99]
+    with pytest.raises(TypeError):
+        rc["x"]
+    assert isinstance(rc.direct_view(), hpcpar.DirectView)
+    assert isinstance(rc.load_balanced_view(), hpcpar.LoadBalancedView)
+    # int targets return scalars, lists return lists
+    rc.block = True
+    assert isinstance(rc[0].apply(getpid), int)
+    assert len(rc[[0, 1]].apply(getpid)) == 2
+
+
+def test_block_is_inherited_by_views(rc):
+    rc.block = True
+    assert rc[:].block is True
+    assert rc[:].apply(getpid).__class__ is list
+    rc.block = False
+    assert isinstance(rc[:].apply(getpid), hpcpar.AsyncResult)
+
+
+def test_wait_and_outstanding(rc):
+    view = rc[:]
+    ar = view.apply_async(time.sleep, 0.3)
+    assert rc.outstanding >= set(ar.msg_ids)
+    assert rc.wait([ar], timeout=0.01) is False
+    assert rc.wait([ar], timeout=10) is True
+    assert not rc.outstanding & set(ar.msg_ids)
+    assert rc.history[-4:] == ar.msg_ids
+
+
+def test_wait_for_engines_times_out_with_clear_error(rc):
+    start = time.monotonic()
+    with pytest.raises(TimeoutError, match="4 of 10 engines"):
+        rc.wait_for_engines(10, timeout=0.5, interactive=False)
+    assert time.monotonic() - start < 5
+
+
+def test_queue_status_counts_direct_and_completed(rc):
+    view = rc[1]
+    before = rc.queue_status()[1]["completed"]
+    ars = [view.apply_async(time.sleep, 0.2) for _ in range(3)]
+    status = rc.queue_status()
+    assert set(status) == {0, 1, 2, 3, "unassigned"}
+    assert status[1]["queue"] >= 2
+    for ar in ars:
+        ar.get(timeout=10)
+    assert rc.queue_status()[1]["completed"] == before + 3
+    assert rc.queue_status(targets=1)["queue"] == 0
+
+
+def test_abort_drops_queued_work(rc, tmp_path):
+    view = rc[2]
+    marker = tmp_path / "ran"
+    blocker = view.apply_async(time.sleep, 1.0)
+
+    def touch(path):
+        open(path, "w").close()
+
+    queued = view.apply_async(touch, str(marker))
+    rc.abort(queued)
+    with pytest.raises(hpcpar.TaskAborted):
+        queued.get(timeout=10)
+    blocker.get(timeout=10)
+    assert not marker.exists()
+    assert view.apply_sync(lambda: 7) == 7  # the engine keeps serving
+
+
+def test_clear_resets_namespaces(rc):
+    view = rc[:]
+    view.block = True
+    view["x"] = 5
+    assert view["x"] == [5, 5, 5, 5]
+    rc.clear(block=True)
+    with pytest.raises(hpcpar.CompositeError) as info:
+        view.pull("x")
+    assert {e[0] for e in info.value.elist} == {"NameError"}
+
+
+def test_context_manager_closes(cluster):
+    with hpcpar.Client(profile="shared") as c:
+        assert c[0].apply_sync(lambda: 1) == 1
+    with pytest.raises(RuntimeError, match="closed"):
+        c[0].apply_sync(lambda: 1)
+
+
+def test_connect_times_out_with_clear_error(tmp_path):
+    info = {"key": "k" * 64, "urls": ["tcp://127.0.0.1:9"], "role": "client"}
+    start = time.monotonic()
+    with pytest.raises(TimeoutError, match="is the cluster running"):
+        hpcpar.Client(info, timeout=0.5)
+    assert time.monotonic() - start < 5

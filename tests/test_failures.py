@@ -1,0 +1,185 @@
+"""What must not break: dead engines, wrong keys, garbage on the wire, stopping."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import pytest
+import zmq
+
+import hpcpar
+from hpcpar.launchers.process import process_start_time
+
+
+def engine_pids(rc):
+    return dict(zip(rc.ids, rc[:].apply_sync(os.getpid)))
+
+
+def test_sigkilled_engine_fails_its_task_and_others_keep_serving(private_cluster):
+    cluster, rc = private_cluster
+    pids = engine_pids(rc)
+    victim = rc.ids[0]
+    ar = rc[victim].apply_async(time.sleep, 30)
+    queued = rc[victim].apply_async(pow, 2, 2)
+    time.sleep(0.3)
+    os.kill(pids[victim], signal.SIGKILL)
+    start = time.monotonic()
+    with pytest.raises(hpcpar.EngineError, match=f"engine {victim}"):
+        ar.get(timeout=20)
+    assert time.monotonic() - start < 10  # noticed within a few seconds
+    with pytest.raises(hpcpar.EngineError):
+        queued.get(timeout=5)
+    deadline = time.monotonic() + 5
+    while victim in rc.ids and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert victim not in rc.ids
+    survivor = rc.ids[0]
+    assert rc[survivor].apply_sync(pow, 3, 3) == 27
+    assert rc.load_balanced_view().map_sync(abs, [-1, -2, -3]) == [1, 2, 3]
+
+
+def test_client_with_wrong_key_executes_nothing(cluster, tmp_path):
+    marker = tmp_path / "should-not-exist"
+    info = json.loads(cluster.profile_dir.client_file().read_text())
+    info["key"] = "0" * 64
+    with pytest.raises(hpcpar.client.ConnectionRejected, match="does not match the running cluster"):
+        hpcpar.Client(info, timeout=5)
+
+    # Bypass the client's own checks: a forged apply_request signed with the wrong key.
+    from hpcpar import serialize, wire
+
+    signer = wire.Signer(b"0" * 64)
+    payload, bufs = serialize.dumps((open, (str(marker), "w"), {}))
+    hdr = signer.header("apply_request", route="direct", targets=[0], msg_ids=["forged"])
+    ctx = zmq.Context.instance()
+    s = ctx.socket(zmq.DEALER)
+    s.connect(info["urls"][0])
+    s.send_multipart(signer.pack(hdr, {}, payload, bufs))
+    time.sleep(0.5)
+    s.close(linger=0)
+    assert not marker.exists()
+    with hpcpar.Client(profile="shared") as good:
+        assert good[0].apply_sync(pow, 2, 5) == 32
+
+
+@pytest.mark.parametrize("port_kind", ["client", "engine"])
+def test_garbage_truncated_and_oversized_frames_leave_controller_serving(cluster, port_kind):
+    path = cluster.profile_dir.client_file() if port_kind == "client" else cluster.profile_dir.engine_file()
+    url = json.loads(path.read_text())["urls"][0]
+    host, port = url[len("tcp://"):].rsplit(":", 1)
+    ctx = zmq.Context.instance()
+    s = ctx.socket(zmq.DEALER)
+    s.setsockopt(zmq.LINGER, 0)
+    s.connect(url)
+    s.send(b"")  # empty
+    s.send_multipart([b"x"])  # too few frames
+    s.send_multipart([b"sig", b"{not json", b"{}", b""])  # bad signature and bad JSON
+    s.send_multipart([b"\x00" * 32, b"[]", b"{}", b""])  # header not an object
+    s.send_multipart([os.urandom(32)] * 9)  # random frames
+    s.send_multipart([b"a" * 32, b"b" * (64 << 20), b"{}", b""])  # a 64 MB frame
+    s.close()
+    # Raw TCP garbage that is not even ZMTP.
+    with socket.create_connection((host, int(port)), timeout=5) as raw:
+        raw.sendall(os.urandom(4096))
+        raw.sendall(b"\xff" + b"\x00" * 8 + b"\x7f")  # a truncated greeting
+    time.sleep(0.3)
+    with hpcpar.Client(profile="shared") as good:
+        assert good.ids == [0, 1, 2, 3]
+        assert good[:].apply_sync(pow, 2, 3) == [8, 8, 8, 8]
+
+
+def test_engine_start_does_not_import_numpy_or_ipython(rc):
+    def imported():
+        import sys
+        return sorted(m for m in ("numpy", "IPython", "ipykernel") if m in sys.modules)
+
+    assert rc[0].apply_sync(imported) == []
+
+
+def test_hpcpar_stop_leaves_no_process(hpcpar_dir):
+    from conftest import hpcpar_cmd
+
+    out = subprocess.run(hpcpar_cmd("start", "--profile", "stopper", "-n", "8", "--daemonize", "--wait"),
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    with hpcpar.Client(profile="stopper") as rc:
+        pids = rc[:].apply_sync(os.getpid)
+        controller_pid = json.loads((hpcpar_dir / "profile_stopper/security/hpcpar-client.json").read_text())["controller_pid"]
+    start = time.monotonic()
+    stop = subprocess.run(hpcpar_cmd("stop", "--profile", "stopper"), capture_output=True, text=True, timeout=60)
+    elapsed = time.monotonic() - start
+    assert stop.returncode == 0, stop.stderr
+    assert all(process_start_time(p) is None for p in [*pids, controller_pid])
+    assert not (hpcpar_dir / "profile_stopper/run/cluster.json").exists()
+    assert not (hpcpar_dir / "profile_stopper/security/hpcpar-client.json").exists()
+    assert elapsed < 10
+    again = subprocess.run(hpcpar_cmd("stop", "--profile", "stopper"), capture_output=True, text=True, timeout=30)
+    assert again.returncode == 1 and "no cluster to stop" in again.stderr
+
+
+def test_foreground_start_stops_everything_on_ctrl_c(hpcpar_dir):
+    from conftest import hpcpar_cmd
+
+    proc = subprocess.Popen(hpcpar_cmd("start", "--profile", "fg", "-n", "2"),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        line = ""
+        deadline = time.monotonic() + 60
+        while "cluster ready" not in line and time.monotonic() < deadline:
+            line = proc.stdout.readline()
+        assert "cluster ready" in line
+        with hpcpar.Client(profile="fg") as rc:
+            pids = rc[:].apply_sync(os.getpid)
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=30) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert all(process_start_time(p) is None for p in pids)
+
+
+def test_two_profiles_run_side_by_side(hpcpar_dir):
+    import hpcpar.cluster
+
+    a = hpcpar.cluster.Cluster(n=1, profile="side-a")
+    b = hpcpar.cluster.Cluster(n=1, profile="side-b")
+    try:
+        a.start_cluster()
+        b.start_cluster()
+        ra = a.wait_for_engines(timeout=60, interactive=False)
+        rb = b.wait_for_engines(timeout=60, interactive=False)
+        ra[:].push({"who": "a"}, block=True)
+        rb[:].push({"who": "b"}, block=True)
+        assert ra[:].pull("who", block=True) == ["a"]
+        assert rb[:].pull("who", block=True) == ["b"]
+        assert ra[0].apply_sync(os.getpid) != rb[0].apply_sync(os.getpid)
+        listing = subprocess.run([sys.executable, "-m", "hpcpar", "list", "--json"],
+                                 capture_output=True, text=True, timeout=30)
+        profiles = {row["profile"] for row in json.loads(listing.stdout)}
+        assert {"side-a", "side-b"} <= profiles
+        a.stop_cluster()
+        assert rb[0].apply_sync(pow, 2, 2) == 4  # stopping one leaves the other alone
+    finally:
+        a.stop_cluster()
+        b.stop_cluster()
+
+
+def test_second_start_in_same_profile_is_refused(hpcpar_dir):
+    from conftest import hpcpar_cmd
+
+    first = subprocess.run(hpcpar_cmd("start", "--profile", "dup", "-n", "1", "--daemonize"),
+                           capture_output=True, text=True, timeout=60)
+    assert first.returncode == 0, first.stderr
+    try:
+        second = subprocess.run(hpcpar_cmd("start", "--profile", "dup", "-n", "1", "--daemonize"),
+                                capture_output=True, text=True, timeout=60)
+        assert second.returncode == 1
+        assert "already running" in second.stderr and "hpcpar stop --profile dup" in second.stderr
+    finally:
+        subprocess.run(hpcpar_cmd("stop", "--profile", "dup"), timeout=60)
