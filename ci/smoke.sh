@@ -199,6 +199,24 @@ check_mpi() {
   bash "$CI_DIR/mpi.sh" "$py"
 }
 
+# The MPICH wheel's hydra mpiexec inside a 2-task SLURM allocation.
+check_mpi_slurm() {
+  local py mpiexec id
+  py=$(mpi_python) || die "no python recorded in $CI_MPI_MARKER"
+  mpiexec=$("$py" -c 'import sysconfig; print(sysconfig.get_path("scripts"))')/mpiexec
+  cat >"$WORK/mpi.sh" <<EOF
+#!/bin/bash
+$mpiexec -n 2 $py -c '
+from mpi4py import MPI
+ranks = MPI.COMM_WORLD.gather(MPI.COMM_WORLD.rank)  # every rank calls it
+if ranks is not None:
+    print("ranks", ranks)'
+EOF
+  id=$(timeout "$JOB_TIMEOUT" sbatch --parsable --wait -n 2 -J smoke-mpi -o "$WORK/mpi.out" "$WORK/mpi.sh")
+  echo "job $id"
+  expect_file "$WORK/mpi.out" '^ranks \[0, 1\]$'
+}
+
 main() {
   local t0
   t0=$(now_us)
@@ -212,7 +230,10 @@ main() {
   if wants pbs; then check pbs-qsub check_pbs; fi
   if wants ssh; then check ssh-testhost check_ssh; fi
   if wants netns; then check netns-laptop-ssh check_netns_ssh; fi
-  if wants mpi && mpi_python >/dev/null; then check mpi check_mpi; fi
+  if wants mpi && mpi_python >/dev/null; then
+    check mpi check_mpi
+    if wants slurm; then check mpi-in-slurm check_mpi_slurm; fi
+  fi
   echo "smoke took $(since "$t0")${FAILED_NAMES[*]:+; failed: ${FAILED_NAMES[*]}}"
   echo "$PASSED passed, $FAILED failed"
   ((FAILED == 0))
