@@ -183,3 +183,55 @@ def test_second_start_in_same_profile_is_refused(hpcpar_dir):
         assert "already running" in second.stderr and "hpcpar stop --profile dup" in second.stderr
     finally:
         subprocess.run(hpcpar_cmd("stop", "--profile", "dup"), timeout=60)
+
+
+def test_controller_and_engines_run_standalone(tmp_path):
+    """What launchers on other hosts do: `hpcpar controller` and `hpcpar engine --file`."""
+    from conftest import hpcpar_cmd
+
+    pdir = tmp_path / "standalone"
+    ctl = subprocess.Popen(hpcpar_cmd("controller", "--profile-dir", str(pdir), "--heartbeat-interval", "0.25",
+                                      "--heartbeat-timeout", "2"), stderr=subprocess.DEVNULL)
+    engines = []
+    try:
+        client_file = pdir / "security" / "hpcpar-client.json"
+        engine_file = pdir / "security" / "hpcpar-engine.json"
+        deadline = time.monotonic() + 30
+        while not engine_file.exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        for f in (engine_file, client_file):  # either file is enough for an engine
+            engines.append(subprocess.Popen(hpcpar_cmd("engine", "--file", str(f)), stderr=subprocess.DEVNULL))
+        env_engine = dict(os.environ, HPCPAR_CONNECTION_INFO=engine_file.read_text())
+        engines.append(subprocess.Popen(hpcpar_cmd("engine"), env=env_engine, cwd=tmp_path,
+                                        stderr=subprocess.DEVNULL))
+        with hpcpar.Client(client_file) as rc:
+            rc.wait_for_engines(3, timeout=30, interactive=False)
+            assert sorted(rc[:].apply_sync(os.getpid)) == sorted(p.pid for p in engines)
+            rc.shutdown(targets=[rc.ids[0]], block=True)
+            deadline = time.monotonic() + 10
+            while len(rc.ids) > 2 and time.monotonic() < deadline:
+                time.sleep(0.05)
+            assert len(rc.ids) == 2
+            rc.shutdown(hub=True)
+        assert ctl.wait(timeout=15) == 0
+        for p in engines:
+            assert p.wait(timeout=15) == 0
+        assert not client_file.exists() and not engine_file.exists()
+    finally:
+        for p in [ctl, *engines]:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+
+
+def test_engine_with_wrong_key_is_told_why(cluster, tmp_path):
+    from conftest import hpcpar_cmd
+
+    info = json.loads(cluster.profile_dir.engine_file().read_text())
+    info["key"] = "1" * 64
+    bad = tmp_path / "engine.json"
+    bad.write_text(json.dumps(info))
+    out = subprocess.run(hpcpar_cmd("engine", "--file", str(bad), "--connect-timeout", "5"),
+                         capture_output=True, text=True, timeout=30)
+    assert out.returncode == 1
+    assert "not with this cluster's key" in out.stderr or "stale" in out.stderr

@@ -385,6 +385,10 @@ class Controller:
                 self.to_engine(rec, frames)
         self.reply_client(ident, "abort_reply", msg.msg_id, {"aborted_queued": aborted})
 
+    def on_engine_info_request(self, ident: bytes, msg: wire.Message) -> None:
+        """Lets an engine that was given the client file find the engine port."""
+        self.reply_client(ident, "engine_info_reply", msg.msg_id, {"urls": self.engine_urls})
+
     def on_hub_shutdown_request(self, ident: bytes, msg: wire.Message) -> None:
         self.reply_client(ident, "hub_shutdown_reply", msg.msg_id, {"status": "ok"})
         self.running = False

@@ -284,15 +284,48 @@ class Engine:
 
 
 def load_engine_connection(path: str | None, profile_dir: Any, cluster_id: str, wait: float) -> ConnectionInfo:
-    """Connection info from --file, $HPCPAR_CONNECTION_INFO, or the profile (waiting for it)."""
+    """Connection info from --file, $HPCPAR_CONNECTION_INFO, or the profile (waiting for it).
+
+    A client file works too: the engine asks the controller's client port
+    where the engine port is.
+    """
     info = ConnectionInfo.from_env()
-    if info is not None and path is None:
-        return info
-    target = path or str(profile_dir.engine_file(cluster_id))
-    deadline = time.monotonic() + wait
-    while not os.path.exists(target) and time.monotonic() < deadline:
-        time.sleep(0.1)
-    return ConnectionInfo.load(target)
+    if info is None or path is not None:
+        target = path or str(profile_dir.engine_file(cluster_id))
+        deadline = time.monotonic() + wait
+        while not os.path.exists(target) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        info = ConnectionInfo.load(target)
+    if info.role == "client":
+        info = _engine_info_via_client_port(info, timeout=max(wait, 5.0))
+    return info
+
+
+def _engine_info_via_client_port(info: ConnectionInfo, timeout: float) -> ConnectionInfo:
+    signer = wire.Signer(info.key_bytes)
+    ctx = zmq.Context.instance()
+    for url in info.urls:
+        sock = ctx.socket(zmq.DEALER)
+        sock.setsockopt(zmq.LINGER, 0)
+        sock.connect(url)
+        try:
+            sock.send_multipart(signer.pack(signer.header("engine_info_request", route="controller")))
+            if sock.poll(int(timeout * 1000)):
+                msg = signer.unpack(sock.recv_multipart(copy=False))
+                if msg.msg_type == "engine_info_reply":
+                    return ConnectionInfo(
+                        key=info.key, urls=list(msg.meta["urls"]), role="engine",
+                        cluster_id=info.cluster_id, profile=info.profile, location=info.location,
+                        controller_pid=info.controller_pid,
+                    )
+        except wire.BadMessage:
+            pass
+        finally:
+            sock.close()
+    raise RegistrationError(
+        f"no controller answered at {', '.join(info.urls)} (client connection file); "
+        "is the controller running?"
+    )
 
 
 def init_mpi(engine: Engine) -> None:
