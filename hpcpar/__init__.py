@@ -5,6 +5,7 @@ written for ipyparallel.
 """
 
 from . import error
+from .cluster import Cluster
 from .client import (
     AsyncMapResult,
     AsyncResult,
@@ -37,6 +38,7 @@ __all__ = [
     "AsyncMapResult",
     "AsyncResult",
     "Client",
+    "Cluster",
     "CompositeError",
     "DirectView",
     "EngineError",

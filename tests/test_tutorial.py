@@ -1,35 +1,42 @@
-"""The README tutorial, verbatim, against a cluster started with the CLI."""
+"""The README tutorial, verbatim, against a cluster started with the CLI; and examples/tutorial.py."""
 
 from __future__ import annotations
 
+import os
+import re
 import subprocess
+import sys
 
-from conftest import hpcpar_cmd
+from conftest import ROOT, hpcpar_cmd
 
 from hpcpar.launchers.process import process_start_time
 
 
-def mul(a, b):
-    return a * b
+def readme_python_blocks() -> list[str]:
+    text = (ROOT / "README.md").read_text()
+    return re.findall(r"```python\n(.*?)```", text, flags=re.S)
 
 
-def test_tutorial_with_cli(hpcpar_dir):
+def test_readme_tutorial_verbatim(hpcpar_dir):
+    blocks = readme_python_blocks()
+    assert blocks, "the README lost its tutorial"
     out = subprocess.run(hpcpar_cmd("start", "-n", "4", "--daemonize", "--wait"),
                          capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert "4 engines" in out.stdout
     try:
         listing = subprocess.run(hpcpar_cmd("list"), capture_output=True, text=True, timeout=30).stdout
-        assert "default" in listing and " 4 " in listing
-
-        import hpcpar
-        rc = hpcpar.Client()
-        rc.block = True
-        assert rc.ids == [0, 1, 2, 3]
-        assert rc[0].apply(mul, 5, 6) == 30
-        assert rc[:].apply(mul, 5, 6) == [30, 30, 30, 30]
-        assert rc.load_balanced_view().map(mul, range(1, 10), range(2, 11)) == [2, 6, 12, 20, 30, 42, 56, 72, 90]
-        pids = rc[:].apply(__import__("os").getpid)
+        assert re.search(r"^default\s+-\s+4\s+\d+\s+true", listing, flags=re.M), listing
+        namespace: dict = {"__name__": "__main__"}
+        for block in blocks:
+            exec(compile(block, "README.md", "exec"), namespace)
+        rc = namespace["rc"]
+        pids = rc[:].apply(os.getpid)
+        script = subprocess.run([sys.executable, str(ROOT / "examples" / "tutorial.py")],
+                                capture_output=True, text=True, timeout=60)
+        assert script.returncode == 0, script.stderr
+        assert "gathered back: [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15]" in script.stdout
+        assert "pushed names are globals on the engines: [20, 20, 20, 20]" in script.stdout
         rc.close()
     finally:
         stop = subprocess.run(hpcpar_cmd("stop"), capture_output=True, text=True, timeout=60)
