@@ -33,6 +33,13 @@ netns_slurmd_down() { stop_pidfile "/run/slurmd-$SLURM_NETNS_NODE.pid" slurmd; }
 
 # PBS has no daemon of its own: only its spank plugin config is removed, so
 # SLURM jobs stop getting PBS_* variables. The unpacked wrappers stay.
+# Processes in the namespaces first (by PID file), then the namespaces.
+netns_all_down() {
+  netns_slurmd_down
+  login_sshd_down
+  netns_down
+}
+
 pbs_down() { rm -f "$PBS_SPANK_CONF"; }
 
 mpi_down() { rm -f "$CI_MPI_MARKER"; }
@@ -54,11 +61,7 @@ main() {
   if wants sge; then part_down sge sge_down; fi
   if wants pbs; then part_down pbs pbs_down; fi
   if wants slurm; then part_down slurm slurm_down; fi
-  if wants netns; then
-    part_down netns netns_slurmd_down
-    part_down netns login_sshd_down
-    part_down netns netns_down
-  fi
+  if wants netns; then part_down netns netns_all_down; fi
   if wants ssh; then part_down ssh ssh_down; fi
   if wants mpi; then part_down mpi mpi_down; fi
   # What remains up (normally nothing) is what tests will see.

@@ -204,7 +204,10 @@ sge_up() {
   log "up in $(since "$t0") ($(qstat -f -q "$SGE_QUEUE" | awk -v q="$SGE_QUEUE@" 'index($1, q) == 1'))"
 }
 
-sge_status() { sge_qmaster_ok && sge_queue_ok; }
+# PID file first: qconf/qstat take seconds to give up when qmaster is down.
+sge_status() {
+  pidfile_pid "$SGE_QMASTER_PID" sge_qmaster >/dev/null && sge_qmaster_ok && sge_queue_ok
+}
 
 sge_qmaster_stop() {
   local pid
@@ -217,7 +220,7 @@ sge_qmaster_stop() {
 # SGE's own shutdown first (-kej also ends running jobs), then the PID files.
 sge_down() {
   local f pid
-  if [[ -x /usr/sbin/sge_qmaster ]] && sge_qmaster_ok; then
+  if pidfile_pid "$SGE_QMASTER_PID" sge_qmaster >/dev/null && sge_qmaster_ok; then
     qconf -kej all >/dev/null 2>&1 || true
   fi
   for f in /var/spool/gridengine/execd/*/execd.pid; do

@@ -152,8 +152,14 @@ slurm_up() {
 
 sinfo_has_node() { [[ -n $(node_state "$1") && $(node_state "$1") != unknown* ]]; }
 
-slurm_status() { ctld_up && node_usable "$HEAD_NODE"; }
-slurm_netns_status() { ctld_up && node_usable "$SLURM_NETNS_NODE"; }
+# Status probes check the PID file first: scontrol/sinfo take seconds to time
+# out when slurmctld is down.
+ctld_running() { pidfile_pid "$SLURMCTLD_PID" slurmctld >/dev/null; }
+slurm_status() { ctld_running && ctld_up && node_usable "$HEAD_NODE"; }
+slurm_netns_status() {
+  pidfile_pid "/run/slurmd-$SLURM_NETNS_NODE.pid" slurmd >/dev/null &&
+    ctld_running && node_usable "$SLURM_NETNS_NODE"
+}
 
 slurm_down() {
   slurm_daemons_down
