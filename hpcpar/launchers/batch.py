@@ -247,7 +247,7 @@ class BatchLauncher(Launcher):
         raise NotImplementedError
 
     def write_files(self, job: RenderedJob) -> dict[str, Path]:
-        """Write the files mode 0600: a script may carry the cluster key in its environment."""
+        """Write the files private to the user (0600, scripts 0700): they may carry the cluster key."""
         if self.profile_dir is not None:
             directory = self.profile_dir.run
             directory.mkdir(parents=True, exist_ok=True)
@@ -256,10 +256,11 @@ class BatchLauncher(Launcher):
         paths: dict[str, Path] = {}
         for name, text in job.files.items():
             path = directory / name
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            mode = 0o700 if name.endswith(".sh") else 0o600
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
             with os.fdopen(fd, "w") as f:
                 f.write(text)
-            os.chmod(path, 0o600)
+            os.chmod(path, mode)
             paths[name] = path
         return paths
 
