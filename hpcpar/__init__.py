@@ -5,7 +5,6 @@ written for ipyparallel.
 """
 
 from . import error
-from .cluster import Cluster
 from .client import (
     AsyncMapResult,
     AsyncResult,
@@ -26,6 +25,15 @@ from .error import (
 )
 
 __version__ = "0.1.0"
+
+
+def __getattr__(name: str):
+    # Imported on first use: engines import this package and must start fast.
+    if name == "Cluster":
+        from .cluster import Cluster
+
+        return Cluster
+    raise AttributeError(f"module 'hpcpar' has no attribute {name!r}")
 
 
 def interactive(f):

@@ -12,19 +12,24 @@ import sys
 from . import __version__, commands
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(only: str | None = None) -> argparse.ArgumentParser:
+    """All subcommands, or just ``only``: engines and controllers start faster
+    when they do not import every other command's dependencies."""
     parser = argparse.ArgumentParser(prog="hpcpar", description="Interactive parallel Python on HPC clusters.")
     parser.add_argument("--version", action="version", version=f"hpcpar {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for mod in sorted(pkgutil.iter_modules(commands.__path__), key=lambda m: m.name):
-        module = importlib.import_module(f"{commands.__name__}.{mod.name}")
+    names = sorted(m.name for m in pkgutil.iter_modules(commands.__path__))
+    for name in [only] if only in names else names:
+        module = importlib.import_module(f"{commands.__name__}.{name}")
         if hasattr(module, "register"):
             module.register(sub)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
+    argv = sys.argv[1:] if argv is None else argv
+    first = next((a for a in argv if not a.startswith("-")), None)
+    parser = build_parser(only=first)
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):
         parser.print_help()

@@ -7,13 +7,10 @@ loopback, started the way users start them.
 from __future__ import annotations
 
 import os
-import sys
 from pathlib import Path
 
 import pytest
-
-ROOT = Path(__file__).resolve().parents[1]
-FAST_HEARTBEAT = ["--heartbeat-interval", "0.25", "--heartbeat-timeout", "2.0"]
+from cluster_helpers import start_cluster
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -21,20 +18,15 @@ def hpcpar_dir(tmp_path_factory) -> Path:
     path = tmp_path_factory.mktemp("hpcpar-home")
     old = os.environ.get("HPCPAR_DIR")
     os.environ["HPCPAR_DIR"] = str(path)
+    # Engines unpickle functions defined in test modules by reference, as they
+    # would a user's own module: they must be able to import them.
+    tests_dir = str(Path(__file__).resolve().parent)
+    os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [tests_dir, os.environ.get("PYTHONPATH")]))
     yield path
     if old is None:
         os.environ.pop("HPCPAR_DIR", None)
     else:
         os.environ["HPCPAR_DIR"] = old
-
-
-def start_cluster(n: int, profile: str, **kwargs):
-    import hpcpar.cluster
-
-    cluster = hpcpar.cluster.Cluster(n=n, profile=profile, controller_args=list(FAST_HEARTBEAT), **kwargs)
-    cluster.start_cluster()
-    rc = cluster.wait_for_engines(timeout=60, interactive=False)
-    return cluster, rc
 
 
 @pytest.fixture(scope="session")
@@ -64,7 +56,3 @@ def private_cluster(request):
     c, client = start_cluster(n, f"private-{os.getpid()}-{request.node.name[:40]}".replace("[", "-").replace("]", ""))
     yield c, client
     c.stop_cluster()
-
-
-def hpcpar_cmd(*args: str) -> list[str]:
-    return [sys.executable, "-m", "hpcpar", *args]

@@ -1,0 +1,22 @@
+"""Helpers shared by the test modules (imported by name; conftest.py is not importable)."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+FAST_HEARTBEAT = ["--heartbeat-interval", "0.25", "--heartbeat-timeout", "2.0"]
+
+
+def hpcpar_cmd(*args: str) -> list[str]:
+    return [sys.executable, "-m", "hpcpar", *args]
+
+
+def start_cluster(n: int, profile: str, **kwargs):
+    import hpcpar.cluster
+
+    cluster = hpcpar.cluster.Cluster(n=n, profile=profile, controller_args=list(FAST_HEARTBEAT), **kwargs)
+    cluster.start_cluster()
+    rc = cluster.wait_for_engines(timeout=60, interactive=False)
+    return cluster, rc
