@@ -102,9 +102,22 @@ stop_pidfile() {
 # stdio (so a caller piping our output is not held open) and without our lock fd
 # (so the daemon does not keep the setup lock forever).
 spawn() {
-  local logfile=$1
+  local logfile=$1 rc=0
   shift
-  "$@" </dev/null >>"$logfile" 2>&1 9>&-
+  "$@" </dev/null >>"$logfile" 2>&1 9>&- || rc=$?
+  if ((rc != 0)); then
+    tail -n 5 "$logfile" >&2
+    die "failed to start (rc $rc): $* (log: $logfile)"
+  fi
+}
+
+# wait_pidfile PIDFILE COMM LOGFILE: a daemon may fork and exit 0 before it
+# fails (sshd: "Cannot bind any address"); its PID file tells it really runs.
+wait_pidfile() {
+  local pidfile=$1 comm=$2 logfile=$3
+  poll_until 20 pidfile_pid "$pidfile" "$comm" && return 0
+  tail -n 5 "$logfile" >&2
+  die "$comm did not stay up: no live PID in $pidfile after 20s (log: $logfile)"
 }
 
 # Serialise setup/teardown: two developers running them at once would race on

@@ -70,6 +70,7 @@ sge_qmaster_up() {
   pidfile_pid "$SGE_QMASTER_PID" sge_qmaster >/dev/null && return 0
   rm -f "$SGE_QMASTER_PID"
   spawn "$CI_LOG_DIR/sge_qmaster.out" /usr/sbin/sge_qmaster
+  wait_pidfile "$SGE_QMASTER_PID" sge_qmaster /var/spool/gridengine/qmaster/messages
   wait_until 60 "qconf -sh answers (sge_qmaster up)" sge_qmaster_ok
 }
 

@@ -74,6 +74,7 @@ munge_up() {
   rm -f "$MUNGE_PID"
   # --force: a killed munged leaves its socket behind, which would block a restart.
   spawn /var/log/munge/munged.out runuser -u munge -- /usr/sbin/munged --force
+  wait_pidfile "$MUNGE_PID" munged /var/log/munge/munged.log
   wait_until 15 "munge -n | unmunge" munge_ok
 }
 
@@ -106,12 +107,14 @@ slurmctld_up() {
   install -d -m 0755 "$SLURM_STATE" /var/log/slurm
   # -i: ignore unreadable state left by a killed controller instead of refusing to start.
   spawn /var/log/slurm/slurmctld.out /usr/sbin/slurmctld -i
+  wait_pidfile "$SLURMCTLD_PID" slurmctld /var/log/slurm/slurmctld.log
 }
 
 head_slurmd_up() {
   pidfile_pid "/run/slurmd-$HEAD_NODE.pid" slurmd >/dev/null && return 0
   install -d -m 0755 "/var/lib/slurm/slurmd-$HEAD_NODE"
   spawn "/var/log/slurm/slurmd-$HEAD_NODE.out" /usr/sbin/slurmd -N "$HEAD_NODE"
+  wait_pidfile "/run/slurmd-$HEAD_NODE.pid" slurmd "/var/log/slurm/slurmd-$HEAD_NODE.log"
 }
 
 # nsenter --net (not `ip netns exec`, which remounts /sys and makes slurmd die
@@ -122,12 +125,18 @@ netns_slurmd_up() {
   install -d -m 0755 "/var/lib/slurm/slurmd-$node"
   spawn "/var/log/slurm/slurmd-$node.out" nsenter --net="/run/netns/$NS_COMPUTE" \
     unshare --uts sh -c "hostname $node && exec /usr/sbin/slurmd -N $node"
+  wait_pidfile "/run/slurmd-$node.pid" slurmd "/var/log/slurm/slurmd-$node.log"
 }
 
 slurm_up() {
   local with_netns=0 t0 node nodes=("$HEAD_NODE")
   t0=$(now_us)
-  wants netns && with_netns=1 && nodes+=("$SLURM_NETNS_NODE")
+  # Keep compute1 when the namespaces are already up, so that a partial re-run
+  # (WANT=slurm) does not restart SLURM and drop a node others may be using.
+  if wants netns || netns_status; then
+    with_netns=1
+    nodes+=("$SLURM_NETNS_NODE")
+  fi
   install -d -m 0755 /etc/slurm /var/log/slurm
   if ! slurm_conf_text "$with_netns" | cmp -s - "$SLURM_CONF"; then
     # Nodes/addresses changed: old state would carry the old node table.

@@ -112,6 +112,7 @@ sshd_start_or_reload() {
   fi
   rm -f "$pidfile"
   spawn "$logfile" "$@" /usr/sbin/sshd -f "$config" -E "$logfile"
+  wait_pidfile "$pidfile" sshd "$logfile"
 }
 
 ssh_ok() { ssh -F "$SSH_CONFIG" "$1" true </dev/null; }
