@@ -119,3 +119,21 @@ def test_exception_method(rc):
     ar = rc[0].apply_async(lambda: 1 / 0)
     exc = ar.exception(timeout=10)
     assert isinstance(exc, hpcpar.RemoteError) and exc.ename == "ZeroDivisionError"
+
+
+def test_output_streams_while_the_task_runs(rc):
+    code = "import time\nfor i in range(3):\n    print('tick', i, flush=True)\n    time.sleep(0.4)\n"
+    seen = []
+    rc._stream_callbacks.append(lambda msg_id, eid, name, text: seen.append((eid, name, text)))
+    try:
+        ar = rc[1].execute(code, block=False)
+        deadline = time.time() + 5
+        while "tick 0" not in ar.stdout and time.time() < deadline:
+            time.sleep(0.02)
+        assert "tick 0" in ar.stdout and not ar.ready()  # arrived before the end
+        ar.get(timeout=10)
+    finally:
+        rc._stream_callbacks.clear()
+    assert ar.stdout == "tick 0\ntick 1\ntick 2\n"  # the final reply has it all, once
+    assert "".join(t for _, name, t in seen if name == "stdout") == ar.stdout
+    assert {eid for eid, _, _ in seen} == {1}

@@ -94,6 +94,8 @@ class Client:
         self._replies: dict[str, tuple[dict[str, Any], Any, list[Any]]] = {}
         self._rejected: str | None = None
         self._closed = False
+        # Called as callback(msg_id, engine_id, name, text) for live output.
+        self._stream_callbacks: list[Any] = []
         self.results: dict[str, Any] = {}
         self.metadata: dict[str, Metadata] = {}
         self.history: list[str] = []
@@ -193,7 +195,9 @@ class Client:
             if mt.endswith("_reply"):
                 self._on_task_reply(parent, msg)
                 return
-        if mt == "engine_registered":
+        if mt == "stream":
+            self._on_stream(msg)
+        elif mt == "engine_registered":
             eng = msg.meta["engine"]
             with self._cond:
                 self._engines[int(eng["id"])] = eng
@@ -202,6 +206,21 @@ class Client:
             with self._cond:
                 self._engines.pop(int(msg.meta["engine"]["id"]), None)
                 self._cond.notify_all()
+
+    def _on_stream(self, msg: wire.Message) -> None:
+        """Live output of a running request: appended to its metadata as it comes."""
+        msg_id = msg.header.get("parent")
+        name, text = msg.meta.get("name"), msg.meta.get("text", "")
+        if msg_id not in self.outstanding or name not in ("stdout", "stderr"):
+            return  # the final reply, with the whole output, already arrived
+        md = self.metadata.get(msg_id)
+        if md is not None:
+            md[name] = md[name] + text
+        for callback in list(self._stream_callbacks):
+            try:
+                callback(msg_id, msg.header.get("engine_id"), name, text)
+            except Exception:
+                log.exception("a stream callback failed")
 
     def _on_rejected(self, reason: str) -> None:
         self._rejected = (

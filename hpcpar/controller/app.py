@@ -425,6 +425,10 @@ class Controller:
             )
         elif mt.endswith("_reply"):
             self.on_engine_reply(rec, msg)
+        elif mt == "stream":
+            task = self.tasks.get(msg.header.get("parent"))
+            if task is not None:
+                self.to_client(task.client, msg.frames)
         elif mt == "unregister_request":
             self.unregister(rec, "it is shutting down", fail_with="EngineError")
 

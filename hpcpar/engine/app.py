@@ -31,6 +31,7 @@ log = logging.getLogger("hpcpar.engine")
 
 # Request types the I/O thread handles itself instead of queueing them.
 IMMEDIATE = {"abort_request", "signal_request", "shutdown_request"}
+LIVE_OUTPUT_INTERVAL = 0.1  # seconds between live-output messages of a running request
 
 
 class RegistrationError(RuntimeError):
@@ -204,7 +205,11 @@ class Engine:
             if now >= next_beat:
                 sock.send_multipart(self.signer.pack(hb("heartbeat")))
                 next_beat = now + self.heartbeat_interval
-            events = dict(poller.poll(max(1, int((next_beat - now) * 1000))))
+            wait = next_beat - now
+            if self.executor.live is not None:
+                wait = min(wait, LIVE_OUTPUT_INTERVAL)
+            events = dict(poller.poll(max(1, int(wait * 1000))))
+            self._send_live_output(sock)
             if pull in events:
                 while True:
                     try:
@@ -223,6 +228,20 @@ class Engine:
             if time.monotonic() - last_contact > self.options.controller_timeout:
                 log.error("no word from the controller for %.0f s; exiting", self.options.controller_timeout)
                 os._exit(3)
+
+    def _send_live_output(self, sock: zmq.Socket) -> None:
+        """Forward what the running request printed since last time (stream messages)."""
+        live = self.executor.live
+        if live is None:
+            return
+        msg_id, *captures = live
+        for cap in captures:
+            end = len(cap.parts)
+            if end > cap.streamed:
+                text = "".join(cap.parts[cap.streamed:end])
+                cap.streamed = end
+                header = self.signer.header("stream", parent=msg_id, engine_id=self.id)
+                sock.send_multipart(self.signer.pack(header, {"name": cap.name, "text": text}))
 
     def _handle(self, sock: zmq.Socket, frames: list[Any]) -> None:
         try:

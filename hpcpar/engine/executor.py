@@ -29,6 +29,7 @@ class Capture(io.TextIOBase):
     def __init__(self, name: str) -> None:
         self.name = name
         self.parts: list[str] = []
+        self.streamed = 0  # parts already sent as live output by the I/O thread
 
     def write(self, text: str) -> int:
         if not isinstance(text, str):
@@ -72,6 +73,8 @@ class Executor:
         self.ns = namespace
         self.running: str | None = None
         self.cell_count = 0
+        # (msg_id, out, err) of the request running now, for live output.
+        self.live: tuple[str, Capture, Capture] | None = None
 
     def run(self, msg: wire.Message, msg_id: str) -> tuple[dict[str, Any], bytes, list[Any]]:
         """Returns (reply meta, payload, buffers)."""
@@ -79,6 +82,7 @@ class Executor:
         real_out, real_err = sys.stdout, sys.stderr
         sys.stdout, sys.stderr = out, err
         self.running = msg_id
+        self.live = (msg_id, out, err)
         outcome = Outcome()
         try:
             handler = getattr(self, "do_" + msg.msg_type.removesuffix("_request"), None)
@@ -91,6 +95,7 @@ class Executor:
             outcome.result = None
         finally:
             self.running = None
+            self.live = None
             sys.stdout, sys.stderr = real_out, real_err
         meta = {"status": outcome.status, "stdout": out.getvalue(), "stderr": err.getvalue(), **outcome.meta}
         if isinstance(outcome.result, _ExecuteResult):
