@@ -32,7 +32,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def cli_overrides(args: argparse.Namespace) -> dict[str, object]:
     """The flags shared with `hpcpar start`, as dotted config keys."""
-    import tomllib
+    from ..config import toml as tomllib
 
     overrides: dict[str, object] = {
         "cluster.n": args.n,

@@ -9,10 +9,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import tomllib
-
 from ..paths import DEFAULT_PROFILE, ProfileDir, check_profile_name
 from . import schema
+from . import toml as tomllib
 from .validate import ConfigError, check_value, closest_key, display_path, validate_table
 
 SITE_ENV = "HPCPAR_SITE_CONFIG"

@@ -13,7 +13,7 @@ from functools import cache
 from importlib import resources
 from typing import Any
 
-import tomllib
+from . import toml as tomllib
 
 BATCH = "batch"
 ROLES = ("controller", "engines")
