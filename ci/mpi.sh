@@ -47,6 +47,8 @@ main() {
   local py=${1:-} t0
   [[ -n $py ]] || die "usage: ci/mpi.sh /path/to/python"
   py=$(command -v "$py") || die "python '$1' not found"
+  # Resolve pyenv shims and the like to the interpreter itself.
+  py=$("$py" -c 'import sys; print(sys.executable)')
   t0=$(now_us)
   mpi_install "$py"
   mpi_check "$py"

@@ -97,7 +97,7 @@ ssh_files() {
   /usr/sbin/sshd -t -f "$SSHD_LOGIN_CONFIG" || die "sshd -t rejected $SSHD_LOGIN_CONFIG"
 }
 
-# sshd_running_fresh PIDFILE CONFIG: start (or HUP-reload after a config
+# sshd_start_or_reload PIDFILE CONFIG LOGFILE [PREFIX...]: start (or HUP-reload after a config
 # change) one sshd. A running sshd re-reads its config on SIGHUP.
 sshd_start_or_reload() {
   local pidfile=$1 config=$2 logfile=$3 pid
