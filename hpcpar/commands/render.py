@@ -16,6 +16,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--profile", default=None)
     p.add_argument("--cluster-id", default="")
     p.add_argument("-n", "--n", type=int, default=None, help="number of engines")
+    add_config_args(p)
+    p.set_defaults(func=run)
+
+
+def add_config_args(p: argparse.ArgumentParser) -> None:
+    """The launcher flags `hpcpar start` and `hpcpar render` share (all default to None,
+    meaning "not given": the config layers decide). Read them back with cli_overrides()."""
     p.add_argument("--engines", default=None, help="engine launcher (slurm, pbs, sge, ...)")
     p.add_argument("--controller", default=None, help="controller launcher (local or a batch system)")
     p.add_argument("--queue", default=None)
@@ -27,7 +34,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--set", action="append", default=[], metavar="KEY=VALUE",
         help="any setting by dotted key, e.g. --set batch.memory=4G (value read as TOML, else text)",
     )
-    p.set_defaults(func=run)
 
 
 def cli_overrides(args: argparse.Namespace) -> dict[str, object]:
@@ -35,7 +41,7 @@ def cli_overrides(args: argparse.Namespace) -> dict[str, object]:
     from ..config import toml as tomllib
 
     overrides: dict[str, object] = {
-        "cluster.n": args.n,
+        "cluster.n": getattr(args, "n", None),
         "cluster.engines": args.engines,
         "cluster.controller": args.controller,
         "batch.queue": args.queue,

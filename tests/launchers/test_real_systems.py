@@ -169,3 +169,16 @@ def test_pbs_syntax_array_runs_each_task(cls, profile, tmp_path, pbs_path) -> No
 def test_pbs_syntax_cancel(cls, profile, pbs_path) -> None:
     require_system("pbs")
     cancel_running(cls(role="engines", n=2, profile_dir=profile, options=FAST), profile)
+
+
+@pytest.mark.timeout(150)
+def test_slurm_job_runs_on_the_second_node_in_its_network_namespace(profile, tmp_path) -> None:
+    require_system("slurm-netns")
+    partition = CI_ENV.get("HPCPAR_SLURM_NETNS_PARTITION", "netns")
+    node = CI_ENV.get("HPCPAR_SLURM_NETNS_NODE", "compute1")
+    out = tmp_path / "where"
+    code = f"import socket; open({str(out)!r}, 'w').write(socket.gethostname())"
+    launcher = SlurmLauncher(role="engines", n=1, profile_dir=profile, options={**FAST, "queue": partition})
+    launcher.start([sys.executable, "-c", code], {}, str(profile.log / "netns.log"))
+    assert launcher.wait({"done", "failed", "cancelled"}, timeout=90) == "done"
+    assert out.read_text() == node
