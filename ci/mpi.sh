@@ -26,7 +26,8 @@ if c.rank == 0:
 
 mpi_install() {
   local py=$1
-  if "$py" -c 'import mpi4py, mpich' 2>/dev/null; then
+  # The mpich wheel has no importable module (only lib/ and bin/): ask its metadata.
+  if "$py" -c 'import mpi4py, importlib.metadata as m; m.version("mpich")' 2>/dev/null; then
     log "mpi4py and mpich already installed in $py"
     return 0
   fi
