@@ -170,3 +170,12 @@ def test_winhpc_xml_is_escaped_and_uses_windows_quoting() -> None:
     xml = launcher.render(["C:\\Python\\python.exe", "-c", 'print("a b")'], {"K": "<&>"}, LOG).script
     assert 'CommandLine="C:\\Python\\python.exe -c &#34;print(\\&#34;a b\\&#34;)&#34;"' in xml
     assert "<Value>&lt;&amp;&gt;</Value>" in xml
+
+
+def test_every_template_file_is_shipped_as_package_data() -> None:
+    """setup.py maps templates/ to hpcpar.templates; pyproject ships "*/*.j2" from it."""
+    root = Path(__file__).resolve().parents[2]
+    files = [p.relative_to(root / "templates") for p in (root / "templates").rglob("*") if p.is_file()]
+    assert files and all(len(f.parts) == 2 and f.suffix == ".j2" for f in files), files
+    assert '"hpcpar.templates" = ["*/*.j2"]' in (root / "pyproject.toml").read_text()
+    assert '"hpcpar.templates": "templates"' in (root / "setup.py").read_text()
