@@ -10,6 +10,9 @@ from pathlib import Path
 
 import pytest
 
+# The environment as the test run started, before fixtures clear HPCPAR_* settings: CI's
+# own variables (HPCPAR_SGE_PE_SMP, SGE_ROOT ...) are read from here.
+CI_ENV = dict(os.environ)
 SYSTEMS_JSON = Path(os.environ.get("HPCPAR_CI_SYSTEMS_JSON", "/opt/hpcpar-ci/systems.json"))
 PBS_BIN = os.environ.get("HPCPAR_PBS_BIN", "/opt/pbs-slurm/bin")
 

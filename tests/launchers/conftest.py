@@ -12,9 +12,7 @@ TESTS = Path(__file__).resolve().parent.parent
 FAKES = TESTS / "fakes"
 if str(TESTS) not in sys.path:
     sys.path.insert(0, str(TESTS))  # for `from systems import require_system`
-# CI's own HPCPAR_* variables (HPCPAR_SGE_QUEUE ...), captured before the fixture below
-# clears them, so they cannot leak into the configuration under test.
-CI_ENV = dict(os.environ)
+import systems  # noqa: E402,F401  (captures CI_ENV before the fixture below clears HPCPAR_*)
 
 
 @pytest.fixture(autouse=True)

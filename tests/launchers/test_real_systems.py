@@ -11,8 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import CI_ENV
-from systems import PBS_BIN, require_system
+from systems import CI_ENV, PBS_BIN, require_system
 
 from hpcpar.launchers.batch import BatchLauncher
 from hpcpar.launchers.build import recorded_job_states, stop_recorded_jobs
