@@ -13,6 +13,7 @@ from .client import (
     LoadBalancedView,
     ViewExecutor,
 )
+from .dependency import Dependency, depend, dependent, require
 from .error import (
     CompositeError,
     EngineError,
@@ -23,6 +24,7 @@ from .error import (
     TaskTimeout,
     UnmetDependency,
 )
+from .mpi import MPISubsetWarning
 
 __version__ = "0.1.0"
 
@@ -34,6 +36,14 @@ def __getattr__(name: str):
 
         return Cluster
     raise AttributeError(f"module 'hpcpar' has no attribute {name!r}")
+
+
+def load_ipython_extension(ip) -> None:
+    """``%load_ext hpcpar``: the %px, %%px, %autopx, %pxresult and %pxconfig magics.
+    (IPython is imported here, not when hpcpar is imported: engines import hpcpar.)"""
+    from .client.magics import load_ipython_extension as load
+
+    load(ip)
 
 
 def interactive(f):
@@ -48,16 +58,21 @@ __all__ = [
     "Client",
     "Cluster",
     "CompositeError",
+    "Dependency",
     "DirectView",
     "EngineError",
     "ImpossibleDependency",
     "LoadBalancedView",
+    "MPISubsetWarning",
     "NoEnginesRegistered",
     "RemoteError",
     "TaskAborted",
     "TaskTimeout",
     "UnmetDependency",
     "ViewExecutor",
+    "depend",
+    "dependent",
     "error",
     "interactive",
+    "require",
 ]

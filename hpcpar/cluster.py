@@ -141,15 +141,44 @@ class Cluster:
         self.stop_cluster()
         raise ClusterError(f"the controller did not start (log {log_path}):\n{tail}")
 
+    def restart_controller(self, timeout: float = 30.0) -> ConnectionInfo:
+        """Start a new controller for a running cluster whose controller died:
+        same key and ports, same task database; the engines re-attach."""
+        if self.is_running():
+            raise ClusterError(f"the controller of {self.state_file} is running; nothing to restore")
+        launcher = get_launcher_class(self.controller_launcher)(role="controller", n=1)
+        log_path = self.profile_dir.log_file("controller", self.cluster_id)
+        client_file = self.profile_dir.client_file(self.cluster_id)
+        before = client_file.stat().st_mtime if client_file.exists() else 0.0
+        self.controller = launcher
+        launcher.start(_python_cmd("controller", *self._common_args(), "--restore", *self.controller_args),
+                       self.env, str(log_path))
+        self._save()
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if client_file.exists() and client_file.stat().st_mtime != before:
+                return ConnectionInfo.load(client_file)
+            if launcher.status() != "running":
+                break
+            time.sleep(0.02)
+        raise ClusterError(f"the restored controller did not start (log {log_path}):\n{_tail(log_path)}")
+
     def start_engines(self, n: int | None = None) -> Launcher:
         n = self.n if n is None else n
         if self.state is None:
             raise ClusterError("start the controller first")
-        launcher = get_launcher_class(self.engine_launcher)(role="engines", n=n)
+        cls = get_launcher_class(self.engine_launcher)
+        if hasattr(cls, "from_config"):  # launchers configured from the profile (mpi)
+            from .config import load_config
+
+            launcher = cls.from_config("engines", n, load_config(profile_dir=self.profile_dir))
+        else:
+            launcher = cls(role="engines", n=n)
         index = len(self.engine_sets)
         log_path = self.profile_dir.log_file(f"engine-{index}-{{index}}", self.cluster_id)
+        mpi = ["--mpi"] if getattr(launcher, "mpi", False) else []
         self.engine_sets.append(launcher)
-        launcher.start(_python_cmd("engine", *self._common_args(), *self.engine_args), self.env, str(log_path))
+        launcher.start(_python_cmd("engine", *self._common_args(), *mpi, *self.engine_args), self.env, str(log_path))
         self._save()
         return launcher
 

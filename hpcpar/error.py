@@ -59,8 +59,11 @@ class ImpossibleDependency(UnmetDependency):
     pass
 
 
-class DependencyTimeout(ImpossibleDependency):
-    pass
+class DependencyTimeout(ImpossibleDependency, TaskTimeout):
+    """A task's dependencies were not met within its ``timeout``.
+
+    Also a TaskTimeout, so ``except TaskTimeout`` (what ipyparallel raises)
+    and ``except DependencyTimeout`` (what its docs promise) both work."""
 
 
 class InvalidDependency(ImpossibleDependency):
@@ -161,7 +164,14 @@ class CompositeError(RemoteError):
 
 
 class AlreadyDisplayedError(CompositeError):
-    pass
+    """Errors whose tracebacks were already shown (streamed by %px): IPython
+    shows only this one-line summary, so no traceback appears twice."""
+
+    def _render_traceback_(self) -> list[str]:
+        engines = ", ".join(str(info.get("engine_id", "?")) for *_, info in self.elist)
+        n = len(self.elist)
+        return [f"AlreadyDisplayedError: {n} error{'s' if n != 1 else ''} on engine{'s' if n != 1 else ''} "
+                f"[{engines}] (tracebacks above)"]
 
 
 def collect_exceptions(results: list[Any], method: str) -> list[Any]:

@@ -79,6 +79,9 @@ class Rebinder:
 
     def rebind(self, obj: Any, _memo: dict[int, Any] | None = None) -> Any:
         if not is_interactive(obj):
+            inner = getattr(obj, "f", None)
+            if hasattr(obj, "__wrapped__") and inner is not None and inner is not obj:
+                obj.f = self.rebind(inner, _memo)  # a @require/@depend wrapper
             return obj
         memo = {} if _memo is None else _memo
         if id(obj) in memo:

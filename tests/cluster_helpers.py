@@ -13,10 +13,11 @@ def hpcpar_cmd(*args: str) -> list[str]:
     return [sys.executable, "-m", "hpcpar", *args]
 
 
-def start_cluster(n: int, profile: str, **kwargs):
+def start_cluster(n: int, profile: str, controller_args_extra: list[str] | None = None, **kwargs):
     import hpcpar.cluster
 
-    cluster = hpcpar.cluster.Cluster(n=n, profile=profile, controller_args=list(FAST_HEARTBEAT), **kwargs)
+    args = [*FAST_HEARTBEAT, *(controller_args_extra or [])]
+    cluster = hpcpar.cluster.Cluster(n=n, profile=profile, controller_args=args, **kwargs)
     cluster.start_cluster()
     rc = cluster.wait_for_engines(timeout=60, interactive=False)
     return cluster, rc

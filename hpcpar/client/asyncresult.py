@@ -38,6 +38,7 @@ _METADATA_KEYS = {
     "outputs": None,
     "data": None,
     "label": None,
+    "execution_count": None,
 }
 
 
@@ -248,19 +249,61 @@ class AsyncResult(concurrent.futures.Future):
 
     # -- other ---------------------------------------------------------------------
 
-    def abort(self) -> None:
-        self._client.abort(jobs=self.msg_ids, block=True)
+    def abort(self, interrupt: bool = False) -> None:
+        """Drop these tasks if they have not started; with ``interrupt=True`` also
+        interrupt them if they are running."""
+        self._client.abort(jobs=self.msg_ids, block=True, interrupt=interrupt)
 
-    def display_outputs(self, groupby: str = "type") -> None:
-        for md in self._metadata_list():
-            prefix = f"[{md['engine_id']}]"
-            if md["stdout"]:
-                print(f"[stdout:{md['engine_id']}] {md['stdout']}", end="" if md["stdout"].endswith("\n") else "\n")
-            if md["stderr"]:
-                import sys
+    def display_outputs(self, groupby: str = "type", result_only: bool = False) -> None:
+        """Show what the engines printed and displayed, and cell results, with
+        ``[stdout:N]`` / ``[stderr:N]`` / ``[output:N]`` / ``Out[N:k]`` labels.
 
-                print(f"[stderr:{md['engine_id']}] {md['stderr']}", end="", file=sys.stderr)
-            del prefix
+        ``groupby``: ``type`` (all stdout, all stderr, all rich outputs),
+        ``engine`` (each engine's outputs together) or ``order`` (like type,
+        with the i-th rich output of every engine before the next ones).
+        """
+        from .output import display_outputs
+
+        display_outputs(self._client, self.msg_ids, groupby=groupby, result_only=result_only)
+
+    def stream_output(self) -> Any:
+        """Context manager printing output live while the tasks run::
+
+            with ar.stream_output():
+                ar.wait_interactive()
+        """
+        from .output import StreamPump
+
+        return StreamPump(self._client, self.msg_ids)
+
+    def wait_interactive(self, interval: float = 0.1, timeout: float | None = -1, widget: bool | None = None,
+                         return_when: str = concurrent.futures.ALL_COMPLETED) -> bool:
+        """Wait with a progress bar (a widget in a notebook, tqdm on a terminal,
+        plain lines otherwise). Returns whether the result is ready; gives up
+        silently after ``timeout`` seconds (-1 or None: no limit).
+        ``return_when=FIRST_EXCEPTION`` stops at the first failed task."""
+        from ..progress import Progress
+
+        deadline = None if timeout is None or timeout < 0 else time.monotonic() + timeout
+        with Progress(len(self.msg_ids), desc=self._fname, unit="task", widget=widget) as bar:
+            while not self.ready():
+                if return_when == concurrent.futures.FIRST_EXCEPTION and self._any_failed():
+                    break
+                remaining = None if deadline is None else deadline - time.monotonic()
+                if remaining is not None and remaining <= 0:
+                    break
+                self.wait(interval if remaining is None else min(interval, remaining))
+                bar.update_to(self.progress)
+            bar.update_to(self.progress)
+        return self.ready()
+
+    def _any_failed(self) -> bool:
+        for mid in self.msg_ids:
+            if mid not in self._remaining:
+                md = self._client.metadata.get(mid)
+                if md is not None and md["status"] not in (None, "ok"):
+                    return True
+        return False
 
     def __len__(self) -> int:
         return len(self.msg_ids)

@@ -18,6 +18,7 @@ from typing import Any
 from .. import serialize, wire
 from ..connection import ConnectionFileError, ConnectionInfo
 from ..error import (
+    DependencyTimeout,
     EngineError,
     HpcparError,
     ImpossibleDependency,
@@ -39,6 +40,7 @@ _OWN_ERRORS: dict[str, type[KernelError]] = {
     "TaskAborted": TaskAborted,
     "TaskTimeout": TaskTimeout,
     "ImpossibleDependency": ImpossibleDependency,
+    "DependencyTimeout": DependencyTimeout,
 }
 
 
@@ -70,19 +72,23 @@ class Client:
         sshkey: str | None = None,
         **kwargs: Any,
     ) -> None:
-        if sshserver or sshkey:
-            raise NotImplementedError(
-                "SSH tunnels are not available yet in hpcpar; forward the client port yourself "
-                "with  ssh -L PORT:HOST:PORT login-node  and pass the edited connection file"
-            )
         if "url_or_file" in kwargs:
             url_file = kwargs.pop("url_or_file")
         kwargs.pop("debug", None)
+        ssh_options = {k: kwargs.pop(k) for k in ("paramiko", "password", "ssh_config") if k in kwargs}
         kwargs.pop("context", None)
         if kwargs:
             raise TypeError(f"Client() got unexpected arguments: {', '.join(sorted(kwargs))}")
         self.timeout = timeout
-        self._info, self._source = self._resolve(connection_info, url_file, profile, profile_dir, cluster_id, timeout)
+        self._tunnel: Any = None
+        if sshserver or sshkey or ssh_options:
+            from ..ssh.client import tunnel_for_client
+
+            self._info, self._source, self._tunnel = tunnel_for_client(
+                sshserver, sshkey, ssh_options, connection_info, url_file, profile, profile_dir, cluster_id, timeout
+            )
+        else:
+            self._info, self._source = self._resolve(connection_info, url_file, profile, profile_dir, cluster_id, timeout)
         self._signer = wire.Signer(self._info.key_bytes)
         self.session = self._signer.session
         self._pickler = "cloudpickle"
@@ -90,18 +96,25 @@ class Client:
         self._cond = threading.Condition(self._lock)
         self._engines: dict[int, dict[str, Any]] = {}
         self._requests: dict[str, concurrent.futures.Future] = {}
-        self._pending: dict[str, AsyncResult] = {}
+        self._pending: dict[str, list[AsyncResult]] = {}
         self._replies: dict[str, tuple[dict[str, Any], Any, list[Any]]] = {}
         self._rejected: str | None = None
         self._closed = False
         # Called as callback(msg_id, engine_id, name, text) for live output.
         self._stream_callbacks: list[Any] = []
+        # Called as callback(msg_id, engine_id, output, index) for live rich output.
+        self._display_callbacks: list[Any] = []
         self.results: dict[str, Any] = {}
         self.metadata: dict[str, Metadata] = {}
         self.history: list[str] = []
         self.outstanding: set[str] = set()
         self._transport: Transport | None = None
-        self._connect(timeout)
+        try:
+            self._connect(timeout)
+        except BaseException:
+            if self._tunnel is not None:
+                self._tunnel.close()
+            raise
 
     # -- connecting --------------------------------------------------------------------
 
@@ -135,7 +148,7 @@ class Client:
         per_url = timeout if len(urls) == 1 else max(1.0, timeout / len(urls))
         last_error: BaseException | None = None
         for url in urls:
-            self._transport = Transport(url, self.session.encode(), self._on_frames)
+            self._transport = Transport(url, self.session.encode(), self._on_frames, on_reconnect=self._resync)
             try:
                 reply = self._request("connect_request", {}, timeout=per_url)
             except (TimeoutError, ConnectionRejected) as e:
@@ -148,6 +161,7 @@ class Client:
             with self._lock:
                 for eng in reply.meta.get("engines", []):
                     self._engines[int(eng["id"])] = eng
+            self._auto_activate()
             return
         raise TimeoutError(
             f"no controller answered at {', '.join(urls)} within {timeout:.0f} s "
@@ -197,6 +211,8 @@ class Client:
                 return
         if mt == "stream":
             self._on_stream(msg)
+        elif mt == "display_data":
+            self._on_display(msg)
         elif mt == "engine_registered":
             eng = msg.meta["engine"]
             with self._cond:
@@ -221,6 +237,20 @@ class Client:
                 callback(msg_id, msg.header.get("engine_id"), name, text)
             except Exception:
                 log.exception("a stream callback failed")
+
+    def _on_display(self, msg: wire.Message) -> None:
+        """Live rich output (display()) of a running request."""
+        msg_id = msg.header.get("parent")
+        output = msg.meta.get("output")
+        md = self.metadata.get(msg_id)
+        if msg_id not in self.outstanding or md is None or not isinstance(output, dict):
+            return
+        md["outputs"] = md["outputs"] + [output]
+        for callback in list(self._display_callbacks):
+            try:
+                callback(msg_id, msg.header.get("engine_id"), output, len(md["outputs"]) - 1)
+            except Exception:
+                log.exception("a display callback failed")
 
     def _on_rejected(self, reason: str) -> None:
         self._rejected = (
@@ -249,15 +279,18 @@ class Client:
             stdout=m.get("stdout", ""),
             stderr=m.get("stderr", ""),
             execute_result=m.get("execute_result"),
+            outputs=m.get("outputs") or [],
         )
+        if "execution_count" in m:
+            md["execution_count"] = m["execution_count"]
         if m.get("status") == "error":
             md["error"] = {k: m.get(k) for k in ("ename", "evalue", "traceback")}
         with self._cond:
             self._replies[msg_id] = (m, msg.payload, msg.buffers)
             self.outstanding.discard(msg_id)
-            ar = self._pending.pop(msg_id, None)
+            waiting = self._pending.pop(msg_id, ())
             self._cond.notify_all()
-        if ar is not None:
+        for ar in waiting:
             ar._msg_done(msg_id)
 
     # -- results -------------------------------------------------------------------------
@@ -341,7 +374,7 @@ class Client:
                     md["engine_id"] = targets[i]
                 self.metadata[mid] = md
                 self.outstanding.add(mid)
-                self._pending[mid] = ar
+                self._pending.setdefault(mid, []).append(ar)
                 self.history.append(mid)
 
     def _send_tracked(self, msg_ids, frames, header, ar: AsyncResult, targets: Any = None) -> AsyncResult:
@@ -425,8 +458,10 @@ class Client:
         timeout: float = -1,
         block: bool = True,
         interactive: bool | None = None,
+        widget: bool | None = None,
     ) -> Any:
-        """Wait until at least ``n`` engines are registered, with a progress bar."""
+        """Wait until at least ``n`` engines are registered, with a progress bar
+        (a widget in a notebook, tqdm on a terminal, plain lines otherwise)."""
         from ..progress import Progress
 
         if n is None:
@@ -437,7 +472,7 @@ class Client:
             pool.shutdown(wait=False)
             return fut
         deadline = None if timeout is None or timeout < 0 else time.monotonic() + timeout
-        with Progress(total=n, desc="engines", unit="engine", enabled=interactive) as bar:
+        with Progress(total=n, desc="engines", unit="engine", enabled=interactive, widget=widget) as bar:
             with self._cond:
                 while len(self._engines) < n:
                     bar.update_to(len(self._engines))
@@ -485,11 +520,15 @@ class Client:
 
     # -- control -----------------------------------------------------------------------------------
 
-    def abort(self, jobs: Any = None, targets: Any = None, block: bool | None = None) -> Any:
-        """Drop queued tasks: they fail with TaskAborted and never run."""
+    def abort(self, jobs: Any = None, targets: Any = None, block: bool | None = None,
+              interrupt: bool = False) -> Any:
+        """Drop queued tasks: they fail with TaskAborted and never run. With
+        ``interrupt=True``, tasks already running are interrupted too (SIGINT on
+        their engine: KeyboardInterrupt in the task, and the engine keeps serving)."""
         msg_ids = None if jobs is None else self._msg_ids_of(jobs)
         target_list = None if targets is None else self._build_targets(targets)
-        return self._request("abort_request", {"msg_ids": msg_ids, "targets": target_list}).meta
+        return self._request("abort_request", {"msg_ids": msg_ids, "targets": target_list,
+                                               "interrupt": interrupt}).meta
 
     def queue_status(self, targets: Any = "all", verbose: bool = False) -> dict[Any, Any]:
         target_list = self._build_targets(targets) if self.ids or targets not in (None, "all") else []
@@ -532,20 +571,136 @@ class Client:
         if hub:
             self._request("hub_shutdown_request", {})
 
-    def get_result(self, indices_or_msg_ids: Any = None, block: bool | None = None) -> AsyncResult:
+    def get_result(self, indices_or_msg_ids: Any = None, block: bool | None = None, owner: bool = True) -> AsyncResult:
+        """An AsyncResult for earlier tasks, including other clients' (fetched from the hub)."""
         msg_ids = self._msg_ids_of(indices_or_msg_ids if indices_or_msg_ids is not None else -1)
         ar = AsyncResult(self, msg_ids, fname="get_result")
+        foreign = []
+        with self._lock:
+            for mid in msg_ids:
+                if mid in self.outstanding:
+                    self._pending.setdefault(mid, []).append(ar)
+                elif mid in self.results or mid in self._replies:
+                    pass
+                else:
+                    foreign.append(mid)
+                    self.outstanding.add(mid)
+                    self._pending.setdefault(mid, []).append(ar)
+                    self.metadata.setdefault(mid, Metadata(msg_id=mid))
         for mid in msg_ids:
             if mid not in self.outstanding:
                 ar._msg_done(mid)
-            else:
-                with self._lock:
-                    self._pending[mid] = ar
-                if mid not in self.outstanding:
-                    ar._msg_done(mid)
+        if foreign:
+            self._fetch(foreign)
         if self.block if block is None else block:
             return ar.get()
         return ar
+
+    def _fetch(self, msg_ids: list[str], kind: str = "result_request") -> None:
+        """Ask the hub for stored replies; pending ones arrive when they finish."""
+        reply = self._request(kind, {"msg_ids": msg_ids})
+        problems = {m: f"no task {m} in the hub's records (purged, or from another cluster)"
+                    for m in reply.meta.get("missing", [])}
+        problems.update({m: f"the result of {m} was too large to be stored by the hub; only the client "
+                            "that submitted it received it" for m in reply.meta.get("unstored", [])})
+        for mid, why in problems.items():
+            self._fail_locally(mid, KeyError(why))
+
+    def _fail_locally(self, msg_id: str, error: BaseException) -> None:
+        with self._cond:
+            if msg_id not in self.outstanding:
+                return
+            self.results[msg_id] = error
+            self.outstanding.discard(msg_id)
+            waiting = self._pending.pop(msg_id, ())
+            self._cond.notify_all()
+        for ar in waiting:
+            ar._msg_done(msg_id)
+
+    def _resync(self) -> None:
+        """After a reconnect: ask for anything we may have missed."""
+        with self._lock:
+            missing = [m for m in self.outstanding]
+        if missing:
+            try:
+                self._fetch(missing, "resync_request")
+            except Exception:
+                log.exception("could not resync with the controller")
+
+    def result_status(self, msg_ids: Any, status_only: bool = True) -> dict[str, Any]:
+        """{'pending': [...], 'completed': [...]} for these tasks, as the hub knows them."""
+        ids = self._msg_ids_of(msg_ids)
+        status = self._request("result_status_request", {"msg_ids": ids}).meta
+        out = {"pending": status["pending"], "completed": status["completed"]}
+        if status.get("unknown"):
+            out["unknown"] = status["unknown"]
+        if not status_only:
+            out.update({m: v for m, v in zip(status["completed"], self.get_result(status["completed"]).get())}
+                       if len(status["completed"]) > 1 else
+                       {m: self.get_result(m).get() for m in status["completed"]})
+        return out
+
+    def db_query(self, query: dict[str, Any], keys: list[str] | None = None) -> list[dict[str, Any]]:
+        """Task records matching a MongoDB-style query, e.g. {'engine_id': 0,
+        'completed': {'$gt': t}, 'label': {'$glob': 'step-*'}}. Times are
+        timezone-aware datetimes."""
+        reply = self._request("db_query_request", {"query": query, "keys": keys})
+        if reply.msg_type == "error_reply":
+            raise ValueError(reply.meta.get("evalue"))
+        records = reply.meta["records"]
+        for rec in records:
+            for key in ("submitted", "started", "completed", "received"):
+                if isinstance(rec.get(key), (int, float)):
+                    rec[key] = _ts(rec[key])
+        return records
+
+    def hub_history(self) -> list[str]:
+        """msg_ids of every task the hub has a record of, oldest first."""
+        return self._request("hub_history_request", {}).meta["history"]
+
+    def resubmit(self, indices_or_msg_ids: Any, block: bool | None = None) -> AsyncResult:
+        """Run finished tasks again (from the hub's stored requests) under new msg_ids."""
+        old = self._msg_ids_of(indices_or_msg_ids)
+        # Replies to the new tasks may arrive before this answer; they wait in _replies.
+        reply = self._request("resubmit_request", {"msg_ids": old})
+        if reply.meta.get("missing"):
+            raise KeyError(f"cannot resubmit {reply.meta['missing']}: the hub has no stored request for them")
+        mapping = reply.meta["mapping"]
+        new = [mapping[m] for m in old if m in mapping]
+        ar = AsyncResult(self, new, fname="resubmit")
+        with self._lock:
+            for mid in new:
+                if mid in self._replies:
+                    continue
+                self.outstanding.add(mid)
+                self._pending.setdefault(mid, []).append(ar)
+                self.metadata.setdefault(mid, Metadata(msg_id=mid))
+                self.history.append(mid)
+        for mid in new:
+            if mid not in self.outstanding:
+                ar._msg_done(mid)
+        if self.block if block is None else block:
+            return ar.get()
+        return ar
+
+    def purge_hub_results(self, jobs: Any = (), targets: Any = ()) -> int:
+        """Delete finished tasks' records at the hub ('all' for everything finished)."""
+        meta: dict[str, Any] = {"all": jobs == "all"}
+        if jobs and jobs != "all":
+            meta["msg_ids"] = self._msg_ids_of(list(jobs) if not isinstance(jobs, (str, AsyncResult)) else jobs)
+        if targets:
+            meta["targets"] = self._build_targets(targets)
+        return self._request("purge_request", meta).meta["purged"]
+
+    def purge_results(self, jobs: Any = (), targets: Any = ()) -> None:
+        """Forget finished results here and at the hub."""
+        self.purge_local_results(jobs, targets)
+        self.purge_hub_results(jobs, targets)
+
+    def purge_everything(self) -> None:
+        self.purge_results("all")
+        with self._lock:
+            self.history = [m for m in self.history if m in self.outstanding]
 
     def purge_local_results(self, jobs: Any = (), targets: Any = ()) -> None:
         """Forget finished results held by this client (all with jobs='all')."""
@@ -563,8 +718,32 @@ class Client:
                 self.results.pop(mid, None)
                 self.metadata.pop(mid, None)
                 self._replies.pop(mid, None)
+            if jobs == "all":
+                self.history = [m for m in self.history if m in self.outstanding]
 
     # -- lifecycle ----------------------------------------------------------------------------------
+
+    # -- IPython ------------------------------------------------------------------------------------
+
+    def activate(self, targets: Any = "all", suffix: str = ""):
+        """Make ``%px``, ``%%px``, ``%autopx``, ``%pxresult`` and ``%pxconfig``
+        (each name + ``suffix``) run on a blocking DirectView of ``targets``."""
+        view = self.direct_view(targets)
+        view.block = True
+        view.activate(suffix)
+        return view
+
+    def _auto_activate(self) -> None:
+        # As in ipyparallel: a Client made inside IPython gets the %px magics,
+        # unless they already point at another live client.
+        if "IPython" not in __import__("sys").modules:
+            return
+        try:
+            from .magics import auto_activate
+
+            auto_activate(self)
+        except Exception:
+            log.debug("could not register the %px magics", exc_info=True)
 
     def close(self, linger: float | None = None) -> None:
         if self._closed:
@@ -577,6 +756,8 @@ class Client:
                 pass
             self._transport.close()
         self._closed = True
+        if self._tunnel is not None:
+            self._tunnel.close()
 
     def __enter__(self) -> Client:
         return self

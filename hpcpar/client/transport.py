@@ -29,6 +29,7 @@ class Transport:
         identity: bytes,
         on_frames: Callable[[list[Any]], None],
         on_error: Callable[[BaseException], None] | None = None,
+        on_reconnect: Callable[[], None] | None = None,
     ) -> None:
         self.url = url
         self.ctx = zmq.Context()
@@ -46,6 +47,11 @@ class Transport:
         self._lock = threading.Lock()
         self._on_frames = on_frames
         self._on_error = on_error
+        self._on_reconnect = on_reconnect
+        # Watch the connection: after the controller comes back (a restart, a
+        # network blip), the client asks for anything it may have missed.
+        self._monitor = self.socket.get_monitor_socket(zmq.EVENT_CONNECTED | zmq.EVENT_DISCONNECTED)
+        self._was_disconnected = False
         self.closed = False
         self.thread = threading.Thread(target=self._loop, name="hpcpar-client-io", daemon=True)
         self.thread.start()
@@ -60,6 +66,7 @@ class Transport:
         poller = zmq.Poller()
         poller.register(self.socket, zmq.POLLIN)
         poller.register(self._io_end, zmq.POLLIN)
+        poller.register(self._monitor, zmq.POLLIN)
         sock, pipe = self.socket, self._io_end
         try:
             while True:
@@ -73,6 +80,8 @@ class Transport:
                         if len(frames) == 1 and frames[0].bytes == _CLOSE:
                             return
                         sock.send_multipart(frames, copy=False)
+                if self._monitor in events:
+                    self._connection_event()
                 if sock in events:
                     while True:
                         try:
@@ -86,8 +95,26 @@ class Transport:
                             if self._on_error:
                                 self._on_error(e)
         finally:
+            sock.disable_monitor()
+            self._monitor.close(linger=0)
             sock.close(linger=500)  # let sends queued just before close() go out
             pipe.close(linger=0)
+
+    def _connection_event(self) -> None:
+        from zmq.utils.monitor import recv_monitor_message
+
+        while True:
+            try:
+                event = recv_monitor_message(self._monitor, zmq.NOBLOCK)["event"]
+            except zmq.Again:
+                return
+            if event == zmq.EVENT_DISCONNECTED:
+                self._was_disconnected = True
+            elif event == zmq.EVENT_CONNECTED and self._was_disconnected:
+                self._was_disconnected = False
+                if self._on_reconnect is not None:
+                    # Not on this thread: the callback waits for answers this thread delivers.
+                    threading.Thread(target=self._on_reconnect, name="hpcpar-resync", daemon=True).start()
 
     def close(self) -> None:
         with self._lock:

@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ..dependency import dependency_spec
 from ..engine import builtins as engine_builtins
 from . import partition
 from .asyncresult import AsyncMapResult, AsyncResult
@@ -179,6 +180,7 @@ class DirectView(View):
 
     def _really_apply(self, f: Any, args: tuple = (), kwargs: dict | None = None, block: bool | None = None,
                       targets: Any = None, track: bool | None = None) -> Any:
+        _warn_mpi_subset(self, targets)
         ar = self._send("apply_request", targets, obj=(f, tuple(args), dict(kwargs or {})), fname=_fname(f))
         return ar.get() if self._block(block) else ar
 
@@ -208,6 +210,7 @@ class DirectView(View):
     def execute(self, code: str, silent: bool = True, targets: Any = None, block: bool | None = None) -> AsyncResult:
         """Run code text in each engine's namespace. Returns the AsyncResult
         (after waiting, and raising any error, when blocking)."""
+        _warn_mpi_subset(self, targets)
         ar = self._send("execute_request", targets, meta={"code": code, "silent": silent}, fname="execute")
         if self._block(block):
             ar.get()
@@ -295,6 +298,13 @@ class DirectView(View):
     def send_signal(self, sig: int | str, targets: Any = None, block: bool | None = None) -> Any:
         return self.client.send_signal(sig, self._targets if targets is None else targets, block=block)
 
+    def activate(self, suffix: str = "") -> None:
+        """Make ``%px<suffix>``, ``%%px<suffix>``, ``%autopx<suffix>``,
+        ``%pxresult<suffix>`` and ``%pxconfig<suffix>`` run on this view (in IPython)."""
+        from .magics import activate
+
+        activate(self, suffix)
+
     @contextlib.contextmanager
     def sync_imports(self, local: bool = True, quiet: bool = False) -> Iterator[None]:
         """Imports inside this block also run on the engines::
@@ -346,6 +356,8 @@ class LoadBalancedView(View):
         return len(self.client._build_targets(self._targets)) if self._targets is not None else len(self.client.ids)
 
     def _check_flag(self, name: str, value: Any) -> None:
+        if name in ("after", "follow"):
+            dependency_spec(value)  # raises TypeError for something that is not a dependency
         if name == "retries" and (not isinstance(value, int) or value < 0):
             raise ValueError(f"retries must be a non-negative int, got {value!r}")
         if name == "timeout" and value is not None and not isinstance(value, (int, float)):
@@ -359,6 +371,10 @@ class LoadBalancedView(View):
             extra["retries"] = self.retries
         if self.timeout:
             extra["timeout"] = self.timeout
+        for key in ("after", "follow"):
+            spec = dependency_spec(getattr(self, key))
+            if spec:
+                extra[key] = spec
         return extra
 
     def _submit_one(self, obj: Any, fname: str) -> tuple[list[str], list[Any], dict[str, Any]]:
@@ -451,3 +467,10 @@ class ViewExecutor(concurrent.futures.Executor):
     def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
         if wait:
             self.view.wait()
+
+
+def _warn_mpi_subset(view: DirectView, targets: Any) -> None:
+    """MPISubsetWarning when code goes to part of an MPI job (a collective there would hang)."""
+    from ..mpi import warn_if_subset
+
+    warn_if_subset(view.client, view._target_list(targets), stacklevel=3)

@@ -21,6 +21,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--scheme", default="leastload", help="load-balancing scheme")
     p.add_argument("--hwm", type=int, default=1, help="load-balanced tasks in flight per engine (0: unlimited)")
     p.add_argument("--max-message-size", type=int, default=-1, help="largest accepted frame in bytes (-1: no limit)")
+    p.add_argument("--db", default="sqlite", choices=["sqlite", "memory", "none"],
+                   help="where the hub records tasks (default: sqlite in the profile directory)")
+    p.add_argument("--db-store-limit", type=int, default=8 << 20,
+                   help="requests/results larger than this many bytes are not stored in the task database")
+    p.add_argument("--restore", action="store_true",
+                   help="restart after a crash: same key, ports and task database; engines re-attach")
     p.set_defaults(func=run)
 
 
@@ -45,6 +51,9 @@ def run(args: argparse.Namespace) -> int:
         scheme=args.scheme,
         hwm=args.hwm,
         max_message_size=args.max_message_size,
+        db=args.db,
+        db_store_limit=args.db_store_limit,
+        restore=args.restore,
     )
     if args.location:
         config.location = args.location

@@ -18,6 +18,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--controller", default="local", help="controller launcher (default: local)")
     p.add_argument("--ip", default=None, help="controller listen address ('*' for all interfaces)")
     p.add_argument("--scheme", default=None, help="load-balancing scheme (leastload, lru, twobin, weighted, plainrandom)")
+    p.add_argument("--hwm", type=int, default=None, help="load-balanced tasks in flight per engine (0: unlimited)")
+    p.add_argument("--db", default=None, choices=["sqlite", "memory", "none"], help="task database (default: sqlite)")
+    p.add_argument("--restore", action="store_true",
+                   help="restart a crashed controller of a running cluster: engines re-attach, old results stay")
     p.add_argument("--daemonize", action="store_true", help="return once the controller is up")
     p.add_argument("--wait", action="store_true", help="with --daemonize: also wait for all engines")
     p.add_argument("--timeout", type=float, default=120.0, help="seconds to wait for engines")
@@ -35,7 +39,13 @@ def run(args: argparse.Namespace) -> int:
         controller_args += ["--ip", args.ip]
     if args.scheme:
         controller_args += ["--scheme", args.scheme]
+    if args.hwm is not None:
+        controller_args += ["--hwm", str(args.hwm)]
+    if args.db:
+        controller_args += ["--db", args.db]
     pd = profile_dir_from(args)
+    if args.restore:
+        return _restore(pd, args.cluster_id, controller_args)
     cluster = Cluster(
         n=args.n,
         profile_dir=pd.path,
@@ -44,11 +54,16 @@ def run(args: argparse.Namespace) -> int:
         controller=args.controller,
         controller_args=controller_args,
     )
+    from ..config import ConfigError
+    from ..launchers import LauncherError
+
     try:
         cluster.start_controller()
         if cluster.n:
             cluster.start_engines()
-    except ClusterError as e:
+    except (ClusterError, LauncherError, ConfigError) as e:
+        if cluster.state is not None and cluster.controller is not None:
+            cluster.stop_cluster()  # the engines could not start: leave no controller behind
         raise CommandError(str(e)) from None
     where = f"profile {pd.name!r}" + (f", cluster id {args.cluster_id!r}" if args.cluster_id else "")
     if args.daemonize and not args.wait:
@@ -67,6 +82,23 @@ def run(args: argparse.Namespace) -> int:
     if args.daemonize:
         return 0
     return _foreground(cluster)
+
+
+def _restore(pd, cluster_id: str, controller_args: list[str]) -> int:
+    from ..cli import CommandError
+    from ..cluster import Cluster, ClusterError
+
+    path = pd.state_file(cluster_id)
+    if not path.exists():
+        raise CommandError(f"nothing to restore in profile {pd.name!r}: no cluster state ({path}); use plain 'hpcpar start'")
+    try:
+        cluster = Cluster.from_file(path)
+        cluster.controller_args = controller_args
+        cluster.restart_controller()
+    except ClusterError as e:
+        raise CommandError(str(e)) from None
+    print(f"controller restored in profile {pd.name!r}; engines re-attach by themselves")
+    return 0
 
 
 def _foreground(cluster) -> int:

@@ -3,33 +3,37 @@
 Clients reach the controller through ONE port and engines through ONE port;
 channels are multiplexed by message type. Each request costs one hop here:
 read the header, verify the signature, forward the frames untouched
-(zero-copy) to the engine(s) or the load-balancing queue.
+(zero-copy) to the engine(s) or the load balancer. Task records go to the
+hub's store thread (hub.py), off the path of replies.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import signal
 import socket
 import time
-from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
 import zmq
 
 from .. import wire
-from ..connection import ConnectionInfo, new_key
+from ..connection import ConnectionFileError, ConnectionInfo, new_key
 from ..netutil import advertised_addresses, bind_address
 from ..paths import ProfileDir
 from .engines import EngineRecord, EngineRegistry
 from .hub import Hub
+from .loadbalancer import LoadBalancer
 from .scheduler import get_scheme
+from .taskdb import open_backend
 
 log = logging.getLogger("hpcpar.controller")
 
-DRAIN_BATCH = 256  # messages read from one socket before looking at the other
+DRAIN_BATCH = 256  # messages read from one socket before looking at the others
+HUB_REQUESTS = ("db_query_request", "hub_history_request")
 
 
 @dataclass
@@ -47,9 +51,22 @@ class ControllerConfig:
     hwm: int = 1
     max_message_size: int = -1  # bytes per frame; -1 = unlimited
     key: str | None = None
+    db: str = "sqlite"  # sqlite, memory or none
+    db_store_limit: int = 8 << 20  # requests/results larger than this are not stored
+    restore: bool = False
+
+    @property
+    def db_path(self):
+        suffix = f"-{self.cluster_id}" if self.cluster_id else ""
+        return self.profile_dir.path / f"tasks{suffix}.db"
+
+    @property
+    def engines_path(self):
+        suffix = f"-{self.cluster_id}" if self.cluster_id else ""
+        return self.profile_dir.run / f"engines{suffix}.json"
 
 
-@dataclass
+@dataclass(eq=False)
 class Task:
     client: bytes
     msg_id: str
@@ -57,27 +74,47 @@ class Task:
     engine_id: int | None
     lb: bool
     header: dict[str, Any]
-    frames: list[Any] | None = None  # kept only while queued for load balancing
+    frames: list[Any] | None = None  # kept while queued or in flight, for retries
+    retries_left: int = 0
+    deadline: float | None = None
+    allowed: set[int] | None = None
+    blacklist: set[int] = field(default_factory=set)
+    attempts: int = 0
+    watchers: list[bytes] = field(default_factory=list)  # other clients that asked for the result
 
 
 class Controller:
     def __init__(self, config: ControllerConfig) -> None:
         self.config = config
+        if config.restore:
+            self._load_previous_connection()
         self.key = config.key or new_key()
         self.signer = wire.Signer(self.key.encode("ascii"))
         self.engines = EngineRegistry()
-        self.hub = Hub()
         self.tasks: dict[str, Task] = {}
-        self.lb_queue: deque[Task] = deque()
         self.clients: set[bytes] = set()
         self.scheme = get_scheme(config.scheme)
+        self.lb = LoadBalancer(self)
         self.running = False
         self._auth_warned: dict[bytes, float] = {}
+        self._engines_dirty = False
+        self._resubmits: dict[str, dict[str, Any]] = {}
         self.ctx = zmq.Context()
         self.client_socket = self._router()
         self.engine_socket = self._router()
+        self.hub_pipe = self.ctx.socket(zmq.PAIR)
+        self.hub_pipe.bind(f"inproc://hpcpar-hub-{id(self)}")
+        config.profile_dir.create()
+        if not config.restore and config.db == "sqlite":
+            for suffix in ("", "-wal", "-shm"):
+                config.db_path.with_name(config.db_path.name + suffix).unlink(missing_ok=True)
+        backend = open_backend(config.db, config.db_path)
+        self.hub = Hub(backend, wire.Signer(self.key.encode("ascii")), self.ctx,
+                       f"inproc://hpcpar-hub-{id(self)}", config.db_store_limit)
         self.client_urls: list[str] = []
         self.engine_urls: list[str] = []
+        if config.restore:
+            self._restore_state(backend)
 
     # -- set-up ---------------------------------------------------------------
 
@@ -104,7 +141,6 @@ class Controller:
 
     def write_connection_files(self) -> None:
         c = self.config
-        c.profile_dir.create()
         common = {
             "key": self.key,
             "cluster_id": c.cluster_id,
@@ -112,22 +148,56 @@ class Controller:
             "location": c.location,
             "controller_pid": os.getpid(),
         }
-        ConnectionInfo(urls=self.client_urls, role="client", **common).write(
-            c.profile_dir.client_file(c.cluster_id)
-        )
-        ConnectionInfo(urls=self.engine_urls, role="engine", **common).write(
-            c.profile_dir.engine_file(c.cluster_id)
-        )
+        ConnectionInfo(urls=self.client_urls, role="client", **common).write(c.profile_dir.client_file(c.cluster_id))
+        ConnectionInfo(urls=self.engine_urls, role="engine", **common).write(c.profile_dir.engine_file(c.cluster_id))
 
     def remove_connection_files(self) -> None:
         c = self.config
         for path in (c.profile_dir.client_file(c.cluster_id), c.profile_dir.engine_file(c.cluster_id)):
             try:
-                info = ConnectionInfo.load(path)
-                if info.controller_pid == os.getpid():
+                if ConnectionInfo.load(path).controller_pid == os.getpid():
                     path.unlink()
             except (OSError, ValueError):
                 pass
+
+    # -- restart --------------------------------------------------------------------
+
+    def _load_previous_connection(self) -> None:
+        """--restore: same key and ports, so surviving engines and clients reconnect by themselves."""
+        c = self.config
+        try:
+            client = ConnectionInfo.load(c.profile_dir.client_file(c.cluster_id))
+            engine = ConnectionInfo.load(c.profile_dir.engine_file(c.cluster_id))
+        except ConnectionFileError as e:
+            raise SystemExit(f"cannot restore: {e}") from None
+        c.key = client.key
+        c.port = c.port or int(client.urls[0].rsplit(":", 1)[1])
+        c.engine_port = c.engine_port or int(engine.urls[0].rsplit(":", 1)[1])
+
+    def _restore_state(self, backend: Any) -> None:
+        try:
+            known = json.loads(self.config.engines_path.read_text())
+        except (OSError, ValueError):
+            known = {}
+        self.engines.expect({uuid: int(eid) for uuid, eid in known.get("engines", {}).items()},
+                            int(known.get("next_id", 0)))
+        # Tasks in flight when the old controller died will never be answered: fail them,
+        # and store the failure so a client that asks (or resyncs) gets it.
+        lost = backend.find({"completed": {"$exists": False}}, ["msg_id", "session", "msg_type", "engine_id"])
+        for rec in lost:
+            task = Task(rec["session"].encode() if rec.get("session") else b"", rec["msg_id"],
+                        _reply_type(rec.get("msg_type") or "apply_request"), rec.get("engine_id"), False, {})
+            self.fail_task(task, "EngineError", "the controller restarted while this task was in flight; "
+                           "resubmit it (rc.resubmit) if it should run", notify=False)
+        if lost:
+            log.warning("restored: %d tasks in flight at the crash were marked failed", len(lost))
+
+    def _save_engines(self) -> None:
+        data = {"engines": {e.uuid: e.id for e in self.engines.by_id.values()}, "next_id": self.engines.next_id}
+        tmp = self.config.engines_path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(data))
+        os.replace(tmp, self.config.engines_path)
+        self._engines_dirty = False
 
     # -- main loop --------------------------------------------------------------
 
@@ -136,7 +206,8 @@ class Controller:
         poller = zmq.Poller()
         poller.register(self.client_socket, zmq.POLLIN)
         poller.register(self.engine_socket, zmq.POLLIN)
-        check_every = max(0.05, self.config.heartbeat_interval / 2)
+        poller.register(self.hub_pipe, zmq.POLLIN)
+        check_every = max(0.05, min(0.5, self.config.heartbeat_interval / 2))
         next_check = time.monotonic() + check_every
         log.info("controller ready: clients %s, engines %s", self.client_urls, self.engine_urls)
         while self.running:
@@ -146,9 +217,14 @@ class Controller:
                 self._drain(self.engine_socket, self.handle_engine)
             if self.client_socket in events:
                 self._drain(self.client_socket, self.handle_client)
+            if self.hub_pipe in events:
+                self._drain(self.hub_pipe, self.handle_hub)
             now = time.monotonic()
             if now >= next_check:
                 self.check_heartbeats(now)
+                self.lb.check_timeouts(now)
+                if self._engines_dirty:
+                    self._save_engines()
                 next_check = now + check_every
         self._shutdown_engines()
 
@@ -179,8 +255,10 @@ class Controller:
             raise
 
     def to_client(self, ident: bytes, frames: list[Any]) -> None:
+        if not ident:
+            return
         if not self._send(self.client_socket, ident, frames):
-            log.warning("client %s is gone; dropping a message for it", ident[:8])
+            log.info("client %s is not connected; it can fetch this later (get_result)", ident[:8])
             self.clients.discard(ident)
 
     def to_engine(self, rec: EngineRecord, frames: list[Any]) -> bool:
@@ -233,21 +311,16 @@ class Controller:
             self.route_direct(ident, msg)
         elif route == "lb":
             self.route_lb(ident, msg)
+        elif msg.msg_type in HUB_REQUESTS:
+            self.hub.request(ident, msg)
         else:
             handler = getattr(self, "on_" + msg.msg_type, None)
             if handler is None:
-                self.reply_client(
-                    ident,
-                    "error_reply",
-                    msg.msg_id,
-                    {"status": "error", "ename": "ValueError",
-                     "evalue": f"unknown controller request {msg.msg_type!r}"},
-                )
+                self.reply_client(ident, "error_reply", msg.msg_id, {
+                    "status": "error", "ename": "ValueError",
+                    "evalue": f"unknown controller request {msg.msg_type!r}"})
             else:
                 handler(ident, msg)
-
-    def _reply_type(self, msg_type: str) -> str:
-        return msg_type[: -len("_request")] + "_reply" if msg_type.endswith("_request") else msg_type + "_reply"
 
     def route_direct(self, ident: bytes, msg: wire.Message) -> None:
         h = msg.header
@@ -258,61 +331,37 @@ class Controller:
                 "status": "error", "ename": "ValueError",
                 "evalue": "direct request needs equal-length 'targets' and 'msg_ids'"})
             return
-        reply_type = self._reply_type(msg.msg_type)
+        reply_type = _reply_type(msg.msg_type)
         for eid, mid in zip(targets, msg_ids):
             task = Task(ident, mid, reply_type, eid, False, h)
             rec = self.engines.by_id.get(eid)
+            self.hub.submitted(mid, h, msg.frames, eid)
             if rec is None:
                 self.fail_task(task, "EngineError", f"engine {eid} is not registered")
                 continue
             self.tasks[mid] = task
             rec.outstanding[mid] = False
-            self.hub.submitted(h, mid, eid)
             if not self.to_engine(rec, msg.frames):
                 self.engine_died(rec, "its connection is gone")
 
     def route_lb(self, ident: bytes, msg: wire.Message) -> None:
-        task = Task(ident, msg.msg_id, self._reply_type(msg.msg_type), None, True, msg.header, msg.frames)
+        task = Task(ident, msg.msg_id, _reply_type(msg.msg_type), None, True, msg.header, msg.frames)
         self.tasks[msg.msg_id] = task
-        self.hub.submitted(msg.header, msg.msg_id, None)
-        self.lb_queue.append(task)
-        self.schedule()
+        self.hub.submitted(msg.msg_id, msg.header, msg.frames, None)
+        self.lb.submit(task)
 
-    def schedule(self) -> None:
-        """Hand queued load-balanced tasks to engines with room under the hwm."""
-        if not self.lb_queue:
-            return
-        hwm = self.config.hwm
-        free = [e for e in self.engines.by_id.values() if hwm <= 0 or e.lb_in_flight < hwm]
-        skipped: list[Task] = []
-        while self.lb_queue and free:
-            task = self.lb_queue.popleft()
-            if task.msg_id not in self.tasks:
-                continue  # aborted while queued
-            allowed = task.header.get("lb_targets")
-            candidates = free if allowed is None else [e for e in free if e.id in allowed]
-            if not candidates:
-                if allowed is not None and not any(eid in self.engines.by_id for eid in allowed):
-                    self.fail_task(task, "ImpossibleDependency",
-                                   f"none of the engines this task may run on ({allowed}) is registered")
-                else:
-                    skipped.append(task)
-                continue
-            rec = self.scheme(candidates)
-            rec.lb_in_flight += 1
-            rec.last_assigned = time.monotonic()
-            rec.outstanding[task.msg_id] = True
-            task.engine_id = rec.id
-            frames, task.frames = task.frames, None
-            self.hub.assigned(task.msg_id, rec.id)
-            if hwm > 0 and rec.lb_in_flight >= hwm:
-                free.remove(rec)
-            if not self.to_engine(rec, frames):
-                self.engine_died(rec, "its connection is gone")
-                free = [e for e in free if e is not rec]
-        self.lb_queue.extendleft(reversed(skipped))
+    def dispatch_lb(self, task: Task, rec: EngineRecord) -> None:
+        """Send a load-balanced task to the engine the scheme picked."""
+        rec.lb_in_flight += 1
+        rec.last_assigned = time.monotonic()
+        rec.outstanding[task.msg_id] = True
+        task.engine_id = rec.id
+        task.attempts += 1
+        self.hub.assigned(task.msg_id, rec.id, task.attempts)
+        if not self.to_engine(rec, task.frames or []):
+            self.engine_died(rec, "its connection is gone")
 
-    def fail_task(self, task: Task, ename: str, evalue: str) -> None:
+    def fail_task(self, task: Task, ename: str, evalue: str, notify: bool = True) -> None:
         """Answer a task on the engine's behalf: nothing is lost silently."""
         self.tasks.pop(task.msg_id, None)
         header = self.signer.header(
@@ -331,8 +380,12 @@ class Controller:
             "traceback": [f"{ename}: {evalue}"],
             "engine_info": {"engine_id": task.engine_id, "method": task.header.get("msg_type")},
         }
-        self.hub.finished_task(task.msg_id, header)
-        self.to_client(task.client, self.signer.pack(header, meta))
+        frames = self.signer.pack(header, meta)
+        self.hub.finished(task.msg_id, header, frames)
+        self.lb.task_finished(task.msg_id, False, task.engine_id)
+        if notify:
+            for ident in [task.client, *task.watchers]:
+                self.to_client(ident, frames)
 
     # controller requests --------------------------------------------------------
 
@@ -342,10 +395,15 @@ class Controller:
             "cluster_id": self.config.cluster_id,
             "heartbeat_timeout": self.config.heartbeat_timeout,
             "scheme": self.config.scheme,
+            "db": self.config.db,
         })
 
     def on_disconnect_request(self, ident: bytes, msg: wire.Message) -> None:
         self.clients.discard(ident)
+
+    def on_engine_info_request(self, ident: bytes, msg: wire.Message) -> None:
+        """Lets an engine that was given the client file find the engine port."""
+        self.reply_client(ident, "engine_info_reply", msg.msg_id, {"urls": self.engine_urls})
 
     def on_queue_status_request(self, ident: bytes, msg: wire.Message) -> None:
         targets = msg.meta.get("targets") or self.engines.ids()
@@ -362,42 +420,118 @@ class Controller:
                 "tasks": lb if verbose else len(lb),
                 "completed": rec.completed,
             }
-        queued = [t.msg_id for t in self.lb_queue if t.msg_id in self.tasks]
+        queued = self.lb.unassigned()
         status["unassigned"] = queued if verbose else len(queued)
         self.reply_client(ident, "queue_status_reply", msg.msg_id, {"status": status})
 
     def on_abort_request(self, ident: bytes, msg: wire.Message) -> None:
-        """Drop queued load-balanced tasks here; ask engines to drop theirs."""
+        """Drop queued load-balanced tasks here; ask engines to drop theirs (and
+        with ``interrupt``, to interrupt the ones running)."""
         msg_ids = msg.meta.get("msg_ids")
         wanted = set(msg_ids) if msg_ids is not None else None
+        aborted = self.lb.abort(wanted, ident)
         targets = msg.meta.get("targets")
-        aborted = []
-        for task in list(self.lb_queue):
-            if task.msg_id in self.tasks and (wanted is None and task.client == ident or wanted and task.msg_id in wanted):
-                self.fail_task(task, "TaskAborted", f"task {task.msg_id} was aborted before it started")
-                aborted.append(task.msg_id)
         engine_ids = targets if targets is not None else self.engines.ids()
-        header = self.signer.header("abort_request", msg_ids=msg_ids)
-        frames = self.signer.pack(header, {"msg_ids": msg_ids})
+        frames = self.signer.pack(self.signer.header("abort_request"), {"msg_ids": msg_ids})
         for eid in engine_ids:
             rec = self.engines.by_id.get(eid)
             if rec is not None:
                 self.to_engine(rec, frames)
-        self.reply_client(ident, "abort_reply", msg.msg_id, {"aborted_queued": aborted})
-
-    def on_engine_info_request(self, ident: bytes, msg: wire.Message) -> None:
-        """Lets an engine that was given the client file find the engine port."""
-        self.reply_client(ident, "engine_info_reply", msg.msg_id, {"urls": self.engine_urls})
+        interrupted = []
+        if msg.meta.get("interrupt") and wanted:
+            for mid in wanted:
+                task = self.tasks.get(mid)
+                rec = self.engines.by_id.get(task.engine_id) if task and task.engine_id is not None else None
+                if rec is not None:
+                    self.to_engine(rec, self.signer.pack(self.signer.header("interrupt_request"), {"msg_ids": [mid]}))
+                    interrupted.append(mid)
+        self.reply_client(ident, "abort_reply", msg.msg_id, {"aborted_queued": aborted, "interrupted": interrupted})
 
     def on_hub_shutdown_request(self, ident: bytes, msg: wire.Message) -> None:
         self.reply_client(ident, "hub_shutdown_reply", msg.msg_id, {"status": "ok"})
         self.running = False
 
     def on_engines_request(self, ident: bytes, msg: wire.Message) -> None:
+        now = time.monotonic()
+        engines = []
+        for e in self.engines.by_id.values():
+            d = e.describe()
+            d.update(
+                queued=sum(1 for lb in e.outstanding.values() if not lb),
+                running_lb=e.lb_in_flight,
+                completed=e.completed,
+                last_heartbeat_age=round(now - e.last_seen, 3),
+            )
+            engines.append(d)
         self.reply_client(ident, "engines_reply", msg.msg_id, {
-            "engines": [e.describe() for e in self.engines.by_id.values()],
-            "tasks": self.hub.totals(),
+            "engines": engines,
+            "tasks": {**self.hub.totals(), "pending": len(self.tasks), "unassigned": len(self.lb.unassigned())},
         })
+
+    def _pending_of(self, msg_ids: list[str], ident: bytes | None = None) -> list[str]:
+        pending = [m for m in msg_ids if m in self.tasks]
+        if ident is not None:
+            for m in pending:
+                task = self.tasks[m]
+                if ident != task.client and ident not in task.watchers:
+                    task.watchers.append(ident)
+        return pending
+
+    def on_result_request(self, ident: bytes, msg: wire.Message) -> None:
+        """Results of any client's tasks: finished ones from the store, pending
+        ones when they finish (the asking client is added as a watcher)."""
+        msg_ids = list(msg.meta.get("msg_ids") or [])
+        self.hub.request(ident, msg, {"pending": self._pending_of(msg_ids, ident)})
+
+    def on_resync_request(self, ident: bytes, msg: wire.Message) -> None:
+        """A client reconnected: resend what it may have missed."""
+        self.on_result_request(ident, msg)
+
+    def on_result_status_request(self, ident: bytes, msg: wire.Message) -> None:
+        self.hub.request(ident, msg, {"pending": self._pending_of(list(msg.meta.get("msg_ids") or []))})
+
+    def on_purge_request(self, ident: bytes, msg: wire.Message) -> None:
+        self.hub.request(ident, msg, {"pending": list(self.tasks)})
+
+    def on_resubmit_request(self, ident: bytes, msg: wire.Message) -> None:
+        self._resubmits[msg.msg_id] = {"mapping": {}, "client": ident}
+        self.hub.request(ident, msg)
+
+    # -- the hub's answers ------------------------------------------------------------
+
+    def handle_hub(self, frames: list[Any]) -> None:
+        kind = frames[0].bytes
+        ident = frames[1].bytes
+        if kind == b"client":
+            self.to_client(ident, frames[2:])
+        elif kind == b"resubmit":
+            self._resubmit_one(ident, frames[2].bytes.decode(), json.loads(frames[3].bytes), frames[4:])
+        elif kind == b"resubmit-done":
+            parent = frames[2].bytes.decode()
+            state = self._resubmits.pop(parent, {"mapping": {}})
+            missing = json.loads(frames[3].bytes).get("missing", [])
+            self.reply_client(ident, "resubmit_reply", parent, {"mapping": state["mapping"], "missing": missing})
+
+    def _resubmit_one(self, ident: bytes, parent: str, info: dict[str, Any], stored: list[Any]) -> None:
+        """Run a stored request again under a new msg_id, for the asking client."""
+        try:
+            old = self.signer.unpack(stored)
+        except wire.BadMessage:
+            return
+        header = dict(old.header)
+        new_id = wire.new_id()
+        header.update(msg_id=new_id, session=ident.decode(errors="replace"), date=wire.now(), resubmitted=info["old"])
+        if header.get("route") == "direct":
+            header.update(targets=[info["engine_id"]], msg_ids=[new_id])
+        frames = self.signer.pack(header, old.meta, stored[3], stored[4:])
+        msg = self.signer.unpack(frames)
+        state = self._resubmits.get(parent)
+        if state is not None:
+            state["mapping"][info["old"]] = new_id
+        if header.get("route") == "direct":
+            self.route_direct(ident, msg)
+        else:
+            self.route_lb(ident, msg)
 
     # -- engines ----------------------------------------------------------------
 
@@ -414,52 +548,65 @@ class Controller:
         if rec is None:
             # An engine we do not know (we restarted, or declared it dead):
             # ask it to register again rather than trusting its old id.
-            self.engine_socket.send_multipart(
-                [ident, *self.signer.pack(self.signer.header("reregister_request"))]
-            )
+            self._send(self.engine_socket, ident, self.signer.pack(self.signer.header("reregister_request")))
             return
         rec.last_seen = time.monotonic()
         if mt == "heartbeat":
-            self.engine_socket.send_multipart(
-                [ident, *self.signer.pack(self.signer.header("heartbeat_reply"))]
-            )
+            self._send(self.engine_socket, ident, self.signer.pack(self.signer.header("heartbeat_reply")))
         elif mt.endswith("_reply"):
             self.on_engine_reply(rec, msg)
-        elif mt == "stream":
+        elif mt in ("stream", "display_data"):
             task = self.tasks.get(msg.header.get("parent"))
             if task is not None:
-                self.to_client(task.client, msg.frames)
+                for client in [task.client, *task.watchers]:
+                    self.to_client(client, msg.frames)
         elif mt == "unregister_request":
-            self.unregister(rec, "it is shutting down", fail_with="EngineError")
+            self.unregister(rec, "shut down")
 
     def on_register(self, ident: bytes, msg: wire.Message) -> None:
         m = msg.meta
         known = ident in self.engines.by_ident
         rec = self.engines.register(ident, str(m.get("uuid", "")), m.get("requested_id"), dict(m.get("info") or {}))
         reply = self.signer.header("register_reply", parent=msg.msg_id)
-        self.engine_socket.send_multipart([ident, *self.signer.pack(reply, {
+        self._send(self.engine_socket, ident, self.signer.pack(reply, {
             "id": rec.id,
             "heartbeat_interval": self.config.heartbeat_interval,
             "heartbeat_timeout": self.config.heartbeat_timeout,
-        })])
+        }))
         if not known:
             log.info("engine %d registered (%s pid %s)", rec.id, rec.info.get("hostname"), rec.info.get("pid"))
+            self._engines_dirty = True
             self.notify_clients("engine_registered", {"engine": rec.describe()})
-            self.schedule()
+            self.lb.schedule()
 
     def on_engine_reply(self, rec: EngineRecord, msg: wire.Message) -> None:
         parent = msg.header.get("parent")
-        task = self.tasks.pop(parent, None)
+        task = self.tasks.get(parent)
         if task is None:
             return  # already failed on the engine's behalf (e.g. declared dead then back)
         lb = rec.outstanding.pop(parent, False)
         rec.completed += 1
+        status = msg.header.get("status", "ok")
         if lb:
             rec.lb_in_flight -= 1
-        self.to_client(task.client, msg.frames)
-        self.hub.finished_task(parent, msg.header)
+            if status == "unmet":
+                task.blacklist.add(rec.id)
+                self.lb.retry(task, rec, avoid_engine=False)
+                self.lb.schedule()
+                return
+            if status == "error" and task.retries_left > 0:
+                task.retries_left -= 1
+                self.lb.retry(task, rec, avoid_engine=True)
+                self.lb.schedule()
+                return
+        del self.tasks[parent]
+        task.frames = None
+        for client in [task.client, *task.watchers]:
+            self.to_client(client, msg.frames)
+        self.hub.finished(parent, msg.header, msg.frames)
+        self.lb.task_finished(parent, status == "ok", rec.id)
         if lb:
-            self.schedule()
+            self.lb.schedule()
 
     def check_heartbeats(self, now: float) -> None:
         limit = self.config.heartbeat_timeout
@@ -469,7 +616,7 @@ class Controller:
 
     def engine_died(self, rec: EngineRecord, why: str) -> None:
         log.warning("engine %d (%s pid %s) is lost: %s", rec.id, rec.info.get("hostname"), rec.info.get("pid"), why)
-        self.unregister(rec, f"died or became unreachable ({why})", fail_with="EngineError")
+        self.unregister(rec, f"died or became unreachable ({why})")
         # If it is only slow, it must not go on running work we reported as failed.
         try:
             self.engine_socket.send_multipart(
@@ -479,15 +626,27 @@ class Controller:
         except zmq.ZMQError:
             pass
 
-    def unregister(self, rec: EngineRecord, why: str, fail_with: str) -> None:
+    def unregister(self, rec: EngineRecord, why: str) -> None:
+        if self.engines.by_id.get(rec.id) is not rec:
+            return
         self.engines.remove(rec)
-        for mid in list(rec.outstanding):
+        self._engines_dirty = True
+        name = f"engine {rec.id}"
+        if rec.info.get("mpi_rank") is not None:
+            name += f" (MPI rank {rec.info['mpi_rank']} of {rec.info.get('mpi_size')})"
+        for mid, is_lb in list(rec.outstanding.items()):
             task = self.tasks.get(mid)
-            if task is not None:
-                self.fail_task(task, fail_with, f"engine {rec.id} {why} while holding task {mid}")
+            if task is None:
+                continue
+            if is_lb and task.retries_left > 0:
+                task.retries_left -= 1
+                self.lb.retry(task, None, avoid_engine=False)
+            else:
+                self.fail_task(task, "EngineError", f"{name} {why} while holding task {mid}")
         rec.outstanding.clear()
+        rec.lb_in_flight = 0
         self.notify_clients("engine_unregistered", {"engine": rec.describe(), "reason": why})
-        self.schedule()
+        self.lb.schedule()
 
     def _shutdown_engines(self) -> None:
         frames = self.signer.pack(self.signer.header("shutdown_request"), {"reason": "controller stopping"})
@@ -502,10 +661,16 @@ class Controller:
         time.sleep(0.05)  # let the sockets flush what was just queued
 
     def close(self) -> None:
+        self.hub.close()
         self.remove_connection_files()
         self.client_socket.close(linger=200)
         self.engine_socket.close(linger=200)
+        self.hub_pipe.close(linger=0)
         self.ctx.term()
+
+
+def _reply_type(msg_type: str) -> str:
+    return msg_type[: -len("_request")] + "_reply" if msg_type.endswith("_request") else msg_type + "_reply"
 
 
 def run_controller(config: ControllerConfig) -> int:

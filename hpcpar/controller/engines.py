@@ -25,7 +25,7 @@ class EngineRecord:
             "id": self.id,
             "uuid": self.uuid,
             "registered": self.registered,
-            **{k: v for k, v in self.info.items() if k in ("hostname", "pid", "mpi_rank", "mpi_size")},
+            **{k: v for k, v in self.info.items() if k in ("hostname", "pid", "mpi_rank", "mpi_size", "mpi_world")},
         }
 
 
@@ -39,6 +39,7 @@ class EngineRegistry:
         self.by_ident: dict[bytes, EngineRecord] = {}
         self.next_id = 0
         self.retired: set[int] = set()
+        self.expected: dict[str, int] = {}  # uuid -> id, from before a controller restart
 
     def __len__(self) -> int:
         return len(self.by_id)
@@ -51,6 +52,8 @@ class EngineRegistry:
         if existing is not None:
             existing.last_seen = time.monotonic()
             return existing
+        if uuid in self.expected and self.expected[uuid] not in self.by_id:
+            requested = self.expected.pop(uuid)  # an engine coming back after a restart
         if isinstance(requested, int) and requested >= 0 and requested not in self.by_id:
             eid = requested
         else:
@@ -62,6 +65,12 @@ class EngineRegistry:
         self.by_id[eid] = rec
         self.by_ident[ident] = rec
         return rec
+
+    def expect(self, engines: dict[str, int], next_id: int) -> None:
+        """After a restart: engines that re-register with these uuids get their old ids."""
+        self.expected = dict(engines)
+        self.next_id = max(self.next_id, next_id)
+        self.retired.update(engines.values())
 
     def remove(self, rec: EngineRecord) -> None:
         self.by_id.pop(rec.id, None)

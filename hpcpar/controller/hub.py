@@ -1,79 +1,220 @@
-"""The hub's record of tasks: who submitted what, where it ran, how it ended.
+"""The hub: every task's record, written off the hot path.
 
-Records are kept off the reply path: the controller forwards a reply first
-and records it after. Finished records are bounded (oldest dropped first) so
-a long task farm does not grow the controller's memory.
+The controller's loop only puts small tuples on a queue; a store thread
+writes them to the task database (taskdb.py) in batches and answers
+clients' queries. Answers go back to the loop through an in-process pipe,
+so the loop never waits on the database.
 """
 
 from __future__ import annotations
 
-from collections import OrderedDict
-from dataclasses import asdict, dataclass
+import json
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable
 from typing import Any
 
+import zmq
 
-@dataclass
-class TaskRecord:
-    msg_id: str
-    session: str
-    msg_type: str
-    submitted: float | None
-    engine_id: int | None = None
-    started: float | None = None
-    completed: float | None = None
-    status: str = "pending"  # pending, queued, running, ok, error, aborted
-    label: str | None = None
+from .. import wire
+from .taskdb import QueryError, check_query, meta_summary
 
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+log = logging.getLogger("hpcpar.controller.hub")
+
+COMMIT_EVERY = 0.05  # seconds: batch writes into one transaction
+
+
+def _nbytes(frames: list[Any]) -> int:
+    return sum(len(f) for f in frames)
+
+
+def _as_bytes(frames: list[Any]) -> list[bytes]:
+    return [f.bytes if hasattr(f, "bytes") else bytes(f) for f in frames]
 
 
 class Hub:
-    def __init__(self, finished_limit: int = 10_000) -> None:
-        self.pending: dict[str, TaskRecord] = {}
-        self.finished: OrderedDict[str, TaskRecord] = OrderedDict()
-        self.finished_limit = finished_limit
-        self.total_submitted = 0
-        self.total_finished = 0
+    def __init__(self, backend: Any, signer: wire.Signer, ctx: zmq.Context, pipe_url: str,
+                 store_limit: int = 8 << 20) -> None:
+        self.backend = backend
+        self.signer = signer
+        self.store_limit = store_limit  # larger requests/results are not stored (they still reach the client)
+        self.queue: queue.SimpleQueue = queue.SimpleQueue()
+        self.pipe_url = pipe_url
+        self.ctx = ctx
+        self.submitted_count = 0
+        self.finished_count = 0
+        self.thread = threading.Thread(target=self._run, name="hpcpar-hub-store", daemon=True)
+        self.thread.start()
 
-    def submitted(self, header: dict[str, Any], msg_id: str, engine_id: int | None) -> None:
-        self.total_submitted += 1
-        self.pending[msg_id] = TaskRecord(
-            msg_id=msg_id,
-            session=header.get("session", ""),
-            msg_type=header.get("msg_type", ""),
-            submitted=header.get("date"),
-            engine_id=engine_id,
-            status="queued" if engine_id is None else "pending",
-            label=header.get("label"),
-        )
+    # -- called from the controller's loop: cheap ---------------------------------
 
-    def assigned(self, msg_id: str, engine_id: int) -> None:
-        rec = self.pending.get(msg_id)
-        if rec is not None:
-            rec.engine_id = engine_id
-            rec.status = "pending"
+    def submitted(self, msg_id: str, header: dict[str, Any], frames: list[Any] | None, engine_id: int | None) -> None:
+        self.submitted_count += 1
+        self.queue.put(("submitted", msg_id, header, frames, engine_id))
 
-    def finished_task(self, msg_id: str, header: dict[str, Any]) -> None:
-        rec = self.pending.pop(msg_id, None)
-        if rec is None:
-            return
-        self.total_finished += 1
-        rec.started = header.get("started")
-        rec.completed = header.get("completed")
-        rec.status = header.get("status", "ok")
-        if header.get("engine_id") is not None:
-            rec.engine_id = header["engine_id"]
-        self.finished[msg_id] = rec
-        while len(self.finished) > self.finished_limit:
-            self.finished.popitem(last=False)
+    def assigned(self, msg_id: str, engine_id: int, attempt: int) -> None:
+        self.queue.put(("assigned", msg_id, engine_id, attempt))
 
-    def get(self, msg_id: str) -> TaskRecord | None:
-        return self.pending.get(msg_id) or self.finished.get(msg_id)
+    def finished(self, msg_id: str, header: dict[str, Any], frames: list[Any] | None) -> None:
+        self.finished_count += 1
+        self.queue.put(("finished", msg_id, header, frames, time.time()))
+
+    def request(self, ident: bytes, msg: wire.Message, extra: dict[str, Any] | None = None) -> None:
+        self.queue.put(("request", ident, msg.msg_type, msg.msg_id, msg.meta, extra or {}))
 
     def totals(self) -> dict[str, int]:
-        return {
-            "submitted": self.total_submitted,
-            "finished": self.total_finished,
-            "pending": len(self.pending),
-        }
+        return {"submitted": self.submitted_count, "finished": self.finished_count}
+
+    def close(self) -> None:
+        self.queue.put(None)
+        self.thread.join(timeout=10)
+
+    # -- the store thread ------------------------------------------------------------
+
+    def _run(self) -> None:
+        self.pipe = self.ctx.socket(zmq.PAIR)
+        self.pipe.connect(self.pipe_url)
+        last_commit = time.monotonic()
+        dirty = False
+        while True:
+            try:
+                op = self.queue.get(timeout=COMMIT_EVERY if dirty else None)
+            except queue.Empty:
+                op = "commit"
+            if op is None:
+                break
+            if op != "commit":
+                try:
+                    self._apply(op)
+                    dirty = True
+                except Exception:
+                    log.exception("task database operation %s failed", op[0])
+            now = time.monotonic()
+            if dirty and (op == "commit" or now - last_commit >= COMMIT_EVERY):
+                try:
+                    self.backend.commit()
+                except Exception:
+                    log.exception("task database commit failed")
+                dirty = False
+                last_commit = now
+        self.backend.close()
+        self.pipe.close(linger=500)
+
+    def _apply(self, op: tuple) -> None:
+        kind = op[0]
+        if kind == "submitted":
+            _, msg_id, header, frames, engine_id = op
+            rec = {
+                "msg_id": msg_id,
+                "session": header.get("session"),
+                "msg_type": header.get("msg_type"),
+                "label": header.get("label"),
+                "submitted": header.get("date"),
+                "engine_id": engine_id,
+                "status": "pending" if engine_id is not None else "queued",
+                "attempts": 0,
+            }
+            if frames is not None and _nbytes(frames) <= self.store_limit:
+                rec["request"] = _as_bytes(frames)
+            self.backend.add(rec)
+        elif kind == "assigned":
+            _, msg_id, engine_id, attempt = op
+            self.backend.update(msg_id, {"engine_id": engine_id, "status": "pending", "attempts": attempt})
+        elif kind == "finished":
+            _, msg_id, header, frames, received = op
+            fields = {
+                "started": header.get("started"),
+                "completed": header.get("completed"),
+                "received": received,
+                "status": header.get("status", "ok"),
+            }
+            if header.get("engine_id") is not None:
+                fields["engine_id"] = header["engine_id"]
+            if frames is not None:
+                fields.update(meta_summary(_as_bytes(frames[2:3])[0]))
+                if _nbytes(frames) <= self.store_limit:
+                    fields["reply"] = _as_bytes(frames)
+            self.backend.update(msg_id, fields)
+        elif kind == "request":
+            _, ident, msg_type, parent, meta, extra = op
+            handler: Callable | None = getattr(self, "_on_" + msg_type, None)
+            try:
+                if handler is None:
+                    raise QueryError(f"the hub does not answer {msg_type!r}")
+                handler(ident, parent, meta, extra)
+            except (QueryError, ValueError, TypeError, KeyError) as e:
+                self._reply(ident, "error_reply", parent, {"status": "error", "ename": type(e).__name__,
+                                                           "evalue": str(e)})
+
+    def _send(self, *frames: Any) -> None:
+        self.pipe.send_multipart(list(frames), copy=False)
+
+    def _reply(self, ident: bytes, msg_type: str, parent: str, meta: dict[str, Any]) -> None:
+        header = self.signer.header(msg_type, parent=parent)
+        self._send(b"client", ident, *self.signer.pack(header, meta))
+
+    # -- queries ----------------------------------------------------------------------
+
+    def _on_db_query_request(self, ident: bytes, parent: str, meta: dict[str, Any], extra: dict) -> None:
+        query, keys = meta.get("query") or {}, meta.get("keys")
+        check_query(query, keys)
+        if keys and any(k in ("request", "reply") for k in keys):
+            raise QueryError("db_query returns record fields; fetch results with get_result(msg_ids)")
+        self._reply(ident, "db_query_reply", parent, {"records": self.backend.find(query, keys)})
+
+    def _on_result_request(self, ident: bytes, parent: str, meta: dict[str, Any], extra: dict) -> None:
+        """Send each stored reply as it was signed by the engine, then a summary."""
+        found, missing, unstored = [], [], []
+        for msg_id in meta.get("msg_ids", []):
+            if msg_id in extra.get("pending", ()):
+                continue
+            rec = self.backend.get(msg_id)
+            if rec is None:
+                missing.append(msg_id)
+            elif not rec.get("reply"):
+                unstored.append(msg_id)
+            else:
+                self._send(b"client", ident, *rec["reply"])
+                found.append(msg_id)
+        self._reply(ident, "result_reply", parent, {"found": found, "missing": missing, "unstored": unstored,
+                                                    "pending": list(extra.get("pending", ()))})
+
+    def _on_result_status_request(self, ident: bytes, parent: str, meta: dict[str, Any], extra: dict) -> None:
+        pending = set(extra.get("pending", ()))
+        completed, unknown = [], []
+        for msg_id in meta.get("msg_ids", []):
+            if msg_id in pending:
+                continue
+            rec = self.backend.get(msg_id)
+            (completed if rec is not None and rec.get("completed") is not None else unknown).append(msg_id)
+        self._reply(ident, "result_status_reply", parent,
+                    {"pending": sorted(pending), "completed": completed, "unknown": unknown})
+
+    def _on_hub_history_request(self, ident: bytes, parent: str, meta: dict[str, Any], extra: dict) -> None:
+        self._reply(ident, "hub_history_reply", parent, {"history": self.backend.history()})
+
+    def _on_purge_request(self, ident: bytes, parent: str, meta: dict[str, Any], extra: dict) -> None:
+        pending = list(extra.get("pending", ()))
+        query: dict[str, Any] = {"msg_id": {"$nin": pending}, "completed": {"$exists": True}}
+        if not meta.get("all"):
+            if meta.get("msg_ids") is not None:
+                query["msg_id"] = {"$in": [m for m in meta["msg_ids"] if m not in pending]}
+            if meta.get("targets") is not None:
+                query["engine_id"] = {"$in": meta["targets"]}
+            if meta.get("msg_ids") is None and meta.get("targets") is None:
+                raise QueryError("purge_hub_results needs jobs, targets, or 'all'")
+        self._reply(ident, "purge_reply", parent, {"purged": self.backend.delete(query)})
+
+    def _on_resubmit_request(self, ident: bytes, parent: str, meta: dict[str, Any], extra: dict) -> None:
+        """Hand stored requests back to the loop, which re-signs them under new msg_ids."""
+        missing = []
+        for msg_id in meta.get("msg_ids", []):
+            rec = self.backend.get(msg_id)
+            if rec is None or not rec.get("request"):
+                missing.append(msg_id)
+                continue
+            info = {"old": msg_id, "engine_id": rec.get("engine_id")}
+            self._send(b"resubmit", ident, parent.encode(), json.dumps(info).encode(), *rec["request"])
+        self._send(b"resubmit-done", ident, parent.encode(), json.dumps({"missing": missing}).encode())

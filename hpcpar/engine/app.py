@@ -30,7 +30,7 @@ from .namespace import current
 log = logging.getLogger("hpcpar.engine")
 
 # Request types the I/O thread handles itself instead of queueing them.
-IMMEDIATE = {"abort_request", "signal_request", "shutdown_request"}
+IMMEDIATE = {"abort_request", "signal_request", "shutdown_request", "interrupt_request"}
 LIVE_OUTPUT_INTERVAL = 0.1  # seconds between live-output messages of a running request
 
 
@@ -163,7 +163,7 @@ class Engine:
             engine_id=self.id,
             started=started,
             completed=wire.now(),
-            status=meta["status"],
+            status="unmet" if meta.get("ename") == "UnmetDependency" else meta["status"],
         )
         self._to_io(self.signer.pack(header, meta, payload, buffers))
 
@@ -235,13 +235,24 @@ class Engine:
         if live is None:
             return
         msg_id, *captures = live
+        collector = self.executor.live_outputs
+        if collector is not None and collector.streamed < len(collector.outputs):
+            # Rich outputs, each after the text printed before it.
+            for i in range(collector.streamed, len(collector.outputs)):
+                for cap, upto in zip(captures, collector.marks[i]):
+                    self._send_stream(sock, msg_id, cap, upto)
+                header = self.signer.header("display_data", parent=msg_id, engine_id=self.id)
+                sock.send_multipart(self.signer.pack(header, {"output": collector.outputs[i], "index": i}))
+                collector.streamed = i + 1
         for cap in captures:
-            end = len(cap.parts)
-            if end > cap.streamed:
-                text = "".join(cap.parts[cap.streamed:end])
-                cap.streamed = end
-                header = self.signer.header("stream", parent=msg_id, engine_id=self.id)
-                sock.send_multipart(self.signer.pack(header, {"name": cap.name, "text": text}))
+            self._send_stream(sock, msg_id, cap, len(cap.parts))
+
+    def _send_stream(self, sock: zmq.Socket, msg_id: str, cap: Any, end: int) -> None:
+        if end > cap.streamed:
+            text = "".join(cap.parts[cap.streamed:end])
+            cap.streamed = end
+            header = self.signer.header("stream", parent=msg_id, engine_id=self.id)
+            sock.send_multipart(self.signer.pack(header, {"name": cap.name, "text": text}))
 
     def _handle(self, sock: zmq.Socket, frames: list[Any]) -> None:
         try:
@@ -293,6 +304,11 @@ class Engine:
             sig = getattr(signal, sig if sig.startswith("SIG") else "SIG" + sig)
         self._reply_now(sock, msg, {"signal": int(sig)})
         os.kill(os.getpid(), int(sig))
+
+    def _interrupt_request(self, sock: zmq.Socket, msg: wire.Message) -> None:
+        """SIGINT ourselves only if the named task is the one running now."""
+        if self.executor.running is not None and self.executor.running in (msg.meta.get("msg_ids") or []):
+            os.kill(os.getpid(), signal.SIGINT)
 
     def _shutdown_request(self, sock: zmq.Socket, msg: wire.Message) -> None:
         self._reply_now(sock, msg, {})
@@ -355,6 +371,16 @@ def init_mpi(engine: Engine) -> None:
             "MPI engines need mpi4py: install it with  pip install 'hpcpar[mpi]'"
         ) from None
     comm = MPI.COMM_WORLD
-    engine.options.requested_id = comm.Get_rank()
-    engine.extra_info.update(mpi_rank=comm.Get_rank(), mpi_size=comm.Get_size())
-    engine.ns.reset({"MPI": MPI, "comm": comm, "mpi_rank": comm.Get_rank(), "mpi_size": comm.Get_size()})
+    rank, size = comm.Get_rank(), comm.Get_size()
+    # One id for the whole job, so a client can tell which engines share COMM_WORLD.
+    world = comm.bcast(uuid.uuid4().hex if rank == 0 else None, root=0)
+    engine.options.requested_id = rank
+    engine.extra_info.update(mpi_rank=rank, mpi_size=size, mpi_world=world)
+    engine.ns.reset({"MPI": MPI, "comm": comm, "mpi_rank": rank, "mpi_size": size})
+    # Spread a registration burst of many ranks: rank r waits r * delay / 100 seconds.
+    try:
+        delay = float(os.environ.get("HPCPAR_MPI_REGISTRATION_DELAY") or 0.0)
+    except ValueError:
+        delay = 0.0
+    if delay > 0 and rank:
+        time.sleep(min(rank * delay / 100.0, 60.0))

@@ -1,0 +1,277 @@
+"""Where the hub keeps task records: SQLite (default), memory, or nowhere.
+
+A record is a dict with the public keys below plus the request and reply
+messages (as frame lists) so that results can be fetched by another client
+and requests resubmitted. Backends are used from one thread only (the hub's
+store thread), so they need no locking.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import json
+import sqlite3
+import struct
+from collections import OrderedDict
+from pathlib import Path
+from typing import Any
+
+PUBLIC_KEYS = (
+    "msg_id", "session", "msg_type", "label", "engine_id", "status", "attempts",
+    "submitted", "started", "completed", "received", "stdout", "stderr", "ename", "evalue",
+)
+FRAME_KEYS = ("request", "reply")
+ALL_KEYS = PUBLIC_KEYS + FRAME_KEYS
+OPERATORS = ("$lt", "$gt", "$lte", "$gte", "$eq", "$ne", "$in", "$nin", "$exists", "$glob")
+
+
+class QueryError(ValueError):
+    """A db_query that names an unknown key or operator."""
+
+
+def pack_frames(frames: list[bytes]) -> bytes:
+    head = struct.pack(f"<I{len(frames)}Q", len(frames), *(len(f) for f in frames))
+    return head + b"".join(frames)
+
+
+def unpack_frames(blob: bytes) -> list[bytes]:
+    (n,) = struct.unpack_from("<I", blob)
+    sizes = struct.unpack_from(f"<{n}Q", blob, 4)
+    pos = 4 + 8 * n
+    out = []
+    for size in sizes:
+        out.append(blob[pos : pos + size])
+        pos += size
+    return out
+
+
+def check_query(query: dict[str, Any], keys: list[str] | None) -> None:
+    if not isinstance(query, dict):
+        raise QueryError(f"a query is a dict like {{'engine_id': 0}}, not {type(query).__name__}")
+    for key, cond in query.items():
+        if key not in PUBLIC_KEYS:
+            raise QueryError(f"unknown key {key!r} in query; valid keys: {', '.join(PUBLIC_KEYS)}")
+        if isinstance(cond, dict):
+            for op in cond:
+                if op not in OPERATORS:
+                    raise QueryError(f"unknown operator {op!r} for {key!r}; valid: {', '.join(OPERATORS)}")
+    for key in keys or ():
+        if key not in ALL_KEYS:
+            raise QueryError(f"unknown key {key!r} in keys; valid keys: {', '.join(ALL_KEYS)}")
+
+
+def _matches(value: Any, cond: Any) -> bool:
+    if not isinstance(cond, dict):
+        return value == cond
+    for op, arg in cond.items():
+        if op == "$exists":
+            if (value is not None) != bool(arg):
+                return False
+            continue
+        if op in ("$in", "$nin"):
+            if (value in arg) != (op == "$in"):
+                return False
+            continue
+        if op == "$eq":
+            ok = value == arg
+        elif op == "$ne":
+            ok = value != arg
+        elif op == "$glob":
+            ok = isinstance(value, str) and fnmatch.fnmatchcase(value, arg)
+        elif value is None:
+            ok = False
+        else:
+            ok = {"$lt": value < arg, "$gt": value > arg, "$lte": value <= arg, "$gte": value >= arg}[op]
+        if not ok:
+            return False
+    return True
+
+
+def _project(rec: dict[str, Any], keys: list[str] | None) -> dict[str, Any]:
+    wanted = keys or PUBLIC_KEYS
+    out = {k: rec.get(k) for k in wanted}
+    out["msg_id"] = rec["msg_id"]
+    return out
+
+
+class MemoryBackend:
+    """Records in memory; the oldest finished ones are dropped past ``limit``."""
+
+    name = "memory"
+
+    def __init__(self, limit: int = 10_000) -> None:
+        self.records: OrderedDict[str, dict[str, Any]] = OrderedDict()
+        self.limit = limit
+
+    def add(self, rec: dict[str, Any]) -> None:
+        self.records[rec["msg_id"]] = rec
+        while len(self.records) > self.limit:
+            oldest = next(iter(self.records))
+            self.records.pop(oldest)
+
+    def update(self, msg_id: str, fields: dict[str, Any]) -> None:
+        rec = self.records.get(msg_id)
+        if rec is not None:
+            rec.update(fields)
+
+    def get(self, msg_id: str) -> dict[str, Any] | None:
+        return self.records.get(msg_id)
+
+    def find(self, query: dict[str, Any], keys: list[str] | None = None) -> list[dict[str, Any]]:
+        return [
+            _project(rec, keys)
+            for rec in self.records.values()
+            if all(_matches(rec.get(k), c) for k, c in query.items())
+        ]
+
+    def delete(self, query: dict[str, Any]) -> int:
+        doomed = [m for m, rec in self.records.items() if all(_matches(rec.get(k), c) for k, c in query.items())]
+        for m in doomed:
+            del self.records[m]
+        return len(doomed)
+
+    def history(self) -> list[str]:
+        return list(self.records)
+
+    def commit(self) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+class NullBackend(MemoryBackend):
+    """Stores nothing: results of other clients cannot be fetched, nor tasks resubmitted."""
+
+    name = "none"
+
+    def add(self, rec: dict[str, Any]) -> None:
+        pass
+
+
+class SQLiteBackend:
+    """One table in a SQLite file (WAL mode), in the profile directory by default."""
+
+    name = "sqlite"
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self.conn = sqlite3.connect(str(self.path), check_same_thread=False)
+        self.conn.execute("PRAGMA journal_mode=WAL")
+        self.conn.execute("PRAGMA synchronous=NORMAL")
+        cols = ", ".join(f"{k} {self._type(k)}" for k in ALL_KEYS if k != "msg_id")
+        self.conn.execute(f"CREATE TABLE IF NOT EXISTS tasks (seq INTEGER PRIMARY KEY AUTOINCREMENT, "
+                          f"msg_id TEXT UNIQUE, {cols})")
+        self.conn.execute("CREATE INDEX IF NOT EXISTS tasks_session ON tasks (session)")
+        self.conn.execute("CREATE INDEX IF NOT EXISTS tasks_engine ON tasks (engine_id)")
+        self.conn.commit()
+
+    @staticmethod
+    def _type(key: str) -> str:
+        if key in FRAME_KEYS:
+            return "BLOB"
+        if key in ("submitted", "started", "completed", "received"):
+            return "REAL"
+        if key in ("engine_id", "attempts"):
+            return "INTEGER"
+        return "TEXT"
+
+    @staticmethod
+    def _encode(key: str, value: Any) -> Any:
+        if key in FRAME_KEYS and value is not None:
+            return pack_frames(value)
+        return value
+
+    def add(self, rec: dict[str, Any]) -> None:
+        keys = [k for k in ALL_KEYS if k in rec]
+        self.conn.execute(
+            f"INSERT OR REPLACE INTO tasks ({', '.join(keys)}) VALUES ({', '.join('?' * len(keys))})",
+            [self._encode(k, rec[k]) for k in keys],
+        )
+
+    def update(self, msg_id: str, fields: dict[str, Any]) -> None:
+        keys = [k for k in fields if k in ALL_KEYS and k != "msg_id"]
+        if keys:
+            self.conn.execute(
+                f"UPDATE tasks SET {', '.join(f'{k} = ?' for k in keys)} WHERE msg_id = ?",
+                [*(self._encode(k, fields[k]) for k in keys), msg_id],
+            )
+
+    def _row(self, row: tuple, keys: list[str]) -> dict[str, Any]:
+        rec = dict(zip(keys, row))
+        for k in FRAME_KEYS:
+            if rec.get(k) is not None:
+                rec[k] = unpack_frames(rec[k])
+        return rec
+
+    def get(self, msg_id: str) -> dict[str, Any] | None:
+        cur = self.conn.execute(f"SELECT {', '.join(ALL_KEYS)} FROM tasks WHERE msg_id = ?", (msg_id,))
+        row = cur.fetchone()
+        return self._row(row, list(ALL_KEYS)) if row else None
+
+    def _where(self, query: dict[str, Any]) -> tuple[str, list[Any]]:
+        clauses: list[str] = []
+        args: list[Any] = []
+        sql_ops = {"$lt": "<", "$gt": ">", "$lte": "<=", "$gte": ">=", "$eq": "=", "$ne": "IS NOT"}
+        for key, cond in query.items():
+            if not isinstance(cond, dict):
+                cond = {"$eq": cond}
+            for op, arg in cond.items():
+                if op == "$exists":
+                    clauses.append(f"{key} IS {'NOT ' if arg else ''}NULL")
+                elif op in ("$in", "$nin"):
+                    values = list(arg)
+                    if not values:
+                        clauses.append("0" if op == "$in" else "1")
+                        continue
+                    clauses.append(f"{key} {'NOT ' if op == '$nin' else ''}IN ({', '.join('?' * len(values))})")
+                    args.extend(values)
+                elif op == "$glob":
+                    clauses.append(f"{key} GLOB ?")
+                    args.append(arg)
+                elif op == "$eq" and arg is None:
+                    clauses.append(f"{key} IS NULL")
+                else:
+                    clauses.append(f"{key} {sql_ops[op]} ?")
+                    args.append(arg)
+        return (" WHERE " + " AND ".join(clauses)) if clauses else "", args
+
+    def find(self, query: dict[str, Any], keys: list[str] | None = None) -> list[dict[str, Any]]:
+        wanted = list(dict.fromkeys(["msg_id", *(keys or PUBLIC_KEYS)]))
+        where, args = self._where(query)
+        cur = self.conn.execute(f"SELECT {', '.join(wanted)} FROM tasks{where} ORDER BY seq", args)
+        return [self._row(row, wanted) for row in cur.fetchall()]
+
+    def delete(self, query: dict[str, Any]) -> int:
+        where, args = self._where(query)
+        cur = self.conn.execute(f"DELETE FROM tasks{where}", args)
+        return cur.rowcount
+
+    def history(self) -> list[str]:
+        return [r[0] for r in self.conn.execute("SELECT msg_id FROM tasks ORDER BY seq")]
+
+    def commit(self) -> None:
+        self.conn.commit()
+
+    def close(self) -> None:
+        self.conn.commit()
+        self.conn.close()
+
+
+def open_backend(kind: str, path: Path, memory_limit: int = 10_000):
+    if kind == "sqlite":
+        return SQLiteBackend(path)
+    if kind == "memory":
+        return MemoryBackend(memory_limit)
+    if kind == "none":
+        return NullBackend()
+    raise ValueError(f"unknown task database {kind!r}; choose sqlite, memory or none")
+
+
+def meta_summary(meta_frame: bytes) -> dict[str, Any]:
+    """stdout/stderr/error fields of a reply's meta frame, for the record."""
+    try:
+        meta = json.loads(meta_frame)
+    except ValueError:
+        return {}
+    return {k: meta.get(k) for k in ("stdout", "stderr", "ename", "evalue")}
