@@ -23,6 +23,7 @@ import platform
 import queue
 import shutil
 import signal
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -219,9 +220,35 @@ class BackendRun:
     notes: list[str] = field(default_factory=list)
 
 
+def cpu_busy(seconds: float = 1.0) -> float:
+    """Fraction of all CPUs busy over ``seconds`` (before we start anything: others' load)."""
+
+    def sample() -> tuple[int, int]:
+        fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+        idle = fields[3] + (fields[4] if len(fields) > 4 else 0)
+        return sum(fields), idle
+
+    try:
+        t0, i0 = sample()
+        time.sleep(seconds)
+        t1, i1 = sample()
+    except (OSError, ValueError, IndexError):
+        return float("nan")
+    return 1.0 - (i1 - i0) / max(1, t1 - t0)
+
+
+BUSY_WARN = 0.15
+
+
 def run_backend(name: str, plan: Plan, only: set[str], workdir: Path) -> BackendRun:
     """Run the selected scenarios on one backend, in its own worker process."""
     out = BackendRun(name)
+    busy = cpu_busy()
+    out.results["busy_before"] = busy
+    if busy > BUSY_WARN:
+        out.notes.append(
+            f"machine was {busy:.0%} busy before this backend started: figures are noisy"
+        )
     base = workdir / name
     for sub in ("hpcpar", "ipython", "dask", "jupyter", "cwd"):
         (base / sub).mkdir(parents=True, exist_ok=True)
@@ -439,13 +466,15 @@ def _metrics(plan: Plan) -> list[Metric]:
     ]
 
 
-def _value(run: BackendRun | None, m: Metric) -> float | None:
-    if run is None:
-        return None
-    try:
-        return float(m.get(run.results))
-    except (KeyError, TypeError):
-        return None
+def _value(rounds: list[BackendRun], m: Metric) -> float | None:
+    """Median over the rounds that produced this figure."""
+    vals = []
+    for run in rounds:
+        try:
+            vals.append(float(m.get(run.results)))
+        except (KeyError, TypeError):
+            continue
+    return statistics.median(vals) if vals else None
 
 
 def _fmt(v: float | None) -> str:
@@ -458,13 +487,15 @@ def _fmt(v: float | None) -> str:
     return f"{v:.3g}"
 
 
-def build_rows(runs: dict[str, BackendRun], plan: Plan, only: set[str]) -> list[dict[str, Any]]:
+def build_rows(
+    runs: dict[str, list[BackendRun]], plan: Plan, only: set[str]
+) -> list[dict[str, Any]]:
     """One dict per table row: figures, hpcpar's advantage over each peer, target verdict."""
     rows = []
     for m in _metrics(plan):
         if m.key not in only:
             continue
-        vals = {b: _value(runs.get(b), m) for b in BACKENDS}
+        vals = {b: _value(runs.get(b, []), m) for b in BACKENDS}
         hp = vals["hpcpar"]
         adv: dict[str, float | None] = {}
         for peer in PEERS:
@@ -483,8 +514,9 @@ def build_rows(runs: dict[str, BackendRun], plan: Plan, only: set[str]) -> list[
         if m.absolute_max is not None:
             checks.append(f"< {m.absolute_max:g} {m.unit}")
             ok = ok and hp is not None and hp < m.absolute_max
+        missing = hp is None or any(adv[peer] is None for peer in m.targets)
         if checks:
-            verdict = "PASS" if ok else ("n/a" if hp is None else "FAIL")
+            verdict = "n/a" if missing else ("PASS" if ok else "FAIL")
         rows.append(
             {
                 "label": m.label,
@@ -539,6 +571,52 @@ def render(rows: list[dict[str, Any]], markdown: bool) -> str:
     return "\n".join(lines)
 
 
+def markdown_report(
+    rows: list[dict[str, Any]],
+    runs: dict[str, list[BackendRun]],
+    info: dict[str, str],
+    plan: Plan,
+    args: argparse.Namespace,
+) -> str:
+    """The table with the machine, the versions and the command, as Markdown."""
+    cmd = "python benchmarks/run.py" + "".join(
+        f" {flag}"
+        for flag, on in (("--quick", args.quick), (f"--repeat {args.repeat}", args.repeat > 1))
+        if on
+    )
+    if args.engines != 2:
+        cmd += f" --engines {args.engines}"
+    lines = [
+        f"Measured {info['date']}, hpcpar commit {info.get('hpcpar_commit', '?')}, "
+        f"{plan.engines} engines/workers, {'quick' if args.quick else 'full'} run"
+        + (f", median of {args.repeat} rounds" if args.repeat > 1 else "")
+        + f" (`{cmd}`).",
+        "",
+        f"- Machine: {info['cpu']}, {info['cores']} cores, {info.get('ram', '?')} RAM, "
+        f"{info['kernel']}, {info.get('os', '?')}",
+        f"- Python: {info['python']}",
+    ]
+    for name, rounds in runs.items():
+        versions = next((r.versions for r in rounds if r.versions), {})
+        lines.append(f"- {name}: " + ", ".join(f"{k} {v}" for k, v in versions.items()))
+    busy = [r.results.get("busy_before", 0.0) for rounds in runs.values() for r in rounds]
+    if busy:
+        lines.append(f"- Other load before each backend: at most {max(busy):.0%} CPU busy")
+    lines += ["", render(rows, markdown=True), ""]
+    notes = [f"{r.name}: {n}" for rounds in runs.values() for r in rounds for n in r.notes]
+    errors = [
+        f"{name} round {i + 1} {scen}: {err.splitlines()[0] if err else err}"
+        for name, rounds in runs.items()
+        for i, r in enumerate(rounds)
+        for scen, err in r.errors.items()
+    ]
+    if notes or errors:
+        lines += ["Notes and errors from this run:", ""]
+        lines += [f"- {x}" for x in notes + errors]
+        lines.append("")
+    return "\n".join(lines)
+
+
 def machine_info() -> dict[str, str]:
     """CPU model, cores, RAM, kernel, OS, Python and this repo's commit."""
     info = {"cpu": platform.processor() or "?", "cores": str(os.cpu_count())}
@@ -568,7 +646,14 @@ def machine_info() -> dict[str, str]:
             timeout=10,
             check=True,
         ).stdout.strip()
-        info["hpcpar_commit"] = commit
+        dirty = subprocess.run(
+            ["git", "-C", str(HERE.parent), "status", "--porcelain", "--", "hpcpar"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=True,
+        ).stdout.strip()
+        info["hpcpar_commit"] = commit + (" (hpcpar/ has uncommitted changes)" if dirty else "")
     except (OSError, subprocess.SubprocessError):
         pass
     info["date"] = _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
@@ -583,6 +668,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--engines", type=int, default=2, help="engines/workers per cluster (default 2)")
     p.add_argument("--quick", action="store_true", help="smaller counts, for a smoke run")
     p.add_argument("--backends", default=",".join(BACKENDS), help="comma-separated, default all")
+    p.add_argument("--repeat", type=int, default=1, help="rounds; the table shows medians")
     p.add_argument("--json", type=Path, help="write every raw figure to this file")
     p.add_argument("--markdown", type=Path, help="write the table as Markdown to this file")
     p.add_argument("--keep", action="store_true", help="keep the temporary run directory")
@@ -602,38 +688,47 @@ def main(argv: list[str] | None = None) -> int:
     info = machine_info()
     print("machine: " + ", ".join(f"{k}={v}" for k, v in info.items()), flush=True)
     print(f"run dir: {workdir}", flush=True)
-    runs: dict[str, BackendRun] = {}
+    runs: dict[str, list[BackendRun]] = {name: [] for name in backends}
     t0 = time.monotonic()
     try:
-        for name in backends:
-            runs[name] = run_backend(name, plan, only, workdir)
+        for r in range(args.repeat):
+            order = backends[r % len(backends) :] + backends[: r % len(backends)]
+            if args.repeat > 1:
+                print(f"== round {r + 1}/{args.repeat}: {', '.join(order)}", flush=True)
+            for name in order:
+                runs[name].append(run_backend(name, plan, only, workdir / f"round{r + 1}"))
     finally:
-        for run in runs.values():
-            for note in run.notes:
-                print(f"  [{run.name}] note: {note}")
+        for rounds in runs.values():
+            for run in rounds:
+                for note in run.notes:
+                    print(f"  [{run.name}] note: {note}")
     rows = build_rows(runs, plan, only)
     print()
+    rounds_note = f", median of {args.repeat} rounds" if args.repeat > 1 else ""
     print(
-        f"hpcpar vs peers, {plan.engines} engines/workers, {'quick' if args.quick else 'full'} run, "
+        f"hpcpar vs peers, {plan.engines} engines/workers, {'quick' if args.quick else 'full'} run"
+        f"{rounds_note}, "
         f"{time.monotonic() - t0:.0f} s. Ratios are hpcpar's advantage (>1 = hpcpar better); "
         "↓ lower is better, ↑ higher is better."
     )
     print(render(rows, markdown=False))
     print()
-    for name, run in runs.items():
-        vers = ", ".join(f"{k} {v}" for k, v in run.versions.items()) or "?"
-        print(f"{name}: {vers}")
-        for scen, err in run.errors.items():
-            print(f"  {name} {scen}: {err}")
+    for name, rounds in runs.items():
+        versions = next((run.versions for run in rounds if run.versions), {})
+        print(f"{name}: " + (", ".join(f"{k} {v}" for k, v in versions.items()) or "?"))
+        for i, run in enumerate(rounds):
+            for scen, err in run.errors.items():
+                print(f"  {name} round {i + 1} {scen}: {err}")
     if args.markdown:
-        args.markdown.write_text(render(rows, markdown=True) + "\n")
+        args.markdown.write_text(markdown_report(rows, runs, info, plan, args))
     if args.json:
         args.json.write_text(
             json.dumps(
                 {
                     "machine": info,
                     "plan": plan.__dict__,
-                    "backends": {n: r.__dict__ for n, r in runs.items()},
+                    "repeat": args.repeat,
+                    "backends": {n: [r.__dict__ for r in rounds] for n, rounds in runs.items()},
                     "rows": rows,
                 },
                 indent=2,
