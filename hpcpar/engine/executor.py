@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .. import serialize, wire
+from . import display
 from .namespace import Namespace
 
 _ENGINE_DIR = os.path.dirname(os.path.abspath(__file__))
@@ -75,6 +76,8 @@ class Executor:
         self.cell_count = 0
         # (msg_id, out, err) of the request running now, for live output.
         self.live: tuple[str, Capture, Capture] | None = None
+        self.live_outputs: display.Collector | None = None  # rich outputs of that request
+        display.install()
 
     def run(self, msg: wire.Message, msg_id: str) -> tuple[dict[str, Any], bytes, list[Any]]:
         """Returns (reply meta, payload, buffers)."""
@@ -82,6 +85,7 @@ class Executor:
         real_out, real_err = sys.stdout, sys.stderr
         sys.stdout, sys.stderr = out, err
         self.running = msg_id
+        self.live_outputs = display.begin(out, err)
         self.live = (msg_id, out, err)
         outcome = Outcome()
         try:
@@ -96,11 +100,16 @@ class Executor:
         finally:
             self.running = None
             self.live = None
+            collector = display.end()
+            self.live_outputs = None
             sys.stdout, sys.stderr = real_out, real_err
         meta = {"status": outcome.status, "stdout": out.getvalue(), "stderr": err.getvalue(), **outcome.meta}
+        if collector is not None and collector.outputs:
+            meta["outputs"] = collector.outputs
         if isinstance(outcome.result, _ExecuteResult):
-            if outcome.result.text is not None:
-                meta["execute_result"] = {"text/plain": outcome.result.text}
+            meta["execution_count"] = outcome.result.count
+            if outcome.result.data is not None:
+                meta["execute_result"] = outcome.result.data
             outcome.result = None
         pickler = msg.header.get("pickler", "cloudpickle")
         try:
@@ -132,13 +141,17 @@ class Executor:
         if not msg.meta.get("silent", True) and tree.body and isinstance(tree.body[-1], ast.Expr):
             last = ast.Expression(tree.body.pop().value)
         g = self.ns.globals
-        exec(compile(tree, filename, "exec"), g)
-        if last is not None:
-            value = eval(compile(last, filename, "eval"), g)
-            if value is not None:
-                g["_"] = value
-                return _ExecuteResult(repr(value))
-        return _ExecuteResult(None)
+        count = self.cell_count
+        try:
+            exec(compile(tree, filename, "exec"), g)
+            if last is not None:
+                value = eval(compile(last, filename, "eval"), g)
+                if value is not None:
+                    g["_"] = value
+                    return _ExecuteResult(display.result_bundle(value), count)
+            return _ExecuteResult(None, count)
+        finally:
+            display.flush_figures()  # like a notebook's inline backend
 
     def do_clear(self, msg: wire.Message) -> None:
         self.ns.reset(self.ns.extra)
@@ -146,4 +159,5 @@ class Executor:
 
 @dataclass
 class _ExecuteResult:
-    text: str | None
+    data: dict[str, Any] | None  # MIME bundle of the cell's value ({"text/plain": repr, ...})
+    count: int = 0
