@@ -77,6 +77,13 @@ def _command(value: list[str]) -> None:
         raise ValueError("must name a program, e.g. [\"sbatch\"]")
 
 
+def _env_assignments(value: list[str]) -> None:
+    for item in value:
+        name, sep, _ = item.partition("=")
+        if not sep or not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name):
+            raise ValueError(f"entries must look like NAME=value, e.g. \"OMP_NUM_THREADS=1\", not {item!r}")
+
+
 # Checks beyond the type, by key name (they apply wherever the key may appear).
 CHECKS: dict[str, Callable[[Any], None]] = {
     "cluster.n": _at_least(0),
@@ -89,6 +96,9 @@ CHECKS: dict[str, Callable[[Any], None]] = {
     "engine.controller_timeout": _at_least(0.1),
     "engine.connect_timeout": _at_least(0.1),
     "engine.connection": _choice("env", "file"),
+    "mpi.env": _env_assignments,
+    "mpi.n_flag": lambda v: None if v.startswith("-") else _choice("-n")(v),
+    "mpi.registration_delay": _at_least(0.0),
     "batch.walltime": _optional(parse_walltime),
     "batch.memory": _optional(parse_memory),
     "batch.mode": _choice("array", "mpi", "jobs"),

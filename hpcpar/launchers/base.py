@@ -65,7 +65,7 @@ class Launcher(ABC):
         return f"{self.name} {self.role}"
 
 
-_BUILTIN = {"local": "hpcpar.launchers.local:LocalLauncher"}
+_BUILTIN = {"local": "hpcpar.launchers.local:LocalLauncher", "mpi": "hpcpar.launchers.mpi:MPILauncher"}
 
 
 def _registry() -> dict[str, Any]:
