@@ -168,10 +168,11 @@ class Cluster:
         if self.state is None:
             raise ClusterError("start the controller first")
         cls = get_launcher_class(self.engine_launcher)
-        if hasattr(cls, "from_config"):  # launchers configured from the profile (mpi)
+        if hasattr(cls, "from_config"):  # launchers configured from the profile (mpi, batch)
             from .config import load_config
 
-            launcher = cls.from_config("engines", n, load_config(profile_dir=self.profile_dir))
+            launcher = cls.from_config("engines", n, load_config(profile_dir=self.profile_dir),
+                                       profile_dir=self.profile_dir, cluster_id=self.cluster_id)
         else:
             launcher = cls(role="engines", n=n)
         index = len(self.engine_sets)

@@ -424,6 +424,17 @@ class BatchLauncher(Launcher):
         }
 
     @classmethod
+    def from_config(
+        cls, role: str, n: int, config: Any, *, profile_dir: ProfileDir | None = None, cluster_id: str = ""
+    ) -> BatchLauncher:
+        """Built by ``Cluster`` (``hpcpar start --engines slurm``) from the merged config;
+        checked, so nothing impossible is submitted."""
+        launcher = cls(role=role, n=n, profile_dir=profile_dir, cluster_id=cluster_id,
+                       options=config.launcher_options(cls.name, role))
+        launcher.check()
+        return launcher
+
+    @classmethod
     def from_dict(cls, data: dict[str, Any]) -> BatchLauncher:
         self = cls(
             role=data.get("role", "engines"),

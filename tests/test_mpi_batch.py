@@ -1,0 +1,134 @@
+"""MPI engines inside real batch jobs: one SLURM job whose ranks start with `mpiexec` or
+`srun --mpi=pmi2`, and one Grid Engine job in the `mpi` parallel environment. The engines
+share COMM_WORLD, id == rank, and stopping the cluster from its state file (what
+`hpcpar stop` does) cancels the job and leaves no engine process.
+
+In CI (CI=true) a missing system or missing MPI fails these tests; elsewhere they skip.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+
+import pytest
+from cluster_helpers import FAST_HEARTBEAT
+from systems import CI_ENV, require_system
+from test_mpi import require_mpi
+
+from hpcpar.cluster import Cluster
+from hpcpar.connection import CONNECTION_ENV
+from hpcpar.launchers.mpi import default_mpiexec
+from hpcpar.launchers.process import ProcessRef
+from hpcpar.launchers.sge import SGELauncher
+from hpcpar.launchers.slurm import SlurmLauncher
+
+FAST = {"poll_interval": 0.2, "poll_max_interval": 1.0, "command_timeout": 30.0, "walltime": "00:10:00"}
+
+
+@pytest.fixture
+def sge_env(monkeypatch):
+    for name in ("SGE_ROOT", "SGE_CELL"):
+        if name in CI_ENV:
+            monkeypatch.setenv(name, CI_ENV[name])
+
+
+def run_mpi_job(cls, options: dict, n: int, profile: str, job_var: str) -> None:
+    require_mpi()
+    cluster = Cluster(n=0, profile=profile, controller_args=list(FAST_HEARTBEAT))
+    cluster.start_controller()
+    try:
+        engine_json = cluster.profile_dir.engine_file("").read_text()
+        launcher = cls(role="engines", n=n, profile_dir=cluster.profile_dir,
+                       options={**FAST, "mode": "mpi", "mpiexec": default_mpiexec(), **options})
+        assert launcher.mpi
+        cluster.engine_sets.append(launcher)
+        log = str(cluster.profile_dir.log_file("engine-0-{index}"))
+        launcher.start([sys.executable, "-m", "hpcpar", "engine", "--mpi"], {CONNECTION_ENV: engine_json}, log)
+        cluster._save()
+        rc = cluster.connect_client(timeout=30)
+        try:
+            rc.wait_for_engines(n, timeout=90, interactive=False)
+        except TimeoutError:
+            outputs = sorted(cluster.profile_dir.log.glob("engine-0*.out"))
+            text = "\n".join(p.read_text(errors="replace")[-3000:] for p in outputs)
+            raise AssertionError(f"{launcher.describe()} {launcher.poll(force=True)}:\n{text}") from None
+        assert rc.ids == list(range(n))
+        view = rc[:]
+        view.execute(f"import os\njob = os.environ.get({job_var!r})\ntotal = comm.allreduce(mpi_rank)", block=True)
+        jobs = view["job"]
+        assert jobs == [launcher.job_ids[0]] * n  # every rank runs inside the one job
+        assert view["total"] == [n * (n - 1) // 2] * n
+        assert view.pull("mpi_size", block=True) == [n] * n
+        pids = [ProcessRef.of(e["pid"]) for e in rc._engines.values()]
+        rc.close()
+        cluster._client = None
+    except BaseException:
+        cluster.stop_cluster()
+        raise
+    # What `hpcpar stop` does: rebuild the cluster from its state file and stop it.
+    Cluster.from_file(cluster.state_file).stop_cluster()
+    assert launcher.wait({"cancelled", "done", "failed"}, timeout=60) in ("cancelled", "done")
+    deadline = time.monotonic() + 30
+    while any(p.alive() for p in pids) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not any(p.alive() for p in pids), "engine processes outlived the cancelled job"
+
+
+@pytest.mark.timeout(150)
+@pytest.mark.parametrize("starter", ["srun", "mpiexec"])
+def test_slurm_job_of_mpi_engines(starter, hpcpar_dir) -> None:
+    require_system("slurm")
+    options = {"mpi_launcher": starter, "mpi_args": ["--mpi=pmi2"] if starter == "srun" else []}
+    run_mpi_job(SlurmLauncher, options, 3, f"mpi-slurm-{starter}-{os.getpid()}", "SLURM_JOB_ID")
+
+
+@pytest.mark.timeout(150)
+def test_sge_job_of_mpi_engines_in_the_mpi_parallel_environment(hpcpar_dir, sge_env) -> None:
+    require_system("sge")
+    pe = CI_ENV.get("HPCPAR_SGE_PE_MPI", "mpi")
+    run_mpi_job(SGELauncher, {"mpi_pe": pe}, 3, f"mpi-sge-{os.getpid()}", "JOB_ID")
+
+
+@pytest.mark.timeout(150)
+def test_hpcpar_start_and_stop_an_mpi_job_in_slurm_from_the_profile(hpcpar_dir) -> None:
+    """`hpcpar start --engines slurm` with mode = "mpi" in the profile: one job, srun starts
+    the ranks; `hpcpar stop` from another process cancels it."""
+    require_system("slurm")
+    require_mpi()
+    from cluster_helpers import hpcpar_cmd
+
+    import hpcpar
+    from hpcpar.paths import ProfileDir
+
+    profile = f"mpi-slurm-cli-{os.getpid()}"
+    pd = ProfileDir.for_profile(profile, create=True)
+    (pd.path / "config.toml").write_text(
+        '[batch]\nmode = "mpi"\nwalltime = "00:10:00"\npoll_interval = 0.2\n'
+        '[slurm]\nmpi_launcher = "srun"\nmpi_args = ["--mpi=pmi2"]\n'
+    )
+    start = subprocess.run(hpcpar_cmd("start", "-n", "2", "--engines", "slurm", "--profile", profile,
+                                      "--daemonize", "--wait", "--timeout", "90"),
+                           capture_output=True, text=True, timeout=120)
+    assert start.returncode == 0, start.stdout + start.stderr
+    cluster = Cluster.from_file(pd.state_file(""))
+    [launcher] = cluster.engine_sets
+    assert isinstance(launcher, SlurmLauncher) and launcher.mpi and len(launcher.job_ids) == 1
+    rc = hpcpar.Client(profile=profile, timeout=20)
+    try:
+        rc.wait_for_engines(2, timeout=30, interactive=False)
+        assert rc.ids == [0, 1]
+        rc[:].execute("import os\njob = os.environ['SLURM_JOB_ID']\nt = comm.allreduce(1)", block=True)
+        assert rc[:]["job"] == launcher.job_ids * 2 and rc[:]["t"] == [2, 2]
+        pids = [ProcessRef.of(e["pid"]) for e in rc._engines.values()]
+    finally:
+        rc.close()
+    stop = subprocess.run(hpcpar_cmd("stop", "--profile", profile), capture_output=True, text=True, timeout=90)
+    assert stop.returncode == 0, stop.stderr
+    assert launcher.wait({"cancelled", "done", "failed"}, timeout=60) in ("cancelled", "done")
+    deadline = time.monotonic() + 30
+    while any(p.alive() for p in pids) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not any(p.alive() for p in pids)
