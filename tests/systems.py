@@ -17,7 +17,8 @@ SYSTEMS_JSON = Path(os.environ.get("HPCPAR_CI_SYSTEMS_JSON", "/opt/hpcpar-ci/sys
 PBS_BIN = os.environ.get("HPCPAR_PBS_BIN", "/opt/pbs-slurm/bin")
 
 # A system counts as present when ci/setup.sh says it is up and its client is on PATH.
-_CLIENTS = {"slurm": "sbatch", "slurm-netns": "sbatch", "sge": "qsub", "pbs": f"{PBS_BIN}/qsub"}
+_CLIENTS = {"slurm": "sbatch", "slurm-netns": "sbatch", "sge": "qsub", "pbs": f"{PBS_BIN}/qsub",
+            "ssh": "ssh", "netns": "ip", "netns-sshd": "ip"}
 
 
 def in_ci() -> bool:

@@ -31,6 +31,8 @@ def toml_literal(value: object) -> str:
         return repr(value)
     if isinstance(value, list):
         return "[" + ", ".join(toml_literal(v) for v in value) + "]"
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{json.dumps(k)} = {toml_literal(v)}" for k, v in value.items()) + "}"
     return json.dumps(value)
 
 

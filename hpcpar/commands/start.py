@@ -25,6 +25,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--daemonize", action="store_true", help="return once the controller is up")
     p.add_argument("--wait", action="store_true", help="with --daemonize: also wait for all engines")
     p.add_argument("--timeout", type=float, default=120.0, help="seconds to wait for engines")
+    p.add_argument("--on", default=None, metavar="USER@HOST",
+                   help="start the cluster on this host over SSH (e.g. the login node), then wait "
+                   "for its engines through one tunnel; see docs/ssh.md")
+    from ..ssh.cli import add_ssh_args
+
+    add_ssh_args(p)
     p.set_defaults(func=run)
 
 
@@ -34,6 +40,10 @@ def run(args: argparse.Namespace) -> int:
 
     if args.n is not None and args.n < 0:
         raise CommandError("-n must be zero or more engines")
+    if args.on:
+        from ..ssh.cli import start_on
+
+        return start_on(args)
     controller_args = []
     if args.ip:
         controller_args += ["--ip", args.ip]

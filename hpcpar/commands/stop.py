@@ -11,6 +11,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("stop", help="stop a running cluster")
     add_profile_args(p)
     p.add_argument("--all", action="store_true", help="stop every cluster of every profile")
+    p.add_argument("--on", default=None, metavar="USER@HOST",
+                   help="stop the cluster on this host over SSH (its engines, batch jobs and controller)")
+    from ..ssh.cli import add_ssh_args
+
+    add_ssh_args(p)
     p.set_defaults(func=run)
 
 
@@ -18,6 +23,10 @@ def run(args: argparse.Namespace) -> int:
     from ..cli import CommandError
     from ..cluster import Cluster, ClusterError, running_clusters
 
+    if args.on:
+        from ..ssh.cli import stop_on
+
+        return stop_on(args)
     if args.all:
         targets = [path for path, _ in running_clusters()]
     else:

@@ -208,6 +208,11 @@ def parse_env_value(text: str, kind: type) -> Any:
         if lowered in ("0", "false", "no", "off"):
             return False
         raise ValueError(f"must be true or false, not {text!r}")
+    if kind is dict:
+        try:
+            return tomllib.loads(f"v = {text}")["v"] if text.strip() else {}
+        except tomllib.TOMLDecodeError as e:
+            raise ValueError(f"is not a TOML table ({e}); write it like {{\"node1\" = 4}}")
     if kind is list:
         if text.strip().startswith("["):
             try:

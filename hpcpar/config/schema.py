@@ -64,6 +64,7 @@ class Key:
             float: "a number",
             bool: "true or false",
             list: "a list of strings",
+            dict: "a table",
         }[self.kind]
 
 

@@ -72,6 +72,20 @@ def _directive_keys(value: list[str]) -> None:
             )
 
 
+def _ssh_hosts(value: dict) -> None:
+    for host, count in value.items():
+        if not re.match(r"^(?:[^@\s]+@)?[^:@\s]+(?::\d+)?$", host):
+            raise ValueError(f"host {host!r} must be host, user@host or user@host:port")
+        if not isinstance(count, int) or isinstance(count, bool) or count < 1:
+            raise ValueError(f"engine count of {host!r} must be a whole number of at least 1, not {count!r}")
+
+
+def _name_values(value: list[str]) -> None:
+    for item in value:
+        if not re.match(r"^[A-Za-z_][A-Za-z0-9_]*=", item):
+            raise ValueError(f"{item!r} must look like NAME=value")
+
+
 def _command(value: list[str]) -> None:
     if not value or not value[0]:
         raise ValueError("must name a program, e.g. [\"sbatch\"]")
@@ -117,6 +131,9 @@ CHECKS: dict[str, Callable[[Any], None]] = {
     "lsf.memory_unit": _choice("auto", "KB", "MB", "GB", "TB"),
     "winhpc.priority": _choice("Lowest", "BelowNormal", "Normal", "AboveNormal", "Highest"),
     "htcondor.request_disk": _optional(parse_memory),
+    "ssh.hosts": _ssh_hosts,
+    "ssh.env": _name_values,
+    "ssh.client": _choice("auto", "openssh", "paramiko"),
 }
 for _system in schema.SYSTEMS:
     for _name in ("submit_command", "status_command", "cancel_command", "job_command"):

@@ -65,7 +65,11 @@ class Launcher(ABC):
         return f"{self.name} {self.role}"
 
 
-_BUILTIN = {"local": "hpcpar.launchers.local:LocalLauncher", "mpi": "hpcpar.launchers.mpi:MPILauncher"}
+_BUILTIN = {
+    "local": "hpcpar.launchers.local:LocalLauncher",
+    "mpi": "hpcpar.launchers.mpi:MPILauncher",
+    "ssh": "hpcpar.launchers.ssh:SSHLauncher",
+}
 
 
 def _registry() -> dict[str, Any]:
