@@ -618,7 +618,16 @@ class Client:
             ar._msg_done(msg_id)
 
     def _resync(self) -> None:
-        """After a reconnect: ask for anything we may have missed."""
+        """After a reconnect (maybe a restarted controller): refresh the engine
+        list and ask for any result we may have missed."""
+        try:
+            engines = self._request("connect_request", {}).meta.get("engines", [])
+        except Exception:
+            log.exception("could not refresh the engine list after reconnecting")
+        else:
+            with self._cond:
+                self._engines = {int(e["id"]): e for e in engines}
+                self._cond.notify_all()
         with self._lock:
             missing = [m for m in self.outstanding]
         if missing:

@@ -566,6 +566,7 @@ class Controller:
     def on_register(self, ident: bytes, msg: wire.Message) -> None:
         m = msg.meta
         known = ident in self.engines.by_ident
+        returning = not known and str(m.get("uuid", "")) in self.engines.expected
         rec = self.engines.register(ident, str(m.get("uuid", "")), m.get("requested_id"), dict(m.get("info") or {}))
         reply = self.signer.header("register_reply", parent=msg.msg_id)
         self._send(self.engine_socket, ident, self.signer.pack(reply, {
@@ -573,6 +574,10 @@ class Controller:
             "heartbeat_interval": self.config.heartbeat_interval,
             "heartbeat_timeout": self.config.heartbeat_timeout,
         }))
+        if returning:
+            # Whatever it holds was reported failed at the restart: drop it, stop it.
+            for mt in ("abort_request", "interrupt_request"):
+                self._send(self.engine_socket, ident, self.signer.pack(self.signer.header(mt), {"msg_ids": None}))
         if not known:
             log.info("engine %d registered (%s pid %s)", rec.id, rec.info.get("hostname"), rec.info.get("pid"))
             self._engines_dirty = True

@@ -181,6 +181,8 @@ class Hub:
         self._reply(ident, "result_reply", parent, {"found": found, "missing": missing, "unstored": unstored,
                                                     "pending": list(extra.get("pending", ()))})
 
+    _on_resync_request = _on_result_request  # a reconnected client catching up
+
     def _on_result_status_request(self, ident: bytes, parent: str, meta: dict[str, Any], extra: dict) -> None:
         pending = set(extra.get("pending", ()))
         completed, unknown = [], []

@@ -306,8 +306,10 @@ class Engine:
         os.kill(os.getpid(), int(sig))
 
     def _interrupt_request(self, sock: zmq.Socket, msg: wire.Message) -> None:
-        """SIGINT ourselves only if the named task is the one running now."""
-        if self.executor.running is not None and self.executor.running in (msg.meta.get("msg_ids") or []):
+        """SIGINT ourselves only if the named task (any, for None) is the one running now."""
+        wanted = msg.meta.get("msg_ids")
+        running = self.executor.running
+        if running is not None and (wanted is None or running in wanted):
             os.kill(os.getpid(), signal.SIGINT)
 
     def _shutdown_request(self, sock: zmq.Socket, msg: wire.Message) -> None:

@@ -1,0 +1,189 @@
+"""The hub's task database: queries, results of other clients, resubmit, purge, restart."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+import pytest
+from cluster_helpers import hpcpar_cmd, start_cluster
+
+import hpcpar
+from hpcpar.controller.taskdb import MemoryBackend, QueryError, SQLiteBackend, check_query
+from hpcpar.launchers.process import process_start_time
+
+
+def labelled(x):
+    print("value", x)
+    return x * 10
+
+
+def test_db_query_operators(rc):
+    lb = rc.load_balanced_view()
+    t0 = time.time()
+    with lb.temp_flags(label="step-a"):
+        a = [lb.apply_async(labelled, i) for i in range(3)]
+    with lb.temp_flags(label="other"):
+        b = lb.apply_async(labelled, 99)
+    for ar in [*a, b]:
+        ar.get(timeout=10)
+    time.sleep(0.2)  # records are written in batches off the hot path
+    recs = rc.db_query({"label": {"$glob": "step-*"}}, keys=["msg_id", "label", "stdout", "engine_id", "completed"])
+    assert sorted(r["msg_id"] for r in recs) == sorted(m for ar in a for m in ar.msg_ids)
+    assert {r["stdout"] for r in recs} == {"value 0\n", "value 1\n", "value 2\n"}
+    assert all(r["completed"].timestamp() >= t0 for r in recs)
+    assert rc.db_query({"msg_id": {"$in": b.msg_ids}})[0]["label"] == "other"
+    assert b.msg_ids[0] not in {r["msg_id"] for r in rc.db_query({"label": {"$ne": "other"}})}
+    assert rc.db_query({"msg_id": {"$nin": [r["msg_id"] for r in recs]}, "label": {"$eq": "step-a"}}) == []
+    late = rc.db_query({"completed": {"$gte": t0}, "label": {"$exists": True}}, keys=["msg_id"])
+    assert len(late) >= 4
+    assert rc.db_query({"completed": {"$lt": t0}, "label": "step-a"}) == []
+    assert rc.db_query({"engine_id": {"$lte": 3}, "label": {"$in": ["other"]}})[0]["msg_id"] == b.msg_ids[0]
+    assert rc.db_query({"engine_id": {"$gt": 100}}) == []
+    with pytest.raises(ValueError, match="unknown key 'colour'"):
+        rc.db_query({"colour": 1})
+    history = rc.hub_history()
+    assert b.msg_ids[0] in history and history.index(a[0].msg_ids[0]) < history.index(b.msg_ids[0])
+
+
+@pytest.mark.parametrize("backend", ["memory", "sqlite"])
+def test_backends_agree_on_queries(tmp_path, backend):
+    db = MemoryBackend() if backend == "memory" else SQLiteBackend(tmp_path / "t.db")
+    for i in range(5):
+        db.add({"msg_id": f"m{i}", "label": f"l{i % 2}", "engine_id": i, "completed": float(i) if i else None,
+                "reply": [b"sig", b"{}", b"{}", b"payload"]})
+    db.commit()
+    assert [r["msg_id"] for r in db.find({"engine_id": {"$gte": 3}})] == ["m3", "m4"]
+    assert [r["msg_id"] for r in db.find({"label": {"$glob": "l1"}})] == ["m1", "m3"]
+    assert [r["msg_id"] for r in db.find({"completed": {"$exists": False}})] == ["m0"]
+    assert [r["msg_id"] for r in db.find({"engine_id": {"$nin": [0, 1, 2]}, "label": "l0"})] == ["m4"]
+    assert db.get("m2")["reply"] == [b"sig", b"{}", b"{}", b"payload"]
+    assert db.delete({"engine_id": {"$lt": 2}}) == 2
+    assert db.history() == ["m2", "m3", "m4"]
+    with pytest.raises(QueryError, match="unknown operator"):
+        check_query({"engine_id": {"$regex": "x"}}, None)
+
+
+def test_second_client_in_another_process_gets_results(rc, cluster):
+    lb = rc.load_balanced_view()
+    done = lb.apply_async(labelled, 7)
+    done.get(timeout=10)
+    running = lb.apply_async(lambda: (__import__("time").sleep(1.5), "late")[1])
+    time.sleep(0.3)
+    script = textwrap.dedent(f"""
+        import hpcpar, json
+        rc = hpcpar.Client({str(cluster.profile_dir.client_file())!r})
+        done = rc.get_result({done.msg_ids[0]!r}).get(timeout=10)
+        late = rc.get_result({running.msg_ids[0]!r}).get(timeout=20)
+        status = rc.result_status([{done.msg_ids[0]!r}])
+        try:
+            rc.get_result("no-such-task").get(timeout=10)
+            missing = "no error"
+        except KeyError as e:
+            missing = str(e)
+        print(json.dumps([done, late, status["completed"], missing]))
+    """)
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    done_value, late_value, completed, missing = json.loads(out.stdout)
+    assert done_value == 70 and late_value == "late" and completed == done.msg_ids
+    assert "no task no-such-task" in missing
+
+
+def test_resubmit_runs_the_stored_request_again(rc):
+    view = rc[1]
+    ar = view.apply_async(labelled, 4)
+    assert ar.get(timeout=10) == 40
+    time.sleep(0.2)
+    again = rc.resubmit(ar.msg_ids)
+    assert again.get(timeout=10) == 40
+    assert again.msg_ids != ar.msg_ids and again.engine_id == 1
+    lb_ar = rc.load_balanced_view().apply_async(labelled, 5)
+    lb_ar.get(timeout=10)
+    time.sleep(0.2)
+    assert rc.resubmit(lb_ar).get(timeout=10) == 50
+
+
+def test_purge(rc):
+    ar = rc[0].apply_async(labelled, 1)
+    ar.get(timeout=10)
+    time.sleep(0.2)
+    assert rc.db_query({"msg_id": ar.msg_ids[0]})
+    rc.purge_results(jobs=[ar])
+    assert ar.msg_ids[0] not in rc.results and ar.msg_ids[0] not in rc.metadata
+    assert rc.db_query({"msg_id": ar.msg_ids[0]}) == []
+    other = rc[0].apply_async(labelled, 2)
+    other.get(timeout=10)
+    time.sleep(0.2)
+    rc.purge_everything()
+    assert rc.db_query({"msg_id": other.msg_ids[0]}) == []
+    assert rc.results == {}
+
+
+def test_controller_restart_with_restore(hpcpar_dir):
+    out = subprocess.run(hpcpar_cmd("start", "--profile", "restore", "-n", "2", "--daemonize", "--wait"),
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    try:
+        rc = hpcpar.Client(profile="restore")
+        before = dict(zip(rc.ids, rc[:].apply_sync(os.getpid)))
+        finished = rc[0].apply_async(labelled, 3)
+        finished.get(timeout=10)
+        in_flight = rc[1].apply_async(time.sleep, 30)
+        time.sleep(0.5)
+        info = json.loads((hpcpar_dir / "profile_restore/security/hpcpar-client.json").read_text())
+        os.kill(info["controller_pid"], signal.SIGKILL)
+        time.sleep(0.5)
+        out = subprocess.run(hpcpar_cmd("start", "--profile", "restore", "--restore"),
+                             capture_output=True, text=True, timeout=60)
+        assert out.returncode == 0, out.stderr
+        # The task that was running when the controller died is reported, not left pending.
+        start = time.monotonic()
+        with pytest.raises(hpcpar.EngineError, match="restarted") as info:
+            in_flight.get(timeout=30)
+        assert time.monotonic() - start < 10, info.value
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:  # the controller's view, then ours
+            registered = {k for k in rc.queue_status() if k != "unassigned"}
+            if registered == set(before) and sorted(rc.ids) == sorted(before):
+                break
+            time.sleep(0.05)
+        assert dict(zip(rc.ids, rc[:].apply_sync(os.getpid))) == before  # same engines, same ids
+        with hpcpar.Client(profile="restore") as rc2:
+            assert rc2.get_result(finished.msg_ids[0]).get(timeout=10) == 30
+        rc.close()
+    finally:
+        subprocess.run(hpcpar_cmd("stop", "--profile", "restore"), timeout=60)
+    assert all(process_start_time(p) is None for p in before.values())
+
+
+def controller_rss_kb(pid: int) -> int:
+    for line in open(f"/proc/{pid}/status"):
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    raise AssertionError("no VmRSS")
+
+
+def test_many_tasks_keep_controller_memory_bounded(hpcpar_dir):
+    cluster, rc = start_cluster(2, "bounded")
+    try:
+        pid = json.loads(cluster.profile_dir.client_file().read_text())["controller_pid"]
+        lb = rc.load_balanced_view()
+        lb.map_sync(abs, range(200))  # warm up
+        time.sleep(0.5)
+        before = controller_rss_kb(pid)
+        for _ in range(4):
+            ars = [lb.apply_async(abs, -i) for i in range(5000)]
+            assert [ar.get(timeout=120) for ar in ars][-1] == 4999
+            rc.purge_local_results("all")
+        time.sleep(0.5)
+        growth_mb = (controller_rss_kb(pid) - before) / 1024
+        assert growth_mb < 40, f"controller grew {growth_mb:.1f} MB over 20k tasks"
+        assert len(rc.db_query({"msg_type": "apply_request"}, keys=["msg_id"])) >= 20_000
+    finally:
+        cluster.stop_cluster()
