@@ -319,7 +319,9 @@ def install() -> None:
     _installed = True
     if not hasattr(builtins, "display"):
         builtins.display = display  # type: ignore[attr-defined]
-    os.environ.setdefault("MPLBACKEND", MPL_BACKEND)
+    # Engines started from a notebook inherit its inline backend, useless without a kernel.
+    if not os.environ.get("MPLBACKEND") or "matplotlib_inline" in os.environ["MPLBACKEND"]:
+        os.environ["MPLBACKEND"] = MPL_BACKEND
     sys.meta_path.insert(0, _IPythonDisplayHook())
     for name in _IPYTHON_MODULES:
         if name in sys.modules:

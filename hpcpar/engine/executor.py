@@ -138,7 +138,8 @@ class Executor:
         linecache.cache[filename] = (len(code), None, code.splitlines(True), filename)
         tree = ast.parse(code, filename, "exec")
         last = None
-        if not msg.meta.get("silent", True) and tree.body and isinstance(tree.body[-1], ast.Expr):
+        quiet = code.rstrip().endswith(";")  # as in IPython, a trailing ';' hides the value
+        if not msg.meta.get("silent", True) and not quiet and tree.body and isinstance(tree.body[-1], ast.Expr):
             last = ast.Expression(tree.body.pop().value)
         g = self.ns.globals
         count = self.cell_count
