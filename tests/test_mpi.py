@@ -376,3 +376,21 @@ def test_every_toml_snippet_in_docs_mpi_is_valid_config() -> None:
     for block in blocks:
         _, problems = validate_table(tomllib.loads(block), "docs/mpi.md snippet")
         assert problems == [], block
+
+
+def test_px_magic_runs_a_collective_on_every_rank(mpi) -> None:
+    pytest.importorskip("IPython")
+    from IPython.core.interactiveshell import InteractiveShell
+
+    from hpcpar.client import magics
+
+    _, rc = mpi
+    shell = InteractiveShell.instance()
+    rc.activate(suffix="mpi")
+    try:
+        assert shell.run_cell("%pxmpi px_total = comm.allreduce(mpi_rank + 1)", store_history=False).success
+        assert rc[:]["px_total"] == [10] * 4
+        with pytest.warns(MPISubsetWarning):
+            assert shell.run_cell("%pxmpi --targets 0 x = mpi_rank", store_history=False).success
+    finally:
+        magics._active.pop("mpi", None)
