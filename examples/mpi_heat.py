@@ -122,13 +122,10 @@ def main() -> None:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
 
-    cluster = None
-    if args.profile:
-        rc = hpcpar.Client(profile=args.profile)
-    else:
-        cluster = hpcpar.Cluster(n=args.n, engines="mpi", profile="mpi-heat-example")
-        rc = cluster.start_and_connect()
+    cluster = None if args.profile else hpcpar.Cluster(n=args.n, engines="mpi", profile="mpi-heat-example")
+    rc = None
     try:
+        rc = hpcpar.Client(profile=args.profile) if cluster is None else cluster.start_and_connect()
         view = rc[:]  # every rank: the halo exchange and the allreduce need them all
         view.block = True
         print(f"{len(rc.ids)} MPI engines (ids = ranks {rc.ids}); field {args.ny} x {args.nx}")
@@ -164,7 +161,8 @@ def main() -> None:
         assert len({round(m, 12) for m in means}) == 1, "every rank sees the same allreduced mean"
         print(plot(field2, f"then {args.steps} steps, hot={params['hot']}", out / "heat-2.png"))
     finally:
-        rc.close()
+        if rc is not None:
+            rc.close()
         if cluster is not None:
             cluster.stop_cluster()
 

@@ -44,13 +44,10 @@ def main() -> None:
     p.add_argument("--darts", type=int, default=1_000_000, help="darts per rank")
     args = p.parse_args()
 
-    cluster = None
-    if args.profile:
-        rc = hpcpar.Client(profile=args.profile)
-    else:
-        cluster = hpcpar.Cluster(n=args.n, engines="mpi", profile="mpi-pi-example")
-        rc = cluster.start_and_connect()
+    cluster = None if args.profile else hpcpar.Cluster(n=args.n, engines="mpi", profile="mpi-pi-example")
+    rc = None
     try:
+        rc = hpcpar.Client(profile=args.profile) if cluster is None else cluster.start_and_connect()
         print(f"{len(rc.ids)} MPI engines, ids = ranks: {rc.ids}")
         t0 = time.perf_counter()
         pi = estimate(rc, args.darts)
@@ -59,7 +56,8 @@ def main() -> None:
               f"(error {abs(pi - math.pi):.2e})")
         assert abs(pi - math.pi) < 10 / math.sqrt(darts), "the estimate is too far off"
     finally:
-        rc.close()
+        if rc is not None:
+            rc.close()
         if cluster is not None:
             cluster.stop_cluster()
 

@@ -213,27 +213,28 @@ def test_hpcpar_start_and_stop_from_the_command_line_end_a_blocked_job(hpcpar_di
     require_mpi()
     profile = f"mpi-cli-{os.getpid()}"
     env = os.environ.copy()
-    start = subprocess.run(
-        hpcpar_cmd("start", "-n", "2", "--engines", "mpi", "--profile", profile, "--daemonize", "--wait",
-                   "--timeout", "60"),
-        env=env, capture_output=True, text=True, timeout=90,
-    )
-    assert start.returncode == 0, start.stderr
-    pd = ProfileDir.for_profile(profile)
-    cluster = Cluster.from_file(pd.state_file(""))
-    launcher = cluster.engine_sets[0]
-    assert isinstance(launcher, MPILauncher) and launcher.argv[1:3] == ["-n", "2"]
-    rc = hpcpar.Client(profile=profile, timeout=20)
     try:
-        rc.wait_for_engines(2, timeout=30, interactive=False)
-        assert rc.ids == [0, 1]
-        with pytest.warns(MPISubsetWarning):
-            stuck = rc[0].execute("comm.Barrier()")
-        assert not stuck.wait(0.5)
-        before = launcher.processes()
-        assert len(before) >= 3  # mpiexec, hydra's proxy, 2 ranks
-    finally:
-        rc.close()
+        start = subprocess.run(
+            hpcpar_cmd("start", "-n", "2", "--engines", "mpi", "--profile", profile, "--daemonize", "--wait",
+                       "--timeout", "60"),
+            env=env, capture_output=True, text=True, timeout=90,
+        )
+        assert start.returncode == 0, start.stderr
+        pd = ProfileDir.for_profile(profile)
+        cluster = Cluster.from_file(pd.state_file(""))
+        launcher = cluster.engine_sets[0]
+        assert isinstance(launcher, MPILauncher) and launcher.argv[1:3] == ["-n", "2"]
+        with hpcpar.Client(profile=profile, timeout=20) as rc:
+            rc.wait_for_engines(2, timeout=30, interactive=False)
+            assert rc.ids == [0, 1]
+            with pytest.warns(MPISubsetWarning):
+                stuck = rc[0].execute("comm.Barrier()")
+            assert not stuck.wait(0.5)
+            before = launcher.processes()
+            assert len(before) >= 3  # mpiexec, hydra's proxy, 2 ranks
+    except BaseException:
+        subprocess.run(hpcpar_cmd("stop", "--profile", profile), env=env, capture_output=True, timeout=60)
+        raise
     t0 = time.monotonic()
     stop = subprocess.run(hpcpar_cmd("stop", "--profile", profile), env=env, capture_output=True, text=True,
                           timeout=60)

@@ -109,22 +109,23 @@ def test_hpcpar_start_and_stop_an_mpi_job_in_slurm_from_the_profile(hpcpar_dir) 
         '[batch]\nmode = "mpi"\nwalltime = "00:10:00"\npoll_interval = 0.2\n'
         '[slurm]\nmpi_launcher = "srun"\nmpi_args = ["--mpi=pmi2"]\n'
     )
-    start = subprocess.run(hpcpar_cmd("start", "-n", "2", "--engines", "slurm", "--profile", profile,
-                                      "--daemonize", "--wait", "--timeout", "90"),
-                           capture_output=True, text=True, timeout=120)
-    assert start.returncode == 0, start.stdout + start.stderr
-    cluster = Cluster.from_file(pd.state_file(""))
-    [launcher] = cluster.engine_sets
-    assert isinstance(launcher, SlurmLauncher) and launcher.mpi and len(launcher.job_ids) == 1
-    rc = hpcpar.Client(profile=profile, timeout=20)
     try:
-        rc.wait_for_engines(2, timeout=30, interactive=False)
-        assert rc.ids == [0, 1]
-        rc[:].execute("import os\njob = os.environ['SLURM_JOB_ID']\nt = comm.allreduce(1)", block=True)
-        assert rc[:]["job"] == launcher.job_ids * 2 and rc[:]["t"] == [2, 2]
-        pids = [ProcessRef.of(e["pid"]) for e in rc._engines.values()]
-    finally:
-        rc.close()
+        start = subprocess.run(hpcpar_cmd("start", "-n", "2", "--engines", "slurm", "--profile", profile,
+                                          "--daemonize", "--wait", "--timeout", "90"),
+                               capture_output=True, text=True, timeout=120)
+        assert start.returncode == 0, start.stdout + start.stderr
+        cluster = Cluster.from_file(pd.state_file(""))
+        [launcher] = cluster.engine_sets
+        assert isinstance(launcher, SlurmLauncher) and launcher.mpi and len(launcher.job_ids) == 1
+        with hpcpar.Client(profile=profile, timeout=20) as rc:
+            rc.wait_for_engines(2, timeout=30, interactive=False)
+            assert rc.ids == [0, 1]
+            rc[:].execute("import os\njob = os.environ['SLURM_JOB_ID']\nt = comm.allreduce(1)", block=True)
+            assert rc[:]["job"] == launcher.job_ids * 2 and rc[:]["t"] == [2, 2]
+            pids = [ProcessRef.of(e["pid"]) for e in rc._engines.values()]
+    except BaseException:
+        subprocess.run(hpcpar_cmd("stop", "--profile", profile), capture_output=True, timeout=90)
+        raise
     stop = subprocess.run(hpcpar_cmd("stop", "--profile", profile), capture_output=True, text=True, timeout=90)
     assert stop.returncode == 0, stop.stderr
     assert launcher.wait({"cancelled", "done", "failed"}, timeout=60) in ("cancelled", "done")
