@@ -110,7 +110,7 @@ def test_hpcpar_start_and_stop_an_mpi_job_in_slurm_from_the_profile(hpcpar_dir) 
         '[slurm]\nmpi_launcher = "srun"\nmpi_args = ["--mpi=pmi2"]\n'
     )
     try:
-        start = subprocess.run(hpcpar_cmd("start", "-n", "2", "--engines", "slurm", "--profile", profile,
+        start = subprocess.run(hpcpar_cmd("start", "-n", "2", "--engines", "slurm", "--ip", "*", "--profile", profile,
                                           "--daemonize", "--wait", "--timeout", "90"),
                                capture_output=True, text=True, timeout=120)
         assert start.returncode == 0, start.stdout + start.stderr

@@ -14,6 +14,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from ..cluster import running_clusters
+    from ..launchers.ledger import read_jobs
     from ..paths import ProfileDir
 
     rows = []
@@ -21,14 +22,21 @@ def run(args: argparse.Namespace) -> int:
         ctl = cluster.controller
         pids = [p.pid for p in getattr(ctl, "processes", [])]
         alive_engines = sum(len(getattr(s, "alive", lambda: [])()) for s in cluster.engine_sets)
+        try:
+            running = cluster.is_running()
+        except Exception:  # noqa: BLE001 - a batch system that cannot be asked right now
+            running = None
         rows.append({
             "profile": ProfileDir(cluster.profile_dir.path).name,
             "cluster_id": cluster.cluster_id,
             "engines": cluster.n,
             "engine_processes_alive": alive_engines,
             "controller_pid": pids[0] if pids else None,
-            "running": cluster.is_running(),
+            "controller_jobs": list(getattr(ctl, "job_ids", []) or []),
+            "running": running,
             "launcher": cluster.engine_launcher if not cluster.engine_sets else cluster.engine_sets[0].name,
+            "controller_launcher": ctl.name if ctl is not None else cluster.controller_launcher,
+            "jobs": [r.job_id for r in read_jobs(cluster.profile_dir, cluster.cluster_id)],
         })
     if args.json:
         print(json.dumps(rows, indent=1))
@@ -36,9 +44,12 @@ def run(args: argparse.Namespace) -> int:
     if not rows:
         print("no clusters")
         return 0
-    header = f"{'PROFILE':<16} {'CLUSTER ID':<12} {'ENGINES':>7} {'PID':>8} {'RUNNING':<8} LAUNCHER"
+    header = f"{'PROFILE':<16} {'CLUSTER ID':<12} {'ENGINES':>7} {'PID':>8} {'RUNNING':<8} {'LAUNCHER':<10} JOBS"
     print(header)
     for r in rows:
+        controller = r["controller_pid"] or (f"job {r['controller_jobs'][0]}" if r["controller_jobs"] else "-")
+        running = "?" if r["running"] is None else str(r["running"]).lower()
+        launcher = r["launcher"] if r["controller_launcher"] == "local" else f"{r['launcher']}+{r['controller_launcher']}"
         print(f"{r['profile']:<16} {r['cluster_id'] or '-':<12} {r['engines']:>7} "
-              f"{r['controller_pid'] or '-':>8} {str(r['running']).lower():<8} {r['launcher']}")
+              f"{controller:>8} {running:<8} {launcher:<10} {', '.join(r['jobs']) or '-'}")
     return 0

@@ -11,20 +11,23 @@ from . import add_profile_args, profile_dir_from
 
 
 def register(sub: argparse._SubParsersAction) -> None:
+    from .render import add_config_args
+
     p = sub.add_parser("start", help="start a cluster (controller + engines)")
     add_profile_args(p)
-    p.add_argument("-n", "--n", type=int, default=None, help="number of engines (default: CPU count)")
-    p.add_argument("--engines", default="local", help="engine launcher (default: local)")
-    p.add_argument("--controller", default="local", help="controller launcher (default: local)")
-    p.add_argument("--ip", default=None, help="controller listen address ('*' for all interfaces)")
+    p.add_argument("-n", "--n", type=int, default=None,
+                   help="number of engines (default: [cluster] n, else one per CPU for local engines)")
+    add_config_args(p)  # --engines --controller --queue --walltime --account --ip --mode --set
     p.add_argument("--scheme", default=None, help="load-balancing scheme (leastload, lru, twobin, weighted, plainrandom)")
     p.add_argument("--hwm", type=int, default=None, help="load-balanced tasks in flight per engine (0: unlimited)")
     p.add_argument("--db", default=None, choices=["sqlite", "memory", "none"], help="task database (default: sqlite)")
     p.add_argument("--restore", action="store_true",
                    help="restart a crashed controller of a running cluster: engines re-attach, old results stay")
-    p.add_argument("--daemonize", action="store_true", help="return once the controller is up")
+    p.add_argument("--daemonize", action="store_true",
+                   help="return once the controller is up and the engine jobs are submitted and recorded")
     p.add_argument("--wait", action="store_true", help="with --daemonize: also wait for all engines")
-    p.add_argument("--timeout", type=float, default=120.0, help="seconds to wait for engines")
+    p.add_argument("--timeout", type=float, default=120.0,
+                   help="seconds to wait for the engines (time batch jobs spend queued does not count)")
     p.add_argument("--on", default=None, metavar="USER@HOST",
                    help="start the cluster on this host over SSH (e.g. the login node), then wait "
                    "for its engines through one tunnel; see docs/ssh.md")
@@ -34,9 +37,24 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
+def _say(line: str) -> None:
+    print(line, flush=True)
+
+
+def config_problem(command: str, e) -> int:
+    """Print every configuration problem; nothing was started or submitted."""
+    print(f"hpcpar {command}: invalid configuration, nothing was started:", file=sys.stderr)
+    for problem in e.problems:
+        print(f"  {problem}", file=sys.stderr)
+    return 1
+
+
 def run(args: argparse.Namespace) -> int:
     from ..cli import CommandError
     from ..cluster import Cluster, ClusterError
+    from ..config import ConfigError
+    from ..launchers import LauncherError
+    from .render import cli_overrides
 
     if args.n is not None and args.n < 0:
         raise CommandError("-n must be zero or more engines")
@@ -45,8 +63,6 @@ def run(args: argparse.Namespace) -> int:
 
         return start_on(args)
     controller_args = []
-    if args.ip:
-        controller_args += ["--ip", args.ip]
     if args.scheme:
         controller_args += ["--scheme", args.scheme]
     if args.hwm is not None:
@@ -56,38 +72,42 @@ def run(args: argparse.Namespace) -> int:
     pd = profile_dir_from(args)
     if args.restore:
         return _restore(pd, args.cluster_id, controller_args)
-    cluster = Cluster(
-        n=args.n,
-        profile_dir=pd.path,
-        cluster_id=args.cluster_id,
-        engines=args.engines,
-        controller=args.controller,
-        controller_args=controller_args,
-    )
-    from ..config import ConfigError
-    from ..launchers import LauncherError
-
     try:
-        cluster.start_controller()
-        if cluster.n:
-            cluster.start_engines()
-    except (ClusterError, LauncherError, ConfigError) as e:
-        if cluster.state is not None and cluster.controller is not None:
-            cluster.stop_cluster()  # the engines could not start: leave no controller behind
+        overrides = cli_overrides(args)
+        overrides.pop("cluster.n", None)  # given as n: an explicit -n 0 starts no engines
+        cluster = Cluster(n=args.n, profile_dir=pd.path, cluster_id=args.cluster_id,
+                          controller_args=controller_args, progress=_say,
+                          override_source="command line", **overrides)
+        cluster.check()
+    except ConfigError as e:
+        return config_problem("start", e)
+    except (ClusterError, LauncherError, ValueError) as e:
         raise CommandError(str(e)) from None
-    where = f"profile {pd.name!r}" + (f", cluster id {args.cluster_id!r}" if args.cluster_id else "")
+    try:
+        cluster.start_cluster()
+    except (ClusterError, LauncherError, ConfigError) as e:
+        raise CommandError(str(e)) from None
+    where = f"profile {pd.name!r}" + (f", cluster id {cluster.cluster_id!r}" if cluster.cluster_id else "")
+    stop_hint = f"hpcpar stop --profile {pd.name}" + (f" --cluster-id {cluster.cluster_id}" if cluster.cluster_id else "")
     if args.daemonize and not args.wait:
-        print(f"cluster started in {where}: {cluster.n} engines starting; stop it with 'hpcpar stop'")
+        jobs = [j for s in cluster.engine_sets for j in getattr(s, "job_ids", [])]
+        what = f"jobs {', '.join(jobs)} submitted and recorded" if jobs else "starting"
+        print(f"cluster started in {where}: {cluster.n} engines {what}; stop it with '{stop_hint}'", flush=True)
         return 0
     try:
-        rc = cluster.connect_client()
-        rc.wait_for_engines(cluster.n, timeout=args.timeout)
-    except TimeoutError as e:
+        cluster.wait_for_engines(timeout=args.timeout)
+    except (TimeoutError, ClusterError, LauncherError) as e:
         if not args.daemonize:
-            cluster.stop_cluster()
-        raise CommandError(str(e)) from None
-    rc.close()
-    cluster._client = None
+            cluster._stop_quietly()
+        raise CommandError(str(e) + ("" if not args.daemonize else f"; the cluster keeps starting ('{stop_hint}' stops it)")) from None
+    except KeyboardInterrupt:
+        if args.daemonize:
+            print(f"interrupted; the cluster keeps starting ('{stop_hint}' stops it)", file=sys.stderr)
+            return 130
+        print("stopping the cluster...", flush=True)
+        cluster._stop_quietly()
+        return 130
+    cluster._close_client()
     print(f"cluster ready in {where}: {cluster.n} engines", flush=True)
     if args.daemonize:
         return 0
@@ -97,6 +117,8 @@ def run(args: argparse.Namespace) -> int:
 def _restore(pd, cluster_id: str, controller_args: list[str]) -> int:
     from ..cli import CommandError
     from ..cluster import Cluster, ClusterError
+    from ..config import ConfigError
+    from ..launchers import LauncherError
 
     path = pd.state_file(cluster_id)
     if not path.exists():
@@ -105,7 +127,7 @@ def _restore(pd, cluster_id: str, controller_args: list[str]) -> int:
         cluster = Cluster.from_file(path)
         cluster.controller_args = controller_args
         cluster.restart_controller()
-    except ClusterError as e:
+    except (ClusterError, LauncherError, ConfigError) as e:
         raise CommandError(str(e)) from None
     print(f"controller restored in profile {pd.name!r}; engines re-attach by themselves")
     return 0
@@ -124,9 +146,9 @@ def _foreground(cluster) -> int:
     while not stop["now"]:
         if not cluster.is_running():
             print("the controller exited; stopping the engines", file=sys.stderr)
-            cluster.stop_cluster()
+            cluster._stop_quietly()
             return 1
         time.sleep(0.2)
     print("stopping the cluster...", flush=True)
-    cluster.stop_cluster()
+    cluster._stop_quietly()
     return 0

@@ -19,30 +19,64 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
+def _cluster_ids(pd) -> list[str]:
+    """Cluster ids with a state file or a job ledger in this profile."""
+    ids: dict[str, None] = {}
+    if pd.run.is_dir():
+        for prefix, paths in (("cluster", pd.run.glob("cluster*.json")), ("jobs", pd.run.glob("jobs*.json"))):
+            for path in sorted(paths):
+                rest = path.name[len(prefix):-len(".json")]
+                if rest == "" or rest.startswith("-"):
+                    ids[rest[1:]] = None
+    return list(ids)
+
+
+def stop_one(pd, cluster_id: str) -> str:
+    """Stop the cluster from its state file, then cancel whatever its job ledger still holds
+    (a start that was killed before it wrote its state). Returns a line for the user."""
+    from ..cluster import Cluster
+    from ..launchers.build import stop_recorded_jobs
+    from ..launchers.ledger import read_jobs
+
+    path = pd.state_file(cluster_id)
+    jobs = [r.job_id for r in read_jobs(pd, cluster_id)]
+    if path.exists():
+        Cluster.from_file(path).stop_cluster()  # engines, controller, then the ledger
+    stop_recorded_jobs(pd, cluster_id)
+    what = f"profile {pd.name!r}" + (f", cluster id {cluster_id!r}" if cluster_id else "")
+    return f"stopped cluster ({what})" + (f"; cancelled jobs {', '.join(jobs)}" if jobs else "")
+
+
 def run(args: argparse.Namespace) -> int:
     from ..cli import CommandError
-    from ..cluster import Cluster, ClusterError, running_clusters
+    from ..cluster import ClusterError
+    from ..launchers import LauncherError
+    from ..launchers.ledger import ledger_path
+    from ..paths import all_profiles
 
     if args.on:
         from ..ssh.cli import stop_on
 
         return stop_on(args)
     if args.all:
-        targets = [path for path, _ in running_clusters()]
+        targets = [(pd, cid) for pd in all_profiles() for cid in _cluster_ids(pd)]
+        if not targets:
+            print("no clusters")
     else:
         pd = profile_dir_from(args)
-        path = pd.state_file(args.cluster_id)
-        if not path.exists():
+        if not pd.state_file(args.cluster_id).exists() and not ledger_path(pd, args.cluster_id).exists():
             raise CommandError(
                 f"no cluster to stop in profile {pd.name!r}"
                 + (f" with cluster id {args.cluster_id!r}" if args.cluster_id else "")
                 + " ('hpcpar list' shows running clusters)"
             )
-        targets = [path]
-    for path in targets:
+        targets = [(pd, args.cluster_id)]
+    failed = []
+    for pd, cid in targets:
         try:
-            Cluster.from_file(path).stop_cluster()
-        except ClusterError as e:
-            raise CommandError(str(e)) from None
-        print(f"stopped cluster {path}")
+            print(stop_one(pd, cid), flush=True)
+        except (ClusterError, LauncherError) as e:
+            failed.append(str(e))
+    if failed:
+        raise CommandError("; ".join(failed))
     return 0

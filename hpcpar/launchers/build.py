@@ -38,6 +38,9 @@ def make_launcher(
         launcher = cls(role=role, n=n, profile_dir=profile_dir, cluster_id=cluster_id, options=options)
         launcher.check()
         return launcher
+    from_config = getattr(cls, "from_config", None)
+    if from_config is not None:  # launchers with a config section of their own (mpi, ssh)
+        return from_config(role, n, config or defaults_config(), profile_dir=profile_dir, cluster_id=cluster_id)
     return cls(role=role, n=n)
 
 
@@ -88,17 +91,30 @@ def controller_command(config: Config, profile_dir: ProfileDir, cluster_id: str 
         argv += ["--engine-port", str(config["controller.engine_port"])]
     if config["controller.location"]:
         argv += ["--location", config["controller.location"]]
+    argv += ["--heartbeat-interval", f"{config['controller.heartbeat_interval']:g}"]
+    argv += ["--heartbeat-timeout", f"{config['controller.heartbeat_timeout']:g}"]
     return argv
 
 
 def engine_command(
-    config: Config, profile_dir: ProfileDir, cluster_id: str = "", *, mpi: bool = False
+    config: Config,
+    profile_dir: ProfileDir,
+    cluster_id: str = "",
+    *,
+    mpi: bool = False,
+    profile_files: bool | None = None,
 ) -> list[str]:
-    """``python -m hpcpar engine ...``; with connection = "env" the job script supplies
-    $HPCPAR_CONNECTION_INFO, otherwise the engine reads the profile's security/ files."""
+    """``python -m hpcpar engine ...`` with the [engine] timeouts as flags.
+
+    With connection = "env" a batch job script supplies $HPCPAR_CONNECTION_INFO, otherwise
+    the engine reads the profile's security/ files; ``profile_files=True`` (engines on this
+    machine) always names the profile directory.
+    """
     argv = [sys.executable, "-m", "hpcpar", "engine"]
-    if config["engine.connection"] == "file":
+    if profile_files or (profile_files is None and config["engine.connection"] == "file"):
         argv += ["--profile-dir", str(profile_dir.path), "--cluster-id", cluster_id]
+    argv += ["--controller-timeout", f"{config['engine.controller_timeout']:g}"]
+    argv += ["--connect-timeout", f"{config['engine.connect_timeout']:g}"]
     if mpi:
         argv.append("--mpi")
     return argv

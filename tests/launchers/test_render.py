@@ -71,9 +71,13 @@ def test_make_launcher_applies_config_and_checks(isolated: Path) -> None:
 
 def test_engine_command_depends_on_connection_mode(isolated: Path) -> None:
     pd = ProfileDir.for_profile("p")
-    assert engine_command(load_config(), pd, "c")[-1] == "engine"
-    cmd = engine_command(load_config(overrides={"engine.connection": "file"}), pd, "c", mpi=True)
-    assert cmd[-5:] == ["--profile-dir", str(pd.path), "--cluster-id", "c", "--mpi"]
+    cmd = engine_command(load_config(), pd, "c")
+    assert cmd[3] == "engine" and "--profile-dir" not in cmd
+    assert cmd[-4:] == ["--controller-timeout", "60", "--connect-timeout", "30"]
+    cmd = engine_command(load_config(overrides={"engine.connection": "file", "controller_timeout": 5}), pd, "c", mpi=True)
+    assert cmd[4:8] == ["--profile-dir", str(pd.path), "--cluster-id", "c"]
+    assert cmd[-5:] == ["--controller-timeout", "5", "--connect-timeout", "30", "--mpi"]
+    assert "--profile-dir" in engine_command(load_config(), pd, "c", profile_files=True)
 
 
 def test_to_dict_round_trip_through_json(isolated: Path) -> None:
