@@ -48,10 +48,23 @@ def _view(frame: Any) -> Any:
 @dataclass
 class Message:
     header: dict[str, Any]
-    meta: dict[str, Any]
+    meta_frame: Any  # JSON, parsed on first use: the controller forwards most messages unread
     payload: Any  # bytes-like, not yet unpickled
     buffers: list[Any] = field(default_factory=list)
     frames: list[Any] = field(default_factory=list)  # the signed frames, for forwarding as-is
+    _meta: dict[str, Any] | None = None
+
+    @property
+    def meta(self) -> dict[str, Any]:
+        if self._meta is None:
+            try:
+                meta = json.loads(_bytes(self.meta_frame))
+            except (ValueError, UnicodeDecodeError) as e:
+                raise BadMessage(f"undecodable meta: {e}") from None
+            if not isinstance(meta, dict):
+                raise BadMessage("meta must be a JSON object")
+            self._meta = meta
+        return self._meta
 
     @property
     def msg_type(self) -> str:
@@ -110,14 +123,13 @@ class Signer:
             raise BadMessage("bad signature (wrong cluster key?)")
         try:
             header = json.loads(_bytes(frames[1]))
-            meta = json.loads(_bytes(frames[2]))
         except (ValueError, UnicodeDecodeError) as e:
-            raise BadMessage(f"undecodable header or meta: {e}") from None
-        if not isinstance(header, dict) or not isinstance(meta, dict):
-            raise BadMessage("header and meta must be JSON objects")
+            raise BadMessage(f"undecodable header: {e}") from None
+        if not isinstance(header, dict):
+            raise BadMessage("header must be a JSON object")
         if not isinstance(header.get("msg_type"), str):
             raise BadMessage("header has no msg_type")
-        return Message(header, meta, p, [_view(f) for f in frames[4:]], list(frames))
+        return Message(header, frames[2], p, [_view(f) for f in frames[4:]], list(frames))
 
 
 def pid_host() -> dict[str, Any]:

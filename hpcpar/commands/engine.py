@@ -32,6 +32,9 @@ def run(args: argparse.Namespace) -> int:
         load_engine_connection,
     )
 
+    if args.controller_timeout < 10:
+        raise CommandError("--controller-timeout must be at least 10 s: the controller answers "
+                           "heartbeats every few seconds, not every beat")
     try:
         info = load_engine_connection(args.file, profile_dir_from(args), args.cluster_id, args.wait_for_file)
     except ConnectionFileError as e:

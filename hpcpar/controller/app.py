@@ -33,6 +33,7 @@ from .taskdb import open_backend
 log = logging.getLogger("hpcpar.controller")
 
 DRAIN_BATCH = 256  # messages read from one socket before looking at the others
+PING_EVERY = 3.0  # seconds between heartbeat replies to one engine
 HUB_REQUESTS = ("db_query_request", "hub_history_request")
 
 
@@ -66,7 +67,7 @@ class ControllerConfig:
         return self.profile_dir.run / f"engines{suffix}.json"
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, slots=True)
 class Task:
     client: bytes
     msg_id: str
@@ -99,6 +100,8 @@ class Controller:
         self._auth_warned: dict[bytes, float] = {}
         self._engines_dirty = False
         self._resubmits: dict[str, dict[str, Any]] = {}
+        self._ping: list[Any] = []
+        self._ping_made = -1e9
         self.ctx = zmq.Context()
         self.client_socket = self._router()
         self.engine_socket = self._router()
@@ -332,10 +335,10 @@ class Controller:
                 "evalue": "direct request needs equal-length 'targets' and 'msg_ids'"})
             return
         reply_type = _reply_type(msg.msg_type)
+        self.hub.submitted_many(list(zip(msg_ids, targets)), h, msg.frames)
         for eid, mid in zip(targets, msg_ids):
             task = Task(ident, mid, reply_type, eid, False, h)
             rec = self.engines.by_id.get(eid)
-            self.hub.submitted(mid, h, msg.frames, eid)
             if rec is None:
                 self.fail_task(task, "EngineError", f"engine {eid} is not registered")
                 continue
@@ -550,9 +553,14 @@ class Controller:
             # ask it to register again rather than trusting its old id.
             self._send(self.engine_socket, ident, self.signer.pack(self.signer.header("reregister_request")))
             return
-        rec.last_seen = time.monotonic()
+        now = rec.last_seen = time.monotonic()
         if mt == "heartbeat":
-            self._send(self.engine_socket, ident, self.signer.pack(self.signer.header("heartbeat_reply")))
+            # Engines only need to hear from us now and then (their controller_timeout is
+            # a minute by default): answer every few seconds, not every beat, with frames
+            # signed once a second for everyone.
+            if now - rec.last_ping_sent >= PING_EVERY:
+                rec.last_ping_sent = now
+                self._send(self.engine_socket, ident, self._ping_frames(now))
         elif mt.endswith("_reply"):
             self.on_engine_reply(rec, msg)
         elif mt in ("stream", "display_data"):
@@ -562,6 +570,12 @@ class Controller:
                     self.to_client(client, msg.frames)
         elif mt == "unregister_request":
             self.unregister(rec, "shut down")
+
+    def _ping_frames(self, now: float) -> list[Any]:
+        if now - self._ping_made > 1.0:
+            self._ping = self.signer.pack(self.signer.header("heartbeat_reply"))
+            self._ping_made = now
+        return self._ping
 
     def on_register(self, ident: bytes, msg: wire.Message) -> None:
         m = msg.meta

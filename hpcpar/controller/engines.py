@@ -19,6 +19,7 @@ class EngineRecord:
     completed: int = 0
     lb_in_flight: int = 0
     last_assigned: float = 0.0
+    last_ping_sent: float = 0.0
 
     def describe(self) -> dict[str, Any]:
         return {

@@ -54,6 +54,11 @@ class Hub:
         self.submitted_count += 1
         self.queue.put(("submitted", msg_id, header, frames, engine_id))
 
+    def submitted_many(self, ids: list[tuple[str, int]], header: dict[str, Any], frames: list[Any]) -> None:
+        """One request for several engines (a broadcast): one queue entry, one copy of the frames."""
+        self.submitted_count += len(ids)
+        self.queue.put(("submitted_many", ids, header, frames))
+
     def assigned(self, msg_id: str, engine_id: int, attempt: int) -> None:
         self.queue.put(("assigned", msg_id, engine_id, attempt))
 
@@ -104,21 +109,15 @@ class Hub:
 
     def _apply(self, op: tuple) -> None:
         kind = op[0]
-        if kind == "submitted":
+        if kind == "submitted_many":
+            _, ids, header, frames = op
+            request = _as_bytes(frames) if _nbytes(frames) <= self.store_limit else None
+            for msg_id, engine_id in ids:
+                self._add(msg_id, header, engine_id, request)
+        elif kind == "submitted":
             _, msg_id, header, frames, engine_id = op
-            rec = {
-                "msg_id": msg_id,
-                "session": header.get("session"),
-                "msg_type": header.get("msg_type"),
-                "label": header.get("label"),
-                "submitted": header.get("date"),
-                "engine_id": engine_id,
-                "status": "pending" if engine_id is not None else "queued",
-                "attempts": 0,
-            }
-            if frames is not None and _nbytes(frames) <= self.store_limit:
-                rec["request"] = _as_bytes(frames)
-            self.backend.add(rec)
+            request = _as_bytes(frames) if frames is not None and _nbytes(frames) <= self.store_limit else None
+            self._add(msg_id, header, engine_id, request)
         elif kind == "assigned":
             _, msg_id, engine_id, attempt = op
             self.backend.update(msg_id, {"engine_id": engine_id, "status": "pending", "attempts": attempt})
@@ -147,6 +146,21 @@ class Hub:
             except (QueryError, ValueError, TypeError, KeyError) as e:
                 self._reply(ident, "error_reply", parent, {"status": "error", "ename": type(e).__name__,
                                                            "evalue": str(e)})
+
+    def _add(self, msg_id: str, header: dict[str, Any], engine_id: int | None, request: list[bytes] | None) -> None:
+        rec = {
+            "msg_id": msg_id,
+            "session": header.get("session"),
+            "msg_type": header.get("msg_type"),
+            "label": header.get("label"),
+            "submitted": header.get("date"),
+            "engine_id": engine_id,
+            "status": "pending" if engine_id is not None else "queued",
+            "attempts": 0,
+        }
+        if request is not None:
+            rec["request"] = request
+        self.backend.add(rec)
 
     def _send(self, *frames: Any) -> None:
         self.pipe.send_multipart(list(frames), copy=False)

@@ -1,0 +1,117 @@
+"""One controller facing thousands of simulated engines (issue: scale past one machine).
+
+Simulated engines (``hpcpar simulate``) speak the real protocol, many per
+process, but run no code. For each N this measures: registration of all N,
+whether heartbeats hold (no engine dropped) over a quiet period and under a
+broadcast load, broadcast apply round trips, and the controller's CPU time
+and RSS. Run on demand:
+
+    python benchmarks/scale.py --engines 1000 5000 --procs 2 --hold 20
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import hpcpar
+
+
+def proc_stats(pid: int) -> tuple[float, float]:
+    """(CPU seconds, RSS MB) of a process."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    ticks = os.sysconf("SC_CLK_TCK")
+    cpu = (int(fields[11]) + int(fields[12])) / ticks
+    rss = int(fields[21]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+    return cpu, rss
+
+
+def noop():
+    return None
+
+
+def measure(n: int, procs: int, hold: float, rounds: int) -> dict:
+    pdir = Path(tempfile.mkdtemp(prefix=f"hpcpar-scale-{n}-"))
+    hp = [sys.executable, "-m", "hpcpar"]
+    ctl = subprocess.Popen([*hp, "controller", "--profile-dir", str(pdir), "--db", "memory"],
+                           stderr=subprocess.DEVNULL)
+    sims: list[subprocess.Popen] = []
+    try:
+        client_file = pdir / "security" / "hpcpar-client.json"
+        deadline = time.monotonic() + 30
+        while not client_file.exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        rc = hpcpar.Client(client_file, timeout=30)
+        cpu0, _ = proc_stats(ctl.pid)
+        start = time.monotonic()
+        per = [n // procs + (1 if i < n % procs else 0) for i in range(procs)]
+        sims = [subprocess.Popen([*hp, "simulate", "--profile-dir", str(pdir), "-n", str(k)],
+                                 stderr=subprocess.DEVNULL) for k in per]
+        rc.wait_for_engines(n, timeout=300, interactive=False)
+        registration = time.monotonic() - start
+        cpu1, rss1 = proc_stats(ctl.pid)
+        # Quiet period: heartbeats only.
+        lowest = n
+        end = time.monotonic() + hold
+        while time.monotonic() < end:
+            lowest = min(lowest, len(rc.ids))
+            time.sleep(0.2)
+        cpu2, _ = proc_stats(ctl.pid)
+        # Broadcast load.
+        view = rc[:]
+        times = []
+        for _ in range(rounds):
+            t = time.perf_counter()
+            view.apply_sync(noop)
+            times.append(time.perf_counter() - t)
+            lowest = min(lowest, len(rc.ids))
+        cpu3, rss3 = proc_stats(ctl.pid)
+        rc.close()
+        return {
+            "engines": n,
+            "registration_s": round(registration, 2),
+            "registrations_per_s": round(n / registration),
+            "engines_lowest_during_run": lowest,
+            "heartbeat_cpu_share": round((cpu2 - cpu1) / hold, 3),
+            "broadcast_apply_median_ms": round(statistics.median(times) * 1000, 1),
+            "broadcast_apply_max_ms": round(max(times) * 1000, 1),
+            "controller_cpu_s_registration": round(cpu1 - cpu0, 2),
+            "controller_cpu_s_broadcasts": round(cpu3 - cpu2, 2),
+            "controller_rss_mb": round(rss3, 1),
+            "controller_rss_mb_after_registration": round(rss1, 1),
+        }
+    finally:
+        for p in sims:
+            p.terminate()
+        ctl.terminate()
+        for p in [*sims, ctl]:
+            try:
+                p.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                p.kill()
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--engines", type=int, nargs="+", default=[1000, 5000])
+    ap.add_argument("--procs", type=int, default=2, help="simulator processes")
+    ap.add_argument("--hold", type=float, default=20.0, help="seconds of heartbeats only")
+    ap.add_argument("--rounds", type=int, default=10, help="broadcast applies")
+    ap.add_argument("--json", default=None)
+    args = ap.parse_args()
+    rows = [measure(n, args.procs, args.hold, args.rounds) for n in args.engines]
+    for row in rows:
+        print(json.dumps(row))
+    if args.json:
+        Path(args.json).write_text(json.dumps(rows, indent=1))
+
+
+if __name__ == "__main__":
+    main()
