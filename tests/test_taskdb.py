@@ -187,3 +187,15 @@ def test_many_tasks_keep_controller_memory_bounded(hpcpar_dir):
         assert len(rc.db_query({"msg_type": "apply_request"}, keys=["msg_id"])) >= 20_000
     finally:
         cluster.stop_cluster()
+
+
+def test_client_caches_can_be_bounded(cluster):
+    with hpcpar.Client(profile="shared", results_limit=5) as rc:
+        ars = [rc[0].apply_async(labelled, i) for i in range(12)]
+        assert [ar.get(timeout=10) for ar in ars] == [i * 10 for i in range(12)]
+        assert len(rc.results) <= 5 and len(rc.metadata) <= 5
+        time.sleep(0.2)  # the hub writes records in batches
+        # A result dropped here is fetched again from the hub when asked for.
+        first = rc.get_result(ars[0].msg_ids[0])
+        assert first.get(timeout=10) == 0
+        assert first.stdout == "value 0\n"

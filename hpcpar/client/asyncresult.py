@@ -182,7 +182,8 @@ class AsyncResult(concurrent.futures.Future):
     # -- metadata --------------------------------------------------------------------
 
     def _metadata_list(self) -> list[Metadata]:
-        return [self._client.metadata[m] for m in self.msg_ids]
+        md = self._client.metadata
+        return [md.get(m) or Metadata(msg_id=m) for m in self.msg_ids]
 
     @property
     def metadata(self) -> Metadata | list[Metadata]:

@@ -6,6 +6,7 @@ transport.py), so a single forwarded port is enough to work from a laptop.
 
 from __future__ import annotations
 
+import collections
 import concurrent.futures
 import logging
 import os
@@ -70,6 +71,7 @@ class Client:
         timeout: float = 10,
         sshserver: str | None = None,
         sshkey: str | None = None,
+        results_limit: int | None = None,
         **kwargs: Any,
     ) -> None:
         if "url_or_file" in kwargs:
@@ -106,6 +108,10 @@ class Client:
         self._display_callbacks: list[Any] = []
         self.results: dict[str, Any] = {}
         self.metadata: dict[str, Metadata] = {}
+        # Bound on finished results kept here (None: keep all until purged); dropped
+        # ones are fetched again from the hub when asked for.
+        self.results_limit = results_limit
+        self._finished: collections.deque[str] = collections.deque()
         self.history: list[str] = []
         self.outstanding: set[str] = set()
         self._transport: Transport | None = None
@@ -302,7 +308,9 @@ class Client:
                 return self.results[msg_id]
             raw = self._replies.pop(msg_id, None)
         if raw is None:
-            raise KeyError(f"no result for message {msg_id} yet")
+            if msg_id in self.outstanding:
+                raise KeyError(f"no result for message {msg_id} yet")
+            return self._refetch(msg_id)
         meta, payload, buffers = raw
         if meta.get("status") == "ok":
             try:
@@ -313,7 +321,30 @@ class Client:
             value = self._make_error(meta)
         with self._lock:
             self.results[msg_id] = value
+            self._finished.append(msg_id)
+            self._trim_caches()
         return value
+
+    def _refetch(self, msg_id: str) -> Any:
+        """A result dropped from this client's caches: fetch it again from the hub."""
+        with self._lock:
+            self.outstanding.add(msg_id)
+            self.metadata.setdefault(msg_id, Metadata(msg_id=msg_id))
+        self._fetch([msg_id])
+        if not self._wait_msg(msg_id, self.timeout * 3):
+            raise TimeoutError(f"the hub did not send the result of {msg_id} back in time")
+        return self._result(msg_id)
+
+    def _trim_caches(self) -> None:
+        """Keep at most ``results_limit`` finished results (oldest dropped; the hub keeps them)."""
+        limit = self.results_limit
+        if limit is None:
+            return
+        while len(self._finished) > limit:
+            old = self._finished.popleft()
+            if old not in self.outstanding:
+                self.results.pop(old, None)
+                self.metadata.pop(old, None)
 
     @staticmethod
     def _make_error(meta: dict[str, Any]) -> BaseException:
