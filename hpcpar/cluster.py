@@ -380,16 +380,28 @@ class Cluster:
         the batch jobs as they change. Fails early when every engine set has ended. Time a
         batch job spends queued does not count against ``timeout`` (None: no limit).
         """
+        from .progress import Progress
+
         rc = self.connect_client()
         want = self.expected_engines() if n is None else n
-        if self.progress is None and not any(_is_batch(s) for s in self.engine_sets):
-            rc.wait_for_engines(want, timeout=-1 if timeout is None else timeout, interactive=interactive)
-            return rc
+        with Progress(total=want, desc="engines", unit="engine",
+                      enabled=False if self.progress is not None else interactive) as bar:
+            return self._wait_loop(rc, want, timeout, bar)
+
+    def _wait_loop(self, rc: Any, want: int, timeout: float | None, bar: Any):
         start = time.monotonic()
         deadline = None if timeout is None else start + timeout
         shown, shown_jobs, shown_at = None, None, 0.0
+        last_have, forced_at = -1, 0.0
         while True:
             have = len(rc.ids)
+            bar.update_to(min(have, want))
+            if have != last_have and time.monotonic() - forced_at >= 1.0:
+                # Engines registering means jobs started: ask the scheduler now, not at back-off.
+                for s in self.engine_sets:
+                    if _is_batch(s) and last_have >= 0:
+                        s.poll(force=True)
+                last_have, forced_at = have, time.monotonic()
             states = [(s, s.status()) for s in self.engine_sets]
             jobs = "; ".join(f"{s.name} job {', '.join(s.job_ids)}: {st}" for s, st in states if _is_batch(s))
             line = f"engines registered {have}/{want}" + (f"; {jobs}" if jobs else "")
@@ -401,6 +413,9 @@ class Cluster:
             if have >= want:
                 return rc
             if states and all(st in FINAL_STATES for _, st in states):
+                time.sleep(0.5)  # a registration may still be on its way
+                if len(rc.ids) >= want:
+                    continue
                 raise ClusterError(f"{have} of {want} engines registered, and every engine set has ended "
                                    f"({', '.join(s.describe() + ' ' + st for s, st in states)}):"
                                    f"{self._job_output('engine')}")
@@ -409,9 +424,9 @@ class Cluster:
             if deadline is not None and time.monotonic() > deadline:
                 raise TimeoutError(
                     f"{have} of {want} engines registered after {timeout:g} s; check the engines' logs in "
-                    f"{self.profile_dir.log} (or the batch job output)"
+                    f"{self.profile_dir.log} (or the batch job output){self._job_output('engine')}"
                 )
-            time.sleep(0.2)
+            time.sleep(0.1)
 
     def start_and_connect(self, n: int | None = None, timeout: float | None = 60.0):
         """Start the cluster, wait for every engine, return a connected Client."""
@@ -579,9 +594,9 @@ class Cluster:
                 f"controller={self.controller_launcher!r}>")
 
     def _job_output(self, role: str) -> str:
-        """The tail of the newest batch job output of ``role`` (controller or engine), if any."""
-        outs = sorted((p for p in self.profile_dir.log.glob(f"{role}*.out") if self.cluster_id in p.name),
-                      key=lambda p: p.stat().st_mtime)
+        """The tail of the newest log or batch job output of ``role`` (controller or engine)."""
+        outs = sorted((p for p in self.profile_dir.log.glob(f"{role}*") if self.cluster_id in p.name
+                       and p.suffix in (".out", ".log")), key=lambda p: p.stat().st_mtime)
         if not outs:
             return ""
         return f"\n--- {outs[-1]}:\n{_tail(outs[-1])}"

@@ -96,7 +96,10 @@ def run(args: argparse.Namespace) -> int:
         return 0
     try:
         cluster.wait_for_engines(timeout=args.timeout)
-    except (TimeoutError, ClusterError, LauncherError) as e:
+    except (ClusterError, LauncherError) as e:  # every engine set ended: nothing left to wait for
+        cluster._stop_quietly()
+        raise CommandError(f"{e}\nthe cluster was stopped") from None
+    except TimeoutError as e:
         if not args.daemonize:
             cluster._stop_quietly()
         raise CommandError(str(e) + ("" if not args.daemonize else f"; the cluster keeps starting ('{stop_hint}' stops it)")) from None
