@@ -18,6 +18,7 @@ import json
 import os
 import time
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -130,6 +131,19 @@ class Signer:
         if not isinstance(header.get("msg_type"), str):
             raise BadMessage("header has no msg_type")
         return Message(header, frames[2], p, [_view(f) for f in frames[4:]], list(frames))
+
+
+def drain(sock: Any, limit: int | None = None) -> Iterator[list[Any]]:
+    """Every message waiting on ``sock`` (at most ``limit``), without blocking, zero-copy."""
+    import zmq
+
+    count = 0
+    while limit is None or count < limit:
+        try:
+            yield sock.recv_multipart(zmq.NOBLOCK, copy=False)
+        except zmq.Again:
+            return
+        count += 1
 
 
 def pid_host() -> dict[str, Any]:

@@ -15,6 +15,8 @@ from typing import Any
 
 import zmq
 
+from ..wire import drain
+
 log = logging.getLogger("hpcpar.client")
 
 _CLOSE = b"hpcpar-close"
@@ -72,22 +74,14 @@ class Transport:
             while True:
                 events = dict(poller.poll())
                 if pipe in events:
-                    while True:
-                        try:
-                            frames = pipe.recv_multipart(zmq.NOBLOCK, copy=False)
-                        except zmq.Again:
-                            break
+                    for frames in drain(pipe):
                         if len(frames) == 1 and frames[0].bytes == _CLOSE:
                             return
                         sock.send_multipart(frames, copy=False)
                 if self._monitor in events:
                     self._connection_event()
                 if sock in events:
-                    while True:
-                        try:
-                            frames = sock.recv_multipart(zmq.NOBLOCK, copy=False)
-                        except zmq.Again:
-                            break
+                    for frames in drain(sock):
                         try:
                             self._on_frames(frames)
                         except Exception as e:  # keep the I/O thread alive, whatever arrives

@@ -430,24 +430,21 @@ class LoadBalancedView(View):
                     return e
                 raise
 
+        def ready() -> Iterator[Any]:
+            if ordered:
+                yield value(pending.popleft())
+                return
+            done, _ = concurrent.futures.wait(pending, return_when=concurrent.futures.FIRST_COMPLETED)
+            for ar in [a for a in pending if a in done]:
+                pending.remove(ar)
+                yield value(ar)
+
         for args in args_iter:
             pending.append(self.apply_async(f, *args))
             while len(pending) >= limit:
-                if ordered:
-                    yield value(pending.popleft())
-                else:
-                    done, _ = concurrent.futures.wait(pending, return_when=concurrent.futures.FIRST_COMPLETED)
-                    for ar in [a for a in pending if a in done]:
-                        pending.remove(ar)
-                        yield value(ar)
+                yield from ready()
         while pending:
-            if ordered:
-                yield value(pending.popleft())
-            else:
-                done, _ = concurrent.futures.wait(pending, return_when=concurrent.futures.FIRST_COMPLETED)
-                for ar in [a for a in pending if a in done]:
-                    pending.remove(ar)
-                    yield value(ar)
+            yield from ready()
 
 
 class ViewExecutor(concurrent.futures.Executor):

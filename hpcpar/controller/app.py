@@ -232,11 +232,7 @@ class Controller:
         self._shutdown_engines()
 
     def _drain(self, sock: zmq.Socket, handler) -> None:
-        for _ in range(DRAIN_BATCH):
-            try:
-                frames = sock.recv_multipart(zmq.NOBLOCK, copy=False)
-            except zmq.Again:
-                return
+        for frames in wire.drain(sock, DRAIN_BATCH):
             try:
                 handler(frames)
             except Exception:

@@ -211,18 +211,10 @@ class Engine:
             events = dict(poller.poll(max(1, int(wait * 1000))))
             self._send_live_output(sock)
             if pull in events:
-                while True:
-                    try:
-                        frames = pull.recv_multipart(zmq.NOBLOCK, copy=False)
-                    except zmq.Again:
-                        break
+                for frames in wire.drain(pull):
                     sock.send_multipart(frames, copy=False)
             if sock in events:
-                while True:
-                    try:
-                        frames = sock.recv_multipart(zmq.NOBLOCK, copy=False)
-                    except zmq.Again:
-                        break
+                for frames in wire.drain(sock):
                     last_contact = time.monotonic()
                     self._handle(sock, frames)
             if time.monotonic() - last_contact > self.options.controller_timeout:
