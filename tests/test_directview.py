@@ -220,3 +220,27 @@ def test_use_pickle_and_cloudpickle(rc):
 
 def _module_level_helper():
     return 1
+
+
+def test_broadcast_replies_come_back_as_one_message(rc):
+    seen = []
+    original = rc._transport._on_frames
+
+    def counting(frames):
+        seen.append(len(frames))
+        original(frames)
+
+    rc._transport._on_frames = counting
+    try:
+        assert rc[:].apply_sync(pow, 2, 3) == [8, 8, 8, 8]
+        assert len(seen) == 1  # one message for four replies
+        seen.clear()
+        with pytest.raises(hpcpar.CompositeError) as info:  # errors travel in the same message
+            rc[:].apply_sync(lambda: 1 / 0)
+        assert len(info.value.elist) == 4 and len(seen) == 1
+        seen.clear()
+        view = rc.broadcast_view(is_coalescing=False)
+        assert view.apply_sync(pow, 2, 2) == [4, 4, 4, 4]
+        assert len(seen) == 4  # one per engine without coalescing
+    finally:
+        rc._transport._on_frames = original

@@ -206,6 +206,14 @@ class Client:
             log.warning("dropped a message from the controller: %s", e)
             return
         mt = msg.msg_type
+        if mt == "coalesced_reply":
+            # One message carrying every engine's reply to a broadcast; each inner
+            # reply keeps its engine's signature and is verified on its own.
+            start = 0
+            for count in msg.header.get("counts", []):
+                self._on_frames(msg.buffers[start : start + count])
+                start += count
+            return
         parent = msg.header.get("parent")
         if parent is not None:
             fut = self._requests.get(parent)
@@ -471,8 +479,9 @@ class Client:
         return DirectView(self, targets, **kwargs)
 
     def broadcast_view(self, targets: Any = "all", is_coalescing: bool = False, **kwargs: Any):
-        """For ipyparallel compatibility: every DirectView already sends one message for all targets."""
-        return self.direct_view(targets, **kwargs)
+        """For ipyparallel compatibility: every DirectView already sends one message for
+        all targets; ``is_coalescing`` also brings the replies back as one message."""
+        return self.direct_view(targets, coalesce=is_coalescing, **kwargs)
 
     def load_balanced_view(self, targets: Any = None, **kwargs: Any):
         from .view import LoadBalancedView

@@ -153,9 +153,13 @@ class View:
 
 
 class DirectView(View):
-    """Runs work on the engines you name. One message reaches every target."""
+    """Runs work on the engines you name. One message reaches every target, and
+    with ``coalesce`` (the default) their replies come back as one message."""
+
+    _flag_names = View._flag_names + ("coalesce",)
 
     def __init__(self, client: Client, targets: Any = "all", **flags: Any) -> None:
+        self.coalesce = True
         super().__init__(client, targets if targets is not None else "all", **flags)
 
     def __len__(self) -> int:
@@ -171,8 +175,9 @@ class DirectView(View):
               fname: str = "") -> AsyncResult:
         client = self.client
         target_list = self._target_list(targets)
+        extra = {"label": self.label, "coalesce": self.coalesce and len(target_list) > 1}
         msg_ids, frames, header = client._submit(msg_type, route="direct", targets=target_list, meta=meta,
-                                                 obj=obj, header_extra={"label": self.label})
+                                                 obj=obj, header_extra=extra)
         ar = AsyncResult(client, msg_ids, fname=fname or msg_type, targets=target_list,
                          single=self._single(targets))
         client._send_tracked(msg_ids, frames, header, ar, target_list)

@@ -82,6 +82,17 @@ class Task:
     blacklist: set[int] = field(default_factory=set)
     attempts: int = 0
     watchers: list[bytes] = field(default_factory=list)  # other clients that asked for the result
+    group: ReplyGroup | None = None  # replies of one broadcast, sent back as one message
+
+
+@dataclass(eq=False, slots=True)
+class ReplyGroup:
+    """The replies of one request to several engines, collected so the client
+    gets ONE message however many engines there are."""
+
+    client: bytes
+    remaining: int
+    parts: list[list[Any]] = field(default_factory=list)
 
 
 class Controller:
@@ -332,8 +343,10 @@ class Controller:
             return
         reply_type = _reply_type(msg.msg_type)
         self.hub.submitted_many(list(zip(msg_ids, targets)), h, msg.frames)
+        group = ReplyGroup(ident, len(targets)) if h.get("coalesce") and len(targets) > 1 else None
         for eid, mid in zip(targets, msg_ids):
             task = Task(ident, mid, reply_type, eid, False, h)
+            task.group = group
             rec = self.engines.by_id.get(eid)
             if rec is None:
                 self.fail_task(task, "EngineError", f"engine {eid} is not registered")
@@ -383,8 +396,21 @@ class Controller:
         self.hub.finished(task.msg_id, header, frames)
         self.lb.task_finished(task.msg_id, False, task.engine_id)
         if notify:
-            for ident in [task.client, *task.watchers]:
-                self.to_client(ident, frames)
+            self.deliver(task, frames)
+
+    def deliver(self, task: Task, frames: list[Any]) -> None:
+        """A task's reply to its client (alone, or with its broadcast group) and watchers."""
+        for ident in task.watchers:
+            self.to_client(ident, frames)
+        group = task.group
+        if group is None:
+            self.to_client(task.client, frames)
+            return
+        group.parts.append(frames)
+        group.remaining -= 1
+        if group.remaining == 0:
+            header = self.signer.header("coalesced_reply", counts=[len(p) for p in group.parts])
+            self.to_client(group.client, self.signer.pack(header, {}, b"", [f for p in group.parts for f in p]))
 
     # controller requests --------------------------------------------------------
 
@@ -616,8 +642,7 @@ class Controller:
                 return
         del self.tasks[parent]
         task.frames = None
-        for client in [task.client, *task.watchers]:
-            self.to_client(client, msg.frames)
+        self.deliver(task, msg.frames)
         self.hub.finished(parent, msg.header, msg.frames)
         self.lb.task_finished(parent, status == "ok", rec.id)
         if lb:
