@@ -396,7 +396,7 @@ class Cluster:
         while True:
             have = len(rc.ids)
             bar.update_to(min(have, want))
-            if have != last_have and time.monotonic() - forced_at >= 1.0:
+            if have != last_have and (time.monotonic() - forced_at >= 1.0 or have >= want):
                 # Engines registering means jobs started: ask the scheduler now, not at back-off.
                 for s in self.engine_sets:
                     if _is_batch(s) and last_have >= 0:
