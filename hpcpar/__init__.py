@@ -5,14 +5,6 @@ written for ipyparallel.
 """
 
 from . import error
-from .client import (
-    AsyncMapResult,
-    AsyncResult,
-    Client,
-    DirectView,
-    LoadBalancedView,
-    ViewExecutor,
-)
 from .dependency import Dependency, depend, dependent, require
 from .error import (
     CompositeError,
@@ -29,13 +21,31 @@ from .mpi import MPISubsetWarning
 __version__ = "0.1.0"
 
 
-def __getattr__(name: str):
-    # Imported on first use: engines import this package and must start fast.
-    if name == "Cluster":
-        from .cluster import Cluster
+# Imported on first use: engines import this package and must start fast,
+# without the client side (or the launchers) they never use.
+_LAZY = {
+    "AsyncMapResult": "client",
+    "AsyncResult": "client",
+    "Client": "client",
+    "DirectView": "client",
+    "LoadBalancedView": "client",
+    "ViewExecutor": "client",
+    "Cluster": "cluster",
+}
 
-        return Cluster
-    raise AttributeError(f"module 'hpcpar' has no attribute {name!r}")
+
+def __getattr__(name: str):
+    import importlib
+
+    module = _LAZY.get(name)
+    if module is None:
+        try:  # a submodule, e.g. hpcpar.client before anything imported it
+            return importlib.import_module(f".{name}", __name__)
+        except ModuleNotFoundError:
+            raise AttributeError(f"module 'hpcpar' has no attribute {name!r}") from None
+    value = getattr(importlib.import_module(f".{module}", __name__), name)
+    globals()[name] = value
+    return value
 
 
 def load_ipython_extension(ip) -> None:

@@ -239,8 +239,15 @@ def test_broadcast_replies_come_back_as_one_message(rc):
             rc[:].apply_sync(lambda: 1 / 0)
         assert len(info.value.elist) == 4 and len(seen) == 1
         seen.clear()
-        view = rc.broadcast_view(is_coalescing=False)
+        assert rc[:].apply_async(pow, 2, 2).get(timeout=10) == [4, 4, 4, 4]
+        assert len(seen) == 4  # non-blocking: one per engine, results arrive as they finish
+        seen.clear()
+        view = rc.broadcast_view(is_coalescing=True)
+        assert view.apply_async(pow, 2, 2).get(timeout=10) == [4, 4, 4, 4]
+        assert len(seen) == 1
+        seen.clear()
+        view.set_flags(coalesce=False)
         assert view.apply_sync(pow, 2, 2) == [4, 4, 4, 4]
-        assert len(seen) == 4  # one per engine without coalescing
+        assert len(seen) == 4
     finally:
         rc._transport._on_frames = original

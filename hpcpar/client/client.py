@@ -481,7 +481,7 @@ class Client:
     def broadcast_view(self, targets: Any = "all", is_coalescing: bool = False, **kwargs: Any):
         """For ipyparallel compatibility: every DirectView already sends one message for
         all targets; ``is_coalescing`` also brings the replies back as one message."""
-        return self.direct_view(targets, coalesce=is_coalescing, **kwargs)
+        return self.direct_view(targets, coalesce=True if is_coalescing else None, **kwargs)
 
     def load_balanced_view(self, targets: Any = None, **kwargs: Any):
         from .view import LoadBalancedView

@@ -153,13 +153,13 @@ class View:
 
 
 class DirectView(View):
-    """Runs work on the engines you name. One message reaches every target, and
-    with ``coalesce`` (the default) their replies come back as one message."""
+    """Runs work on the engines you name. One message reaches every target; for a
+    blocking call (or always, with ``coalesce=True``) their replies come back as one message."""
 
     _flag_names = View._flag_names + ("coalesce",)
 
     def __init__(self, client: Client, targets: Any = "all", **flags: Any) -> None:
-        self.coalesce = True
+        self.coalesce: bool | None = None  # None: coalesce blocking calls only
         super().__init__(client, targets if targets is not None else "all", **flags)
 
     def __len__(self) -> int:
@@ -172,10 +172,14 @@ class DirectView(View):
         return isinstance(self._targets if targets is None else targets, int)
 
     def _send(self, msg_type: str, targets: Any, *, obj: Any = None, meta: dict | None = None,
-              fname: str = "") -> AsyncResult:
+              fname: str = "", block: bool = False) -> AsyncResult:
         client = self.client
         target_list = self._target_list(targets)
-        extra = {"label": self.label, "coalesce": self.coalesce and len(target_list) > 1}
+        # Coalesced replies all arrive when the last engine is done: right for a
+        # blocking call, which waits for all anyway; a non-blocking one keeps
+        # per-engine progress unless coalescing is asked for.
+        coalesce = block if self.coalesce is None else self.coalesce
+        extra = {"label": self.label, "coalesce": coalesce and len(target_list) > 1}
         msg_ids, frames, header = client._submit(msg_type, route="direct", targets=target_list, meta=meta,
                                                  obj=obj, header_extra=extra)
         ar = AsyncResult(client, msg_ids, fname=fname or msg_type, targets=target_list,
@@ -186,8 +190,10 @@ class DirectView(View):
     def _really_apply(self, f: Any, args: tuple = (), kwargs: dict | None = None, block: bool | None = None,
                       targets: Any = None, track: bool | None = None) -> Any:
         _warn_mpi_subset(self, targets)
-        ar = self._send("apply_request", targets, obj=(f, tuple(args), dict(kwargs or {})), fname=_fname(f))
-        return ar.get() if self._block(block) else ar
+        block = self._block(block)
+        ar = self._send("apply_request", targets, obj=(f, tuple(args), dict(kwargs or {})), fname=_fname(f),
+                        block=block)
+        return ar.get() if block else ar
 
     def map(self, f: Any, *sequences: Any, block: bool | None = None, track: bool | None = None,
             return_exceptions: bool = False, targets: Any = None) -> Any:
@@ -216,8 +222,10 @@ class DirectView(View):
         """Run code text in each engine's namespace. Returns the AsyncResult
         (after waiting, and raising any error, when blocking)."""
         _warn_mpi_subset(self, targets)
-        ar = self._send("execute_request", targets, meta={"code": code, "silent": silent}, fname="execute")
-        if self._block(block):
+        block = self._block(block)
+        ar = self._send("execute_request", targets, meta={"code": code, "silent": silent}, fname="execute",
+                        block=block)
+        if block:
             ar.get()
         return ar
 
@@ -231,16 +239,18 @@ class DirectView(View):
         """Set names in the engines' namespaces. Arrays travel zero-copy."""
         if not isinstance(ns, dict):
             raise TypeError(f"push takes a dict of names to values, not {type(ns).__name__}")
-        ar = self._send("apply_request", targets, obj=(engine_builtins.push, (ns,), {}), fname="push")
-        return ar.get() if self._block(block) else ar
+        block = self._block(block)
+        ar = self._send("apply_request", targets, obj=(engine_builtins.push, (ns,), {}), fname="push", block=block)
+        return ar.get() if block else ar
 
     update = push
 
     def pull(self, names: str | list[str] | tuple[str, ...], targets: Any = None, block: bool | None = None) -> Any:
         if not isinstance(names, (str, list, tuple)):
             raise TypeError("pull takes a name or a list of names")
-        ar = self._send("apply_request", targets, obj=(engine_builtins.pull, (names,), {}), fname="pull")
-        return ar.get() if self._block(block) else ar
+        block = self._block(block)
+        ar = self._send("apply_request", targets, obj=(engine_builtins.pull, (names,), {}), fname="pull", block=block)
+        return ar.get() if block else ar
 
     get = pull
 
