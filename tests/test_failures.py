@@ -237,3 +237,23 @@ def test_engine_with_wrong_key_is_told_why(cluster, tmp_path):
                          capture_output=True, text=True, timeout=30)
     assert out.returncode == 1
     assert "not with this cluster's key" in out.stderr or "stale" in out.stderr
+
+
+def test_controller_advertises_the_configured_location_first(tmp_path):
+    from cluster_helpers import hpcpar_cmd
+
+    pdir = tmp_path / "located"
+    ctl = subprocess.Popen(hpcpar_cmd("controller", "--profile-dir", str(pdir), "--ip", "*", "--location", "localhost"),
+                           stderr=subprocess.DEVNULL)
+    try:
+        client_file = pdir / "security" / "hpcpar-client.json"
+        deadline = time.monotonic() + 30
+        while not client_file.exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        urls = json.loads(client_file.read_text())["urls"]
+        assert urls[0].startswith("tcp://localhost:") and "tcp://127.0.0.1:" in urls[-1]
+        with hpcpar.Client(client_file, timeout=10) as rc:  # connects through the advertised name
+            assert rc.ids == []
+    finally:
+        ctl.terminate()
+        ctl.wait(timeout=20)

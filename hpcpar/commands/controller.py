@@ -14,7 +14,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--port", type=int, default=0, help="client port (0: pick a free one)")
     p.add_argument("--engine-ip", default=None, help="address to listen on for engines (default: --ip)")
     p.add_argument("--engine-port", type=int, default=0, help="engine port (0: pick a free one)")
-    p.add_argument("--location", default=None, help="host name written into connection files")
+    p.add_argument("--location", default=None,
+                   help="address or host name engines and clients should use (advertised first)")
     p.add_argument("--heartbeat-interval", type=float, default=1.0, help="seconds between engine heartbeats")
     p.add_argument("--heartbeat-timeout", type=float, default=6.0,
                    help="seconds without a heartbeat before an engine is declared dead")
@@ -56,5 +57,5 @@ def run(args: argparse.Namespace) -> int:
         restore=args.restore,
     )
     if args.location:
-        config.location = args.location
+        config.location = config.advertise = args.location
     return run_controller(config)

@@ -46,6 +46,7 @@ class ControllerConfig:
     engine_ip: str | None = None  # defaults to ip
     engine_port: int = 0
     location: str = field(default_factory=socket.gethostname)
+    advertise: str = ""  # address or host name written first into connection files
     heartbeat_interval: float = 1.0
     heartbeat_timeout: float = 6.0
     scheme: str = "leastload"
@@ -146,7 +147,11 @@ class Controller:
         sock.bind(f"tcp://{bind_address(ip)}:{port}")
         endpoint = sock.getsockopt(zmq.LAST_ENDPOINT).decode()
         real_port = int(endpoint.rsplit(":", 1)[1])
-        return [f"tcp://{addr}:{real_port}" for addr in advertised_addresses(ip)]
+        addresses = advertised_addresses(ip)
+        if self.config.advertise:
+            # The name or address the site says engines and clients should use, first.
+            addresses = [self.config.advertise, *(a for a in addresses if a != self.config.advertise)]
+        return [f"tcp://{addr}:{real_port}" for addr in addresses]
 
     def bind(self) -> None:
         c = self.config

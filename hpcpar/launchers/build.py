@@ -62,13 +62,14 @@ def _is_loopback(address: str) -> bool:
 
 def check_network(config: Config) -> None:
     """Fail before submitting when remote engines could never reach the controller."""
-    ip, location = config["controller.ip"], config["controller.location"]
+    ip = config["controller.ip"]
     remote = [
         name
         for name in (config["cluster.engines"], config["cluster.controller"])
         if name not in ("local", "mpi") and is_batch(name)
     ]
-    if remote and _is_loopback(ip) and (not location or _is_loopback(location)):
+    # A controller bound to loopback is unreachable from other hosts whatever it advertises.
+    if remote and _is_loopback(ip):
         where = config.source_of("controller.ip")
         raise ConfigError(
             [

@@ -49,9 +49,11 @@ def test_render_reports_config_errors(capsys) -> None:
     assert "walltime 'forever'" in capsys.readouterr().err
 
 
-def test_check_network_accepts_a_reachable_location() -> None:
-    check_network(load_config(overrides={"engines": "slurm", "controller.location": "10.0.0.5"}))
+def test_check_network_needs_a_reachable_listen_address() -> None:
+    check_network(load_config(overrides={"engines": "slurm", "controller.ip": "*", "controller.location": "10.0.0.5"}))
     check_network(load_config(overrides={"engines": "local"}))
+    with pytest.raises(ConfigError, match="controller.ip"):  # advertising does not help a loopback listener
+        check_network(load_config(overrides={"engines": "slurm", "controller.location": "10.0.0.5"}))
     with pytest.raises(ConfigError, match="controller.ip"):
         check_network(load_config(overrides={"controller": "slurm"}))
 
