@@ -232,3 +232,10 @@ def test_profile_create_command_rejects_unknown_launcher(capsys):
     assert "did you mean 'slurm'" in capsys.readouterr().err
     assert main(["profile", "create", "x", "--launcher", "sge"]) == 0
     assert load_config("x")["cluster.engines"] == "sge"
+
+
+def test_engine_controller_timeout_below_ten_seconds_is_refused() -> None:
+    from hpcpar.config import ConfigError, load_config
+
+    with pytest.raises(ConfigError, match="controller_timeout.*at least 10"):
+        load_config(overrides={"engine.controller_timeout": 5})

@@ -76,9 +76,9 @@ def test_engine_command_depends_on_connection_mode(isolated: Path) -> None:
     cmd = engine_command(load_config(), pd, "c")
     assert cmd[3] == "engine" and "--profile-dir" not in cmd
     assert cmd[-4:] == ["--controller-timeout", "60", "--connect-timeout", "30"]
-    cmd = engine_command(load_config(overrides={"engine.connection": "file", "controller_timeout": 5}), pd, "c", mpi=True)
+    cmd = engine_command(load_config(overrides={"engine.connection": "file", "controller_timeout": 15}), pd, "c", mpi=True)
     assert cmd[4:8] == ["--profile-dir", str(pd.path), "--cluster-id", "c"]
-    assert cmd[-5:] == ["--controller-timeout", "5", "--connect-timeout", "30", "--mpi"]
+    assert cmd[-5:] == ["--controller-timeout", "15", "--connect-timeout", "30", "--mpi"]
     assert "--profile-dir" in engine_command(load_config(), pd, "c", profile_files=True)
 
 
