@@ -212,7 +212,8 @@ def test_ssh_launcher_config_errors():
 def test_start_on_and_stop_on(ssh_hosts, tmp_path):
     pdir = tmp_path / "profile_onlogin"
     common = ["--ssh-config", CI_CONFIG, "--remote-python", sys.executable, "--profile-dir", str(pdir)]
-    r = subprocess.run(hpcpar_cmd("start", "--on", "testhost", "-n", "2", "--timeout", "60", *common),
+    r = subprocess.run(hpcpar_cmd("start", "--on", "testhost", "-n", "2", "--timeout", "60",
+                                  "--set", "controller.heartbeat_timeout=7.5", *common),
                        capture_output=True, text=True, timeout=90)
     try:
         assert r.returncode == 0, r.stderr + r.stdout
@@ -224,6 +225,9 @@ def test_start_on_and_stop_on(ssh_hosts, tmp_path):
         state = json.loads((pdir / "run" / "cluster.json").read_text())
         pids = [p["pid"] for s in state["engine_sets"] for p in s["state"]["processes"]]
         pids += [p["pid"] for p in state["controller"]["state"]["processes"]]
+        # settings given on the laptop reach the remote start
+        controller_argv = Path(f"/proc/{state['controller']['state']['processes'][0]['pid']}/cmdline").read_bytes()
+        assert b"--heartbeat-timeout\x007.5" in controller_argv
     finally:
         stop = subprocess.run(hpcpar_cmd("stop", "--on", "testhost", *common), capture_output=True,
                               text=True, timeout=90)

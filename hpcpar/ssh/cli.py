@@ -72,9 +72,13 @@ def start_on(args: argparse.Namespace) -> int:
     remote = _remote_hpcpar(args) + ["start", *_profile_flags(args), "--daemonize"]
     for flag, value in (("-n", args.n), ("--engines", args.engines), ("--controller", args.controller),
                         ("--ip", args.ip), ("--scheme", args.scheme), ("--hwm", getattr(args, "hwm", None)),
-                        ("--db", getattr(args, "db", None))):
+                        ("--db", getattr(args, "db", None)), ("--queue", getattr(args, "queue", None)),
+                        ("--walltime", getattr(args, "walltime", None)),
+                        ("--account", getattr(args, "account", None)), ("--mode", getattr(args, "mode", None))):
         if value is not None and not (flag in ("--engines", "--controller") and value == "local"):
             remote += [flag, str(value)]
+    for item in getattr(args, "set", None) or []:  # every other setting travels as --set KEY=VALUE
+        remote += ["--set", item]
     try:
         session = _open(args)
     except SSHError as e:
