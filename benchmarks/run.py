@@ -518,15 +518,23 @@ def _metrics(plan: Plan) -> list[Metric]:
     ]
 
 
-def _value(rounds: list[BackendRun], m: Metric) -> float | None:
-    """Median over the rounds that produced this figure."""
+def _value(rounds: list[BackendRun], m: Metric, aggregate: str) -> float | None:
+    """Best (default) or median over the rounds that produced this figure.
+
+    Best-of-rounds is the default because load from other processes only ever makes a
+    figure worse; it is taken for each system on its own.
+    """
     vals = []
     for run in rounds:
         try:
             vals.append(float(m.get(run.results)))
         except (KeyError, TypeError):
             continue
-    return statistics.median(vals) if vals else None
+    if not vals:
+        return None
+    if aggregate == "median":
+        return statistics.median(vals)
+    return max(vals) if m.higher_is_better else min(vals)
 
 
 def _fmt(v: float | None) -> str:
@@ -540,14 +548,14 @@ def _fmt(v: float | None) -> str:
 
 
 def build_rows(
-    runs: dict[str, list[BackendRun]], plan: Plan, only: set[str]
+    runs: dict[str, list[BackendRun]], plan: Plan, only: set[str], aggregate: str = "best"
 ) -> list[dict[str, Any]]:
     """One dict per table row: figures, hpcpar's advantage over each peer, target verdict."""
     rows = []
     for m in _metrics(plan):
         if m.key not in only:
             continue
-        vals = {b: _value(runs.get(b, []), m) for b in BACKENDS}
+        vals = {b: _value(runs.get(b, []), m, aggregate) for b in BACKENDS}
         hp = vals["hpcpar"]
         adv: dict[str, float | None] = {}
         for peer in PEERS:
@@ -633,7 +641,11 @@ def markdown_report(
     """The table with the machine, the versions and the command, as Markdown."""
     cmd = "python benchmarks/run.py" + "".join(
         f" {flag}"
-        for flag, on in (("--quick", args.quick), (f"--repeat {args.repeat}", args.repeat > 1))
+        for flag, on in (
+            ("--quick", args.quick),
+            (f"--repeat {args.repeat}", args.repeat > 1),
+            ("--aggregate median", args.aggregate == "median"),
+        )
         if on
     )
     if args.engines != 2:
@@ -641,7 +653,7 @@ def markdown_report(
     lines = [
         f"Measured {info['date']}, hpcpar commit {info.get('hpcpar_commit', '?')}, "
         f"{plan.engines} engines/workers, {'quick' if args.quick else 'full'} run"
-        + (f", median of {args.repeat} rounds" if args.repeat > 1 else "")
+        + _rounds_note(args)
         + f" (`{cmd}`).",
         "",
         f"- Machine: {info['cpu']}, {info['cores']} cores, {info.get('ram', '?')} RAM, "
@@ -730,7 +742,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         metavar="SECONDS",
         help=f"before each backend, wait up to this long for other load to drop below {BUSY_WARN * 100:.0f}%%",
     )
-    p.add_argument("--repeat", type=int, default=1, help="rounds; the table shows medians")
+    p.add_argument("--repeat", type=int, default=1, help="rounds, in rotating backend order")
+    p.add_argument(
+        "--aggregate",
+        choices=("best", "median"),
+        default="best",
+        help="how rounds combine: each system's best round (default) or the median",
+    )
+    p.add_argument("--report", type=Path, help="re-print a saved --json run; runs nothing")
     p.add_argument("--json", type=Path, help="write every raw figure to this file")
     p.add_argument("--markdown", type=Path, help="write the table as Markdown to this file")
     p.add_argument("--keep", action="store_true", help="keep the temporary run directory")
@@ -746,6 +765,14 @@ def main(argv: list[str] | None = None) -> int:
     if unknown or not set(backends) <= set(BACKENDS):
         print(f"unknown scenario/backend: {sorted(unknown) or backends}", file=sys.stderr)
         return 2
+    if args.report:
+        saved = json.loads(args.report.read_text())
+        plan = Plan(**saved["plan"])
+        args.repeat = int(saved.get("repeat", 1))
+        args.quick = plan.lb_tasks != Plan().lb_tasks
+        runs = {n: [BackendRun(**r) for r in rounds] for n, rounds in saved["backends"].items()}
+        report(runs, plan, only, saved["machine"], args, saved.get("elapsed_s", 0.0))
+        return 0
     workdir = Path(tempfile.mkdtemp(prefix="hpcpar-bench-"))
     become_subreaper()
     info = machine_info()
@@ -767,14 +794,27 @@ def main(argv: list[str] | None = None) -> int:
             for run in rounds:
                 for note in run.notes:
                     print(f"  [{run.name}] note: {note}")
-    rows = build_rows(runs, plan, only)
+    report(runs, plan, only, info, args, time.monotonic() - t0)
+    if not args.keep:
+        shutil.rmtree(workdir, ignore_errors=True)
+    return 0
+
+
+def report(
+    runs: dict[str, list[BackendRun]],
+    plan: Plan,
+    only: set[str],
+    info: dict[str, str],
+    args: argparse.Namespace,
+    elapsed: float,
+) -> None:
+    """Print the table; write the Markdown and JSON files asked for."""
+    rows = build_rows(runs, plan, only, args.aggregate)
     print()
-    rounds_note = f", median of {args.repeat} rounds" if args.repeat > 1 else ""
     print(
         f"hpcpar vs peers, {plan.engines} engines/workers, {'quick' if args.quick else 'full'} run"
-        f"{rounds_note}, "
-        f"{time.monotonic() - t0:.0f} s. Ratios are hpcpar's advantage (>1 = hpcpar better); "
-        "↓ lower is better, ↑ higher is better."
+        f"{_rounds_note(args)}, {elapsed:.0f} s. Ratios are hpcpar's advantage "
+        "(>1 = hpcpar better); ↓ lower is better, ↑ higher is better."
     )
     print(render(rows, markdown=False))
     print()
@@ -793,15 +833,21 @@ def main(argv: list[str] | None = None) -> int:
                     "machine": info,
                     "plan": plan.__dict__,
                     "repeat": args.repeat,
+                    "aggregate": args.aggregate,
+                    "elapsed_s": elapsed,
                     "backends": {n: [r.__dict__ for r in rounds] for n, rounds in runs.items()},
                     "rows": rows,
                 },
                 indent=2,
             )
         )
-    if not args.keep:
-        shutil.rmtree(workdir, ignore_errors=True)
-    return 0
+
+
+def _rounds_note(args: argparse.Namespace) -> str:
+    if args.repeat <= 1:
+        return ""
+    how = "best" if args.aggregate == "best" else "median"
+    return f", {how} of {args.repeat} rounds"
 
 
 if __name__ == "__main__":
