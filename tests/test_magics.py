@@ -51,7 +51,7 @@ class Recorder:
 @pytest.fixture()
 def ip(rc):
     shell = InteractiveShell.instance()
-    shell.colors = "NoColor"
+    shell.colors = "nocolor"  # lowercase: accepted by IPython 8 and 9
     magics._active.clear()  # fresh defaults for every test
     rc.activate()
     shell.out, shell.err = Recorder(), Recorder()
