@@ -645,6 +645,7 @@ def markdown_report(
             ("--quick", args.quick),
             (f"--repeat {args.repeat}", args.repeat > 1),
             ("--aggregate median", args.aggregate == "median"),
+            (f"--wait-quiet {args.wait_quiet:g}", args.wait_quiet > 0),
         )
         if on
     )
