@@ -196,8 +196,12 @@ class Worker:
 
 
 def sweep(marker: str) -> list[int]:
-    """Stop every process whose environment carries ``marker``: SIGTERM, then SIGKILL."""
-    pids = marked_pids(marker)
+    """Stop every process whose environment carries ``marker``: SIGTERM, then SIGKILL.
+
+    Returns the PIDs that were found (and signalled); any that survive SIGKILL are logged.
+    """
+    found = marked_pids(marker)
+    pids = set(found)
     for sig in (signal.SIGTERM, signal.SIGKILL):
         for pid in pids:
             try:
@@ -207,7 +211,9 @@ def sweep(marker: str) -> list[int]:
         pids = wait_gone(pids, 3.0)
         if not pids:
             break
-    return sorted(marked_pids(marker) | pids)
+    if pids:
+        print(f"  could not stop pids {sorted(pids)} (marker {marker})", file=sys.stderr)
+    return sorted(found)
 
 
 @dataclass
