@@ -156,7 +156,7 @@ class Client:
         for url in urls:
             self._transport = Transport(url, self.session.encode(), self._on_frames, on_reconnect=self._resync)
             try:
-                reply = self._request("connect_request", {}, timeout=per_url)
+                reply = self._request("connect_request", {}, timeout=per_url, first=True)
             except (TimeoutError, ConnectionRejected) as e:
                 last_error = e
                 self._transport.close()
@@ -174,13 +174,21 @@ class Client:
             f"(connection file {self._source}); is the cluster running? Check with 'hpcpar list'"
         ) from last_error
 
-    def _request(self, msg_type: str, meta: dict[str, Any], timeout: float | None = None) -> wire.Message:
-        """A request answered by the controller itself."""
+    def _request(self, msg_type: str, meta: dict[str, Any], timeout: float | None = None,
+                 first: bool = False) -> wire.Message:
+        """A request answered by the controller itself (``first``: sent on the
+        receiving socket, so the controller has seen it before it answers)."""
         header = self._signer.header(msg_type, route="controller")
         fut: concurrent.futures.Future = concurrent.futures.Future()
         with self._lock:
             self._requests[header["msg_id"]] = fut
-        self._send(self._signer.pack(header, meta))
+        frames = self._signer.pack(header, meta)
+        if first:
+            if self._transport is None or self._closed:
+                raise RuntimeError("this client is closed; create a new hpcpar.Client()")
+            self._transport.send_on_receiving_socket(frames)
+        else:
+            self._send(frames)
         try:
             return fut.result(timeout if timeout is not None else self.timeout)
         except concurrent.futures.TimeoutError:
@@ -661,7 +669,7 @@ class Client:
         """After a reconnect (maybe a restarted controller): refresh the engine
         list and ask for any result we may have missed."""
         try:
-            engines = self._request("connect_request", {}).meta.get("engines", [])
+            engines = self._request("connect_request", {}, first=True).meta.get("engines", [])
         except Exception:
             log.exception("could not refresh the engine list after reconnecting")
         else:

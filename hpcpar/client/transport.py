@@ -46,6 +46,14 @@ class Transport:
         self._io_end.bind(pipe_url)
         self._user_end = self.ctx.socket(zmq.PAIR)
         self._user_end.connect(pipe_url)
+        # Requests leave from the caller's thread on a socket of their own (no
+        # hand-off to the I/O thread); replies come back to ``identity``, the
+        # receiving socket, which the controller reads from each header's session.
+        self.tx = self.ctx.socket(zmq.DEALER)
+        self.tx.setsockopt(zmq.IDENTITY, identity + b":tx")
+        self.tx.setsockopt(zmq.LINGER, 500)
+        self.tx.setsockopt(zmq.SNDHWM, 0)
+        self.tx.connect(url)
         self._lock = threading.Lock()
         self._on_frames = on_frames
         self._on_error = on_error
@@ -59,6 +67,14 @@ class Transport:
         self.thread.start()
 
     def send(self, frames: list[Any]) -> None:
+        with self._lock:
+            if self.closed:
+                raise RuntimeError("this client is closed; create a new hpcpar.Client()")
+            self.tx.send_multipart(frames, copy=False)
+
+    def send_on_receiving_socket(self, frames: list[Any]) -> None:
+        """Through the I/O thread, on the socket replies come to: the first
+        message, so the controller knows that connection before it answers."""
         with self._lock:
             if self.closed:
                 raise RuntimeError("this client is closed; create a new hpcpar.Client()")
@@ -119,6 +135,7 @@ class Transport:
                 self._user_end.send(_CLOSE)
             except zmq.ZMQError:
                 pass
+            self.tx.close(linger=500)  # let requests sent just before close() go out
         self.thread.join(timeout=5)
         self._user_end.close(linger=0)
         self.ctx.term()

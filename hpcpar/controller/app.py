@@ -32,6 +32,8 @@ from .taskdb import open_backend
 
 log = logging.getLogger("hpcpar.controller")
 
+# Requests an engine handles on its control socket at once, even while user code runs.
+CONTROL_REQUESTS = frozenset({"signal_request", "shutdown_request", "abort_request", "interrupt_request"})
 DRAIN_BATCH = 256  # messages read from one socket before looking at the others
 PING_EVERY = 3.0  # seconds between heartbeat replies to one engine
 HUB_REQUESTS = ("db_query_request", "hub_history_request")
@@ -276,8 +278,10 @@ class Controller:
             log.info("client %s is not connected; it can fetch this later (get_result)", ident[:8])
             self.clients.discard(ident)
 
-    def to_engine(self, rec: EngineRecord, frames: list[Any]) -> bool:
-        return self._send(self.engine_socket, rec.ident, frames)
+    def to_engine(self, rec: EngineRecord, frames: list[Any], control: bool = False) -> bool:
+        """Requests go to the engine's work socket; ``control`` messages to its control socket."""
+        ident = rec.ident if control or rec.work_ident is None else rec.work_ident
+        return self._send(self.engine_socket, ident, frames)
 
     def reply_client(self, ident: bytes, msg_type: str, parent: str, meta: dict[str, Any]) -> None:
         header = self.signer.header(msg_type, parent=parent)
@@ -320,6 +324,11 @@ class Controller:
         if unpacked is None:
             return
         ident, msg = unpacked
+        # Replies go to the client's receiving socket, named by its session (the
+        # request may have left from the client's sending socket).
+        session = msg.header.get("session")
+        if isinstance(session, str) and session:
+            ident = session.encode()
         self.clients.add(ident)
         route = msg.header.get("route", "controller")
         if route == "direct":
@@ -353,12 +362,12 @@ class Controller:
             task = Task(ident, mid, reply_type, eid, False, h)
             task.group = group
             rec = self.engines.by_id.get(eid)
-            if rec is None:
+            if rec is None or not rec.ready:
                 self.fail_task(task, "EngineError", f"engine {eid} is not registered")
                 continue
             self.tasks[mid] = task
             rec.outstanding[mid] = False
-            if not self.to_engine(rec, msg.frames):
+            if not self.to_engine(rec, msg.frames, control=msg.msg_type in CONTROL_REQUESTS):
                 self.engine_died(rec, "its connection is gone")
 
     def route_lb(self, ident: bytes, msg: wire.Message) -> None:
@@ -421,7 +430,7 @@ class Controller:
 
     def on_connect_request(self, ident: bytes, msg: wire.Message) -> None:
         self.reply_client(ident, "connect_reply", msg.msg_id, {
-            "engines": [e.describe() for e in self.engines.by_id.values()],
+            "engines": [e.describe() for e in self.engines.ready()],
             "cluster_id": self.config.cluster_id,
             "heartbeat_timeout": self.config.heartbeat_timeout,
             "scheme": self.config.scheme,
@@ -462,18 +471,22 @@ class Controller:
         aborted = self.lb.abort(wanted, ident)
         targets = msg.meta.get("targets")
         engine_ids = targets if targets is not None else self.engines.ids()
-        frames = self.signer.pack(self.signer.header("abort_request"), {"msg_ids": msg_ids})
         for eid in engine_ids:
             rec = self.engines.by_id.get(eid)
             if rec is not None:
-                self.to_engine(rec, frames)
+                # "everything queued" becomes the explicit list of what this engine holds
+                ids = msg_ids if msg_ids is not None else [m for m in rec.outstanding if self.tasks.get(m) is not None
+                                                           and self.tasks[m].client == ident]
+                frames = self.signer.pack(self.signer.header("abort_request"), {"msg_ids": ids})
+                self.to_engine(rec, frames, control=True)
         interrupted = []
         if msg.meta.get("interrupt") and wanted:
             for mid in wanted:
                 task = self.tasks.get(mid)
                 rec = self.engines.by_id.get(task.engine_id) if task and task.engine_id is not None else None
                 if rec is not None:
-                    self.to_engine(rec, self.signer.pack(self.signer.header("interrupt_request"), {"msg_ids": [mid]}))
+                    self.to_engine(rec, self.signer.pack(self.signer.header("interrupt_request"), {"msg_ids": [mid]}),
+                                   control=True)
                     interrupted.append(mid)
         self.reply_client(ident, "abort_reply", msg.msg_id, {"aborted_queued": aborted, "interrupted": interrupted})
 
@@ -484,7 +497,7 @@ class Controller:
     def on_engines_request(self, ident: bytes, msg: wire.Message) -> None:
         now = time.monotonic()
         engines = []
-        for e in self.engines.by_id.values():
+        for e in self.engines.ready():
             d = e.describe()
             d.update(
                 queued=sum(1 for lb in e.outstanding.values() if not lb),
@@ -574,7 +587,10 @@ class Controller:
         if mt == "register_request":
             self.on_register(ident, msg)
             return
-        rec = self.engines.by_ident.get(ident)
+        if mt == "work_hello":
+            self.on_work_hello(ident, msg)
+            return
+        rec = self.engines.lookup(ident)
         if rec is None:
             # An engine we do not know (we restarted, or declared it dead):
             # ask it to register again rather than trusting its old id.
@@ -620,8 +636,20 @@ class Controller:
             for mt in ("abort_request", "interrupt_request"):
                 self._send(self.engine_socket, ident, self.signer.pack(self.signer.header(mt), {"msg_ids": None}))
         if not known:
-            log.info("engine %d registered (%s pid %s)", rec.id, rec.info.get("hostname"), rec.info.get("pid"))
             self._engines_dirty = True
+
+    def on_work_hello(self, ident: bytes, msg: wire.Message) -> None:
+        """The engine's second socket, for requests and replies: now it may get work."""
+        uuid = str(msg.meta.get("uuid", ""))
+        rec = next((e for e in self.engines.by_id.values() if e.uuid == uuid), None)
+        if rec is None:
+            self._send(self.engine_socket, ident, self.signer.pack(self.signer.header("reregister_request")))
+            return
+        self.engines.set_work(rec, ident)
+        self._send(self.engine_socket, ident, self.signer.pack(self.signer.header("work_hello_reply")))
+        if not rec.ready:
+            rec.ready = True
+            log.info("engine %d registered (%s pid %s)", rec.id, rec.info.get("hostname"), rec.info.get("pid"))
             self.notify_clients("engine_registered", {"engine": rec.describe()})
             self.lb.schedule()
 
@@ -674,6 +702,7 @@ class Controller:
     def unregister(self, rec: EngineRecord, why: str) -> None:
         if self.engines.by_id.get(rec.id) is not rec:
             return
+        was_ready = rec.ready
         self.engines.remove(rec)
         self._engines_dirty = True
         name = f"engine {rec.id}"
@@ -690,7 +719,8 @@ class Controller:
                 self.fail_task(task, "EngineError", f"{name} {why} while holding task {mid}")
         rec.outstanding.clear()
         rec.lb_in_flight = 0
-        self.notify_clients("engine_unregistered", {"engine": rec.describe(), "reason": why})
+        if was_ready:
+            self.notify_clients("engine_unregistered", {"engine": rec.describe(), "reason": why})
         self.lb.schedule()
 
     def _shutdown_engines(self) -> None:

@@ -10,7 +10,7 @@ from typing import Any
 @dataclass
 class EngineRecord:
     id: int
-    ident: bytes  # ZeroMQ routing identity of the engine's socket
+    ident: bytes  # routing identity of the engine's control socket (heartbeats, signals, abort)
     uuid: str
     info: dict[str, Any]
     registered: float = field(default_factory=time.time)
@@ -20,6 +20,8 @@ class EngineRecord:
     lb_in_flight: int = 0
     last_assigned: float = 0.0
     last_ping_sent: float = 0.0
+    work_ident: bytes | None = None  # routing identity of the socket requests and replies use
+    ready: bool = False  # registered and its work socket introduced: it may get requests
 
     def describe(self) -> dict[str, Any]:
         return {
@@ -38,6 +40,7 @@ class EngineRegistry:
     def __init__(self) -> None:
         self.by_id: dict[int, EngineRecord] = {}
         self.by_ident: dict[bytes, EngineRecord] = {}
+        self.by_work: dict[bytes, EngineRecord] = {}
         self.next_id = 0
         self.retired: set[int] = set()
         self.expected: dict[str, int] = {}  # uuid -> id, from before a controller restart
@@ -46,7 +49,7 @@ class EngineRegistry:
         return len(self.by_id)
 
     def ids(self) -> list[int]:
-        return sorted(self.by_id)
+        return sorted(e.id for e in self.by_id.values() if e.ready)
 
     def register(self, ident: bytes, uuid: str, requested: int | None, info: dict[str, Any]) -> EngineRecord:
         existing = self.by_ident.get(ident)
@@ -73,7 +76,21 @@ class EngineRegistry:
         self.next_id = max(self.next_id, next_id)
         self.retired.update(engines.values())
 
+    def lookup(self, ident: bytes) -> EngineRecord | None:
+        return self.by_ident.get(ident) or self.by_work.get(ident)
+
+    def set_work(self, rec: EngineRecord, work_ident: bytes) -> None:
+        if rec.work_ident is not None:
+            self.by_work.pop(rec.work_ident, None)
+        rec.work_ident = work_ident
+        self.by_work[work_ident] = rec
+
+    def ready(self) -> list[EngineRecord]:
+        return [e for e in self.by_id.values() if e.ready]
+
     def remove(self, rec: EngineRecord) -> None:
         self.by_id.pop(rec.id, None)
         self.by_ident.pop(rec.ident, None)
+        if rec.work_ident is not None:
+            self.by_work.pop(rec.work_ident, None)
         self.retired.add(rec.id)

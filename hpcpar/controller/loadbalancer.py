@@ -139,7 +139,7 @@ class LoadBalancer:
             return
         ctl = self.ctl
         hwm = ctl.config.hwm
-        engines = list(ctl.engines.by_id.values())
+        engines = ctl.engines.ready()
         free = [e for e in engines if hwm <= 0 or e.lb_in_flight < hwm]
         skipped: list[Task] = []
         while self.queue and free:
@@ -171,7 +171,7 @@ class LoadBalancer:
     def retry(self, task: Task, engine: EngineRecord | None, avoid_engine: bool) -> None:
         """Queue a task again, at the front; avoid the engine it failed on if another may take it."""
         if avoid_engine and engine is not None:
-            others = [e for e in self.ctl.engines.by_id.values() if e.id != engine.id]
+            others = [e for e in self.ctl.engines.ready() if e.id != engine.id]
             if self._eligible(task, others):
                 task.blacklist.add(engine.id)
         self.queue.appendleft(task)

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import logging
 import os
-import queue
 import signal
 import socket
 import sys
@@ -55,11 +54,13 @@ class Engine:
         self.ctx = zmq.Context()
         self.id: int | None = None
         self.heartbeat_interval = 1.0
-        self.tasks: queue.Queue[wire.Message | None] = queue.Queue()
         self.aborted: set[str] = set()
+        self.abort_buffered = False  # set by the I/O thread: drop every request waiting now
+        self.need_hello = False  # set by the I/O thread after a re-registration
+        self.work: zmq.Socket | None = None
         self.ns = current()
         self.executor = Executor(self.ns)
-        self.pipe_url = f"inproc://engine-replies-{self.uuid}"
+        self.pipe_url = f"inproc://engine-pipe-{self.uuid}"
         self._pipe_lock = threading.Lock()
         self.extra_info: dict[str, Any] = {}
         self.socket: zmq.Socket | None = None
@@ -105,6 +106,7 @@ class Engine:
                     if msg.msg_type == "register_reply":
                         self.socket, self.url = sock, url
                         self._accept_registration(msg)
+                        self._open_work_socket(deadline)
                         return
                 errors.append(url)
                 sock.close()
@@ -114,6 +116,29 @@ class Engine:
             f"{self.options.connect_timeout:.0f} s; is the controller running and reachable "
             "from this host? (set controller.ip to an address engines can reach)"
         )
+
+    def _hello(self) -> list[Any]:
+        return self.signer.pack(self.signer.header("work_hello"), {"uuid": self.uuid})
+
+    def _open_work_socket(self, deadline: float) -> None:
+        """The socket requests arrive on and replies leave by, owned by the main
+        thread: no thread hand-off on the path of a request."""
+        work = self.ctx.socket(zmq.DEALER)
+        work.setsockopt(zmq.IDENTITY, (self.uuid + ":w").encode())
+        work.setsockopt(zmq.LINGER, 1000)
+        work.setsockopt(zmq.SNDHWM, 0)
+        work.setsockopt(zmq.RCVHWM, 0)
+        work.connect(self.url)
+        while time.monotonic() < deadline:
+            work.send_multipart(self._hello())
+            if work.poll(2000):
+                try:
+                    if self.signer.unpack(work.recv_multipart(copy=False)).msg_type == "work_hello_reply":
+                        self.work = work
+                        return
+                except wire.BadMessage:
+                    pass
+        raise RegistrationError(f"the controller at {self.url} took the registration but not the work connection")
 
     def _accept_registration(self, msg: wire.Message) -> None:
         self.id = int(msg.meta["id"])
@@ -130,12 +155,28 @@ class Engine:
         self._pipe.bind(self.pipe_url)
         io_thread = threading.Thread(target=self._io_loop, name="hpcpar-engine-io", daemon=True)
         io_thread.start()
+        work = self.work
+        assert work is not None
         while True:
-            msg = self.tasks.get()
-            if msg is None:
-                break
-            self._run_one(msg)
-        return 0
+            if self.need_hello:
+                self.need_hello = False
+                work.send_multipart(self._hello())
+            if self.abort_buffered:
+                self.abort_buffered = False
+                for frames in wire.drain(work):
+                    self._serve(frames, abort=True)
+            if work.poll(1000):
+                frames = work.recv_multipart(copy=False)
+                self._serve(frames)
+
+    def _serve(self, frames: list[Any], abort: bool = False) -> None:
+        try:
+            msg = self.signer.unpack(frames)
+        except wire.BadMessage as e:
+            log.warning("dropped a message that does not verify: %s", e)
+            return
+        if msg.msg_type.endswith("_request"):
+            self._run_one(msg, abort)
 
     def _my_msg_id(self, header: dict[str, Any]) -> str:
         targets = header.get("targets")
@@ -143,10 +184,10 @@ class Engine:
             return header["msg_ids"][targets.index(self.id)]
         return header.get("msg_id", "")
 
-    def _run_one(self, msg: wire.Message) -> None:
+    def _run_one(self, msg: wire.Message, abort: bool = False) -> None:
         msg_id = self._my_msg_id(msg.header)
         started = wire.now()
-        if msg_id in self.aborted:
+        if abort or msg_id in self.aborted:
             self.aborted.discard(msg_id)
             meta = {"status": "error", "origin": "hpcpar", "ename": "TaskAborted",
                     "evalue": f"task {msg_id} was aborted before it started",
@@ -165,7 +206,7 @@ class Engine:
             completed=wire.now(),
             status="unmet" if meta.get("ename") == "UnmetDependency" else meta["status"],
         )
-        self._to_io(self.signer.pack(header, meta, payload, buffers))
+        self.work.send_multipart(self.signer.pack(header, meta, payload, buffers), copy=False)
 
     def _to_io(self, frames: list[Any], block: bool = True) -> bool:
         if not self._pipe_lock.acquire(blocking=block):
@@ -256,14 +297,13 @@ class Engine:
         if mt in ("heartbeat_reply", "register_reply"):
             if mt == "register_reply":
                 self._accept_registration(msg)
+                self.need_hello = True  # the main thread re-introduces its work socket
             return
         if mt == "reregister_request":
             sock.send_multipart(self._register_message())
             return
         if mt in IMMEDIATE:
             getattr(self, "_" + mt)(sock, msg)
-            return
-        self.tasks.put(msg)
 
     def _reply_now(self, sock: zmq.Socket, msg: wire.Message, meta: dict[str, Any]) -> None:
         if "msg_ids" not in msg.header:
@@ -284,9 +324,7 @@ class Engine:
     def _abort_request(self, sock: zmq.Socket, msg: wire.Message) -> None:
         msg_ids = msg.meta.get("msg_ids")
         if msg_ids is None:
-            with self.tasks.mutex:
-                pending = [m for m in self.tasks.queue if m is not None]
-            self.aborted.update(self._my_msg_id(m.header) for m in pending)
+            self.abort_buffered = True  # the main thread drops what waits on its socket
         else:
             self.aborted.update(msg_ids)
 
@@ -336,6 +374,7 @@ def _engine_info_via_client_port(info: ConnectionInfo, timeout: float) -> Connec
     for url in info.urls:
         sock = ctx.socket(zmq.DEALER)
         sock.setsockopt(zmq.LINGER, 0)
+        sock.setsockopt(zmq.IDENTITY, signer.session.encode())  # answers go to the session's socket
         sock.connect(url)
         try:
             sock.send_multipart(signer.pack(signer.header("engine_info_request", route="controller")))

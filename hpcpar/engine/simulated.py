@@ -101,9 +101,13 @@ class SimulatedEngines:
         mt = msg.msg_type
         if mt == "register_reply":
             sim.id = int(msg.meta["id"])
+            # One socket serves as both control and work socket here.
+            sim.sock.send_multipart(self.signer.pack(self.signer.header("work_hello"), {"uuid": sim.uuid}))
             self.heartbeat_interval = float(msg.meta.get("heartbeat_interval", self.heartbeat_interval))
         elif mt == "reregister_request":
             self._register(sim)
+        elif mt == "work_hello_reply":
+            pass
         elif mt == "shutdown_request":
             sim.id = None
         elif mt.endswith("_request") and mt not in ("abort_request", "interrupt_request", "signal_request"):
