@@ -97,6 +97,7 @@ class Client:
         self._lock = threading.RLock()
         self._cond = threading.Condition(self._lock)
         self._engines: dict[int, dict[str, Any]] = {}
+        self._mpi_engines = 0  # how many registered engines belong to an MPI job
         self._requests: dict[str, concurrent.futures.Future] = {}
         self._pending: dict[str, list[AsyncResult]] = {}
         self._replies: dict[str, tuple[dict[str, Any], Any, list[Any]]] = {}
@@ -167,6 +168,7 @@ class Client:
             with self._lock:
                 for eng in reply.meta.get("engines", []):
                     self._engines[int(eng["id"])] = eng
+                    self._mpi_engines += bool(eng.get("mpi_world"))
             self._auto_activate()
             return
         raise TimeoutError(
@@ -239,10 +241,12 @@ class Client:
             eng = msg.meta["engine"]
             with self._cond:
                 self._engines[int(eng["id"])] = eng
+                self._mpi_engines += bool(eng.get("mpi_world"))
                 self._cond.notify_all()
         elif mt == "engine_unregistered":
             with self._cond:
-                self._engines.pop(int(msg.meta["engine"]["id"]), None)
+                gone = self._engines.pop(int(msg.meta["engine"]["id"]), None)
+                self._mpi_engines -= bool(gone and gone.get("mpi_world"))
                 self._cond.notify_all()
 
     def _on_stream(self, msg: wire.Message) -> None:
@@ -675,6 +679,7 @@ class Client:
         else:
             with self._cond:
                 self._engines = {int(e["id"]): e for e in engines}
+                self._mpi_engines = sum(bool(e.get("mpi_world")) for e in engines)
                 self._cond.notify_all()
         with self._lock:
             missing = [m for m in self.outstanding]

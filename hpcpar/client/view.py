@@ -483,6 +483,8 @@ class ViewExecutor(concurrent.futures.Executor):
 
 def _warn_mpi_subset(view: DirectView, targets: Any) -> None:
     """MPISubsetWarning when code goes to part of an MPI job (a collective there would hang)."""
+    if not view.client._mpi_engines:
+        return  # the common case, checked in O(1)
     from ..mpi import warn_if_subset
 
     warn_if_subset(view.client, view._target_list(targets), stacklevel=3)

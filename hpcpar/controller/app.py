@@ -39,6 +39,10 @@ PING_EVERY = 3.0  # seconds between heartbeat replies to one engine
 HUB_REQUESTS = ("db_query_request", "hub_history_request")
 
 
+class _Stopping(BaseException):  # not caught by the handlers' "except Exception"
+    """Raised by the SIGTERM/SIGINT handler to leave the loop without waiting for poll()."""
+
+
 @dataclass
 class ControllerConfig:
     profile_dir: ProfileDir
@@ -231,6 +235,13 @@ class Controller:
         check_every = max(0.05, min(0.5, self.config.heartbeat_interval / 2))
         next_check = time.monotonic() + check_every
         log.info("controller ready: clients %s, engines %s", self.client_urls, self.engine_urls)
+        try:
+            self._loop(poller, check_every, next_check)
+        except _Stopping:
+            pass
+        self._shutdown_engines()
+
+    def _loop(self, poller: zmq.Poller, check_every: float, next_check: float) -> None:
         while self.running:
             timeout = max(0.0, next_check - time.monotonic())
             events = dict(poller.poll(int(timeout * 1000) + 1))
@@ -247,7 +258,6 @@ class Controller:
                 if self._engines_dirty:
                     self._save_engines()
                 next_check = now + check_every
-        self._shutdown_engines()
 
     def _drain(self, sock: zmq.Socket, handler) -> None:
         for frames in wire.drain(sock, DRAIN_BATCH):
@@ -259,6 +269,12 @@ class Controller:
 
     def stop(self, *_: Any) -> None:
         self.running = False
+
+    def stop_now(self, *_: Any) -> None:
+        """Signal handler: leave the loop at once, even from inside poll()."""
+        if self.running:
+            self.running = False
+            raise _Stopping
 
     # -- sending ----------------------------------------------------------------
 
@@ -752,8 +768,8 @@ def run_controller(config: ControllerConfig) -> int:
     ctl = Controller(config)
     ctl.bind()
     ctl.write_connection_files()
-    signal.signal(signal.SIGTERM, ctl.stop)
-    signal.signal(signal.SIGINT, ctl.stop)
+    signal.signal(signal.SIGTERM, ctl.stop_now)
+    signal.signal(signal.SIGINT, ctl.stop_now)
     try:
         ctl.serve()
     finally:

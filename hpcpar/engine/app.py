@@ -225,7 +225,7 @@ class Engine:
     def _on_sigterm(self, signum: int, frame: Any) -> None:
         # Tell the controller we are leaving so we drop out of rc.ids at once.
         self._to_io(self.signer.pack(self.signer.header("unregister_request")), block=False)
-        time.sleep(0.1)
+        time.sleep(0.05)  # time for the I/O thread to send it
         os._exit(0)
 
     # -- I/O thread ---------------------------------------------------------------------
