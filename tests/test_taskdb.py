@@ -18,6 +18,16 @@ from hpcpar.controller.taskdb import MemoryBackend, QueryError, SQLiteBackend, c
 from hpcpar.launchers.process import process_start_time
 
 
+def record_attempt_then_sleep(path, delay):
+    import time
+    with open(path, "a") as f:
+        f.write("x\n")
+    n = len(open(path).read().split())
+    if n == 1:
+        time.sleep(delay)  # the first attempt is lost with the controller
+    return n
+
+
 def labelled(x):
     print("value", x)
     return x * 10
@@ -135,6 +145,10 @@ def test_controller_restart_with_restore(hpcpar_dir):
         finished = rc[0].apply_async(labelled, 3)
         finished.get(timeout=10)
         in_flight = rc[1].apply_async(time.sleep, 30)
+        attempts = hpcpar_dir / "restore-attempts"
+        lb = rc.load_balanced_view(targets=[0])
+        with lb.temp_flags(retries=1):
+            retried = lb.apply_async(record_attempt_then_sleep, str(attempts), 30)
         time.sleep(0.5)
         info = json.loads((hpcpar_dir / "profile_restore/security/hpcpar-client.json").read_text())
         os.kill(info["controller_pid"], signal.SIGKILL)
@@ -156,6 +170,9 @@ def test_controller_restart_with_restore(hpcpar_dir):
         assert dict(zip(rc.ids, rc[:].apply_sync(os.getpid))) == before  # same engines, same ids
         with hpcpar.Client(profile="restore") as rc2:
             assert rc2.get_result(finished.msg_ids[0]).get(timeout=10) == 30
+        # A load-balanced task with retries left runs again after the restart, same msg_id.
+        assert retried.get(timeout=30) == 2
+        assert len(attempts.read_text().split()) == 2
         rc.close()
     finally:
         subprocess.run(hpcpar_cmd("stop", "--profile", "restore"), timeout=60)

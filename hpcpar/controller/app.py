@@ -206,16 +206,38 @@ class Controller:
             known = {}
         self.engines.expect({uuid: int(eid) for uuid, eid in known.get("engines", {}).items()},
                             int(known.get("next_id", 0)))
-        # Tasks in flight when the old controller died will never be answered: fail them,
-        # and store the failure so a client that asks (or resyncs) gets it.
-        lost = backend.find({"completed": {"$exists": False}}, ["msg_id", "session", "msg_type", "engine_id"])
+        # Tasks in flight when the old controller died will never be answered by
+        # the engines. Load-balanced ones whose retries allow run again (same
+        # msg_id, so the waiting client gets the result); the others fail, and
+        # the failure is stored so a client that asks (or resyncs) gets it.
+        lost = backend.find({"completed": {"$exists": False}},
+                            ["msg_id", "session", "msg_type", "engine_id", "request"])
+        retried = 0
         for rec in lost:
+            if self._retry_after_restart(rec):
+                retried += 1
+                continue
             task = Task(rec["session"].encode() if rec.get("session") else b"", rec["msg_id"],
                         _reply_type(rec.get("msg_type") or "apply_request"), rec.get("engine_id"), False, {})
             self.fail_task(task, "EngineError", "the controller restarted while this task was in flight; "
                            "resubmit it (rc.resubmit) if it should run", notify=False)
         if lost:
-            log.warning("restored: %d tasks in flight at the crash were marked failed", len(lost))
+            log.warning("restored: of %d tasks in flight at the crash, %d run again (retries), %d failed",
+                        len(lost), retried, len(lost) - retried)
+
+    def _retry_after_restart(self, rec: dict[str, Any]) -> bool:
+        try:
+            msg = self.signer.unpack(rec.get("request") or [])
+        except wire.BadMessage:
+            return False
+        retries = int(msg.header.get("retries") or 0)
+        if msg.header.get("route") != "lb" or retries <= 0 or msg.msg_id != rec["msg_id"]:
+            return False
+        self.route_lb(msg.header.get("session", "").encode(), msg)
+        task = self.tasks.get(msg.msg_id)
+        if task is not None:
+            task.retries_left = retries - 1  # the lost attempt counts
+        return True
 
     def _save_engines(self) -> None:
         data = {"engines": {e.uuid: e.id for e in self.engines.by_id.values()}, "next_id": self.engines.next_id}

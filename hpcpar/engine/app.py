@@ -30,6 +30,9 @@ log = logging.getLogger("hpcpar.engine")
 
 # Request types the I/O thread handles itself instead of queueing them.
 IMMEDIATE = {"abort_request", "signal_request", "shutdown_request", "interrupt_request"}
+# Never run as requests, even if one reaches the work socket (e.g. a restarted
+# controller asking an engine it does not know yet to register again).
+CONTROL_ONLY = IMMEDIATE | {"reregister_request", "register_request"}
 LIVE_OUTPUT_INTERVAL = 0.1  # seconds between live-output messages of a running request
 
 
@@ -175,7 +178,7 @@ class Engine:
         except wire.BadMessage as e:
             log.warning("dropped a message that does not verify: %s", e)
             return
-        if msg.msg_type.endswith("_request"):
+        if msg.msg_type.endswith("_request") and msg.msg_type not in CONTROL_ONLY:
             self._run_one(msg, abort)
 
     def _my_msg_id(self, header: dict[str, Any]) -> str:
