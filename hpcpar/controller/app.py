@@ -119,6 +119,7 @@ class Controller:
         self._engines_dirty = False
         self._resubmits: dict[str, dict[str, Any]] = {}
         self._ping: list[Any] = []
+        self._expect_until = time.monotonic() + 60.0  # how long restored engines may take to re-attach
         self._ping_made = -1e9
         self.ctx = zmq.Context()
         self.client_socket = self._router()
@@ -275,6 +276,9 @@ class Controller:
                 self._drain(self.hub_pipe, self.handle_hub)
             now = time.monotonic()
             if now >= next_check:
+                if self.engines.expected and now > self._expect_until:
+                    self.engines.expected.clear()  # engines that did not come back after a restart
+                    self.lb.schedule()
                 self.check_heartbeats(now)
                 self.lb.check_timeouts(now)
                 if self._engines_dirty:

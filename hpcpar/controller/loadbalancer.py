@@ -148,7 +148,7 @@ class LoadBalancer:
                 continue  # aborted while queued
             candidates = self._eligible(task, free) if (task.allowed is not None or task.blacklist) else free
             if not candidates:
-                if not self._eligible(task, engines):
+                if not self._eligible(task, engines) and not self._may_come_back(task):
                     self._impossible(task)
                 else:
                     skipped.append(task)
@@ -160,6 +160,14 @@ class LoadBalancer:
             if rec.id not in ctl.engines.by_id:
                 free = [e for e in free if e is not rec]
         self.queue.extendleft(reversed(skipped))
+
+    def _may_come_back(self, task: Task) -> bool:
+        """Engines that are on their way: registered but not ready yet, or (after a
+        restart) engines of the old controller that may still re-attach."""
+        expected = set(self.ctl.engines.expected.values())
+        expected |= {e.id for e in self.ctl.engines.by_id.values() if not e.ready}
+        allowed = task.allowed if task.allowed is not None else expected
+        return bool(expected & (allowed - task.blacklist))
 
     def _impossible(self, task: Task) -> None:
         if task.blacklist:
