@@ -15,7 +15,6 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
-import os
 import time
 import uuid
 from collections.abc import Iterator
@@ -144,9 +143,3 @@ def drain(sock: Any, limit: int | None = None) -> Iterator[list[Any]]:
         except zmq.Again:
             return
         count += 1
-
-
-def pid_host() -> dict[str, Any]:
-    import socket
-
-    return {"pid": os.getpid(), "hostname": socket.gethostname()}

@@ -324,9 +324,6 @@ class AsyncResult(concurrent.futures.Future):
             raise value
         return value
 
-    def _submitted_at(self) -> float:
-        return time.time()
-
 
 class AsyncMapResult(AsyncResult):
     """Results of a map: each message returns a list (a chunk); results are

@@ -12,7 +12,6 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -401,7 +400,7 @@ class Client:
         obj: Any = None,
         ar_factory: Any = None,
         header_extra: dict[str, Any] | None = None,
-    ) -> tuple[list[str], list[Any]]:
+    ) -> tuple[list[str], list[Any], dict[str, Any]]:
         """Build one message (for several targets when ``route='direct'``).
         Returns (msg_ids, frames); the caller registers and sends."""
         payload, buffers = serialize.dumps(obj, self._pickler) if obj is not None else (b"", [])
@@ -414,7 +413,7 @@ class Client:
             header = self._signer.header(msg_type, route=route, pickler=self._pickler, **extra)
             msg_ids = [header["msg_id"]]
         frames = self._signer.pack(header, meta, payload, buffers)
-        return msg_ids, frames, header  # type: ignore[return-value]
+        return msg_ids, frames, header
 
     def _track(self, msg_ids: list[str], header: dict[str, Any], ar: AsyncResult, targets: Any = None) -> None:
         submitted = _ts(header["date"])
@@ -843,7 +842,3 @@ class Client:
 
     def use_pickle(self) -> None:
         self._pickler = "pickle"
-
-
-def _iter_targets(targets: Any) -> Iterable[int]:
-    return [targets] if isinstance(targets, int) else list(targets)
