@@ -1,5 +1,6 @@
 """MPI engines inside real batch jobs: one SLURM job whose ranks start with `mpiexec` or
-`srun --mpi=pmi2`, and one Grid Engine job in the `mpi` parallel environment. The engines
+`srun --mpi=pmi2`, one Grid Engine job in the `mpi` parallel environment, and one job in PBS
+Pro and Torque syntax (SLURM's qsub wrappers, started by `mpiexec`). The engines
 share COMM_WORLD, id == rank, and stopping the cluster from its state file (what
 `hpcpar stop` does) cancels the job and leaves no engine process.
 
@@ -15,7 +16,7 @@ import time
 
 import pytest
 from cluster_helpers import FAST_HEARTBEAT
-from systems import CI_ENV, require_system
+from systems import CI_ENV, PBS_BIN, require_system
 from test_mpi import require_mpi
 
 from hpcpar.cluster import Cluster
@@ -133,3 +134,69 @@ def test_hpcpar_start_and_stop_an_mpi_job_in_slurm_from_the_profile(hpcpar_dir) 
     while any(p.alive() for p in pids) and time.monotonic() < deadline:
         time.sleep(0.2)
     assert not any(p.alive() for p in pids)
+
+
+def slurm_jobs(job_ids: list[str]) -> list[str]:
+    """squeue lines still showing these jobs (the PBS wrappers run on SLURM)."""
+    out = subprocess.run(["squeue", "--noheader", "--format=%F %i %T"], capture_output=True, text=True,
+                         timeout=30).stdout
+    return [line for line in out.splitlines()
+            if line.split()[0] in job_ids and line.split()[2] not in ("COMPLETED", "CANCELLED")]
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("system", ["pbs", "torque"])
+def test_hpcpar_start_and_stop_an_mpi_job_with_pbs_syntax(system, hpcpar_dir, monkeypatch) -> None:
+    """`hpcpar start --engines pbs|torque` with mode = "mpi": one job (submitted by the Torque/PBS
+    qsub wrappers that run on SLURM), mpiexec starts the ranks, id == rank, allreduce works;
+    `hpcpar stop` from another process cancels the job and no engine process survives."""
+    require_system("pbs")
+    require_mpi()
+    from cluster_helpers import hpcpar_cmd
+
+    import hpcpar
+    from hpcpar.launchers.pbs import PBSLauncher
+    from hpcpar.paths import ProfileDir
+
+    monkeypatch.setenv("PATH", f"{PBS_BIN}{os.pathsep}{os.environ['PATH']}")  # qsub/qstat/qdel: PBS flavour
+    profile = f"mpi-{system}-cli-{os.getpid()}"
+    pd = ProfileDir.for_profile(profile, create=True)
+    n = 3
+    (pd.path / "config.toml").write_text(
+        '[controller]\nheartbeat_interval = 0.25\nheartbeat_timeout = 2.0\n'
+        # engines_per_node: one select chunk / nodes=1:ppn=N. SLURM's sbatch reads the chunk
+        # count of -l select=N (and nodes=N) as a node count, and this cluster has one node.
+        f'[batch]\nmode = "mpi"\nengines_per_node = {n}\nwalltime = "00:05:00"\n'
+        'poll_interval = 0.2\npoll_max_interval = 1.0\n'
+        f'[{system}]\nmpiexec = {default_mpiexec()!r}\n'
+    )
+    try:
+        start = subprocess.run(hpcpar_cmd("start", "-n", str(n), "--engines", system, "--ip", "*",
+                                          "--profile", profile, "--daemonize", "--wait", "--timeout", "40"),
+                               capture_output=True, text=True, timeout=45)
+        assert start.returncode == 0, start.stdout + start.stderr
+        cluster = Cluster.from_file(pd.state_file(""))
+        [launcher] = cluster.engine_sets
+        assert isinstance(launcher, PBSLauncher) and launcher.name == system
+        assert launcher.mpi and len(launcher.job_ids) == 1
+        with hpcpar.Client(profile=profile, timeout=10) as rc:
+            rc.wait_for_engines(n, timeout=10, interactive=False)
+            assert rc.ids == list(range(n))
+            view = rc[:]
+            view.execute("import os\njob = os.environ['PBS_JOBID']\ntotal = comm.allreduce(mpi_rank)", block=True)
+            assert view.pull("mpi_rank", block=True) == rc.ids  # engine id == MPI rank
+            assert view["job"] == launcher.job_ids * n  # every rank runs inside the one job
+            assert view["total"] == [n * (n - 1) // 2] * n
+            pids = [ProcessRef.of(e["pid"]) for e in rc._engines.values()]
+    except BaseException:
+        subprocess.run(hpcpar_cmd("stop", "--profile", profile), capture_output=True, timeout=30)
+        raise
+    stop = subprocess.run(hpcpar_cmd("stop", "--profile", profile), capture_output=True, text=True, timeout=30)
+    assert stop.returncode == 0, stop.stderr
+    deadline = time.monotonic() + 15
+    while (left := slurm_jobs(launcher.job_ids)) and time.monotonic() < deadline:
+        time.sleep(0.3)
+    assert not left, f"still in the queue after hpcpar stop: {left}"
+    while any(p.alive() for p in pids) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not any(p.alive() for p in pids), "engine processes outlived the cancelled job"

@@ -240,6 +240,65 @@ def test_start_on_and_stop_on(ssh_hosts, tmp_path):
     assert not _ssh_processes("testhost")
 
 
+
+def _slurm_queue(job_ids: list[str]) -> list[str]:
+    out = subprocess.run(["squeue", "--noheader", "--format=%F %i %T"], capture_output=True, text=True,
+                         timeout=30).stdout
+    return [line for line in out.splitlines()
+            if line.split()[0] in job_ids and line.split()[2] not in ("COMPLETED", "CANCELLED")]
+
+
+@pytest.mark.timeout(60)
+def test_start_on_and_stop_on_cancels_the_remote_slurm_jobs(ssh_hosts, tmp_path):
+    """`hpcpar start --on testhost --engines slurm`: the login host submits the batch job and
+    the engines work through the tunnel; `hpcpar stop --on testhost` cancels the job there
+    (ipyparallel's equivalent leaves it behind, its issue #211)."""
+    require_system("slurm")
+    from hpcpar.launchers.ledger import read_jobs
+    from hpcpar.launchers.process import ProcessRef
+    from hpcpar.paths import ProfileDir
+
+    pdir = tmp_path / "profile_onslurm"
+    pdir.mkdir()
+    (pdir / "config.toml").write_text(
+        "[controller]\nheartbeat_interval = 0.25\nheartbeat_timeout = 2.0\n"
+        '[batch]\nwalltime = "00:05:00"\npoll_interval = 0.3\npoll_max_interval = 1.0\n'
+    )
+    common = ["--ssh-config", CI_CONFIG, "--remote-python", sys.executable, "--profile-dir", str(pdir)]
+    jobs: list[str] = []
+    pids: list[ProcessRef] = []
+    try:
+        r = subprocess.run(hpcpar_cmd("start", "--on", "testhost", "--engines", "slurm", "-n", "2", "--ip", "*",
+                                      "--timeout", "30", *common),
+                           capture_output=True, text=True, timeout=40)
+        jobs = [j.job_id for j in read_jobs(ProfileDir(pdir))]
+        assert r.returncode == 0, r.stderr + r.stdout
+        assert "cluster ready on testhost: 2 engines" in r.stdout
+        assert len(jobs) == 1 and _slurm_queue(jobs), (jobs, r.stdout)
+        with hpcpar.Client(profile_dir=str(pdir), sshserver="testhost", ssh_config=CI_CONFIG, timeout=15) as rc:
+            assert rc._tunnel is not None  # the client reached the controller through the tunnel
+            rc.wait_for_engines(2, timeout=15, interactive=False)
+            env = rc[:].apply_sync(lambda: __import__("os").environ.get("SLURM_ARRAY_JOB_ID"))
+            assert env == jobs * 2  # both engines are tasks of the remote batch (array) job
+            assert rc.load_balanced_view().map_sync(lambda x: x * x, range(10)) == [x * x for x in range(10)]
+            pids = [ProcessRef.of(e["pid"]) for e in rc._engines.values()]
+        state = json.loads((pdir / "run" / "cluster.json").read_text())
+        pids += [ProcessRef.of(p["pid"]) for p in state["controller"]["state"]["processes"]]
+    finally:
+        stop = subprocess.run(hpcpar_cmd("stop", "--on", "testhost", *common), capture_output=True,
+                              text=True, timeout=40)
+    assert stop.returncode == 0, stop.stderr
+    assert jobs[0] in stop.stdout, stop.stdout
+    assert not (pdir / "run" / "cluster.json").exists()
+    deadline = time.monotonic() + 15
+    while (left := _slurm_queue(jobs)) and time.monotonic() < deadline:
+        time.sleep(0.3)
+    assert not left, f"still in the queue after hpcpar stop --on: {left}"
+    while any(p.alive() for p in pids) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not any(p.alive() for p in pids), "engine or controller processes outlived hpcpar stop --on"
+    assert not _ssh_processes("testhost")
+
 # -- ssh config: ControlMaster and ProxyJump ----------------------------------------------
 
 
