@@ -47,3 +47,25 @@ def test_controller_holds_hundreds_of_simulated_engines(tmp_path):
                 p.wait(timeout=20)
             except subprocess.TimeoutExpired:
                 p.kill()
+
+
+def test_large_fan_out_extends_heartbeat_timeouts(tmp_path):
+    """10 MB to 256 engines keeps everything busy for seconds; engines must not be
+    declared dead because their heartbeats queued behind it."""
+    from hpcpar.controller.app import Controller, ControllerConfig
+    from hpcpar.paths import ProfileDir
+
+    ctl = Controller(ControllerConfig(profile_dir=ProfileDir(tmp_path / "p"), heartbeat_timeout=2.0, db="none"))
+    try:
+        rec = ctl.engines.register(b"e0", "uuid-0", None, {})
+        rec.ready = True
+        now = time.monotonic()
+        rec.last_seen = now - 5.0  # silent for longer than the timeout
+        ctl._allow_for_bulk([b"sig", b"{}", b"{}", b"p", b"x" * (16 << 20)], copies=64)  # 1 GiB in all
+        ctl.check_heartbeats(now)
+        assert 0 in ctl.engines.by_id, "declared dead during a bulk transfer"
+        ctl._bulk_until = 0.0
+        ctl.check_heartbeats(now)
+        assert 0 not in ctl.engines.by_id
+    finally:
+        ctl.close()

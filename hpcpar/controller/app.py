@@ -36,6 +36,8 @@ log = logging.getLogger("hpcpar.controller")
 CONTROL_REQUESTS = frozenset({"signal_request", "shutdown_request", "abort_request", "interrupt_request"})
 DRAIN_BATCH = 256  # messages read from one socket before looking at the others
 PING_EVERY = 3.0  # seconds between heartbeat replies to one engine
+BULK_BYTES = 16 << 20  # a fan-out this large extends heartbeat timeouts...
+BULK_RATE = 100e6  # ...by its size over this many bytes per second
 HUB_REQUESTS = ("db_query_request", "hub_history_request")
 
 
@@ -120,6 +122,7 @@ class Controller:
         self._resubmits: dict[str, dict[str, Any]] = {}
         self._ping: list[Any] = []
         self._expect_until = time.monotonic() + 60.0  # how long restored engines may take to re-attach
+        self._bulk_until = 0.0  # heartbeat timeouts are extended until then (large fan-outs)
         self._ping_made = -1e9
         self.ctx = zmq.Context()
         self.client_socket = self._router()
@@ -399,6 +402,7 @@ class Controller:
             return
         reply_type = _reply_type(msg.msg_type)
         self.hub.submitted_many(list(zip(msg_ids, targets)), h, msg.frames)
+        self._allow_for_bulk(msg.frames, len(targets))
         group = ReplyGroup(ident, len(targets)) if h.get("coalesce") and len(targets) > 1 else None
         for eid, mid in zip(targets, msg_ids):
             task = Task(ident, mid, reply_type, eid, False, h)
@@ -723,8 +727,17 @@ class Controller:
         if lb:
             self.lb.schedule()
 
+    def _allow_for_bulk(self, frames: list[Any], copies: int) -> None:
+        """A large fan-out (say 10 MB to 256 engines) keeps the network, this
+        process's I/O and the engines busy for seconds, and heartbeats queue
+        behind it: give engines that much more time before calling them dead."""
+        nbytes = sum(len(f) for f in frames[3:]) * copies
+        if nbytes >= BULK_BYTES:
+            until = time.monotonic() + nbytes / BULK_RATE
+            self._bulk_until = max(self._bulk_until, until)
+
     def check_heartbeats(self, now: float) -> None:
-        limit = self.config.heartbeat_timeout
+        limit = self.config.heartbeat_timeout + max(0.0, self._bulk_until - now)
         for rec in list(self.engines.by_id.values()):
             if now - rec.last_seen > limit:
                 self.engine_died(rec, f"no heartbeat for {now - rec.last_seen:.1f} s")
