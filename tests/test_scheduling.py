@@ -226,3 +226,29 @@ def test_imap_and_executor_with_flags(rc):
     with lb.temp_flags(retries=1):
         assert list(lb.imap(abs, [-1, -2, -3])) == [1, 2, 3]
     assert Path  # keep import used
+
+
+def test_dependencies_older_than_the_controller_remembers_are_looked_up(hpcpar_dir):
+    """Finished tasks fall out of the controller's memory (bounded); a dependency on
+    one is resolved from the task database instead of being called impossible."""
+    cluster, rc = start_cluster(2, "dep-memory", controller_args_extra=["--dependency-memory", "3"])
+    try:
+        lb = rc.load_balanced_view()
+        old = lb.apply_async(engine_pid)
+        old.get(timeout=10)
+        failed = lb.apply_async(lambda: 1 / 0)
+        with pytest.raises(hpcpar.RemoteError):
+            failed.get(timeout=10)
+        lb.map_sync(abs, range(10), chunksize=1)  # ten newer tasks push both out of memory
+        with lb.temp_flags(after=old):
+            assert lb.apply_async(lambda: "after old").get(timeout=10) == "after old"
+        with lb.temp_flags(follow=old):
+            assert lb.apply_async(engine_pid).get(timeout=10) == old.get()
+        with lb.temp_flags(after=Dependency(failed, success=True)):
+            with pytest.raises(hpcpar.ImpossibleDependency):
+                lb.apply_async(engine_pid).get(timeout=10)
+        with lb.temp_flags(after=["never-submitted"]):
+            with pytest.raises(hpcpar.ImpossibleDependency):
+                lb.apply_async(engine_pid).get(timeout=10)
+    finally:
+        cluster.stop_cluster()

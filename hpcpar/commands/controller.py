@@ -26,6 +26,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="where the hub records tasks (default: sqlite in the profile directory)")
     p.add_argument("--db-store-limit", type=int, default=8 << 20,
                    help="requests/results larger than this many bytes are not stored in the task database")
+    p.add_argument("--dependency-memory", type=int, default=10_000,
+                   help="finished tasks kept in memory for dependency checks (older: from the task database)")
     p.add_argument("--restore", action="store_true",
                    help="restart after a crash: same key, ports and task database; engines re-attach")
     p.set_defaults(func=run)
@@ -55,6 +57,7 @@ def run(args: argparse.Namespace) -> int:
         db=args.db,
         db_store_limit=args.db_store_limit,
         restore=args.restore,
+        dependency_memory=max(1, args.dependency_memory),
     )
     if args.location:
         config.location = config.advertise = args.location

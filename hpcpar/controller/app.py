@@ -64,6 +64,9 @@ class ControllerConfig:
     db: str = "sqlite"  # sqlite, memory or none
     db_store_limit: int = 8 << 20  # requests/results larger than this are not stored
     restore: bool = False
+    # Finished tasks remembered in memory for dependency checks; older ones are
+    # looked up in the task database (bounded memory over long task farms).
+    dependency_memory: int = 10_000
 
     @property
     def db_path(self):
@@ -593,6 +596,8 @@ class Controller:
         ident = frames[1].bytes
         if kind == b"client":
             self.to_client(ident, frames[2:])
+        elif kind == b"looked-up":
+            self.lb.looked_up(json.loads(frames[2].bytes))
         elif kind == b"resubmit":
             self._resubmit_one(ident, frames[2].bytes.decode(), json.loads(frames[3].bytes), frames[4:])
         elif kind == b"resubmit-done":

@@ -66,6 +66,10 @@ class Hub:
         self.finished_count += 1
         self.queue.put(("finished", msg_id, header, frames, time.time()))
 
+    def look_up(self, msg_ids: list[str]) -> None:
+        """Ask for finished tasks' outcomes (dependencies older than the controller remembers)."""
+        self.queue.put(("look_up", msg_ids))
+
     def request(self, ident: bytes, msg: wire.Message, extra: dict[str, Any] | None = None) -> None:
         self.queue.put(("request", ident, msg.msg_type, msg.msg_id, msg.meta, extra or {}))
 
@@ -118,6 +122,13 @@ class Hub:
             _, msg_id, header, frames, engine_id = op
             request = _as_bytes(frames) if frames is not None and _nbytes(frames) <= self.store_limit else None
             self._add(msg_id, header, engine_id, request)
+        elif kind == "look_up":
+            found: dict[str, Any] = {}
+            for msg_id in op[1]:
+                rec = self.backend.get(msg_id)
+                done = rec is not None and rec.get("completed") is not None
+                found[msg_id] = [rec.get("status") == "ok", rec.get("engine_id")] if done else None
+            self._send(b"looked-up", b"", json.dumps(found).encode())
         elif kind == "assigned":
             _, msg_id, engine_id, attempt = op
             self.backend.update(msg_id, {"engine_id": engine_id, "status": "pending", "attempts": attempt})

@@ -18,7 +18,6 @@ if TYPE_CHECKING:
     from .app import Controller, Task
     from .engines import EngineRecord
 
-DONE_MEMORY = 200_000  # finished msg_ids remembered for dependency checks
 
 MET, WAIT, IMPOSSIBLE = "met", "wait", "impossible"
 
@@ -30,6 +29,8 @@ class LoadBalancer:
         self.waiting: dict[str, Task] = {}
         self.waiters: dict[str, set[str]] = {}  # dependency msg_id -> waiting task msg_ids
         self.done: OrderedDict[str, tuple[bool, int | None]] = OrderedDict()
+        self.looking_up: set[str] = set()  # asked the hub about these
+        self.unknown: OrderedDict[str, None] = OrderedDict()  # the hub has no finished record of these
 
     # -- submission -------------------------------------------------------------------
 
@@ -70,7 +71,11 @@ class LoadBalancer:
                 if dep in self.ctl.tasks:
                     pending += 1
                     continue
-                return IMPOSSIBLE, []  # unknown msg_id: it will never finish
+                if dep in self.unknown:
+                    return IMPOSSIBLE, []  # no such task: it will never finish
+                self._look_up(dep)  # finished long ago? the task database knows
+                pending += 1
+                continue
             ok, engine_id = result
             if (ok and spec.get("success", True)) or (not ok and spec.get("failure", False)):
                 met.append(engine_id)
@@ -106,12 +111,32 @@ class LoadBalancer:
             return IMPOSSIBLE, "no engine satisfies both 'targets' and 'follow'"
         return MET, ""
 
+    def _look_up(self, dep: str) -> None:
+        if dep not in self.looking_up:
+            self.looking_up.add(dep)
+            self.ctl.hub.look_up([dep])
+
+    def looked_up(self, found: dict[str, Any]) -> None:
+        """The hub's answer: {msg_id: [ok, engine_id] or None (no finished record)}."""
+        for dep, result in found.items():
+            self.looking_up.discard(dep)
+            if result is None:
+                self.unknown[dep] = None
+                if len(self.unknown) > self.ctl.config.dependency_memory:
+                    self.unknown.popitem(last=False)
+                self._wake(dep)
+            else:
+                self.task_finished(dep, bool(result[0]), result[1])
+
     # -- completion of any task (direct or load-balanced) ---------------------------------
 
     def task_finished(self, msg_id: str, ok: bool, engine_id: int | None) -> None:
         self.done[msg_id] = (ok, engine_id)
-        if len(self.done) > DONE_MEMORY:
+        if len(self.done) > self.ctl.config.dependency_memory:
             self.done.popitem(last=False)
+        self._wake(msg_id)
+
+    def _wake(self, msg_id: str) -> None:
         for waiter_id in self.waiters.pop(msg_id, ()):
             task = self.waiting.get(waiter_id)
             if task is None:
