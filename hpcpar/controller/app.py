@@ -750,14 +750,14 @@ class Controller:
     def engine_died(self, rec: EngineRecord, why: str) -> None:
         log.warning("engine %d (%s pid %s) is lost: %s", rec.id, rec.info.get("hostname"), rec.info.get("pid"), why)
         self.unregister(rec, f"died or became unreachable ({why})")
-        # If it is only slow, it must not go on running work we reported as failed.
-        try:
-            self.engine_socket.send_multipart(
-                [rec.ident, *self.signer.pack(self.signer.header("shutdown_request"), {"reason": why})],
-                zmq.NOBLOCK,
-            )
-        except zmq.ZMQError:
-            pass
+        # If it is only slow (stopped, swapping, starved), it must drop the work we
+        # reported as failed; its next heartbeat then makes it register again.
+        for mt in ("abort_request", "interrupt_request"):
+            try:
+                self.engine_socket.send_multipart(
+                    [rec.ident, *self.signer.pack(self.signer.header(mt), {"msg_ids": None})], zmq.NOBLOCK)
+            except zmq.ZMQError:
+                pass
 
     def unregister(self, rec: EngineRecord, why: str) -> None:
         if self.engines.by_id.get(rec.id) is not rec:
