@@ -22,10 +22,9 @@ import subprocess
 import sys
 import tempfile
 import threading
-import time
 from pathlib import Path
 
-import hpcpar
+from scale import simulated_cluster
 
 
 def noop() -> None:
@@ -44,22 +43,7 @@ def main() -> int:
     if not pyspy:
         print("py-spy not found on PATH")
         return 1
-    pdir = Path(tempfile.mkdtemp(prefix="hpcpar-prof-"))
-    hp = [sys.executable, "-m", "hpcpar"]
-    ctl = subprocess.Popen([*hp, "controller", "--profile-dir", str(pdir), "--db", "memory"],
-                           stderr=subprocess.DEVNULL)
-    sims: list[subprocess.Popen] = []
-    try:
-        client_file = pdir / "security" / "hpcpar-client.json"
-        deadline = time.monotonic() + 30
-        while not client_file.exists() and time.monotonic() < deadline:
-            time.sleep(0.05)
-        rc = hpcpar.Client(client_file, timeout=30)
-        per = [args.engines // args.procs + (1 if i < args.engines % args.procs else 0)
-               for i in range(args.procs)]
-        sims = [subprocess.Popen([*hp, "simulate", "--profile-dir", str(pdir), "-n", str(k)],
-                                 stderr=subprocess.DEVNULL) for k in per if k]
-        rc.wait_for_engines(args.engines, timeout=300, interactive=False)
+    with simulated_cluster(args.engines, args.procs) as (ctl, rc, _registration):
         view = rc[:] if args.load == "broadcast" else rc[rc.ids[0]]
         for _ in range(5):
             view.apply_sync(noop)
@@ -73,14 +57,13 @@ def main() -> int:
 
         th = threading.Thread(target=drive, daemon=True)
         th.start()
-        raw = pdir / "controller.raw"
+        raw = Path(tempfile.mkdtemp(prefix="hpcpar-prof-")) / "controller.raw"
         subprocess.run([pyspy, "record", "--pid", str(ctl.pid), "--duration",
                         str(int(args.seconds)), "--rate", "500", "--format", "raw",
                         "--output", str(raw), "--nonblocking"],
                        check=True, capture_output=True, timeout=args.seconds + 60)
         stop.set()
         th.join(timeout=60)
-        rc.close()
         leaf: collections.Counter[str] = collections.Counter()
         incl: collections.Counter[str] = collections.Counter()
         total = idle = 0
@@ -110,15 +93,6 @@ def main() -> int:
         for f, n in incl.most_common(args.top + 5):
             print(f"  {n / busy:6.1%}  {f}")
         return 0
-    finally:
-        for p in [*sims, ctl]:
-            p.terminate()
-        for p in [*sims, ctl]:
-            try:
-                p.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                p.kill()
-                p.wait()
 
 
 if __name__ == "__main__":

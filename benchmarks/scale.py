@@ -12,6 +12,7 @@ and RSS. Run on demand:
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import statistics
@@ -19,6 +20,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import hpcpar
@@ -37,7 +39,11 @@ def noop():
     return None
 
 
-def measure(n: int, procs: int, hold: float, rounds: int) -> dict:
+@contextlib.contextmanager
+def simulated_cluster(n: int, procs: int) -> Iterator[tuple[subprocess.Popen, hpcpar.Client, float]]:
+    """A controller (memory task database) facing ``n`` simulated engines in ``procs``
+    processes; yields (controller process, connected client, seconds to register all).
+    Everything is stopped by PID on exit."""
     pdir = Path(tempfile.mkdtemp(prefix=f"hpcpar-scale-{n}-"))
     hp = [sys.executable, "-m", "hpcpar"]
     ctl = subprocess.Popen([*hp, "controller", "--profile-dir", str(pdir), "--db", "memory"],
@@ -49,13 +55,28 @@ def measure(n: int, procs: int, hold: float, rounds: int) -> dict:
         while not client_file.exists() and time.monotonic() < deadline:
             time.sleep(0.05)
         rc = hpcpar.Client(client_file, timeout=30)
-        cpu0, _ = proc_stats(ctl.pid)
         start = time.monotonic()
         per = [n // procs + (1 if i < n % procs else 0) for i in range(procs)]
         sims = [subprocess.Popen([*hp, "simulate", "--profile-dir", str(pdir), "-n", str(k)],
-                                 stderr=subprocess.DEVNULL) for k in per]
+                                 stderr=subprocess.DEVNULL) for k in per if k]
         rc.wait_for_engines(n, timeout=300, interactive=False)
-        registration = time.monotonic() - start
+        try:
+            yield ctl, rc, time.monotonic() - start
+        finally:
+            rc.close()
+    finally:
+        for p in [*sims, ctl]:
+            p.terminate()
+        for p in [*sims, ctl]:
+            try:
+                p.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait()
+
+
+def measure(n: int, procs: int, hold: float, rounds: int) -> dict:
+    with simulated_cluster(n, procs) as (ctl, rc, registration):
         cpu1, rss1 = proc_stats(ctl.pid)
         # Quiet period: heartbeats only.
         lowest = n
@@ -73,7 +94,6 @@ def measure(n: int, procs: int, hold: float, rounds: int) -> dict:
             times.append(time.perf_counter() - t)
             lowest = min(lowest, len(rc.ids))
         cpu3, rss3 = proc_stats(ctl.pid)
-        rc.close()
         return {
             "engines": n,
             "registration_s": round(registration, 2),
@@ -82,20 +102,10 @@ def measure(n: int, procs: int, hold: float, rounds: int) -> dict:
             "heartbeat_cpu_share": round((cpu2 - cpu1) / hold, 3),
             "broadcast_apply_median_ms": round(statistics.median(times) * 1000, 1),
             "broadcast_apply_max_ms": round(max(times) * 1000, 1),
-            "controller_cpu_s_registration": round(cpu1 - cpu0, 2),
             "controller_cpu_s_broadcasts": round(cpu3 - cpu2, 2),
             "controller_rss_mb": round(rss3, 1),
             "controller_rss_mb_after_registration": round(rss1, 1),
         }
-    finally:
-        for p in sims:
-            p.terminate()
-        ctl.terminate()
-        for p in [*sims, ctl]:
-            try:
-                p.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                p.kill()
 
 
 def main() -> None:
