@@ -205,7 +205,6 @@ def test_many_tasks_keep_controller_memory_bounded(hpcpar_dir):
                     break
                 time.sleep(0.2)
             samples.append(controller_rss_kb(pid) / 1024)
-        # Flat: the second 10k tasks add (almost) nothing over the first 10k.
         # Bounded over 20k tasks. (Whether RSS is flat is measured over 100k tasks in
         # benchmarks/controller_memory.py, not asserted here: at 20-30k tasks it still
         # moves by 10-30 MB from run to run; see docs/performance.md.)
