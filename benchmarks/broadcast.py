@@ -106,6 +106,8 @@ class Child:
         return (cpu, rss) if self.ctl_pids else (float("nan"), float("nan"))
 
     def phase(self, name: str, fn: Any) -> Any:
+        self.res["running"] = name
+        self.save()
         cpu0, _ = self.ctl()
         try:
             value = fn()
@@ -125,6 +127,8 @@ class Child:
     def start(self) -> None:
         import psutil
 
+        self.res["running"] = "start"
+        self.save()
         base = marked_pids() | {os.getpid()}
         t0 = time.perf_counter()
         if self.system == "hpcpar":
@@ -144,8 +148,16 @@ class Child:
             import logging
 
             import ipyparallel
+            from traitlets.config import Config
 
-            self.cluster = ipyparallel.Cluster(n=self.n, log_level=logging.WARNING)
+            config = Config()
+            if self.opts.get("ipp_no_nanny"):
+                # One process per engine instead of two (nanny + kernel): about half the memory,
+                # without remote signalling of single engines (ipyparallel issue #693).
+                config.EngineLauncher.engine_args = ["--IPEngine.enable_nanny=False"]
+            self.res["ipp_nanny"] = not self.opts.get("ipp_no_nanny")
+            self.cluster = ipyparallel.Cluster(n=self.n, log_level=logging.WARNING,
+                                               config=config)
             self.rc = self.cluster.start_and_connect_sync()
             self.rc.wait_for_engines(self.n, timeout=self.opts["start_timeout"])
             dt = time.perf_counter() - t0
@@ -256,6 +268,8 @@ class Child:
                 return r
 
             out[kind] = self.phase(f"push_{kind}", measure)
+        self.res["engines_registered_after_push"] = len(self.rc.ids)
+        self.save()
 
     def lb_flags(self) -> None:
         k = self.opts["lb_tasks"]
@@ -386,6 +400,8 @@ class Child:
             return
         self.apply_all()
         self.push()
+        self.res.pop("running", None)
+        self.save()
         if self.opts["extras"]:
             for name, step in (("hops", self.hops), ("lb", self.lb_flags),
                                ("long_run", self.long_run)):
@@ -405,6 +421,40 @@ def sweep(marker: str) -> list[int]:
     from run import sweep as _sweep
 
     return _sweep(marker)
+
+
+def mem_available_mb() -> float:
+    """MemAvailable from /proc/meminfo, MB (what the kernel can hand out without swapping)."""
+    with open("/proc/meminfo") as fh:
+        for line in fh:
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) / 1024
+    raise RuntimeError("no MemAvailable in /proc/meminfo (Linux 3.14 or later is needed)")
+
+
+def wait_watched(proc: subprocess.Popen[bytes], marker: str, timeout: float,
+                 min_free_mb: float) -> str | None:
+    """Wait for the child; stop it and every process of its run on timeout or when the
+    machine runs short of memory (other users share it). Returns why it was stopped, if so."""
+    deadline = time.monotonic() + timeout
+    while proc.poll() is None:
+        free = mem_available_mb()
+        why = None
+        if free < min_free_mb:
+            why = f"out of memory: MemAvailable {free:.0f} MB < {min_free_mb:.0f} MB"
+        elif time.monotonic() > deadline:
+            why = f"timeout after {timeout:.0f} s"
+        if why:
+            # SIGKILL at once: under memory pressure a graceful stop only makes it worse.
+            for pid in marked_pids(marker) | {proc.pid}:
+                try:
+                    os.kill(pid, 9)
+                except ProcessLookupError:
+                    pass
+            proc.wait()
+            return why
+        time.sleep(0.25)
+    return None
 
 
 def run_child(system: str, n: int, opts: dict[str, Any], workdir: Path) -> dict[str, Any]:
@@ -432,16 +482,17 @@ def run_child(system: str, n: int, opts: dict[str, Any], workdir: Path) -> dict[
     with open(base / "child.log", "wb") as log:
         proc = subprocess.Popen(cmd, env=env, cwd=base / "cwd", stdout=log, stderr=log,
                                 start_new_session=True)
-        try:
-            proc.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, 9)
-            proc.wait()
+        stopped = wait_watched(proc, marker, timeout, opts["min_free_mb"])
     killed = sweep(marker)
     try:
         res = json.loads(out.read_text())
     except (OSError, ValueError):
         res = {"system": system, "engines": n, "errors": {}}
+    where = res.pop("running", None) or "the child's start-up"
+    if stopped:
+        res["errors"]["stopped"] = f"{stopped} during {where}"
+        if stopped.startswith("out of memory"):
+            res["out_of_memory"] = where
     if proc.returncode != 0:
         res["errors"]["child"] = f"exit {proc.returncode} after {time.monotonic() - t0:.0f} s " \
                                  f"(log {base / 'child.log'})"
@@ -574,13 +625,16 @@ def markdown(rows: list[dict[str, Any]], ns: list[int]) -> str:
             if any(v is not None for v in vals):
                 lines.append(f"| {phase} | {system} | " + " | ".join(fmt(v) for v in vals) + " |")
     small = min(ns)
-    lines += ["", f"Load-balanced no-op tasks at N={small} (tasks/s):", "",
-              "| system | plain | retries=1 | after=<finished> |", "|---|---|---|---|"]
+    lb_rows = []
     for system in SYSTEMS:
         r = by.get((system, small), {})
         vals = [get(r, "lb", k, "tasks_per_s") for k in ("plain", "retries1", "after")]
         if any(v is not None for v in vals):
-            lines.append(f"| {system} | " + " | ".join(fmt(v) for v in vals) + " |")
+            lb_rows.append(f"| {system} | " + " | ".join(fmt(v) for v in vals) + " |")
+    if lb_rows:
+        lines += ["", f"Load-balanced no-op tasks at N={small} (tasks/s):", "",
+                  "| system | plain | retries=1 | after=<finished> |", "|---|---|---|---|"]
+        lines += lb_rows
     hop_rows = [(s, get(by.get((s, small), {}), "hops")) for s in ("hpcpar", "ipyparallel")]
     if any(h for _, h in hop_rows):
         keys = ["call_to_submitted_us", "submitted_to_started_us", "started_to_completed_us",
@@ -600,6 +654,21 @@ def markdown(rows: list[dict[str, Any]], ns: list[int]) -> str:
                       f"{rss_slope(lr['samples'])}."]
     lines += ["", "| target | this run | verdict |", "|---|---|---|"]
     lines += [f"| {t} | {v} | {p} |" for t, v, p in verdicts(rows, ns)]
+    notes = []
+    for r in rows:
+        if r.get("ipp_nanny") is False:
+            notes.append(f"- ipyparallel N={r['engines']}: engines started without their nanny "
+                         "(`IPEngine.enable_nanny=False`, one process per engine instead of two) "
+                         "so that they fit in memory; its per-engine RSS is the kernel alone.")
+        after = r.get("engines_registered_after_push")
+        if after is not None and after != r["engines"]:
+            notes.append(f"- {r['system']} N={r['engines']}: {after} of {r['engines']} engines "
+                         "still registered after the pushes.")
+        if r.get("out_of_memory"):
+            notes.append(f"- {r['system']} N={r['engines']}: out of memory during "
+                         f"{r['out_of_memory']} (stopped by the watchdog).")
+    if notes:
+        lines += ["", "Notes:", ""] + notes
     errs = [(r["system"], r["engines"], k, v) for r in rows for k, v in r["errors"].items()]
     if errs:
         lines += ["", "Errors:", ""] + [f"- {s} N={n} {k}: {v}" for s, n, k, v in errs]
@@ -671,6 +740,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--lb-tasks", type=int, default=5000)
     ap.add_argument("--long-tasks", type=int, default=100_000, help="0 to skip")
     ap.add_argument("--hop-calls", type=int, default=300)
+    ap.add_argument("--no-extras", action="store_true",
+                    help="skip the LB, hop and long runs (otherwise done at the smallest N)")
+    ap.add_argument("--ipp-no-nanny-from", type=int, default=256, metavar="N",
+                    help="start ipyparallel engines without their nanny process "
+                         "(IPEngine.enable_nanny=False) from this N on, which halves their "
+                         "memory (one process per engine instead of two); 0: never")
+    ap.add_argument("--min-free-mb", type=float, default=3072,
+                    help="stop a child and record its N as out of memory when MemAvailable "
+                         "falls below this (the machine is shared)")
     ap.add_argument("--json", default=None)
     ap.add_argument("--markdown", default=None)
     ap.add_argument("--plot", default=str(HERE.parent / "docs" / "performance-broadcast.png"))
@@ -692,8 +770,15 @@ def main(argv: list[str] | None = None) -> int:
             for system in systems:
                 opts = {"reps": args.reps, "push_reps": args.push_reps,
                         "lb_tasks": args.lb_tasks, "long_tasks": args.long_tasks,
-                        "hop_calls": args.hop_calls, "extras": n == ns[0],
-                        "start_timeout": 120 + 3 * n}
+                        "hop_calls": args.hop_calls,
+                        "extras": n == ns[0] and not args.no_extras,
+                        "start_timeout": 120 + 3 * n, "min_free_mb": args.min_free_mb,
+                        "ipp_no_nanny": system == "ipyparallel"
+                        and 0 < args.ipp_no_nanny_from <= n}
+                if opts["ipp_no_nanny"]:
+                    print(f"[{system}] N={n}: engines without their nanny "
+                          "(IPEngine.enable_nanny=False): one process per engine, for memory",
+                          flush=True)
                 print(f"[{system}] N={n} ...", flush=True)
                 t = time.monotonic()
                 res = run_child(system, n, opts, workdir)
