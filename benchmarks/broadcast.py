@@ -6,6 +6,7 @@ Usage (inside the venv made by ``benchmarks/setup.sh``; run on demand, never in 
                                    [--lb-tasks 5000] [--long-tasks 100000]
                                    [--json out.json] [--markdown out.md]
                                    [--plot docs/performance-broadcast.png]
+                                   [--no-extras] [--ipp-no-nanny-from 256] [--min-free-mb 3072]
 
 For each N and each system, one child process (this file with ``--child``) starts a local
 cluster of N engines with its own HPCPAR_DIR / IPYTHONDIR / dask temp dir and the run's
@@ -31,6 +32,12 @@ scheduler runs inside the client process of a ``LocalCluster``, so its figures i
 client). Each child has a timeout; on timeout or exit every process carrying its marker is
 stopped by PID (SIGTERM, then SIGKILL). Results are written after every phase, so a child that
 times out still reports what it finished. Everything listens on 127.0.0.1.
+
+Memory: from ``--ipp-no-nanny-from`` engines on, ipyparallel engines run without their nanny
+(``IPEngine.enable_nanny=False``): one process per engine instead of two, about 54 MB instead of
+96 MB, so 256 of them fit in 23 GB; the output says so. While a child runs, the parent watches
+MemAvailable and, below ``--min-free-mb``, kills that child's processes by PID and records the N
+as out of memory, with the phase it was in.
 """
 
 from __future__ import annotations
@@ -695,7 +702,11 @@ def plot(rows: list[dict[str, Any]], ns: list[int], path: Path, title: str) -> N
         ("dask run / scatter(broadcast)", "dask", ("apply_all", "run"),
          ("push_10MB", "scatter_broadcast")),
     ]
+    no_nanny = sorted(r["engines"] for r in rows if r.get("ipp_nanny") is False)
+    nanny_note = f" (N>={no_nanny[0]}: no nanny)" if no_nanny else ""
     for label, system, app, push in curves:
+        if system == "ipyparallel":
+            label += nanny_note
         for ax, key in ((axes[0], app), (axes[1], push)):
             if key is None:
                 continue
@@ -707,7 +718,8 @@ def plot(rows: list[dict[str, Any]], ns: list[int], path: Path, title: str) -> N
         pts = [(n, get(by.get((system, n), {}), "registration_s")) for n in ns]
         pts = [(n, v) for n, v in pts if v is not None]
         if pts:
-            axes[2].plot(*zip(*pts, strict=True), marker="o", label=system)
+            label = system + (nanny_note if system == "ipyparallel" else "")
+            axes[2].plot(*zip(*pts, strict=True), marker="o", label=label)
     for ax, t, unit in ((axes[0], "broadcast apply (median)", "ms"),
                         (axes[1], "push 10 MB to all engines (median)", "ms"),
                         (axes[2], "start to all engines registered", "s")):
