@@ -203,6 +203,14 @@ class Cluster:
         the launchers' options. Raises ConfigError / LauncherError / ClusterError."""
         from .launchers.build import check_network, is_batch, make_launcher
 
+        if self.config["cluster.forwarders"] and self.engine_launcher != "local":
+            from .config import ConfigError
+
+            raise ConfigError([
+                f"cluster.forwarders = {self.config['cluster.forwarders']} needs local engines, not "
+                f"{self.engine_launcher!r}: with a batch system, run 'hpcpar forwarder' on each node in the "
+                "job script and point that node's engines at its file (docs/site-admin.md)"
+            ])
         check_network(self.config)
         if self.n == 0 and self._n_given is None and is_batch(self.engine_launcher):
             from .config import ConfigError
@@ -212,14 +220,6 @@ class Cluster:
                 "(or n= to Cluster), or set n in [cluster] of the profile's config.toml"
             ])
         make_launcher(self.controller_launcher, "controller", 1, config=self.config)
-        if self.config["cluster.forwarders"] and self.engine_launcher != "local":
-            from .config import ConfigError
-
-            raise ConfigError([
-                f"cluster.forwarders = {self.config['cluster.forwarders']} needs local engines, not "
-                f"{self.engine_launcher!r}: with a batch system, run 'hpcpar forwarder' on each node in the "
-                "job script and point that node's engines at its file (docs/site-admin.md)"
-            ])
         if self.n:
             make_launcher(self.engine_launcher, "engines", self.n, config=self.config)
 
