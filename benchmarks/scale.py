@@ -7,6 +7,7 @@ broadcast load, broadcast apply round trips, and the controller's CPU time
 and RSS. Run on demand:
 
     python benchmarks/scale.py --engines 1000 5000 --procs 2 --hold 20
+    python benchmarks/scale.py --engines 1000 5000 --forwarders 8   # engines behind 8 forwarders
 """
 
 from __future__ import annotations
@@ -40,34 +41,48 @@ def noop():
 
 
 @contextlib.contextmanager
-def simulated_cluster(n: int, procs: int) -> Iterator[tuple[subprocess.Popen, hpcpar.Client, float]]:
+def simulated_cluster(n: int, procs: int, forwarders: int = 0,
+                      fwd_procs: list | None = None) -> Iterator[tuple[subprocess.Popen, hpcpar.Client, float]]:
     """A controller (memory task database) facing ``n`` simulated engines in ``procs``
     processes; yields (controller process, connected client, seconds to register all).
+    With ``forwarders``, that many ``hpcpar forwarder`` processes stand between them (at
+    least one simulator process each), appended to ``fwd_procs``.
     Everything is stopped by PID on exit."""
     pdir = Path(tempfile.mkdtemp(prefix=f"hpcpar-scale-{n}-"))
     hp = [sys.executable, "-m", "hpcpar"]
     ctl = subprocess.Popen([*hp, "controller", "--profile-dir", str(pdir), "--db", "memory"],
                            stderr=subprocess.DEVNULL)
     sims: list[subprocess.Popen] = []
+    fwds: list[subprocess.Popen] = [] if fwd_procs is None else fwd_procs
     try:
         client_file = pdir / "security" / "hpcpar-client.json"
         deadline = time.monotonic() + 30
         while not client_file.exists() and time.monotonic() < deadline:
             time.sleep(0.05)
         rc = hpcpar.Client(client_file, timeout=30)
+        files: list[list[str]] = [[]]
+        if forwarders:
+            fwds += [subprocess.Popen([*hp, "forwarder", "--profile-dir", str(pdir), "--name", f"f{i}"],
+                                      stderr=subprocess.DEVNULL) for i in range(forwarders)]
+            files = [["--file", str(pdir / "security" / f"hpcpar-forwarder-f{i}.json")] for i in range(forwarders)]
+            for f in files:
+                while not Path(f[1]).exists() and time.monotonic() < deadline + 30:
+                    time.sleep(0.05)
+            procs = max(procs, forwarders)
         start = time.monotonic()
         per = [n // procs + (1 if i < n % procs else 0) for i in range(procs)]
-        sims = [subprocess.Popen([*hp, "simulate", "--profile-dir", str(pdir), "-n", str(k)],
-                                 stderr=subprocess.DEVNULL) for k in per if k]
+        sims = [subprocess.Popen([*hp, "simulate", "--profile-dir", str(pdir), "-n", str(k),
+                                  *files[i % len(files)]], stderr=subprocess.DEVNULL)
+                for i, k in enumerate(per) if k]
         rc.wait_for_engines(n, timeout=300, interactive=False)
         try:
             yield ctl, rc, time.monotonic() - start
         finally:
             rc.close()
     finally:
-        for p in [*sims, ctl]:
+        for p in [*sims, *fwds, ctl]:
             p.terminate()
-        for p in [*sims, ctl]:
+        for p in [*sims, *fwds, ctl]:
             try:
                 p.wait(timeout=20)
             except subprocess.TimeoutExpired:
@@ -75,8 +90,9 @@ def simulated_cluster(n: int, procs: int) -> Iterator[tuple[subprocess.Popen, hp
                 p.wait()
 
 
-def measure(n: int, procs: int, hold: float, rounds: int) -> dict:
-    with simulated_cluster(n, procs) as (ctl, rc, registration):
+def measure(n: int, procs: int, hold: float, rounds: int, forwarders: int = 0) -> dict:
+    fwds: list[subprocess.Popen] = []
+    with simulated_cluster(n, procs, forwarders, fwds) as (ctl, rc, registration):
         cpu1, rss1 = proc_stats(ctl.pid)
         # Quiet period: heartbeats only.
         lowest = n
@@ -85,6 +101,7 @@ def measure(n: int, procs: int, hold: float, rounds: int) -> dict:
             lowest = min(lowest, len(rc.ids))
             time.sleep(0.2)
         cpu2, _ = proc_stats(ctl.pid)
+        fcpu2 = sum(proc_stats(f.pid)[0] for f in fwds)
         # Broadcast load.
         view = rc[:]
         times = []
@@ -94,8 +111,10 @@ def measure(n: int, procs: int, hold: float, rounds: int) -> dict:
             times.append(time.perf_counter() - t)
             lowest = min(lowest, len(rc.ids))
         cpu3, rss3 = proc_stats(ctl.pid)
+        fcpu3 = sum(proc_stats(f.pid)[0] for f in fwds)
         return {
             "engines": n,
+            "forwarders": forwarders,
             "registration_s": round(registration, 2),
             "registrations_per_s": round(n / registration),
             "engines_lowest_during_run": lowest,
@@ -103,6 +122,8 @@ def measure(n: int, procs: int, hold: float, rounds: int) -> dict:
             "broadcast_apply_median_ms": round(statistics.median(times) * 1000, 1),
             "broadcast_apply_max_ms": round(max(times) * 1000, 1),
             "controller_cpu_s_broadcasts": round(cpu3 - cpu2, 2),
+            "controller_cpu_ms_per_broadcast": round((cpu3 - cpu2) / rounds * 1000, 1),
+            "forwarders_cpu_ms_per_broadcast": round((fcpu3 - fcpu2) / rounds * 1000, 1),
             "controller_rss_mb": round(rss3, 1),
             "controller_rss_mb_after_registration": round(rss1, 1),
         }
@@ -114,9 +135,11 @@ def main() -> None:
     ap.add_argument("--procs", type=int, default=2, help="simulator processes")
     ap.add_argument("--hold", type=float, default=20.0, help="seconds of heartbeats only")
     ap.add_argument("--rounds", type=int, default=10, help="broadcast applies")
+    ap.add_argument("--forwarders", type=int, nargs="+", default=[0],
+                    help="forwarders between the engines and the controller (0: direct); each value is a run")
     ap.add_argument("--json", default=None)
     args = ap.parse_args()
-    rows = [measure(n, args.procs, args.hold, args.rounds) for n in args.engines]
+    rows = [measure(n, args.procs, args.hold, args.rounds, k) for n in args.engines for k in args.forwarders]
     for row in rows:
         print(json.dumps(row))
     if args.json:
