@@ -7,10 +7,13 @@ a broadcast once per forwarder, naming the engines below it (relay.FANOUT).
 A forwarder can itself sit below another forwarder, which makes a tree.
 
 Relaying is zero-copy and blind: messages stay signed by the engine and by
-the controller, and the forwarder never verifies or unpickles them. It holds
-the cluster key (it is in the engine connection file it reads anyway) only to
-sign its own hello to the controller. For a coalescing broadcast it holds the
-replies of its engines and sends them up as one message (relay.BATCHED),
+the controller, and the forwarder never unpickles them. It holds the cluster
+key (it is in the engine connection file it reads anyway) for heartbeats only:
+it verifies its engines' heartbeats, reports them to the controller as one
+signed ``heartbeat_batch`` every HEARTBEAT_FLUSH seconds, and answers them
+itself while the controller is heard from; so the controller's heartbeat
+work is per forwarder, not per engine. For a coalescing broadcast it holds
+the replies of its engines and sends them up as one message (relay.BATCHED),
 flushed when all are in or after BATCH_WAIT seconds, whichever comes first.
 """
 
@@ -38,6 +41,9 @@ log = logging.getLogger("hpcpar.forwarder")
 HELLO_EVERY = 5.0  # seconds between hellos to the controller (also how it knows we are alive)
 BATCH_WAIT = 1.0  # longest a reply waits for the other replies of its broadcast
 BATCH_BYTES = 64 << 20  # a batch holding this much is sent at once
+HEARTBEAT_FLUSH = 0.2  # seconds between heartbeat reports to the controller
+PING_EVERY = 3.0  # seconds between heartbeat answers to one engine (as the controller does)
+ANSWER_WHILE = 15.0  # answer engines' heartbeats only if the controller spoke this recently
 
 
 @dataclass
@@ -74,6 +80,10 @@ class Forwarder:
         self.last_contact = time.monotonic()
         self.relayed_up = 0
         self.relayed_down = 0
+        self.beats: set[bytes] = set()  # engines whose verified heartbeat is not reported yet
+        self.pinged: dict[bytes, float] = {}  # engine -> when we last answered its heartbeat
+        self._ping: list[Any] = []
+        self._ping_made = -1e9
 
     def connection_info(self) -> ConnectionInfo:
         """The engine connection file engines below this forwarder use: ours, with our URL."""
@@ -89,13 +99,17 @@ class Forwarder:
         poller.register(self.down, zmq.POLLIN)
         poller.register(self.up, zmq.POLLIN)
         next_hello = 0.0
+        next_report = time.monotonic() + HEARTBEAT_FLUSH
         while self.running:
             now = time.monotonic()
             if now >= next_hello:
                 self.up.send_multipart(self.signer.pack(self.signer.header("forwarder_hello"),
                                                         {"name": self.name, "urls": self.urls, "pid": os.getpid()}))
                 next_hello = now + HELLO_EVERY
-            events = dict(poller.poll(int(min(next_hello - now, BATCH_WAIT / 4) * 1000) + 1))
+            if now >= next_report:
+                self._report_beats()
+                next_report = now + HEARTBEAT_FLUSH
+            events = dict(poller.poll(int((min(next_hello, next_report) - now) * 1000) + 1))
             if self.up in events:
                 self.last_contact = time.monotonic()
                 for frames in wire.drain(self.up, 256):
@@ -164,9 +178,12 @@ class Forwarder:
     def _from_below(self, frames: list[Any]) -> None:
         if len(frames) < 2:
             return
-        if self.batches and len(frames) > 2 and len(frames[1]) == 32:
-            parent = self._parent_of(frames[2])
-            b = self.batches.pop(parent, None) if parent else None
+        if len(frames) > 2 and len(frames[1]) == 32:  # signed by an engine directly below us
+            header = self._header_of(frames[2])
+            if header.get("msg_type") == "heartbeat" and self._beat(frames):
+                return
+            parent = header.get("parent") if self.batches else None
+            b = self.batches.pop(parent, None) if isinstance(parent, str) else None
             if b is not None:
                 b.waiting.discard(parent)
                 if not b.parts:
@@ -180,13 +197,39 @@ class Forwarder:
         self.relayed_up += 1
 
     @staticmethod
-    def _parent_of(header_frame: Any) -> str | None:
+    def _header_of(header_frame: Any) -> dict[str, Any]:
         try:
             header = json.loads(header_frame.bytes)
         except (ValueError, UnicodeDecodeError):
-            return None
-        parent = header.get("parent") if isinstance(header, dict) else None
-        return parent if isinstance(parent, str) else None
+            return {}
+        return header if isinstance(header, dict) else {}
+
+    def _beat(self, frames: list[Any]) -> bool:
+        """Take an engine's heartbeat here; False (relay it) if it does not verify, so the
+        controller rejects it and tells the engine, as for a direct engine."""
+        try:
+            self.signer.unpack(frames[1:])
+        except wire.BadMessage:
+            return False
+        ident = frames[0].bytes
+        self.beats.add(ident)
+        now = time.monotonic()
+        if now - self.last_contact < ANSWER_WHILE and now - self.pinged.get(ident, -1e9) >= PING_EVERY:
+            self.pinged[ident] = now
+            if now - self._ping_made > 1.0:
+                self._ping = self.signer.pack(self.signer.header("heartbeat_reply"))
+                self._ping_made = now
+            self._send_down([ident, *self._ping])
+        return True
+
+    def _report_beats(self) -> None:
+        if not self.beats:
+            return
+        beats, self.beats = self.beats, set()
+        names = [i.decode("latin-1") for i in beats]
+        self.up.send_multipart(self.signer.pack(self.signer.header("heartbeat_batch"), {"engines": names}))
+        if len(self.pinged) > 4 * len(beats) + 1000:  # forget engines that left
+            self.pinged = {i: t for i, t in self.pinged.items() if i in beats}
 
     def _flush(self, b: _Batch) -> None:
         """Send what the batch holds; replies still missing will travel alone."""

@@ -674,6 +674,9 @@ class Controller:
             self.forwarding.hello(path, ident, msg.meta)
             self.forwarding.send(ident, self.signer.pack(self.signer.header("forwarder_hello_reply")), path)
             return
+        if mt == "heartbeat_batch":
+            self.on_heartbeat_batch((*path, ident), msg)
+            return
         rec = self.engines.lookup(ident)
         if rec is None:
             # An engine we do not know (we restarted, or declared it dead):
@@ -697,6 +700,17 @@ class Controller:
                     self.to_client(client, msg.frames)
         elif mt == "unregister_request":
             self.unregister(rec, "shut down")
+
+    def on_heartbeat_batch(self, below: tuple[bytes, ...], msg: wire.Message) -> None:
+        """A forwarder verified these engines' heartbeats (and answers them itself)."""
+        now = time.monotonic()
+        for name in msg.meta.get("engines") or []:
+            ident = str(name).encode("latin-1")
+            rec = self.engines.lookup(ident)
+            if rec is None:  # as for a direct engine we do not know: ask it to register again
+                self.forwarding.send(ident, self.signer.pack(self.signer.header("reregister_request")), below)
+            else:
+                rec.last_seen = now
 
     def _ping_frames(self, now: float) -> list[Any]:
         if now - self._ping_made > 1.0:
