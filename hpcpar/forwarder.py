@@ -34,7 +34,7 @@ import zmq
 from . import wire
 from .connection import ConnectionInfo
 from .netutil import advertised_addresses, bind_address
-from .relay import BATCHED, FANOUT, RELAYED, fanout_spec, is_mark, read_spec
+from .relay import BATCHED, FANOUT, RELAYED, SELF, fanout_spec, is_mark, read_spec
 
 log = logging.getLogger("hpcpar.forwarder")
 
@@ -127,7 +127,7 @@ class Forwarder:
         self.running = False
 
     def close(self) -> None:
-        self.down.close(linger=0)
+        self.down.close(linger=500)  # the controller's last words to our engines
         self.up.close(linger=500)
         self.ctx.term()
 
@@ -145,6 +145,9 @@ class Forwarder:
 
     def _from_above(self, frames: list[Any]) -> None:
         if len(frames) < 2:
+            return
+        if is_mark(frames[0], SELF):
+            self._own_message(frames[1:])
             return
         if not is_mark(frames[0], FANOUT):
             self._send_down(frames)
@@ -172,6 +175,16 @@ class Forwarder:
                 self._send_down([hop, *sub[0][0], *signed])
             else:
                 self._send_down([hop, FANOUT, fanout_spec(sub, batch), *signed])
+
+    def _own_message(self, frames: list[Any]) -> None:
+        try:
+            msg = self.signer.unpack(frames)
+        except wire.BadMessage as e:
+            log.warning("dropped a message for this forwarder that does not verify: %s", e)
+            return
+        if msg.msg_type == "shutdown_request":
+            log.info("the controller is stopping; so do we")
+            self.running = False
 
     # -- upward --------------------------------------------------------------------------
 

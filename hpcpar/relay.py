@@ -18,7 +18,8 @@ Downward, a message is plain routing frames, one per hop, then the signed
 frames: ``[fwdA, fwdB, engine, signature, ...]``. A broadcast is
 ``[fwdA, FANOUT, spec, signature, ...]``: forwarder A sends the same frames
 to each target named in ``spec`` (a JSON list of ``[hop, ..., engine, msg_id]``
-below A), fanning out again through the forwarders further down.
+below A), fanning out again through the forwarders further down. A message
+for a forwarder itself (its hello's answer, a shutdown) is ``[fwdA, SELF, signature, ...]``.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from typing import Any
 RELAYED = b"hpcpar-relayed"
 BATCHED = b"hpcpar-batched"
 FANOUT = b"hpcpar-fanout"
+SELF = b"hpcpar-self"
 _MARK_LEN = len(RELAYED)
 
 

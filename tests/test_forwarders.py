@@ -155,6 +155,11 @@ def test_two_level_tree(request, tmp_path):
     rc[:].push({"x": arr}, block=True)
     assert all(np.array_equal(x, arr) for x in rc[:].pull("x", block=True))
     assert sorted(rc.load_balanced_view().map_sync(abs, range(-5, 0))) == [1, 2, 3, 4, 5]
+    # The controller stopping tells engines and forwarders, through the tree.
+    rc.close()
+    cluster.stop_cluster()
+    for p in procs:
+        p.wait(timeout=15)
 
 
 def test_start_and_stop_leave_no_process(tmp_path):

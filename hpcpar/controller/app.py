@@ -672,7 +672,8 @@ class Controller:
             return
         if mt == "forwarder_hello":
             self.forwarding.hello(path, ident, msg.meta)
-            self.forwarding.send(ident, self.signer.pack(self.signer.header("forwarder_hello_reply")), path)
+            self.forwarding.send(relay.SELF, self.signer.pack(self.signer.header("forwarder_hello_reply")),
+                                 (*path, ident))
             return
         if mt == "heartbeat_batch":
             self.on_heartbeat_batch((*path, ident), msg)
@@ -839,6 +840,7 @@ class Controller:
                 self.forwarding.send(rec.ident, frames)
             except zmq.ZMQError:
                 pass
+        self.forwarding.to_forwarders(frames)  # after their engines' copies, on the same pipes
         for task in list(self.tasks.values()):
             self.fail_task(task, "EngineError", "the controller shut down before the task finished")
         self.notify_clients("controller_stopping", {})

@@ -72,6 +72,14 @@ class Forwarding:
                 return False
             raise
 
+    def to_forwarders(self, frames: list[Any]) -> None:
+        """A message for every known forwarder itself (the controller is stopping)."""
+        for path in self.forwarders:
+            try:
+                self.sock.send_multipart([*path, relay.SELF, *frames], copy=False)
+            except zmq.ZMQError:
+                pass
+
     def broadcast(self, targets: list[tuple[bytes, str]], frames: list[Any], batch: bool) -> list[bytes]:
         """Send ``frames`` to every (engine identity, msg_id): once per directly connected engine,
         once per top-level forwarder for the engines behind it. Returns the identities not reached."""
