@@ -45,8 +45,8 @@ def simulated_cluster(n: int, procs: int, forwarders: int = 0,
                       fwd_procs: list | None = None) -> Iterator[tuple[subprocess.Popen, hpcpar.Client, float]]:
     """A controller (memory task database) facing ``n`` simulated engines in ``procs``
     processes; yields (controller process, connected client, seconds to register all).
-    With ``forwarders``, that many ``hpcpar forwarder`` processes stand between them (at
-    least one simulator process each), appended to ``fwd_procs``.
+    With ``forwarders``, that many ``hpcpar forwarder`` processes stand between them (each
+    simulator process deals its engines over all of them), appended to ``fwd_procs``.
     Everything is stopped by PID on exit."""
     pdir = Path(tempfile.mkdtemp(prefix=f"hpcpar-scale-{n}-"))
     hp = [sys.executable, "-m", "hpcpar"]
@@ -64,11 +64,13 @@ def simulated_cluster(n: int, procs: int, forwarders: int = 0,
         if forwarders:
             fwds += [subprocess.Popen([*hp, "forwarder", "--profile-dir", str(pdir), "--name", f"f{i}"],
                                       stderr=subprocess.DEVNULL) for i in range(forwarders)]
-            files = [["--file", str(pdir / "security" / f"hpcpar-forwarder-f{i}.json")] for i in range(forwarders)]
-            for f in files:
-                while not Path(f[1]).exists() and time.monotonic() < deadline + 30:
+            paths = [pdir / "security" / f"hpcpar-forwarder-f{i}.json" for i in range(forwarders)]
+            for path in paths:
+                while not path.exists() and time.monotonic() < deadline + 30:
                     time.sleep(0.05)
-            procs = max(procs, forwarders)
+            # Each simulator deals its engines over every forwarder: as many simulator
+            # processes as without forwarders, so both runs load the machine alike.
+            files = [[arg for path in paths for arg in ("--file", str(path))]]
         start = time.monotonic()
         per = [n // procs + (1 if i < n % procs else 0) for i in range(procs)]
         sims = [subprocess.Popen([*hp, "simulate", "--profile-dir", str(pdir), "-n", str(k),
@@ -139,11 +141,13 @@ def main() -> None:
                     help="forwarders between the engines and the controller (0: direct); each value is a run")
     ap.add_argument("--json", default=None)
     args = ap.parse_args()
-    rows = [measure(n, args.procs, args.hold, args.rounds, k) for n in args.engines for k in args.forwarders]
-    for row in rows:
-        print(json.dumps(row))
-    if args.json:
-        Path(args.json).write_text(json.dumps(rows, indent=1))
+    rows = []
+    for n in args.engines:
+        for k in args.forwarders:
+            rows.append(measure(n, args.procs, args.hold, args.rounds, k))
+            print(json.dumps(rows[-1]), flush=True)
+            if args.json:
+                Path(args.json).write_text(json.dumps(rows, indent=1))
 
 
 if __name__ == "__main__":

@@ -171,6 +171,8 @@ def test_start_and_stop_leave_no_process(tmp_path):
                                                       [*cluster.engine_sets, *cluster.forwarder_sets]))
     assert len(pids) == 1 + 4 + 2
     assert len(cluster.forwarder_sets) == 2
+    status = subprocess.run(hpcpar_cmd("status"), env=env, check=True, timeout=60, capture_output=True, text=True)
+    assert status.stdout.count(" forwarder ") == 2, status.stdout
     subprocess.run(hpcpar_cmd("stop"), env=env, check=True, timeout=60, capture_output=True)
     deadline = time.monotonic() + 10
     while not all(gone(p) for p in pids) and time.monotonic() < deadline:
