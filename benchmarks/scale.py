@@ -144,7 +144,10 @@ def main() -> None:
     rows = []
     for n in args.engines:
         for k in args.forwarders:
-            rows.append(measure(n, args.procs, args.hold, args.rounds, k))
+            try:
+                rows.append(measure(n, args.procs, args.hold, args.rounds, k))
+            except Exception as exc:  # noqa: BLE001 - e.g. engines lost under load: record, go on
+                rows.append({"engines": n, "forwarders": k, "error": f"{type(exc).__name__}: {exc}"[:300]})
             print(json.dumps(rows[-1]), flush=True)
             if args.json:
                 Path(args.json).write_text(json.dumps(rows, indent=1))

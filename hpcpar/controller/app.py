@@ -740,7 +740,9 @@ class Controller:
     def on_work_hello(self, ident: bytes, msg: wire.Message) -> None:
         """The engine's second socket, for requests and replies: now it may get work."""
         uuid = str(msg.meta.get("uuid", ""))
-        rec = next((e for e in self.engines.by_id.values() if e.uuid == uuid), None)
+        rec = self.engines.by_ident.get(uuid.encode())  # engines name their control socket by uuid
+        if rec is None or rec.uuid != uuid:
+            rec = next((e for e in self.engines.by_id.values() if e.uuid == uuid), None)
         if rec is None:
             self.forwarding.send(ident, self.signer.pack(self.signer.header("reregister_request")))
             self.forwarding.forget(ident)
