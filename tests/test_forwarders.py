@@ -194,3 +194,24 @@ def test_bad_forwarder_input_is_named(tmp_path):
     r = subprocess.run(hpcpar_cmd("start", "-n", "2", "--forwarders", "1", "--engines", "slurm"), env=env,
                        capture_output=True, text=True, timeout=60)
     assert r.returncode == 1 and "hpcpar forwarder" in r.stderr
+
+
+def test_engines_behind_forwarders_reattach_to_a_restored_controller(tmp_path):
+    env = {**os.environ, "HPCPAR_DIR": str(tmp_path)}
+    subprocess.run(hpcpar_cmd("start", "-n", "4", "--forwarders", "2", "--daemonize", "--wait"),
+                   env=env, check=True, timeout=120, capture_output=True)
+    try:
+        client_file = tmp_path / "profile_default" / "security" / "hpcpar-client.json"
+        with hpcpar.Client(client_file, timeout=20) as rc:
+            pids = sorted(rc[:].apply_sync(os.getpid))
+        ctl_pid = hpcpar.connection.ConnectionInfo.load(client_file).controller_pid
+        os.kill(ctl_pid, signal.SIGKILL)
+        while not gone(ctl_pid):
+            time.sleep(0.05)
+        subprocess.run(hpcpar_cmd("start", "--restore"), env=env, check=True, timeout=60, capture_output=True)
+        with hpcpar.Client(client_file, timeout=20) as rc:
+            rc.wait_for_engines(4, timeout=30, interactive=False)
+            assert sorted(rc[:].apply_sync(os.getpid)) == pids  # the same engines, through the same forwarders
+            assert sorted(f["engines"] for f in forwarding(rc)["forwarders"]) == [2, 2]
+    finally:
+        subprocess.run(hpcpar_cmd("stop"), env=env, timeout=60, capture_output=True)

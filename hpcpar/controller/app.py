@@ -705,6 +705,7 @@ class Controller:
     def on_heartbeat_batch(self, below: tuple[bytes, ...], msg: wire.Message) -> None:
         """A forwarder verified these engines' heartbeats (and answers them itself)."""
         now = time.monotonic()
+        self.forwarding.seen(below)
         for name in msg.meta.get("engines") or []:
             ident = str(name).encode("latin-1")
             rec = self.engines.lookup(ident)

@@ -38,10 +38,14 @@ class Forwarding:
 
     def hello(self, path: tuple[bytes, ...], ident: bytes, meta: dict[str, Any]) -> None:
         full = (*path, ident)
+        self.forwarders[full] = ForwarderInfo(full, str(meta.get("name", "")), meta.get("pid"),
+                                              list(meta.get("urls") or []))
+
+    def seen(self, full: tuple[bytes, ...]) -> None:
+        """A forwarder reported heartbeats: it is alive (and known, even before its next hello)."""
         info = self.forwarders.get(full)
         if info is None:
-            self.forwarders[full] = ForwarderInfo(full, str(meta.get("name", "")), meta.get("pid"),
-                                                  list(meta.get("urls") or []))
+            self.forwarders[full] = ForwarderInfo(full, "", None, [])
         else:
             info.last_seen = time.monotonic()
 
