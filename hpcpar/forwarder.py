@@ -85,6 +85,7 @@ class Forwarder:
         self.pinged: dict[bytes, float] = {}  # engine -> when we last answered its heartbeat
         self._ping: list[Any] = []
         self._ping_made = -1e9
+        self._next_prune = time.monotonic() + 30.0
 
     def connection_info(self) -> ConnectionInfo:
         """The engine connection file engines below this forwarder use: ours, with our URL."""
@@ -243,8 +244,10 @@ class Forwarder:
         beats, self.beats = self.beats, set()
         names = [i.decode("latin-1") for i in beats]
         self.up.send_multipart(self.signer.pack(self.signer.header("heartbeat_batch"), {"engines": names}))
-        if len(self.pinged) > 4 * len(beats) + 1000:  # forget engines that left
-            self.pinged = {i: t for i, t in self.pinged.items() if i in beats}
+        now = time.monotonic()
+        if now > self._next_prune:  # forget engines that left (the others are answered every PING_EVERY)
+            self.pinged = {i: t for i, t in self.pinged.items() if now - t < 2 * PING_EVERY}
+            self._next_prune = now + 30.0
 
     def _flush(self, b: _Batch) -> None:
         """Send what the batch holds; replies still missing will travel alone."""
