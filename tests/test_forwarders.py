@@ -62,6 +62,18 @@ def test_engines_behind_forwarders_serve_everything(tree):
     assert dv.apply_async(sum, [1, 2]).get(timeout=20) == [3] * 8
 
 
+def test_output_streams_through_a_forwarder_while_the_task_runs(tree):
+    cluster, rc = tree
+    code = "import time\nfor i in range(3):\n    print('tick', i, flush=True)\n    time.sleep(0.4)\n"
+    ar = rc[rc.ids[5]].execute(code, block=False)
+    deadline = time.time() + 5
+    while "tick 0" not in ar.stdout and time.time() < deadline:
+        time.sleep(0.02)
+    assert "tick 0" in ar.stdout and not ar.ready()  # relayed before the end
+    ar.get(timeout=10)
+    assert ar.stdout == "tick 0\ntick 1\ntick 2\n"
+
+
 def test_broadcast_leaves_the_controller_once_per_forwarder(tree):
     cluster, rc = tree
     info = forwarding(rc)
@@ -215,3 +227,27 @@ def test_engines_behind_forwarders_reattach_to_a_restored_controller(tmp_path):
             assert sorted(f["engines"] for f in forwarding(rc)["forwarders"]) == [2, 2]
     finally:
         subprocess.run(hpcpar_cmd("stop"), env=env, timeout=60, capture_output=True)
+
+
+def test_stopped_engine_behind_forwarder_is_declared_lost_then_comes_back(request):
+    cluster, rc = start_cluster(2, f"fwd-stop-{os.getpid()}", forwarders=1)
+    request.addfinalizer(cluster.stop_cluster)
+    request.addfinalizer(rc.close)
+    pids = dict(zip(rc.ids, rc[:].apply_sync(os.getpid)))
+    victim = rc.ids[0]
+    held = rc[victim].apply_async(time.sleep, 1)
+    os.kill(pids[victim], signal.SIGSTOP)
+    try:
+        with pytest.raises(hpcpar.EngineError):
+            held.get(timeout=20)
+        deadline = time.monotonic() + 10
+        while victim in rc.ids and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert victim not in rc.ids
+    finally:
+        os.kill(pids[victim], signal.SIGCONT)
+    deadline = time.monotonic() + 20  # its next heartbeat, reported by the forwarder, re-registers it
+    while victim not in rc.ids and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert victim in rc.ids
+    assert rc[victim].apply_sync(os.getpid) == pids[victim]
