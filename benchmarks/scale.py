@@ -96,6 +96,7 @@ def measure(n: int, procs: int, hold: float, rounds: int, forwarders: int = 0) -
     fwds: list[subprocess.Popen] = []
     with simulated_cluster(n, procs, forwarders, fwds) as (ctl, rc, registration):
         cpu1, rss1 = proc_stats(ctl.pid)
+        fcpu1 = sum(proc_stats(f.pid)[0] for f in fwds)
         # Quiet period: heartbeats only.
         lowest = n
         end = time.monotonic() + hold
@@ -104,30 +105,38 @@ def measure(n: int, procs: int, hold: float, rounds: int, forwarders: int = 0) -
             time.sleep(0.2)
         cpu2, _ = proc_stats(ctl.pid)
         fcpu2 = sum(proc_stats(f.pid)[0] for f in fwds)
-        # Broadcast load.
-        view = rc[:]
-        times = []
-        for _ in range(rounds):
-            t = time.perf_counter()
-            view.apply_sync(noop)
-            times.append(time.perf_counter() - t)
-            lowest = min(lowest, len(rc.ids))
-        cpu3, rss3 = proc_stats(ctl.pid)
-        fcpu3 = sum(proc_stats(f.pid)[0] for f in fwds)
-        return {
+        quiet = {
             "engines": n,
             "forwarders": forwarders,
             "registration_s": round(registration, 2),
             "registrations_per_s": round(n / registration),
-            "engines_lowest_during_run": lowest,
+            "engines_lowest_during_hold": lowest,
             "heartbeat_cpu_share": round((cpu2 - cpu1) / hold, 3),
+            "forwarders_heartbeat_cpu_share": round((fcpu2 - fcpu1) / hold, 3),
+            "controller_rss_mb_after_registration": round(rss1, 1),
+        }
+        # Broadcast load.
+        view = rc[:]
+        times = []
+        try:
+            for _ in range(rounds):
+                t = time.perf_counter()
+                view.apply_sync(noop)
+                times.append(time.perf_counter() - t)
+                lowest = min(lowest, len(rc.ids))
+        except Exception as exc:  # noqa: BLE001 - keep what the quiet period measured
+            return {**quiet, "error": f"{type(exc).__name__}: {exc}"[:300]}
+        cpu3, rss3 = proc_stats(ctl.pid)
+        fcpu3 = sum(proc_stats(f.pid)[0] for f in fwds)
+        return {
+            **quiet,
+            "engines_lowest_during_run": lowest,
             "broadcast_apply_median_ms": round(statistics.median(times) * 1000, 1),
             "broadcast_apply_max_ms": round(max(times) * 1000, 1),
             "controller_cpu_s_broadcasts": round(cpu3 - cpu2, 2),
             "controller_cpu_ms_per_broadcast": round((cpu3 - cpu2) / rounds * 1000, 1),
             "forwarders_cpu_ms_per_broadcast": round((fcpu3 - fcpu2) / rounds * 1000, 1),
             "controller_rss_mb": round(rss3, 1),
-            "controller_rss_mb_after_registration": round(rss1, 1),
         }
 
 
