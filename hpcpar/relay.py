@@ -17,8 +17,9 @@ replies of one broadcast from several engines below it, each part being
 Downward, a message is plain routing frames, one per hop, then the signed
 frames: ``[fwdA, fwdB, engine, signature, ...]``. A broadcast is
 ``[fwdA, FANOUT, spec, signature, ...]``: forwarder A sends the same frames
-to each target named in ``spec`` (a JSON list of ``[hop, ..., engine, msg_id]``
-below A), fanning out again through the forwarders further down. A message
+to each target named in ``spec`` (JSON: ``{"to": [[hop, ..., engine, msg_id], ...],
+"batch": bool}``, paths below A), fanning out again through the forwarders further down;
+``batch`` asks it to send the replies up as one BATCHED message. A message
 for a forwarder itself (its hello's answer, a shutdown) is ``[fwdA, SELF, signature, ...]``.
 """
 
