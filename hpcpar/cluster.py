@@ -51,6 +51,7 @@ class ClusterState:
     created: float = field(default_factory=time.time)
     controller: dict[str, Any] | None = None
     engine_sets: list[dict[str, Any]] = field(default_factory=list)
+    forwarders: list[dict[str, Any]] = field(default_factory=list)
     starter_pid: int = field(default_factory=os.getpid)
     engines_launcher: str = "local"
     controller_launcher: str = "local"
@@ -124,6 +125,7 @@ class Cluster:
         self.progress = progress
         self.controller: Launcher | None = None
         self.engine_sets: list[Launcher] = []
+        self.forwarder_sets: list[Launcher] = []  # one local launcher per forwarder (cluster.forwarders)
         self.state: ClusterState | None = None
         self._client: Any = None
         self._config = config
@@ -178,6 +180,7 @@ class Cluster:
             {"launcher": self.controller.name, "state": self.controller.to_dict()} if self.controller else None
         )
         self.state.engine_sets = [{"launcher": s.name, "state": s.to_dict()} for s in self.engine_sets]
+        self.state.forwarders = [{"launcher": s.name, "state": s.to_dict()} for s in self.forwarder_sets]
         self.state.n = self.n
         self.state.write(self.state_file)
 
@@ -200,6 +203,14 @@ class Cluster:
         the launchers' options. Raises ConfigError / LauncherError / ClusterError."""
         from .launchers.build import check_network, is_batch, make_launcher
 
+        if self.config["cluster.forwarders"] and self.engine_launcher != "local":
+            from .config import ConfigError
+
+            raise ConfigError([
+                f"cluster.forwarders = {self.config['cluster.forwarders']} needs local engines, not "
+                f"{self.engine_launcher!r}: with a batch system, run 'hpcpar forwarder' on each node in the "
+                "job script and point that node's engines at its file (docs/site-admin.md)"
+            ])
         check_network(self.config)
         if self.n == 0 and self._n_given is None and is_batch(self.engine_launcher):
             from .config import ConfigError
@@ -309,8 +320,38 @@ class Cluster:
         launcher = self._start_controller_launcher(restore=True)
         return self._wait_for_connection_file(launcher, timeout, since=before)
 
-    def start_engines(self, n: int | None = None) -> Launcher:
-        """Start one more engine set of ``n`` engines (default: the cluster's n)."""
+    def start_forwarders(self, k: int, timeout: float = 30.0) -> list[Path]:
+        """Start ``k`` local forwarders (``hpcpar forwarder``); return their engine connection files."""
+        from .commands.forwarder import forwarder_file
+        from .launchers.local import LocalLauncher
+
+        files = []
+        for i in range(k):
+            name = f"f{i}"
+            path = forwarder_file(self.profile_dir, self.cluster_id, name)
+            path.unlink(missing_ok=True)
+            launcher = LocalLauncher(role="forwarders", n=1)
+            self.forwarder_sets.append(launcher)
+            command = _python_cmd("forwarder", "--profile-dir", str(self.profile_dir.path),
+                                  "--cluster-id", self.cluster_id, "--name", name,
+                                  "--controller-timeout", f"{self.config['engine.controller_timeout']:g}")
+            try:
+                launcher.start(command, self.env, str(self.profile_dir.log_file(f"forwarder-{name}", self.cluster_id)))
+            finally:
+                self._save()
+            files.append(path)
+        deadline = time.monotonic() + timeout
+        for path, launcher in zip(files, self.forwarder_sets[-k:]):
+            while not path.exists():
+                if launcher.status() != "running" or time.monotonic() > deadline:
+                    log_path = self.profile_dir.log_file(f"forwarder-{path.stem.rsplit('-', 1)[1]}", self.cluster_id)
+                    raise ClusterError(f"a forwarder did not start (log {log_path}):\n{_tail(log_path)}")
+                time.sleep(0.05)
+        return files
+
+    def start_engines(self, n: int | None = None, connection_file: Path | None = None) -> Launcher:
+        """Start one more engine set of ``n`` engines (default: the cluster's n); with
+        ``connection_file`` (a forwarder's), they connect through that forwarder."""
         from .launchers.build import engine_command, engine_env, make_launcher
 
         n = self.n if n is None else n
@@ -334,7 +375,8 @@ class Cluster:
         log_path = self.profile_dir.log_file(f"engine-{index}-{{index}}", self.cluster_id)
         self.engine_sets.append(launcher)
         try:
-            launcher.start([*command, *self.engine_args], env, str(log_path))
+            via = ["--file", str(connection_file)] if connection_file is not None else []
+            launcher.start([*command, *via, *self.engine_args], env, str(log_path))
         finally:
             self._save()
         if batch:
@@ -350,7 +392,14 @@ class Cluster:
         self.start_controller(timeout=None if _is_batch_name(self.controller_launcher) else 30.0)
         if self.n:
             try:
-                self.start_engines(self.n)
+                k = min(int(self.config["cluster.forwarders"]), self.n)
+                if k:
+                    files = self.start_forwarders(k)
+                    self._say(f"forwarders: {k} started, {self.n} engines spread over them")
+                    for i, path in enumerate(files):
+                        self.start_engines(self.n // k + (1 if i < self.n % k else 0), connection_file=path)
+                else:
+                    self.start_engines(self.n)
             except BaseException:
                 self._stop_quietly()  # the engines could not start: leave no controller behind
                 raise
@@ -519,7 +568,7 @@ class Cluster:
         the state file once nothing is left."""
         self._close_client()
         errors = []
-        for stop in (self.stop_engines, self._stop_controller, self._cancel_ledger):
+        for stop in (self.stop_engines, self._stop_forwarders, self._stop_controller, self._cancel_ledger):
             try:
                 stop()
             except (ClusterError, LauncherError) as e:
@@ -527,6 +576,10 @@ class Cluster:
         if errors:
             raise ClusterError("; ".join(errors))
         self.state_file.unlink(missing_ok=True)
+
+    def _stop_forwarders(self) -> None:
+        for s in self.forwarder_sets:
+            s.stop()
 
     def _stop_controller(self) -> None:
         if self.controller is not None:
@@ -565,6 +618,7 @@ class Cluster:
         self.state = state
         self.controller = _launcher_from(state.controller) if state.controller else None
         self.engine_sets = [_launcher_from(e) for e in state.engine_sets]
+        self.forwarder_sets = [_launcher_from(e) for e in state.forwarders]
         return self
 
     @classmethod

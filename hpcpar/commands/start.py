@@ -20,6 +20,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_config_args(p)  # --engines --controller --queue --walltime --account --ip --mode --set
     p.add_argument("--scheme", default=None, help="load-balancing scheme (leastload, lru, twobin, weighted, plainrandom)")
     p.add_argument("--hwm", type=int, default=None, help="load-balanced tasks in flight per engine (0: unlimited)")
+    p.add_argument("--forwarders", type=int, default=None, metavar="K",
+                   help="relay the local engines through K forwarders (one broadcast copy per forwarder; "
+                   "default: [cluster] forwarders, 0)")
     p.add_argument("--db", default=None, choices=["sqlite", "memory", "none"], help="task database (default: sqlite)")
     p.add_argument("--restore", action="store_true",
                    help="restart a crashed controller of a running cluster: engines re-attach, old results stay")
@@ -75,6 +78,8 @@ def run(args: argparse.Namespace) -> int:
     try:
         overrides = cli_overrides(args)
         overrides.pop("cluster.n", None)  # given as n: an explicit -n 0 starts no engines
+        if args.forwarders is not None:
+            overrides["cluster.forwarders"] = args.forwarders
         cluster = Cluster(n=args.n, profile_dir=pd.path, cluster_id=args.cluster_id,
                           controller_args=controller_args, progress=_say,
                           override_source="command line", **overrides)

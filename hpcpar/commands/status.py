@@ -104,6 +104,8 @@ def _jobs(pd: Any, cluster_id: str) -> tuple[list[dict[str, Any]], str | None]:
         jobs += _launcher_jobs("controller", cluster.controller)
     for launcher in cluster.engine_sets:
         jobs += _launcher_jobs("engines", launcher)
+    for launcher in getattr(cluster, "forwarder_sets", []):
+        jobs += _launcher_jobs("forwarder", launcher)
     return jobs, None
 
 

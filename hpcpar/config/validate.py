@@ -101,6 +101,7 @@ def _env_assignments(value: list[str]) -> None:
 # Checks beyond the type, by key name (they apply wherever the key may appear).
 CHECKS: dict[str, Callable[[Any], None]] = {
     "cluster.n": _at_least(0),
+    "cluster.forwarders": _at_least(0),
     "cluster.engines": _launcher_name,
     "cluster.controller": _launcher_name,
     "controller.port": _port,

@@ -20,11 +20,12 @@ from typing import Any
 
 import zmq
 
-from .. import wire
+from .. import relay, wire
 from ..connection import ConnectionFileError, ConnectionInfo, new_key
 from ..netutil import advertised_addresses, bind_address
 from ..paths import ProfileDir
 from .engines import EngineRecord, EngineRegistry
+from .forwarding import Forwarding
 from .hub import Hub
 from .loadbalancer import LoadBalancer
 from .scheduler import get_scheme
@@ -130,6 +131,7 @@ class Controller:
         self.ctx = zmq.Context()
         self.client_socket = self._router()
         self.engine_socket = self._router()
+        self.forwarding = Forwarding(self.engine_socket)  # routes to engines behind forwarders
         self.hub_pipe = self.ctx.socket(zmq.PAIR)
         self.hub_pipe.bind(f"inproc://hpcpar-hub-{id(self)}")
         config.profile_dir.create()
@@ -286,6 +288,7 @@ class Controller:
                     self.engines.expected.clear()  # engines that did not come back after a restart
                     self.lb.schedule()
                 self.check_heartbeats(now)
+                self.forwarding.expire(now, 3 * self.config.heartbeat_timeout + 10.0)
                 self.lb.check_timeouts(now)
                 if self._engines_dirty:
                     self._save_engines()
@@ -329,7 +332,7 @@ class Controller:
     def to_engine(self, rec: EngineRecord, frames: list[Any], control: bool = False) -> bool:
         """Requests go to the engine's work socket; ``control`` messages to its control socket."""
         ident = rec.ident if control or rec.work_ident is None else rec.work_ident
-        return self._send(self.engine_socket, ident, frames)
+        return self.forwarding.send(ident, frames)
 
     def reply_client(self, ident: bytes, msg_type: str, parent: str, meta: dict[str, Any]) -> None:
         header = self.signer.header(msg_type, parent=parent)
@@ -407,6 +410,9 @@ class Controller:
         self.hub.submitted_many(list(zip(msg_ids, targets)), h, msg.frames)
         self._allow_for_bulk(msg.frames, len(targets))
         group = ReplyGroup(ident, len(targets)) if h.get("coalesce") and len(targets) > 1 else None
+        control = msg.msg_type in CONTROL_REQUESTS
+        sends: list[tuple[bytes, str]] = []
+        by_ident: dict[bytes, EngineRecord] = {}
         for eid, mid in zip(targets, msg_ids):
             task = Task(ident, mid, reply_type, eid, False, h)
             task.group = group
@@ -416,8 +422,12 @@ class Controller:
                 continue
             self.tasks[mid] = task
             rec.outstanding[mid] = False
-            if not self.to_engine(rec, msg.frames, control=msg.msg_type in CONTROL_REQUESTS):
-                self.engine_died(rec, "its connection is gone")
+            dest = rec.ident if control or rec.work_ident is None else rec.work_ident
+            sends.append((dest, mid))
+            by_ident[dest] = rec
+        # One copy per directly connected engine, one per top-level forwarder for the engines behind it.
+        for dest in self.forwarding.broadcast(sends, msg.frames, batch=group is not None):
+            self.engine_died(by_ident[dest], "its connection is gone")
 
     def route_lb(self, ident: bytes, msg: wire.Message) -> None:
         task = Task(ident, msg.msg_id, _reply_type(msg.msg_type), None, True, msg.header, msg.frames)
@@ -433,6 +443,7 @@ class Controller:
         task.engine_id = rec.id
         task.attempts += 1
         self.hub.assigned(task.msg_id, rec.id, task.attempts)
+        self.forwarding.request_copies += 1
         if not self.to_engine(rec, task.frames or []):
             self.engine_died(rec, "its connection is gone")
 
@@ -558,6 +569,7 @@ class Controller:
         self.reply_client(ident, "engines_reply", msg.msg_id, {
             "engines": engines,
             "tasks": {**self.hub.totals(), "pending": len(self.tasks), "unassigned": len(self.lb.unassigned())},
+            "forwarding": self.forwarding.describe([e.ident for e in self.engines.by_id.values()]),
         })
 
     def _pending_of(self, msg_ids: list[str], ident: bytes | None = None) -> list[str]:
@@ -630,22 +642,47 @@ class Controller:
     # -- engines ----------------------------------------------------------------
 
     def handle_engine(self, frames: list[Any]) -> None:
-        unpacked = self._unpack(frames, "engine")
-        if unpacked is None:
+        # ``path``: the forwarders the message came through (empty for a direct engine);
+        # a forwarder's batch carries several engines' replies.
+        path, messages = relay.unwrap(frames)
+        if len(messages) > 1:
+            self.forwarding.batched_replies += len(messages)
+        for ident, signed in messages:
+            try:
+                self._engine_message(path, ident, signed)
+            except Exception:
+                log.exception("error handling a message from an engine; dropped")
+
+    def _engine_message(self, path: tuple[bytes, ...], ident: bytes, signed: list[Any]) -> None:
+        try:
+            msg = self.signer.unpack(signed)
+        except wire.BadMessage as e:
+            log.warning("dropped a message from an engine (%s)", e)
+            if not path:
+                self._tell_unauthenticated("engine", ident, str(e))
             return
-        ident, msg = unpacked
         mt = msg.msg_type
         if mt == "register_request":
+            self.forwarding.remember(ident, path)
             self.on_register(ident, msg)
             return
         if mt == "work_hello":
+            self.forwarding.remember(ident, path)
             self.on_work_hello(ident, msg)
+            return
+        if mt == "forwarder_hello":
+            self.forwarding.hello(path, ident, msg.meta)
+            self.forwarding.send(relay.SELF, self.signer.pack(self.signer.header("forwarder_hello_reply")),
+                                 (*path, ident))
+            return
+        if mt == "heartbeat_batch":
+            self.on_heartbeat_batch((*path, ident), msg)
             return
         rec = self.engines.lookup(ident)
         if rec is None:
             # An engine we do not know (we restarted, or declared it dead):
             # ask it to register again rather than trusting its old id.
-            self._send(self.engine_socket, ident, self.signer.pack(self.signer.header("reregister_request")))
+            self.forwarding.send(ident, self.signer.pack(self.signer.header("reregister_request")), path)
             return
         now = rec.last_seen = time.monotonic()
         if mt == "heartbeat":
@@ -654,7 +691,7 @@ class Controller:
             # signed once a second for everyone.
             if now - rec.last_ping_sent >= PING_EVERY:
                 rec.last_ping_sent = now
-                self._send(self.engine_socket, ident, self._ping_frames(now))
+                self.forwarding.send(ident, self._ping_frames(now))
         elif mt.endswith("_reply"):
             self.on_engine_reply(rec, msg)
         elif mt in ("stream", "display_data"):
@@ -664,6 +701,18 @@ class Controller:
                     self.to_client(client, msg.frames)
         elif mt == "unregister_request":
             self.unregister(rec, "shut down")
+
+    def on_heartbeat_batch(self, below: tuple[bytes, ...], msg: wire.Message) -> None:
+        """A forwarder verified these engines' heartbeats (and answers them itself)."""
+        now = time.monotonic()
+        self.forwarding.seen(below)
+        for name in msg.meta.get("engines") or []:
+            ident = str(name).encode("latin-1")
+            rec = self.engines.lookup(ident)
+            if rec is None:  # as for a direct engine we do not know: ask it to register again
+                self.forwarding.send(ident, self.signer.pack(self.signer.header("reregister_request")), below)
+            else:
+                rec.last_seen = now
 
     def _ping_frames(self, now: float) -> list[Any]:
         if now - self._ping_made > 1.0:
@@ -677,7 +726,7 @@ class Controller:
         returning = not known and str(m.get("uuid", "")) in self.engines.expected
         rec = self.engines.register(ident, str(m.get("uuid", "")), m.get("requested_id"), dict(m.get("info") or {}))
         reply = self.signer.header("register_reply", parent=msg.msg_id)
-        self._send(self.engine_socket, ident, self.signer.pack(reply, {
+        self.forwarding.send(ident, self.signer.pack(reply, {
             "id": rec.id,
             "heartbeat_interval": self.config.heartbeat_interval,
             "heartbeat_timeout": self.config.heartbeat_timeout,
@@ -685,19 +734,22 @@ class Controller:
         if returning:
             # Whatever it holds was reported failed at the restart: drop it, stop it.
             for mt in ("abort_request", "interrupt_request"):
-                self._send(self.engine_socket, ident, self.signer.pack(self.signer.header(mt), {"msg_ids": None}))
+                self.forwarding.send(ident, self.signer.pack(self.signer.header(mt), {"msg_ids": None}))
         if not known:
             self._engines_dirty = True
 
     def on_work_hello(self, ident: bytes, msg: wire.Message) -> None:
         """The engine's second socket, for requests and replies: now it may get work."""
         uuid = str(msg.meta.get("uuid", ""))
-        rec = next((e for e in self.engines.by_id.values() if e.uuid == uuid), None)
+        rec = self.engines.by_ident.get(uuid.encode())  # engines name their control socket by uuid
+        if rec is None or rec.uuid != uuid:
+            rec = next((e for e in self.engines.by_id.values() if e.uuid == uuid), None)
         if rec is None:
-            self._send(self.engine_socket, ident, self.signer.pack(self.signer.header("reregister_request")))
+            self.forwarding.send(ident, self.signer.pack(self.signer.header("reregister_request")))
+            self.forwarding.forget(ident)
             return
         self.engines.set_work(rec, ident)
-        self._send(self.engine_socket, ident, self.signer.pack(self.signer.header("work_hello_reply")))
+        self.forwarding.send(ident, self.signer.pack(self.signer.header("work_hello_reply")))
         if not rec.ready:
             rec.ready = True
             log.info("engine %d registered (%s pid %s)", rec.id, rec.info.get("hostname"), rec.info.get("pid"))
@@ -749,13 +801,13 @@ class Controller:
 
     def engine_died(self, rec: EngineRecord, why: str) -> None:
         log.warning("engine %d (%s pid %s) is lost: %s", rec.id, rec.info.get("hostname"), rec.info.get("pid"), why)
+        path = self.forwarding.via.get(rec.ident, ())
         self.unregister(rec, f"died or became unreachable ({why})")
         # If it is only slow (stopped, swapping, starved), it must drop the work we
         # reported as failed; its next heartbeat then makes it register again.
         for mt in ("abort_request", "interrupt_request"):
             try:
-                self.engine_socket.send_multipart(
-                    [rec.ident, *self.signer.pack(self.signer.header(mt), {"msg_ids": None})], zmq.NOBLOCK)
+                self.forwarding.send(rec.ident, self.signer.pack(self.signer.header(mt), {"msg_ids": None}), path)
             except zmq.ZMQError:
                 pass
 
@@ -764,6 +816,7 @@ class Controller:
             return
         was_ready = rec.ready
         self.engines.remove(rec)
+        self.forwarding.forget(rec.ident, rec.work_ident)
         self._engines_dirty = True
         name = f"engine {rec.id}"
         if rec.info.get("mpi_rank") is not None:
@@ -787,9 +840,10 @@ class Controller:
         frames = self.signer.pack(self.signer.header("shutdown_request"), {"reason": "controller stopping"})
         for rec in list(self.engines.by_id.values()):
             try:
-                self.engine_socket.send_multipart([rec.ident, *frames], zmq.NOBLOCK)
+                self.forwarding.send(rec.ident, frames)
             except zmq.ZMQError:
                 pass
+        self.forwarding.to_forwarders(frames)  # after their engines' copies, on the same pipes
         for task in list(self.tasks.values()):
             self.fail_task(task, "EngineError", "the controller shut down before the task finished")
         self.notify_clients("controller_stopping", {})

@@ -34,24 +34,26 @@ class _Sim:
 
 
 class SimulatedEngines:
-    def __init__(self, info: ConnectionInfo, n: int, heartbeat_interval: float = 1.0) -> None:
+    def __init__(self, info: ConnectionInfo, n: int, heartbeat_interval: float = 1.0,
+                 urls: list[str] | None = None) -> None:
         self.info = info
         self.signer = wire.Signer(info.key_bytes)
         self.ctx = zmq.Context()
         self.ctx.set(zmq.MAX_SOCKETS, n + 64)
         self.heartbeat_interval = heartbeat_interval
-        self.url = info.urls[0]
+        # Several URLs (e.g. forwarders'): engines are dealt over them in turn.
+        self.urls = list(urls or [info.urls[0]])
         self.sims: list[_Sim] = []
         self.by_socket: dict[zmq.Socket, _Sim] = {}
         self.poller = zmq.Poller()
         self.none_payload, _ = serialize.dumps(None)
         self.replies_sent = 0
-        for _ in range(n):
+        for i in range(n):
             sock = self.ctx.socket(zmq.DEALER)
             uid = uuid.uuid4().hex
             sock.setsockopt(zmq.IDENTITY, uid.encode())
             sock.setsockopt(zmq.LINGER, 0)
-            sock.connect(self.url)
+            sock.connect(self.urls[i % len(self.urls)])
             sim = _Sim(sock, uid)
             self.sims.append(sim)
             self.by_socket[sock] = sim

@@ -35,8 +35,8 @@ class Launcher(ABC):
     name: ClassVar[str] = ""
 
     def __init__(self, *, role: str, n: int = 1, **options: Any) -> None:
-        if role not in ("controller", "engines"):
-            raise ValueError(f"role must be 'controller' or 'engines', not {role!r}")
+        if role not in ("controller", "engines", "forwarders"):
+            raise ValueError(f"role must be 'controller', 'engines' or 'forwarders', not {role!r}")
         self.role = role
         self.n = n
         self.options = options
