@@ -218,6 +218,10 @@ def test_many_tasks_keep_controller_memory_bounded(hpcpar_dir, tmp_path):
             gate = tmp_path / f"go-{burst}"
             blockers = [rc[e].apply_async(wait_for_file, str(gate), 60) for e in rc.ids]
             ars = [lb.apply_async(abs, -i) for i in range(5000)]
+            # Once the controller has read the burst and the hub has recorded it (both
+            # answer in order) and been idle a moment, what remains is what queued tasks keep.
+            rc.queue_status()
+            rc.db_query({"msg_id": "none"}, keys=["msg_id"])
             time.sleep(0.5)
             queued.append(controller_rss_mb(pid))
             gate.touch()
