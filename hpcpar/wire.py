@@ -132,14 +132,23 @@ class Signer:
         return Message(header, frames[2], p, [_view(f) for f in frames[4:]], list(frames))
 
 
-def drain(sock: Any, limit: int | None = None) -> Iterator[list[Any]]:
-    """Every message waiting on ``sock`` (at most ``limit``), without blocking, zero-copy."""
+def drain(sock: Any, limit: int | None = None, copy_below: int = 0) -> Iterator[list[Any]]:
+    """Every message waiting on ``sock`` (at most ``limit``), without blocking, zero-copy.
+
+    Frames shorter than ``copy_below`` bytes come back as ``bytes``: a small
+    zero-copy frame pins libzmq's whole receive buffer (8 KB or more) for as
+    long as it lives, so a process that holds many small messages (a
+    controller with thousands of queued tasks) copies them and lets go.
+    """
     import zmq
 
     count = 0
     while limit is None or count < limit:
         try:
-            yield sock.recv_multipart(zmq.NOBLOCK, copy=False)
+            frames = sock.recv_multipart(zmq.NOBLOCK, copy=False)
         except zmq.Again:
             return
+        if copy_below:
+            frames = [f.bytes if len(f) < copy_below else f for f in frames]
+        yield frames
         count += 1

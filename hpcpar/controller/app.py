@@ -36,6 +36,7 @@ log = logging.getLogger("hpcpar.controller")
 # Requests an engine handles on its control socket at once, even while user code runs.
 CONTROL_REQUESTS = frozenset({"signal_request", "shutdown_request", "abort_request", "interrupt_request"})
 DRAIN_BATCH = 256  # messages read from one socket before looking at the others
+COPY_BELOW = 64 << 10  # smaller received frames are copied out of libzmq's buffers (see wire.drain)
 PING_EVERY = 3.0  # seconds between heartbeat replies to one engine
 BULK_BYTES = 16 << 20  # a fan-out this large extends heartbeat timeouts...
 BULK_RATE = 100e6  # ...by its size over this many bytes per second
@@ -295,7 +296,7 @@ class Controller:
                 next_check = now + check_every
 
     def _drain(self, sock: zmq.Socket, handler) -> None:
-        for frames in wire.drain(sock, DRAIN_BATCH):
+        for frames in wire.drain(sock, DRAIN_BATCH, COPY_BELOW):
             try:
                 handler(frames)
             except Exception:
@@ -346,7 +347,7 @@ class Controller:
     # -- clients ----------------------------------------------------------------
 
     def _unpack(self, frames: list[Any], origin: str) -> tuple[bytes, wire.Message] | None:
-        ident = frames[0].bytes
+        ident = bytes(frames[0])
         try:
             return ident, self.signer.unpack(frames[1:])
         except wire.BadMessage as e:
@@ -604,18 +605,18 @@ class Controller:
     # -- the hub's answers ------------------------------------------------------------
 
     def handle_hub(self, frames: list[Any]) -> None:
-        kind = frames[0].bytes
-        ident = frames[1].bytes
+        kind = bytes(frames[0])
+        ident = bytes(frames[1])
         if kind == b"client":
             self.to_client(ident, frames[2:])
         elif kind == b"looked-up":
-            self.lb.looked_up(json.loads(frames[2].bytes))
+            self.lb.looked_up(json.loads(bytes(frames[2])))
         elif kind == b"resubmit":
-            self._resubmit_one(ident, frames[2].bytes.decode(), json.loads(frames[3].bytes), frames[4:])
+            self._resubmit_one(ident, bytes(frames[2]).decode(), json.loads(bytes(frames[3])), frames[4:])
         elif kind == b"resubmit-done":
-            parent = frames[2].bytes.decode()
+            parent = bytes(frames[2]).decode()
             state = self._resubmits.pop(parent, {"mapping": {}})
-            missing = json.loads(frames[3].bytes).get("missing", [])
+            missing = json.loads(bytes(frames[3])).get("missing", [])
             self.reply_client(ident, "resubmit_reply", parent, {"mapping": state["mapping"], "missing": missing})
 
     def _resubmit_one(self, ident: bytes, parent: str, info: dict[str, Any], stored: list[Any]) -> None:

@@ -19,11 +19,13 @@ from typing import Any
 import zmq
 
 from .. import wire
+from . import heap
 from .taskdb import QueryError, check_query, meta_summary
 
 log = logging.getLogger("hpcpar.controller.hub")
 
 COMMIT_EVERY = 0.05  # seconds: batch writes into one transaction
+TRIM_AFTER = 2000  # records written before an idle hub gives freed heap back to the OS (heap.py)
 
 
 def _nbytes(frames: list[Any]) -> int:
@@ -87,6 +89,7 @@ class Hub:
         self.pipe.connect(self.pipe_url)
         last_commit = time.monotonic()
         dirty = False
+        written = 0  # operations since the heap was last trimmed
         while True:
             try:
                 op = self.queue.get(timeout=COMMIT_EVERY if dirty else None)
@@ -98,6 +101,7 @@ class Hub:
                 try:
                     self._apply(op)
                     dirty = True
+                    written += 1
                 except Exception:
                     log.exception("task database operation %s failed", op[0])
             now = time.monotonic()
@@ -108,6 +112,10 @@ class Hub:
                     log.exception("task database commit failed")
                 dirty = False
                 last_commit = now
+                if op == "commit" and written >= TRIM_AFTER:
+                    # Idle after a burst: off the loop's path, and the burst's memory is free.
+                    heap.release()
+                    written = 0
         self.backend.close()
         self.pipe.close(linger=500)
 
