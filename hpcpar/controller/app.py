@@ -20,7 +20,7 @@ from typing import Any
 
 import zmq
 
-from .. import wire
+from .. import sharedmem, wire
 from ..connection import ConnectionFileError, ConnectionInfo, new_key
 from ..netutil import advertised_addresses, bind_address
 from ..paths import ProfileDir
@@ -114,6 +114,7 @@ class Controller:
             self._load_previous_connection()
         self.key = config.key or new_key()
         self.signer = wire.Signer(self.key.encode("ascii"))
+        self.shm_prefix = sharedmem.cluster_prefix(config.cluster_id, self.key.encode("ascii"))
         self.engines = EngineRegistry()
         self.tasks: dict[str, Task] = {}
         self.clients: set[bytes] = set()
@@ -708,7 +709,11 @@ class Controller:
         parent = msg.header.get("parent")
         task = self.tasks.get(parent)
         if task is None:
-            return  # already failed on the engine's behalf (e.g. declared dead then back)
+            # Already failed on the engine's behalf (e.g. declared dead then back): nobody
+            # will read this reply, so its shared-memory files go now.
+            if msg.header.get("shm"):
+                sharedmem.unlink(sharedmem.names_in(msg.meta, self.shm_prefix))
+            return
         lb = rec.outstanding.pop(parent, False)
         rec.completed += 1
         status = msg.header.get("status", "ok")
@@ -798,6 +803,7 @@ class Controller:
     def close(self) -> None:
         self.hub.close()
         self.remove_connection_files()
+        sharedmem.remove_leftovers(self.shm_prefix)  # files of clients or engines that died
         self.client_socket.close(linger=200)
         self.engine_socket.close(linger=200)
         self.hub_pipe.close(linger=0)
