@@ -336,3 +336,43 @@ def test_names_are_validated():
             sharedmem.attach([], [[5, path.name, 10]], prefix)
         finally:
             path.unlink()
+
+
+def slow_big(n: int):
+    time.sleep(1.0)
+    return make_array(n)
+
+
+def test_shm_result_reaches_its_client_and_another_client_is_told_why(rc, cluster):
+    ar = rc[rc.ids[0]].apply_async(slow_big, BIG * 3)
+    msg_id = ar.msg_ids[0]
+    rc2 = hpcpar.Client(profile="shared", timeout=30)
+    try:
+        watching = rc2.get_result(msg_id, block=False)  # asked while the task runs
+        mine = ar.get(timeout=30)
+        assert mapped(mine) and mine.shape == (BIG, 3)
+        with pytest.raises(sharedmem.SharedMemoryError, match="client that submitted the task"):
+            watching.get(timeout=30)
+    finally:
+        rc2.close()
+    # afterwards the hub has no copy (recorded unstored), and says so
+    with hpcpar.Client(profile="shared", timeout=30) as rc3, pytest.raises(KeyError, match="shared memory"):
+        rc3.get_result(msg_id, block=True)
+    assert wait_no_files(rc) == []
+
+
+def test_hub_does_not_store_requests_that_went_through_shared_memory(cluster, monkeypatch):
+    monkeypatch.setenv(sharedmem.THRESHOLD_ENV, str(64 << 10))  # 64 kB: well under the store limit
+    arr = np.arange(SMALL, dtype=np.float64)  # 800 kB: storable by size
+    with hpcpar.Client(profile="shared", timeout=30) as rc, \
+            hpcpar.Client(profile="shared", timeout=30, shared_memory=False) as plain:
+        through_shm = rc[0].push({"r": arr}, block=False)
+        through_shm.get(timeout=30)
+        assert rc[0].apply_sync(engine_mapped, "r")
+        through_controller = plain[0].push({"r": arr}, block=False)
+        through_controller.get(timeout=30)
+        time.sleep(0.3)  # the hub's store thread commits every 50 ms
+        assert plain.resubmit(through_controller.msg_ids).get(timeout=30) is None
+        with pytest.raises(KeyError, match="no stored request"):
+            rc.resubmit(through_shm.msg_ids)
+        assert wait_no_files(rc) == []

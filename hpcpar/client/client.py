@@ -315,6 +315,12 @@ class Client(HubQueries):
         buffers = msg.buffers
         if m.get("shm") is not None:
             try:
+                if h.get("client") != self.session:
+                    # Another client's task we asked for: its files are that client's to read and remove.
+                    raise sharedmem.SharedMemoryError(
+                        "it went through shared memory to the client that submitted the task, which alone "
+                        "receives it (and the hub does not store it); ask that client, or submit with "
+                        "Client(shared_memory=False)")
                 buffers = sharedmem.attach(buffers, m["shm"], self._shm_prefix, remove=True)
             except sharedmem.SharedMemoryError as e:
                 m = {**m, "status": "error", "origin": "hpcpar", "ename": "SharedMemoryError",
