@@ -71,6 +71,11 @@ def arg_info(a):
     return (a.dtype.str, a.shape, float(a.sum()), mapped(a))
 
 
+def slow_mapped(a):
+    time.sleep(0.05)
+    return mapped(a)
+
+
 def shm_files(rc: hpcpar.Client) -> list[str]:
     return sorted(f for f in os.listdir(sharedmem.SHM_DIR) if f.startswith(rc._shm_prefix))
 
@@ -278,7 +283,17 @@ def test_engine_with_another_host_key_gets_the_controller_path(private_cluster):
         # the local engine alone still uses shared memory
         rc[local[0]].push({"h": arr}, block=True)
         assert rc[local[0]].apply_sync(engine_mapped, "h")
-        assert shm_files(rc) == []
+        lview = rc.load_balanced_view()
+        assert not lview.apply_sync(arg_info, arr)[3]  # some engine may be elsewhere: no shm
+        # A client that believes every engine is local (the foreign one registered after it
+        # decided): the load balancer gives its shared-memory tasks to local engines only.
+        rc._engines[foreign]["host_key"] = rc._shm_key
+        ars = [lview.apply_async(slow_mapped, arr) for _ in range(8)]
+        assert all(ar.get(timeout=60) for ar in ars)
+        assert {ar.engine_id for ar in ars} <= set(local)
+        with pytest.raises(hpcpar.ImpossibleDependency, match="shared memory"):
+            rc.load_balanced_view(targets=[foreign]).apply_sync(arg_info, arr)
+        assert wait_no_files(rc) == []
     finally:
         proc.kill()
         proc.wait(10)

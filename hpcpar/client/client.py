@@ -447,7 +447,9 @@ class Client(HubQueries):
                 buffers, descriptors, paths = sharedmem.export(buffers, self._shm_prefix, self._shm_limit)
                 if descriptors:
                     meta["shm"] = descriptors
-                    extra["shm"] = True  # tells the hub not to store it: the files go away
+                    # Tells the hub not to store it (the files go away), and the load
+                    # balancer to give it only to engines on this host.
+                    extra.update(shm=True, shm_host=self._shm_key)
         if route == "direct":
             msg_ids = [wire.new_id() for _ in targets or []]
             header = self._signer.header(msg_type, route="direct", targets=targets, msg_ids=msg_ids,

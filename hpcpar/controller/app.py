@@ -92,6 +92,7 @@ class Task:
     deadline: float | None = None
     allowed: set[int] | None = None
     blacklist: set[int] = field(default_factory=set)
+    host_key: str | None = None  # its data is in shared memory: only engines of this host key may take it
     attempts: int = 0
     watchers: list[bytes] = field(default_factory=list)  # other clients that asked for the result
     group: ReplyGroup | None = None  # replies of one broadcast, sent back as one message
