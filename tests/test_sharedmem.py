@@ -173,14 +173,18 @@ def test_request_files_go_after_abort_and_after_close(cluster):
             queued.get(timeout=20)
         blocker.get(timeout=20)
         assert wait_no_files(rc) == []
-        # a client that closes with a request still queued removes its file
+        # a client that closes with a request still queued removes its file; the result of
+        # a pull queued too is removed by the controller, since nobody will read it
+        rc[eid].push({"p": np.ones(BIG)}, block=True)
         blocker = rc[eid].execute("time.sleep(1.0)", block=False)
         rc[eid].push({"q": np.ones(BIG)}, block=False)
+        rc[eid].pull("p", block=False)
         assert len(shm_files(rc)) == 1
     finally:
         rc.close()
     assert shm_files(rc) == []
-    time.sleep(1.5)  # let the engine finish the queued push before other tests use it
+    time.sleep(1.5)  # the engine runs the queued push (its file is gone: an error) and pull
+    assert wait_no_files(rc) == []
 
 
 def test_files_go_after_engine_sigkill(private_cluster):

@@ -733,6 +733,9 @@ class Controller:
         del self.tasks[parent]
         task.frames = None
         self.deliver(task, msg.frames)
+        if msg.header.get("shm") and task.client not in self.clients:
+            # Its client closed (or is gone): nobody will map and remove the reply's files.
+            sharedmem.unlink(sharedmem.names_in(msg.meta, self.shm_prefix))
         self.hub.finished(parent, msg.header, msg.frames)
         self.lb.task_finished(parent, status == "ok", rec.id)
         if lb:
