@@ -395,3 +395,14 @@ def test_hub_does_not_store_requests_that_went_through_shared_memory(cluster, mo
         with pytest.raises(KeyError, match="no stored request"):
             rc.resubmit(through_shm.msg_ids)
         assert wait_no_files(rc) == []
+
+
+def test_controller_removes_leftovers_when_it_exits(private_cluster):
+    cluster, rc = private_cluster
+    leftover = sharedmem.SHM_DIR / (rc._shm_prefix + "ef" * 16)  # as a killed engine would leave
+    leftover.write_bytes(b"x")
+    try:
+        rc.shutdown(hub=True)
+        assert wait_no_files(rc, timeout=20) == []
+    finally:
+        leftover.unlink(missing_ok=True)
