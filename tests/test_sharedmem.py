@@ -348,6 +348,8 @@ def test_names_are_validated():
     assert prefix != sharedmem.cluster_prefix("abc", b"j" * 32)
     with pytest.raises(sharedmem.SharedMemoryError, match="not a file of this cluster"):
         sharedmem.attach([], [[0, prefix + "g" * 32, 10]], prefix)
+    with pytest.raises(sharedmem.SharedMemoryError, match="is gone"):
+        sharedmem.attach([], [[0, prefix + "2" * 32, 10]], prefix, remove=True)
     with pytest.raises(sharedmem.SharedMemoryError, match="bad buffer index"):
         path = Path(sharedmem.SHM_DIR / (prefix + "1" * 32))
         path.write_bytes(b"z" * 10)
