@@ -619,7 +619,10 @@ class Controller:
         header.update(msg_id=new_id, session=ident.decode(errors="replace"), date=wire.now(), resubmitted=info["old"])
         if header.get("route") == "direct":
             header.update(targets=[info["engine_id"]], msg_ids=[new_id])
-        frames = self.signer.pack(header, old.meta, stored[3], stored[4:])
+        # The original client's host key must not make the engine answer the asking client
+        # (maybe on another host) through shared memory.
+        meta = {k: v for k, v in old.meta.items() if k != "shm_key"}
+        frames = self.signer.pack(header, meta, stored[3], stored[4:])
         msg = self.signer.unpack(frames)
         state = self._resubmits.get(parent)
         if state is not None:
