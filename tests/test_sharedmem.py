@@ -165,7 +165,7 @@ def test_request_files_go_after_abort_and_after_close(cluster):
     try:
         eid = rc.ids[0]
         rc[eid].execute("import time", block=True)
-        blocker = rc[eid].execute("time.sleep(1.5)", block=False)
+        blocker = rc[eid].execute("time.sleep(3)", block=False)
         queued = rc[eid].push({"q": np.ones(BIG)}, block=False)
         assert len(shm_files(rc)) == 1  # the request's file exists while it waits
         rc.abort(queued)
@@ -365,9 +365,9 @@ def slow_big(n: int):
 
 
 def test_shm_result_reaches_its_client_and_another_client_is_told_why(rc, cluster):
+    rc2 = hpcpar.Client(profile="shared", timeout=30)
     ar = rc[rc.ids[0]].apply_async(slow_big, BIG * 3)
     msg_id = ar.msg_ids[0]
-    rc2 = hpcpar.Client(profile="shared", timeout=30)
     try:
         watching = rc2.get_result(msg_id, block=False)  # asked while the task runs
         mine = ar.get(timeout=30)
