@@ -28,7 +28,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .connection import ConnectionInfo
+from . import sharedmem
+from .connection import ConnectionFileError, ConnectionInfo
 from .launchers import Launcher, LauncherError, get_launcher_class
 from .paths import ProfileDir
 
@@ -583,11 +584,22 @@ class Cluster:
 
     def _stop_controller(self) -> None:
         if self.controller is not None:
+            shm_prefix = self._shm_prefix()
             self.controller.stop()
+            if shm_prefix is not None:  # a controller killed hard leaves its clients' files behind
+                sharedmem.remove_leftovers(shm_prefix)
             if _is_batch(self.controller):  # a cancelled job may not get to remove them
                 for path in (self.profile_dir.client_file(self.cluster_id),
                              self.profile_dir.engine_file(self.cluster_id)):
                     path.unlink(missing_ok=True)
+
+    def _shm_prefix(self) -> str | None:
+        """The name prefix of this cluster's shared-memory files (from the key in its connection file)."""
+        try:
+            info = ConnectionInfo.load(self.profile_dir.client_file(self.cluster_id))
+        except (ConnectionFileError, OSError):
+            return None
+        return sharedmem.cluster_prefix(info.cluster_id, info.key_bytes)
 
     stop_cluster_sync = stop_cluster
     stop = stop_cluster

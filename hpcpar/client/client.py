@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from .. import serialize, wire
+from .. import serialize, sharedmem, wire
 from ..connection import ConnectionFileError, ConnectionInfo
 from ..error import (
     DependencyTimeout,
@@ -42,7 +42,18 @@ _OWN_ERRORS: dict[str, type[KernelError]] = {
     "TaskTimeout": TaskTimeout,
     "ImpossibleDependency": ImpossibleDependency,
     "DependencyTimeout": DependencyTimeout,
+    "SharedMemoryError": sharedmem.SharedMemoryError,
 }
+
+
+class _ShmFiles:
+    """A request's shared-memory files, and how many of its targets have not answered."""
+
+    __slots__ = ("paths", "remaining")
+
+    def __init__(self, paths: list[Path], remaining: int) -> None:
+        self.paths = paths
+        self.remaining = remaining
 
 
 class ConnectionRejected(HpcparError):
@@ -55,7 +66,9 @@ class Client(HubQueries):
     ``Client()`` uses the default profile; also ``Client("path/client.json")``,
     ``Client(url_file=...)``, ``Client(profile="x")`` or a dict of connection
     info. ``timeout`` bounds the wait for the connection file and the
-    controller's first answer.
+    controller's first answer. ``shared_memory=False`` (or
+    ``$HPCPAR_SHARED_MEMORY=0``) sends large buffers through the controller
+    even to engines on this host.
     """
 
     block = False
@@ -72,6 +85,7 @@ class Client(HubQueries):
         sshserver: str | None = None,
         sshkey: str | None = None,
         results_limit: int | None = None,
+        shared_memory: bool = True,
         **kwargs: Any,
     ) -> None:
         if "url_or_file" in kwargs:
@@ -94,6 +108,11 @@ class Client(HubQueries):
         self._signer = wire.Signer(self._info.key_bytes)
         self.session = self._signer.session
         self._pickler = "cloudpickle"
+        # Large buffers to and from engines on this host go through /dev/shm (sharedmem.py).
+        self._shm_key = sharedmem.host_key() if shared_memory else None
+        self._shm_prefix = sharedmem.cluster_prefix(self._info.cluster_id, self._info.key_bytes)
+        self._shm_limit = sharedmem.threshold()
+        self._shm_files: dict[str, _ShmFiles] = {}  # msg_id -> the request files it still needs
         self._lock = threading.RLock()
         self._cond = threading.Condition(self._lock)
         self._engines: dict[int, dict[str, Any]] = {}
@@ -292,6 +311,21 @@ class Client(HubQueries):
 
     def _on_task_reply(self, msg_id: str, msg: wire.Message) -> None:
         h, m = msg.header, msg.meta
+        self._release_shm(msg_id)
+        buffers = msg.buffers
+        if m.get("shm") is not None:
+            try:
+                if h.get("client") != self.session:
+                    # Another client's task we asked for: its files are that client's to read and remove.
+                    raise sharedmem.SharedMemoryError(
+                        "it went through shared memory to the client that submitted the task, which alone "
+                        "receives it (and the hub does not store it); ask that client, or submit with "
+                        "Client(shared_memory=False)")
+                buffers = sharedmem.attach(buffers, m["shm"], self._shm_prefix, remove=True)
+            except sharedmem.SharedMemoryError as e:
+                m = {**m, "status": "error", "origin": "hpcpar", "ename": "SharedMemoryError",
+                     "evalue": f"the result could not be read: {e}",
+                     "traceback": [f"SharedMemoryError: the result could not be read: {e}"]}
         md = self.metadata.get(msg_id)
         if md is None:
             md = self.metadata[msg_id] = Metadata(msg_id=msg_id)
@@ -312,7 +346,7 @@ class Client(HubQueries):
         if m.get("status") == "error":
             md["error"] = {k: m.get(k) for k in ("ename", "evalue", "traceback")}
         with self._cond:
-            self._replies[msg_id] = (m, msg.payload, msg.buffers)
+            self._replies[msg_id] = (m, msg.payload, buffers)
             self.outstanding.discard(msg_id)
             waiting = self._pending.pop(msg_id, ())
             self._cond.notify_all()
@@ -406,6 +440,16 @@ class Client(HubQueries):
         Returns (msg_ids, frames); the caller registers and sends."""
         payload, buffers = serialize.dumps(obj, self._pickler) if obj is not None else (b"", [])
         extra = dict(header_extra or {})
+        paths: list[Path] = []
+        if self._shm_key is not None:
+            meta = {**(meta or {}), "shm_key": self._shm_key}  # the engine may answer through shm
+            if buffers and self._all_local(targets if route == "direct" else extra.get("lb_targets")):
+                buffers, descriptors, paths = sharedmem.export(buffers, self._shm_prefix, self._shm_limit)
+                if descriptors:
+                    meta["shm"] = descriptors
+                    # Tells the hub not to store it (the files go away), and the load
+                    # balancer to give it only to engines on this host.
+                    extra.update(shm=True, shm_host=self._shm_key)
         if route == "direct":
             msg_ids = [wire.new_id() for _ in targets or []]
             header = self._signer.header(msg_type, route="direct", targets=targets, msg_ids=msg_ids,
@@ -413,8 +457,31 @@ class Client(HubQueries):
         else:
             header = self._signer.header(msg_type, route=route, pickler=self._pickler, **extra)
             msg_ids = [header["msg_id"]]
+        if paths:
+            files = _ShmFiles(paths, len(msg_ids))
+            with self._lock:
+                for mid in msg_ids:
+                    self._shm_files[mid] = files
         frames = self._signer.pack(header, meta, payload, buffers)
         return msg_ids, frames, header
+
+    def _all_local(self, targets: list[int] | None) -> bool:
+        """Every engine that may get the request shares this host (None: any engine)."""
+        with self._lock:
+            engines = (list(self._engines.values()) if targets is None
+                       else [self._engines.get(t) or {} for t in targets])
+        return bool(engines) and all(e.get("host_key") == self._shm_key for e in engines)
+
+    def _release_shm(self, msg_id: str) -> None:
+        """A final reply arrived: the request's files go once every target has answered."""
+        with self._lock:
+            files = self._shm_files.pop(msg_id, None)
+            if files is None:
+                return
+            files.remaining -= 1
+            done = files.remaining <= 0
+        if done:
+            sharedmem.unlink(files.paths)
 
     def _track(self, msg_ids: list[str], header: dict[str, Any], ar: AsyncResult, targets: Any = None) -> None:
         submitted = _ts(header["date"])
@@ -669,6 +736,11 @@ class Client(HubQueries):
     def close(self, linger: float | None = None) -> None:
         if self._closed:
             return
+        with self._lock:
+            leftover = {id(f): f for f in self._shm_files.values()}
+            self._shm_files.clear()
+        for files in leftover.values():
+            sharedmem.unlink(files.paths)
         if self._transport is not None:
             try:
                 header = self._signer.header("disconnect_request", route="controller")

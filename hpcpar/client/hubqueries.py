@@ -47,8 +47,8 @@ class HubQueries:
         reply = self._request(kind, {"msg_ids": msg_ids})
         problems = {m: f"no task {m} in the hub's records (purged, or from another cluster)"
                     for m in reply.meta.get("missing", [])}
-        problems.update({m: f"the result of {m} was too large to be stored by the hub; only the client "
-                            "that submitted it received it" for m in reply.meta.get("unstored", [])})
+        problems.update({m: f"the result of {m} was too large to be stored by the hub (or went through "
+                            "shared memory); only the client that submitted it received it" for m in reply.meta.get("unstored", [])})
         for mid, why in problems.items():
             self._fail_locally(mid, KeyError(why))
 

@@ -20,7 +20,7 @@ from typing import Any
 
 import zmq
 
-from .. import relay, wire
+from .. import relay, sharedmem, wire
 from ..connection import ConnectionFileError, ConnectionInfo, new_key
 from ..netutil import advertised_addresses, bind_address
 from ..paths import ProfileDir
@@ -94,6 +94,7 @@ class Task:
     deadline: float | None = None
     allowed: set[int] | None = None
     blacklist: set[int] = field(default_factory=set)
+    host_key: str | None = None  # its data is in shared memory: only engines of this host key may take it
     attempts: int = 0
     watchers: list[bytes] = field(default_factory=list)  # other clients that asked for the result
     group: ReplyGroup | None = None  # replies of one broadcast, sent back as one message
@@ -116,6 +117,7 @@ class Controller:
             self._load_previous_connection()
         self.key = config.key or new_key()
         self.signer = wire.Signer(self.key.encode("ascii"))
+        self.shm_prefix = sharedmem.cluster_prefix(config.cluster_id, self.key.encode("ascii"))
         self.engines = EngineRegistry()
         self.tasks: dict[str, Task] = {}
         self.clients: set[bytes] = set()
@@ -630,7 +632,10 @@ class Controller:
         header.update(msg_id=new_id, session=ident.decode(errors="replace"), date=wire.now(), resubmitted=info["old"])
         if header.get("route") == "direct":
             header.update(targets=[info["engine_id"]], msg_ids=[new_id])
-        frames = self.signer.pack(header, old.meta, stored[3], stored[4:])
+        # The original client's host key must not make the engine answer the asking client
+        # (maybe on another host) through shared memory.
+        meta = {k: v for k, v in old.meta.items() if k != "shm_key"}
+        frames = self.signer.pack(header, meta, stored[3], stored[4:])
         msg = self.signer.unpack(frames)
         state = self._resubmits.get(parent)
         if state is not None:
@@ -761,7 +766,11 @@ class Controller:
         parent = msg.header.get("parent")
         task = self.tasks.get(parent)
         if task is None:
-            return  # already failed on the engine's behalf (e.g. declared dead then back)
+            # Already failed on the engine's behalf (e.g. declared dead then back): nobody
+            # will read this reply, so its shared-memory files go now.
+            if msg.header.get("shm"):
+                sharedmem.unlink(sharedmem.names_in(msg.meta, self.shm_prefix))
+            return
         lb = rec.outstanding.pop(parent, False)
         rec.completed += 1
         status = msg.header.get("status", "ok")
@@ -780,6 +789,9 @@ class Controller:
         del self.tasks[parent]
         task.frames = None
         self.deliver(task, msg.frames)
+        if msg.header.get("shm") and task.client not in self.clients:
+            # Its client closed (or is gone): nobody will map and remove the reply's files.
+            sharedmem.unlink(sharedmem.names_in(msg.meta, self.shm_prefix))
         self.hub.finished(parent, msg.header, msg.frames)
         self.lb.task_finished(parent, status == "ok", rec.id)
         if lb:
@@ -853,6 +865,7 @@ class Controller:
     def close(self) -> None:
         self.hub.close()
         self.remove_connection_files()
+        sharedmem.remove_leftovers(self.shm_prefix)  # files of clients or engines that died
         self.client_socket.close(linger=200)
         self.engine_socket.close(linger=200)
         self.hub_pipe.close(linger=0)

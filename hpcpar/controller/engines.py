@@ -28,7 +28,7 @@ class EngineRecord:
             "id": self.id,
             "uuid": self.uuid,
             "registered": self.registered,
-            **{k: v for k, v in self.info.items() if k in ("hostname", "pid", "mpi_rank", "mpi_size", "mpi_world")},
+            **{k: v for k, v in self.info.items() if k in ("hostname", "pid", "mpi_rank", "mpi_size", "mpi_world", "host_key")},
         }
 
 

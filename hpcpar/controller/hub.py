@@ -32,6 +32,11 @@ def _nbytes(frames: list[Any]) -> int:
     return sum(len(f) for f in frames)
 
 
+def _storable(header: dict[str, Any], frames: list[Any] | None, limit: int) -> bool:
+    """Not too large, and not pointing at shared-memory files (they are removed once delivered)."""
+    return frames is not None and not header.get("shm") and _nbytes(frames) <= limit
+
+
 def _as_bytes(frames: list[Any]) -> list[bytes]:
     return [f.bytes if hasattr(f, "bytes") else bytes(f) for f in frames]
 
@@ -123,12 +128,12 @@ class Hub:
         kind = op[0]
         if kind == "submitted_many":
             _, ids, header, frames = op
-            request = _as_bytes(frames) if _nbytes(frames) <= self.store_limit else None
+            request = _as_bytes(frames) if _storable(header, frames, self.store_limit) else None
             for msg_id, engine_id in ids:
                 self._add(msg_id, header, engine_id, request)
         elif kind == "submitted":
             _, msg_id, header, frames, engine_id = op
-            request = _as_bytes(frames) if frames is not None and _nbytes(frames) <= self.store_limit else None
+            request = _as_bytes(frames) if _storable(header, frames, self.store_limit) else None
             self._add(msg_id, header, engine_id, request)
         elif kind == "look_up":
             found: dict[str, Any] = {}
@@ -152,7 +157,7 @@ class Hub:
                 fields["engine_id"] = header["engine_id"]
             if frames is not None:
                 fields.update(meta_summary(_as_bytes(frames[2:3])[0]))
-                if _nbytes(frames) <= self.store_limit:
+                if _storable(header, frames, self.store_limit):
                     fields["reply"] = _as_bytes(frames)
             self.backend.update(msg_id, fields)
         elif kind == "request":

@@ -39,6 +39,8 @@ class LoadBalancer:
         task.retries_left = int(h.get("retries") or 0)
         timeout = h.get("timeout")
         task.deadline = time.monotonic() + float(timeout) if timeout else None
+        if h.get("shm"):
+            task.host_key = h.get("shm_host") or ""
         self._place(task)
 
     def _place(self, task: Task) -> None:
@@ -155,8 +157,9 @@ class LoadBalancer:
     # -- scheduling --------------------------------------------------------------------------
 
     def _eligible(self, task: Task, engines: list[EngineRecord]) -> list[EngineRecord]:
-        allowed = task.allowed
-        return [e for e in engines if e.id not in task.blacklist and (allowed is None or e.id in allowed)]
+        allowed, key = task.allowed, task.host_key
+        return [e for e in engines if e.id not in task.blacklist and (allowed is None or e.id in allowed)
+                and (key is None or e.info.get("host_key") == key)]
 
     def schedule(self) -> None:
         """Hand queued tasks to engines with room under the hwm."""
@@ -171,7 +174,8 @@ class LoadBalancer:
             task = self.queue.popleft()
             if task.msg_id not in ctl.tasks:
                 continue  # aborted while queued
-            candidates = self._eligible(task, free) if (task.allowed is not None or task.blacklist) else free
+            restricted = task.allowed is not None or task.blacklist or task.host_key is not None
+            candidates = self._eligible(task, free) if restricted else free
             if not candidates:
                 if not self._eligible(task, engines) and not self._may_come_back(task):
                     self._impossible(task)
@@ -190,12 +194,16 @@ class LoadBalancer:
         """Engines that are on their way: registered but not ready yet, or (after a
         restart) engines of the old controller that may still re-attach."""
         expected = set(self.ctl.engines.expected.values())
-        expected |= {e.id for e in self.ctl.engines.by_id.values() if not e.ready}
+        expected |= {e.id for e in self.ctl.engines.by_id.values()
+                     if not e.ready and (task.host_key is None or e.info.get("host_key") == task.host_key)}
         allowed = task.allowed if task.allowed is not None else expected
         return bool(expected & (allowed - task.blacklist))
 
     def _impossible(self, task: Task) -> None:
-        if task.blacklist:
+        if task.host_key is not None and not self._eligible(task, self.ctl.engines.ready()):
+            why = ("its data went through shared memory on the client's host, and no engine on that host "
+                   "may take it; submit it again, or use Client(shared_memory=False)")
+        elif task.blacklist:
             why = f"it raised UnmetDependency on engines {sorted(task.blacklist)} and no other engine may take it"
         else:
             why = f"none of the engines it may run on ({sorted(task.allowed or [])}) is registered"

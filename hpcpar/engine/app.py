@@ -21,7 +21,7 @@ from typing import Any
 
 import zmq
 
-from .. import serialize, wire
+from .. import serialize, sharedmem, wire
 from ..connection import ConnectionInfo
 from .executor import Executor
 from .namespace import current
@@ -68,6 +68,10 @@ class Engine:
         self.extra_info: dict[str, Any] = {}
         self.socket: zmq.Socket | None = None
         self.url: str | None = None
+        # Same-host clients exchange large buffers with us through /dev/shm (sharedmem.py).
+        self.shm_key = sharedmem.host_key()
+        self.shm_prefix = sharedmem.cluster_prefix(info.cluster_id, info.key_bytes)
+        self.shm_limit = sharedmem.threshold()
 
     # -- registration -------------------------------------------------------------
 
@@ -80,6 +84,7 @@ class Engine:
                 "hostname": socket.gethostname(),
                 "pid": os.getpid(),
                 "python": sys.executable,
+                "host_key": self.shm_key,
                 **self.extra_info,
             },
         })
@@ -190,14 +195,25 @@ class Engine:
     def _run_one(self, msg: wire.Message, abort: bool = False) -> None:
         msg_id = self._my_msg_id(msg.header)
         started = wire.now()
+        shm_problem = None
         if abort or msg_id in self.aborted:
             self.aborted.discard(msg_id)
             meta = {"status": "error", "origin": "hpcpar", "ename": "TaskAborted",
                     "evalue": f"task {msg_id} was aborted before it started",
                     "traceback": ["TaskAborted: aborted before it started"]}
             payload, buffers = b"", []
+        elif (shm_problem := self._attach_shm(msg)) is not None:
+            meta = {"status": "error", "origin": "hpcpar", "ename": "SharedMemoryError",
+                    "evalue": shm_problem, "traceback": [f"SharedMemoryError: {shm_problem}"]}
+            payload, buffers = b"", []
         else:
             meta, payload, buffers = self.executor.run(msg, msg_id)
+        shm_reply = False
+        if buffers and self.shm_key is not None and _meta_or_empty(msg).get("shm_key") == self.shm_key:
+            buffers, descriptors, _ = sharedmem.export(buffers, self.shm_prefix, self.shm_limit)
+            if descriptors:
+                meta["shm"] = descriptors  # the client maps and removes the files
+                shm_reply = True
         meta["engine_info"] = {"engine_id": self.id, "engine_uuid": self.uuid,
                                "method": msg.msg_type.removesuffix("_request")}
         header = self.signer.header(
@@ -208,8 +224,24 @@ class Engine:
             started=started,
             completed=wire.now(),
             status="unmet" if meta.get("ename") == "UnmetDependency" else meta["status"],
+            **({"shm": True} if shm_reply else {}),
         )
         self.work.send_multipart(self.signer.pack(header, meta, payload, buffers), copy=False)
+
+    def _attach_shm(self, msg: wire.Message) -> str | None:
+        """Put a request's shared-memory buffers in place; the problem's text if that fails."""
+        meta = _meta_or_empty(msg)
+        descriptors = meta.get("shm")
+        if descriptors is None:
+            return None
+        if self.shm_key is None or meta.get("shm_key") != self.shm_key:
+            return ("the request's data was sent through shared memory from another host (or to an engine "
+                    "with shared memory turned off); submit it again, or use Client(shared_memory=False)")
+        try:
+            msg.buffers = sharedmem.attach(msg.buffers, descriptors, self.shm_prefix)
+        except sharedmem.SharedMemoryError as e:
+            return str(e)
+        return None
 
     def _to_io(self, frames: list[Any], block: bool = True) -> bool:
         if not self._pipe_lock.acquire(blocking=block):
@@ -351,6 +383,13 @@ class Engine:
             sock.send_multipart(self.signer.pack(self.signer.header("unregister_request")))
         sock.close(linger=1000)
         os._exit(0)
+
+
+def _meta_or_empty(msg: wire.Message) -> dict[str, Any]:
+    try:
+        return msg.meta
+    except wire.BadMessage:
+        return {}  # the executor reports it if the request needs its meta
 
 
 def load_engine_connection(path: str | None, profile_dir: Any, cluster_id: str, wait: float) -> ConnectionInfo:
