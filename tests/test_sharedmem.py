@@ -360,7 +360,7 @@ def test_names_are_validated():
 
 
 def slow_big(n: int):
-    time.sleep(1.0)
+    time.sleep(2.0)
     return make_array(n)
 
 
@@ -369,6 +369,11 @@ def test_shm_result_reaches_its_client_and_another_client_is_told_why(rc, cluste
     ar = rc[rc.ids[0]].apply_async(slow_big, BIG * 3)
     msg_id = ar.msg_ids[0]
     try:
+        # rc2 talks on its own socket: make sure the controller has taken rc's request first
+        deadline = time.monotonic() + 10
+        while msg_id not in rc2.result_status([msg_id])["pending"]:
+            assert time.monotonic() < deadline, "the controller never reported the task pending"
+            time.sleep(0.02)
         watching = rc2.get_result(msg_id, block=False)  # asked while the task runs
         mine = ar.get(timeout=30)
         assert mapped(mine) and mine.shape == (BIG, 3)
