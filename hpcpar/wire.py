@@ -23,6 +23,13 @@ from typing import Any
 
 PROTOCOL_VERSION = 1
 MIN_FRAMES = 4
+EMPTY_META = b"{}"
+
+# Built once: json.dumps() with non-default arguments builds an encoder per call,
+# and every message on the request path is packed and unpacked several times.
+_encode = json.JSONEncoder(separators=(",", ":")).encode
+_encode_meta = json.JSONEncoder(separators=(",", ":"), default=str).encode
+_decode = json.JSONDecoder().decode
 
 
 class BadMessage(ValueError):
@@ -58,7 +65,7 @@ class Message:
     def meta(self) -> dict[str, Any]:
         if self._meta is None:
             try:
-                meta = json.loads(_bytes(self.meta_frame))
+                meta = _decode(_bytes(self.meta_frame).decode())
             except (ValueError, UnicodeDecodeError) as e:
                 raise BadMessage(f"undecodable meta: {e}") from None
             if not isinstance(meta, dict):
@@ -83,9 +90,10 @@ class Signer:
             raise ValueError("an empty key would disable authentication; refusing")
         self.key = key
         self.session = new_id()
+        self._keyed = hmac.new(key, digestmod=hashlib.sha256)  # copied per message: cheaper than re-keying
 
     def signature(self, header: Any, meta: Any, payload: Any) -> bytes:
-        h = hmac.new(self.key, digestmod=hashlib.sha256)
+        h = self._keyed.copy()
         h.update(header)
         h.update(meta)
         h.update(payload)
@@ -109,8 +117,8 @@ class Signer:
         payload: bytes = b"",
         buffers: list[Any] | tuple = (),
     ) -> list[Any]:
-        h = json.dumps(header, separators=(",", ":")).encode()
-        m = json.dumps(meta or {}, separators=(",", ":"), default=str).encode()
+        h = _encode(header).encode()
+        m = _encode_meta(meta).encode() if meta else EMPTY_META
         return [self.signature(h, m, payload), h, m, payload, *buffers]
 
     def unpack(self, frames: list[Any]) -> Message:
@@ -122,7 +130,7 @@ class Signer:
         if not hmac.compare_digest(sig, self.signature(h, m, p)):
             raise BadMessage("bad signature (wrong cluster key?)")
         try:
-            header = json.loads(_bytes(frames[1]))
+            header = _decode(_bytes(frames[1]).decode())
         except (ValueError, UnicodeDecodeError) as e:
             raise BadMessage(f"undecodable header: {e}") from None
         if not isinstance(header, dict):
