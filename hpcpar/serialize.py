@@ -16,6 +16,9 @@ import cloudpickle
 # Buffers smaller than this stay inside the pickle: a frame costs more than a copy.
 OUT_OF_BAND_MIN = 1024
 PICKLERS = ("cloudpickle", "pickle")
+# Pickled the same way by both picklers; the plain one skips cloudpickle's set-up,
+# which costs more than the pickling of a small result itself.
+_PLAIN = frozenset({type(None), bool, int, float, complex, str, bytes})
 
 
 class SerializationError(Exception):
@@ -33,7 +36,7 @@ def dumps(obj: Any, pickler: str = "cloudpickle") -> tuple[bytes, list[memoryvie
         return False
 
     try:
-        if pickler == "pickle":
+        if pickler == "pickle" or type(obj) in _PLAIN:
             data = pickle.dumps(obj, protocol=5, buffer_callback=keep)
         else:
             data = cloudpickle.dumps(obj, protocol=5, buffer_callback=keep)
