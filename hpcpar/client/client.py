@@ -191,13 +191,22 @@ class Client(HubQueries):
             self._transport.send_on_receiving_socket(frames)
         else:
             self._send(frames)
+        wait = timeout if timeout is not None else self.timeout
+        self._receive_until(fut.done, wait)
         try:
-            return fut.result(timeout if timeout is not None else self.timeout)
+            return fut.result(wait)
         except concurrent.futures.TimeoutError:
             raise TimeoutError(f"the controller did not answer {msg_type} in time") from None
         finally:
             with self._lock:
                 self._requests.pop(header["msg_id"], None)
+
+    def _receive_until(self, done: Any, timeout: float | None) -> None:
+        """Wait by receiving on this thread when it can (see transport.py): the
+        reply then needs no hand-off from the I/O thread."""
+        transport = self._transport
+        if transport is not None and not done():
+            transport.receive_until(done, timeout)
 
     def _send(self, frames: list[Any]) -> None:
         if self._transport is None or self._closed:
