@@ -22,7 +22,7 @@ from typing import Any
 
 import zmq
 
-from ..wire import drain
+from ..wire import drain, send_frames
 
 log = logging.getLogger("hpcpar.client")
 
@@ -83,6 +83,7 @@ class Transport:
         self._monitor = self.socket.get_monitor_socket(zmq.EVENT_CONNECTED | zmq.EVENT_DISCONNECTED)
         self._was_disconnected = False
         self.closed = False
+        self._rx_poller = self._poller()  # for callers receiving: used by one owner at a time
         self.thread = threading.Thread(target=self._loop, name="hpcpar-client-io", daemon=True)
         self.thread.start()
 
@@ -90,7 +91,7 @@ class Transport:
         with self._lock:
             if self.closed:
                 raise RuntimeError("this client is closed; create a new hpcpar.Client()")
-            self.tx.send_multipart(frames, copy=False)
+            send_frames(self.tx, frames)
 
     def send_on_receiving_socket(self, frames: list[Any]) -> None:
         """Through the I/O thread, on the socket replies come to: the first
@@ -123,7 +124,7 @@ class Transport:
                         if threading.get_ident() == self._io_ident:
                             self._pause_asked = True
                         continue
-                self.socket.send_multipart(frames, copy=False)
+                send_frames(self.socket, frames)
         if self._monitor in events:
             self._connection_event()
         if self.socket in events:
@@ -173,7 +174,7 @@ class Transport:
         self._rx_holds += 1
         deadline = None if timeout is None else time.monotonic() + timeout
         try:
-            poller = self._poller()
+            poller = self._rx_poller
             while not done() and not self._close_seen:
                 wait = None if deadline is None else max(0.0, deadline - time.monotonic())
                 events = dict(poller.poll(None if wait is None else int(wait * 1000) + 1))

@@ -169,8 +169,7 @@ class Engine:
                 for frames in wire.drain(work):
                     self._serve(frames, abort=True)
             if work.poll(1000):
-                frames = work.recv_multipart(copy=False)
-                self._serve(frames)
+                self._serve(wire.recv_frames(work))
 
     def _serve(self, frames: list[Any], abort: bool = False) -> None:
         try:
@@ -209,7 +208,7 @@ class Engine:
             completed=wire.now(),
             status="unmet" if meta.get("ename") == "UnmetDependency" else meta["status"],
         )
-        self.work.send_multipart(self.signer.pack(header, meta, payload, buffers), copy=False)
+        wire.send_frames(self.work, self.signer.pack(header, meta, payload, buffers))
 
     def _to_io(self, frames: list[Any], block: bool = True) -> bool:
         if not self._pipe_lock.acquire(blocking=block):
