@@ -160,6 +160,9 @@ class Engine:
         io_thread.start()
         work = self.work
         assert work is not None
+        # A blocking receive with a time-out costs less than poll() then receive,
+        # and the loop still looks at its flags every second.
+        work.setsockopt(zmq.RCVTIMEO, 1000)
         while True:
             if self.need_hello:
                 self.need_hello = False
@@ -168,8 +171,11 @@ class Engine:
                 self.abort_buffered = False
                 for frames in wire.drain(work):
                     self._serve(frames, abort=True)
-            if work.poll(1000):
-                self._serve(wire.recv_frames(work))
+            try:
+                frames = wire.recv_frames(work)
+            except zmq.Again:
+                continue
+            self._serve(frames)
 
     def _serve(self, frames: list[Any], abort: bool = False) -> None:
         try:
