@@ -94,6 +94,7 @@ class Client(HubQueries):
         self._signer = wire.Signer(self._info.key_bytes)
         self.session = self._signer.session
         self._pickler = "cloudpickle"
+        self._functions = serialize.FunctionCache()
         self._lock = threading.RLock()
         self._cond = threading.Condition(self._lock)
         self._engines: dict[int, dict[str, Any]] = {}
@@ -413,6 +414,8 @@ class Client(HubQueries):
     ) -> tuple[list[str], list[Any], dict[str, Any]]:
         """Build one message (for several targets when ``route='direct'``).
         Returns (msg_ids, frames); the caller registers and sends."""
+        if msg_type == "apply_request" and self._pickler == "cloudpickle" and type(obj) is tuple and len(obj) == 3:
+            obj = (self._functions.wrap(obj[0]), *obj[1:])  # an unchanged function is not pickled again
         payload, buffers = serialize.dumps(obj, self._pickler) if obj is not None else (b"", [])
         extra = dict(header_extra or {})
         if route == "direct":
