@@ -205,3 +205,36 @@ def test_a_done_callback_may_wait_for_another_result(rc):
     while not got and time.monotonic() < deadline:
         time.sleep(0.01)
     assert got == [2]
+
+
+_CTRL_C_SCRIPT = """
+import os, signal, sys, threading
+import hpcpar
+
+def slow():
+    import time
+    time.sleep(0.3)
+    return 7
+
+rc = hpcpar.Client(profile="shared", timeout=30)
+ar = rc[0].apply_async(hpcpar.interactive(slow))
+threading.Timer(0.1, lambda: os.kill(os.getpid(), signal.SIGINT)).start()
+try:
+    ar.get(timeout=20)
+    print("not interrupted")
+except KeyboardInterrupt:
+    print("interrupted")
+print(ar.get(timeout=20), rc[1].apply_sync(hpcpar.interactive(slow)))
+print(signal.getsignal(signal.SIGINT) is signal.default_int_handler)
+rc.close()
+"""
+
+
+def test_ctrl_c_in_a_blocking_wait_loses_no_result(cluster):
+    # The waiting thread receives replies itself: a Ctrl-C must interrupt the
+    # wait, never a delivery half-way, and leave the client working.
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-c", _CTRL_C_SCRIPT], capture_output=True, text=True, timeout=60)
+    assert out.stdout.split() == ["interrupted", "7", "7", "True"], out.stderr[-2000:]

@@ -24,6 +24,14 @@ import zmq
 
 from ..wire import drain, send_frames
 
+try:  # the C functions: signal.signal() and getsignal() wrap handlers in enums, 15 us per swap
+    from _signal import getsignal as _getsignal
+    from _signal import signal as _setsignal
+except ImportError:  # pragma: no cover - not CPython
+    from signal import getsignal as _getsignal
+    from signal import signal as _setsignal
+_SIGINT = int(signal.SIGINT)
+
 log = logging.getLogger("hpcpar.client")
 
 _CLOSE = b"hpcpar-close"
@@ -132,9 +140,9 @@ class Transport:
             deferred: list[Any] = []
             if threading.current_thread() is threading.main_thread():
                 # A Ctrl-C in the middle of a delivery would lose that message: hold it until after.
-                previous = signal.getsignal(signal.SIGINT)
+                previous = _getsignal(_SIGINT)
                 if callable(previous):
-                    signal.signal(signal.SIGINT, lambda *a: deferred.append(a))
+                    _setsignal(_SIGINT, lambda *a: deferred.append(a))
                 else:
                     previous = None
             try:
@@ -147,7 +155,7 @@ class Transport:
                             self._on_error(e)
             finally:
                 if previous is not None:
-                    signal.signal(signal.SIGINT, previous)
+                    _setsignal(_SIGINT, previous)
                     if deferred:
                         previous(*deferred[0])
 
