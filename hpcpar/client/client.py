@@ -193,9 +193,10 @@ class Client(HubQueries):
         else:
             self._send(frames)
         wait = timeout if timeout is not None else self.timeout
+        start = time.monotonic()
         self._receive_until(fut.done, wait)
         try:
-            return fut.result(wait)
+            return fut.result(None if wait is None else max(0.0, wait - (time.monotonic() - start)))
         except concurrent.futures.TimeoutError:
             raise TimeoutError(f"the controller did not answer {msg_type} in time") from None
         finally:
