@@ -158,7 +158,7 @@ class Client(HubQueries):
         for url in urls:
             self._transport = Transport(url, self.session.encode(), self._on_frames, on_reconnect=self._resync)
             try:
-                reply = self._request("connect_request", {}, timeout=per_url, first=True)
+                self._request("connect_request", {}, timeout=per_url, first=True)
             except (TimeoutError, ConnectionRejected) as e:
                 last_error = e
                 self._transport.close()
@@ -166,11 +166,7 @@ class Client(HubQueries):
                 if isinstance(e, ConnectionRejected):
                     raise
                 continue
-            with self._lock:
-                for eng in reply.meta.get("engines", []):
-                    self._engines[int(eng["id"])] = eng
-                    self._mpi_engines += bool(eng.get("mpi_world"))
-            self._auto_activate()
+            self._auto_activate()  # the engine list was taken from the reply as it arrived
             return
         raise TimeoutError(
             f"no controller answered at {', '.join(urls)} within {timeout:.0f} s "
@@ -239,6 +235,10 @@ class Client(HubQueries):
         if parent is not None:
             fut = self._requests.get(parent)
             if fut is not None:
+                if mt == "connect_reply":
+                    # Here, in arrival order: an engine_registered right behind the reply
+                    # must not be undone by the waiting thread applying an older list.
+                    self._set_engines(msg.meta.get("engines", []))
                 fut.set_result(msg)
                 return
             if mt.endswith("_reply"):
@@ -259,6 +259,12 @@ class Client(HubQueries):
                 gone = self._engines.pop(int(msg.meta["engine"]["id"]), None)
                 self._mpi_engines -= bool(gone and gone.get("mpi_world"))
                 self._cond.notify_all()
+
+    def _set_engines(self, engines: list[dict[str, Any]]) -> None:
+        with self._cond:
+            self._engines = {int(e["id"]): e for e in engines}
+            self._mpi_engines = sum(bool(e.get("mpi_world")) for e in engines)
+            self._cond.notify_all()
 
     def _on_stream(self, msg: wire.Message) -> None:
         """Live output of a running request: appended to its metadata as it comes."""
