@@ -8,7 +8,9 @@ Functions, lambdas and closures go through cloudpickle by default.
 from __future__ import annotations
 
 import pickle
+import sys
 import types
+import weakref
 from typing import Any
 
 import cloudpickle
@@ -16,6 +18,9 @@ import cloudpickle
 # Buffers smaller than this stay inside the pickle: a frame costs more than a copy.
 OUT_OF_BAND_MIN = 1024
 PICKLERS = ("cloudpickle", "pickle")
+# Pickled the same way by both picklers; the plain one skips cloudpickle's set-up,
+# which costs more than the pickling of a small result itself.
+_PLAIN = frozenset({type(None), bool, int, float, complex, str, bytes})
 
 
 class SerializationError(Exception):
@@ -33,7 +38,7 @@ def dumps(obj: Any, pickler: str = "cloudpickle") -> tuple[bytes, list[memoryvie
         return False
 
     try:
-        if pickler == "pickle":
+        if pickler == "pickle" or _plain(obj):
             data = pickle.dumps(obj, protocol=5, buffer_callback=keep)
         else:
             data = cloudpickle.dumps(obj, protocol=5, buffer_callback=keep)
@@ -42,6 +47,18 @@ def dumps(obj: Any, pickler: str = "cloudpickle") -> tuple[bytes, list[memoryvie
             f"could not serialize {_describe(obj)}: {type(e).__name__}: {e}"
         ) from e
     return data, buffers
+
+
+def _plain(obj: Any, depth: int = 2) -> bool:
+    """Small data that plain pickle writes exactly as cloudpickle would."""
+    t = type(obj)
+    if t in _PLAIN or t is _Pickled:
+        return True
+    if depth == 0 or t not in (tuple, list, dict) or len(obj) > 32:
+        return False
+    if t is dict:
+        return all(type(k) is str and _plain(v, depth - 1) for k, v in obj.items())
+    return all(_plain(v, depth - 1) for v in obj)
 
 
 def loads(data: Any, buffers: list[Any] = ()) -> Any:
@@ -114,3 +131,94 @@ def _global_names(code: types.CodeType) -> set[str]:
         if isinstance(const, types.CodeType):
             names |= _global_names(const)
     return names
+
+
+class _Pickled:
+    """A function pickled earlier, unpickled in place inside the message's pickle."""
+
+    __slots__ = ("data",)
+
+    def __init__(self, data: bytes) -> None:
+        self.data = data
+
+    def __reduce__(self) -> tuple[Any, tuple[bytes]]:
+        return pickle.loads, (self.data,)
+
+
+_MISSING = object()
+_BASE_GLOBALS = ("__package__", "__name__", "__path__", "__file__")  # cloudpickle ships these too
+
+
+class FunctionCache:
+    """The pickle of an interactively defined function, made once and reused
+    while nothing it was made from has changed.
+
+    cloudpickle ships a function from ``__main__`` by value (code, defaults, the
+    globals it uses) on every call, which costs more than the rest of a small
+    request. Only functions whose pickle depends on nothing mutable are cached:
+    no closure and no attributes; defaults, and the globals the code names,
+    that are plain immutable values (None, numbers, str, bytes) or imported
+    modules (pickled by name). Each use checks, by identity, the code, name,
+    qualname, doc, annotations, defaults and every such global (and, if a
+    module is used, that no module was imported since); anything else is
+    pickled afresh as before.
+    """
+
+    def __init__(self) -> None:
+        self._entries: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+        self._names: dict[types.CodeType, tuple[str, ...]] = {}
+
+    def wrap(self, f: Any) -> Any:
+        """``f``, or a stand-in that unpickles to the same function, cheaper to pickle."""
+        if not is_interactive(f):
+            return f
+        fingerprint = self._fingerprint(f)
+        if fingerprint is None:
+            return f
+        entry = self._entries.get(f)
+        if entry is not None:
+            old = entry[0]
+            if len(old) == len(fingerprint) and old[-1] == fingerprint[-1] and all(
+                a is b for a, b in zip(old[:-1], fingerprint[:-1])
+            ):
+                return entry[1]
+        try:
+            stand_in = _Pickled(cloudpickle.dumps(f, protocol=5))
+        except Exception:
+            return f  # let the caller's own pickling report it
+        self._entries[f] = (fingerprint, stand_in)
+        return stand_in
+
+    def _fingerprint(self, f: types.FunctionType) -> tuple | None:
+        if f.__closure__ is not None or f.__dict__:
+            return None
+        defaults = f.__defaults__ or ()
+        kwdefaults = f.__kwdefaults__ or {}
+        if any(type(v) not in _PLAIN for v in (*defaults, *kwdefaults.values())):
+            return None
+        code = f.__code__
+        names = self._names.get(code)
+        if names is None:
+            names = self._names[code] = (*_BASE_GLOBALS, *sorted(_global_names(code)))
+        g = f.__globals__
+        values: list[Any] = []
+        uses_module = False
+        registered = None
+        for name in names:
+            value = g.get(name, _MISSING)
+            if isinstance(value, types.ModuleType):
+                if registered is None:
+                    registered = cloudpickle.list_registry_pickle_by_value()
+                mod = value.__name__
+                if mod == "__main__" or sys.modules.get(mod) is not value or any(
+                    mod == r or mod.startswith(r + ".") for r in registered
+                ):
+                    return None  # pickled by value: its contents may change
+                uses_module = True
+            elif value is not _MISSING and type(value) not in _PLAIN:
+                return None
+            values.append(value)
+        annotations = f.__annotations__
+        return (code, f.__name__, f.__qualname__, f.__doc__, f.__defaults__, f.__kwdefaults__,
+                *kwdefaults.values(), annotations, *annotations.keys(), *annotations.values(),
+                *values, len(sys.modules) if uses_module else None)

@@ -21,8 +21,17 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+import zmq
+
 PROTOCOL_VERSION = 1
 MIN_FRAMES = 4
+EMPTY_META = b"{}"
+
+# Built once: json.dumps() with non-default arguments builds an encoder per call,
+# and every message on the request path is packed and unpacked several times.
+_encode = json.JSONEncoder(separators=(",", ":")).encode
+_encode_meta = json.JSONEncoder(separators=(",", ":"), default=str).encode
+_decode = json.JSONDecoder().decode
 
 
 class BadMessage(ValueError):
@@ -58,7 +67,7 @@ class Message:
     def meta(self) -> dict[str, Any]:
         if self._meta is None:
             try:
-                meta = json.loads(_bytes(self.meta_frame))
+                meta = _decode(_bytes(self.meta_frame).decode())
             except (ValueError, UnicodeDecodeError) as e:
                 raise BadMessage(f"undecodable meta: {e}") from None
             if not isinstance(meta, dict):
@@ -83,9 +92,10 @@ class Signer:
             raise ValueError("an empty key would disable authentication; refusing")
         self.key = key
         self.session = new_id()
+        self._keyed = hmac.new(key, digestmod=hashlib.sha256)  # copied per message: cheaper than re-keying
 
     def signature(self, header: Any, meta: Any, payload: Any) -> bytes:
-        h = hmac.new(self.key, digestmod=hashlib.sha256)
+        h = self._keyed.copy()
         h.update(header)
         h.update(meta)
         h.update(payload)
@@ -109,8 +119,8 @@ class Signer:
         payload: bytes = b"",
         buffers: list[Any] | tuple = (),
     ) -> list[Any]:
-        h = json.dumps(header, separators=(",", ":")).encode()
-        m = json.dumps(meta or {}, separators=(",", ":"), default=str).encode()
+        h = _encode(header).encode()
+        m = _encode_meta(meta).encode() if meta else EMPTY_META
         return [self.signature(h, m, payload), h, m, payload, *buffers]
 
     def unpack(self, frames: list[Any]) -> Message:
@@ -122,7 +132,7 @@ class Signer:
         if not hmac.compare_digest(sig, self.signature(h, m, p)):
             raise BadMessage("bad signature (wrong cluster key?)")
         try:
-            header = json.loads(_bytes(frames[1]))
+            header = _decode(_bytes(frames[1]).decode())
         except (ValueError, UnicodeDecodeError) as e:
             raise BadMessage(f"undecodable header: {e}") from None
         if not isinstance(header, dict):
@@ -130,6 +140,34 @@ class Signer:
         if not isinstance(header.get("msg_type"), str):
             raise BadMessage("header has no msg_type")
         return Message(header, frames[2], p, [_view(f) for f in frames[4:]], list(frames))
+
+
+# The hot path talks to pyzmq's compiled socket methods with plain int flags: the
+# pure-Python wrappers (send_multipart, recv_multipart) build enum flags for every
+# frame, which costs more than the send or receive itself for small messages.
+_SNDMORE = int(zmq.SNDMORE)
+_NOBLOCK = int(zmq.NOBLOCK)
+_EVENTS = int(zmq.EVENTS)
+_POLLIN = int(zmq.POLLIN)
+_send = zmq.backend.Socket.send
+_recv = zmq.backend.Socket.recv
+_get = zmq.backend.Socket.get
+
+
+def send_frames(sock: Any, frames: list[Any], flags: int = 0) -> None:
+    """``sock.send_multipart(frames, flags, copy=False)``, cheaper."""
+    last = len(frames) - 1
+    more = _SNDMORE | flags
+    for i, frame in enumerate(frames):
+        _send(sock, frame, more if i < last else flags, copy=False)
+
+
+def recv_frames(sock: Any, flags: int = 0) -> list[Any]:
+    """``sock.recv_multipart(flags, copy=False)``, cheaper."""
+    parts = [_recv(sock, flags, copy=False)]
+    while parts[-1].more:
+        parts.append(_recv(sock, flags, copy=False))
+    return parts
 
 
 def drain(sock: Any, limit: int | None = None, copy_below: int = 0) -> Iterator[list[Any]]:
@@ -140,15 +178,18 @@ def drain(sock: Any, limit: int | None = None, copy_below: int = 0) -> Iterator[
     long as it lives, so a process that holds many small messages (a
     controller with thousands of queued tasks) copies them and lets go.
     """
-    import zmq
-
-    count = 0
-    while limit is None or count < limit:
-        try:
-            frames = sock.recv_multipart(zmq.NOBLOCK, copy=False)
-        except zmq.Again:
-            return
+    try:
+        frames = recv_frames(sock, _NOBLOCK)
+    except zmq.Again:
+        return
+    count = 1
+    while True:
         if copy_below:
             frames = [f.bytes if len(f) < copy_below else f for f in frames]
         yield frames
+        # Ask before each further read rather than read until zmq.Again: raising it costs more.
+        if (limit is not None and count >= limit) or not _get(sock, _EVENTS) & _POLLIN:
+            return
+        frames = recv_frames(sock, _NOBLOCK)
+        count += 1
         count += 1

@@ -162,3 +162,79 @@ def test_connect_times_out_with_clear_error(tmp_path):
     with pytest.raises(TimeoutError, match="is the cluster running"):
         hpcpar.Client(info, timeout=0.5)
     assert time.monotonic() - start < 5
+
+
+def _sleep_then(x, t=0.05):
+    import time
+
+    time.sleep(t)
+    return x
+
+
+def test_blocking_calls_from_many_threads_all_get_their_results(rc):
+    # A blocking wait receives on its own thread when it can; the others are
+    # served by whichever thread holds the receiving socket.
+    import concurrent.futures
+
+    def worker(i):
+        return [rc[i % 4].apply_sync(_sleep_then, (i, j), 0.002 * (j % 3)) for j in range(20)]
+
+    with concurrent.futures.ThreadPoolExecutor(6) as pool:
+        results = list(pool.map(worker, range(6), timeout=120))
+    assert results == [[(i, j) for j in range(20)] for i in range(6)]
+
+
+def test_results_arrive_without_a_waiting_thread_after_blocking_calls(rc):
+    # After blocking calls, the I/O thread takes the receiving socket back, so a
+    # result nobody waits for still arrives (done() only looks, never receives).
+    for _ in range(5):
+        assert rc[0].apply_sync(_sleep_then, 1, 0) == 1
+    ar = rc[1].apply_async(_sleep_then, 2, 0.01)
+    deadline = time.monotonic() + 10
+    while not ar.done() and time.monotonic() < deadline:
+        time.sleep(0.005)
+    assert ar.done() and ar.get(0) == 2
+
+
+def test_a_done_callback_may_wait_for_another_result(rc):
+    got = []
+    ar = rc[0].apply_async(_sleep_then, 1, 0.05)
+    ar.add_done_callback(lambda _: got.append(rc[1].apply_sync(_sleep_then, 2, 0)))
+    assert ar.get(timeout=30) == 1
+    deadline = time.monotonic() + 30
+    while not got and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert got == [2]
+
+
+_CTRL_C_SCRIPT = """
+import os, signal, sys, threading
+import hpcpar
+
+def slow():
+    import time
+    time.sleep(0.3)
+    return 7
+
+rc = hpcpar.Client(profile="shared", timeout=30)
+ar = rc[0].apply_async(hpcpar.interactive(slow))
+threading.Timer(0.1, lambda: os.kill(os.getpid(), signal.SIGINT)).start()
+try:
+    ar.get(timeout=20)
+    print("not interrupted")
+except KeyboardInterrupt:
+    print("interrupted")
+print(ar.get(timeout=20), rc[1].apply_sync(hpcpar.interactive(slow)))
+print(signal.getsignal(signal.SIGINT) is signal.default_int_handler)
+rc.close()
+"""
+
+
+def test_ctrl_c_in_a_blocking_wait_loses_no_result(cluster):
+    # The waiting thread receives replies itself: a Ctrl-C must interrupt the
+    # wait, never a delivery half-way, and leave the client working.
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-c", _CTRL_C_SCRIPT], capture_output=True, text=True, timeout=60)
+    assert out.stdout.split() == ["interrupted", "7", "7", "True"], out.stderr[-2000:]

@@ -251,3 +251,27 @@ def test_broadcast_replies_come_back_as_one_message(rc):
         assert len(seen) == 4
     finally:
         rc._transport._on_frames = original
+
+
+LIMIT = 1
+
+
+def test_a_function_sent_again_sees_the_globals_of_each_call(rc):
+    # The client reuses the pickle of an unchanged function; a rebound global it
+    # uses, or a mutated list, must still reach the engine.
+    global LIMIT
+
+    @hpcpar.interactive
+    def read_limit():
+        return LIMIT
+
+    try:
+        assert rc[0].apply_sync(read_limit) == 1
+        LIMIT = 2
+        assert rc[0].apply_sync(read_limit) == 2
+        LIMIT = [3]
+        assert rc[0].apply_sync(read_limit) == [3]
+        LIMIT.append(4)
+        assert rc[0].apply_sync(read_limit) == [3, 4]
+    finally:
+        LIMIT = 1

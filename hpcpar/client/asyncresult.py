@@ -115,6 +115,11 @@ class AsyncResult(concurrent.futures.Future):
         """Wait up to ``timeout`` seconds (-1 or None: forever); return whether ready."""
         if timeout is not None and timeout < 0:
             timeout = None
+        if not super().done():
+            start = time.monotonic()
+            self._client._receive_until(super().done, timeout)
+            if timeout is not None:
+                timeout = max(0.0, timeout - (time.monotonic() - start))
         try:
             super().result(timeout)
         except concurrent.futures.TimeoutError:

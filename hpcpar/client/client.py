@@ -113,6 +113,7 @@ class Client(HubQueries):
         self._shm_prefix = sharedmem.cluster_prefix(self._info.cluster_id, self._info.key_bytes)
         self._shm_limit = sharedmem.threshold()
         self._shm_files: dict[str, _ShmFiles] = {}  # msg_id -> the request files it still needs
+        self._functions = serialize.FunctionCache()
         self._lock = threading.RLock()
         self._cond = threading.Condition(self._lock)
         self._engines: dict[int, dict[str, Any]] = {}
@@ -176,7 +177,7 @@ class Client(HubQueries):
         for url in urls:
             self._transport = Transport(url, self.session.encode(), self._on_frames, on_reconnect=self._resync)
             try:
-                reply = self._request("connect_request", {}, timeout=per_url, first=True)
+                self._request("connect_request", {}, timeout=per_url, first=True)
             except (TimeoutError, ConnectionRejected) as e:
                 last_error = e
                 self._transport.close()
@@ -184,11 +185,7 @@ class Client(HubQueries):
                 if isinstance(e, ConnectionRejected):
                     raise
                 continue
-            with self._lock:
-                for eng in reply.meta.get("engines", []):
-                    self._engines[int(eng["id"])] = eng
-                    self._mpi_engines += bool(eng.get("mpi_world"))
-            self._auto_activate()
+            self._auto_activate()  # the engine list was taken from the reply as it arrived
             return
         raise TimeoutError(
             f"no controller answered at {', '.join(urls)} within {timeout:.0f} s "
@@ -210,13 +207,23 @@ class Client(HubQueries):
             self._transport.send_on_receiving_socket(frames)
         else:
             self._send(frames)
+        wait = timeout if timeout is not None else self.timeout
+        start = time.monotonic()
+        self._receive_until(fut.done, wait)
         try:
-            return fut.result(timeout if timeout is not None else self.timeout)
+            return fut.result(None if wait is None else max(0.0, wait - (time.monotonic() - start)))
         except concurrent.futures.TimeoutError:
             raise TimeoutError(f"the controller did not answer {msg_type} in time") from None
         finally:
             with self._lock:
                 self._requests.pop(header["msg_id"], None)
+
+    def _receive_until(self, done: Any, timeout: float | None) -> None:
+        """Wait by receiving on this thread when it can (see transport.py): the
+        reply then needs no hand-off from the I/O thread."""
+        transport = self._transport
+        if transport is not None and not done():
+            transport.receive_until(done, timeout)
 
     def _send(self, frames: list[Any]) -> None:
         if self._transport is None or self._closed:
@@ -247,6 +254,10 @@ class Client(HubQueries):
         if parent is not None:
             fut = self._requests.get(parent)
             if fut is not None:
+                if mt == "connect_reply":
+                    # Here, in arrival order: an engine_registered right behind the reply
+                    # must not be undone by the waiting thread applying an older list.
+                    self._set_engines(msg.meta.get("engines", []))
                 fut.set_result(msg)
                 return
             if mt.endswith("_reply"):
@@ -267,6 +278,12 @@ class Client(HubQueries):
                 gone = self._engines.pop(int(msg.meta["engine"]["id"]), None)
                 self._mpi_engines -= bool(gone and gone.get("mpi_world"))
                 self._cond.notify_all()
+
+    def _set_engines(self, engines: list[dict[str, Any]]) -> None:
+        with self._cond:
+            self._engines = {int(e["id"]): e for e in engines}
+            self._mpi_engines = sum(bool(e.get("mpi_world")) for e in engines)
+            self._cond.notify_all()
 
     def _on_stream(self, msg: wire.Message) -> None:
         """Live output of a running request: appended to its metadata as it comes."""
@@ -438,6 +455,8 @@ class Client(HubQueries):
     ) -> tuple[list[str], list[Any], dict[str, Any]]:
         """Build one message (for several targets when ``route='direct'``).
         Returns (msg_ids, frames); the caller registers and sends."""
+        if msg_type == "apply_request" and self._pickler == "cloudpickle" and type(obj) is tuple and len(obj) == 3:
+            obj = (self._functions.wrap(obj[0]), *obj[1:])  # an unchanged function is not pickled again
         payload, buffers = serialize.dumps(obj, self._pickler) if obj is not None else (b"", [])
         extra = dict(header_extra or {})
         paths: list[Path] = []

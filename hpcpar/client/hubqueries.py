@@ -67,14 +67,10 @@ class HubQueries:
         """After a reconnect (maybe a restarted controller): refresh the engine
         list and ask for any result we may have missed."""
         try:
-            engines = self._request("connect_request", {}, first=True).meta.get("engines", [])
+            # The reply's engine list is applied as it arrives (Client._on_frames).
+            self._request("connect_request", {}, first=True)
         except Exception:
             log.exception("could not refresh the engine list after reconnecting")
-        else:
-            with self._cond:
-                self._engines = {int(e["id"]): e for e in engines}
-                self._mpi_engines = sum(bool(e.get("mpi_world")) for e in engines)
-                self._cond.notify_all()
         with self._lock:
             missing = [m for m in self.outstanding]
         if missing:

@@ -1,27 +1,47 @@
 """The client's connection to the controller: one socket, one I/O thread.
 
-User threads hand frames to the I/O thread through an in-process pipe (zero
-copy); the I/O thread owns the one DEALER socket to the controller's client
-port and delivers everything that arrives to a callback.
+Requests leave from the caller's thread on a sending socket of their own.
+Replies arrive on the receiving DEALER socket, which one thread at a time
+owns (``_rx``): normally the I/O thread, which delivers everything that
+arrives to a callback. A thread that blocks for a result takes the receiving
+socket over for the length of its wait and delivers what arrives itself, so
+its reply does not cost a second thread wake-up (I/O thread, then caller);
+the I/O thread takes the socket back once no caller has wanted it for
+``RESUME_AFTER`` seconds.
 """
 
 from __future__ import annotations
 
 import itertools
 import logging
+import signal
 import threading
+import time
 from collections.abc import Callable
 from typing import Any
 
 import zmq
 
-from ..wire import drain
+from ..wire import drain, send_frames
+
+try:  # the C functions: signal.signal() and getsignal() wrap handlers in enums, 15 us per swap
+    from _signal import getsignal as _getsignal
+    from _signal import signal as _setsignal
+except ImportError:  # pragma: no cover - not CPython
+    from signal import getsignal as _getsignal
+    from signal import signal as _setsignal
+_SIGINT = int(signal.SIGINT)
 
 log = logging.getLogger("hpcpar.client")
 
 _CLOSE = b"hpcpar-close"
+_PAUSE = b"hpcpar-pause"  # to the I/O thread: leave the receiving socket to a waiting caller
 REJECTED = b"hpcpar-rejected"
 _counter = itertools.count()
+RESUME_AFTER = 0.01  # s without a receiving caller before the I/O thread takes the socket back
+TICK = 0.01  # how often a paused I/O thread looks (only while callers are receiving)
+LONG_WAIT = 0.2  # a caller waiting this long: the I/O thread blocks until it is done instead
+HANDOVER_WAIT = 0.05  # s a caller waits for the socket before waiting on the owner's deliveries
 
 
 class Transport:
@@ -55,6 +75,14 @@ class Transport:
         self.tx.setsockopt(zmq.SNDHWM, 0)
         self.tx.connect(url)
         self._lock = threading.Lock()
+        # Who may use ``socket``, ``_io_end`` and ``_monitor`` now; see the module docstring.
+        self._rx = threading.RLock()
+        self._owner: int | None = None  # thread id of the socket's owner
+        self._io_ident: int | None = None
+        self._rx_holds = 0  # callers' receiving turns so far
+        self._rx_released = 0.0  # monotonic time a caller last gave the socket back
+        self._pause_asked = False
+        self._close_seen = False
         self._on_frames = on_frames
         self._on_error = on_error
         self._on_reconnect = on_reconnect
@@ -63,6 +91,7 @@ class Transport:
         self._monitor = self.socket.get_monitor_socket(zmq.EVENT_CONNECTED | zmq.EVENT_DISCONNECTED)
         self._was_disconnected = False
         self.closed = False
+        self._rx_poller = self._poller()  # for callers receiving: used by one owner at a time
         self.thread = threading.Thread(target=self._loop, name="hpcpar-client-io", daemon=True)
         self.thread.start()
 
@@ -70,7 +99,7 @@ class Transport:
         with self._lock:
             if self.closed:
                 raise RuntimeError("this client is closed; create a new hpcpar.Client()")
-            self.tx.send_multipart(frames, copy=False)
+            send_frames(self.tx, frames)
 
     def send_on_receiving_socket(self, frames: list[Any]) -> None:
         """Through the I/O thread, on the socket replies come to: the first
@@ -80,35 +109,135 @@ class Transport:
                 raise RuntimeError("this client is closed; create a new hpcpar.Client()")
             self._user_end.send_multipart(frames, copy=False)
 
-    def _loop(self) -> None:
+    # -- receiving: whoever holds ``_rx`` --------------------------------------------------
+
+    def _poller(self) -> zmq.Poller:
         poller = zmq.Poller()
         poller.register(self.socket, zmq.POLLIN)
         poller.register(self._io_end, zmq.POLLIN)
         poller.register(self._monitor, zmq.POLLIN)
-        sock, pipe = self.socket, self._io_end
+        return poller
+
+    def _service(self, events: dict[Any, int]) -> None:
+        """Handle what ``poll`` reported: sends queued for the receiving socket,
+        connection events, and arriving messages (delivered to the callback)."""
+        if self._io_end in events:
+            for frames in drain(self._io_end):
+                if len(frames) == 1:
+                    word = frames[0].bytes
+                    if word == _CLOSE:
+                        self._close_seen = True
+                        return
+                    if word == _PAUSE:
+                        if threading.get_ident() == self._io_ident:
+                            self._pause_asked = True
+                        continue
+                send_frames(self.socket, frames)
+        if self._monitor in events:
+            self._connection_event()
+        if self.socket in events:
+            previous: Any = None
+            deferred: list[Any] = []
+            if threading.current_thread() is threading.main_thread():
+                # A Ctrl-C in the middle of a delivery would lose that message: hold it until after.
+                previous = _getsignal(_SIGINT)
+                if callable(previous):
+                    _setsignal(_SIGINT, lambda *a: deferred.append(a))
+                else:
+                    previous = None
+            try:
+                for frames in drain(self.socket):
+                    try:
+                        self._on_frames(frames)
+                    except Exception as e:  # keep receiving, whatever arrives
+                        log.exception("error handling a message from the controller")
+                        if self._on_error:
+                            self._on_error(e)
+            finally:
+                if previous is not None:
+                    _setsignal(_SIGINT, previous)
+                    if deferred:
+                        previous(*deferred[0])
+
+    def receive_until(self, done: Callable[[], bool], timeout: float | None = None) -> None:
+        """Deliver arriving messages on the calling thread until ``done()`` or
+        ``timeout``. Returns early, leaving the caller to wait for the owner's
+        deliveries, if another caller holds the socket or the client closes."""
+        me = threading.get_ident()
+        if self.closed or (timeout is not None and timeout <= 0):
+            return
+        if not self._rx.acquire(blocking=False):
+            if self._owner != self._io_ident or self.closed:
+                return  # another caller receives for everyone
+            with self._lock:
+                if self.closed:
+                    return
+                self._user_end.send(_PAUSE)
+            if not self._rx.acquire(timeout=HANDOVER_WAIT if timeout is None else min(timeout, HANDOVER_WAIT)):
+                return
+        if self._close_seen or self.closed:
+            self._rx.release()
+            return
+        outer, self._owner = self._owner, me
+        self._rx_holds += 1
+        deadline = None if timeout is None else time.monotonic() + timeout
+        try:
+            poller = self._rx_poller
+            while not done() and not self._close_seen:
+                wait = None if deadline is None else max(0.0, deadline - time.monotonic())
+                events = dict(poller.poll(None if wait is None else int(wait * 1000) + 1))
+                self._service(events)
+                if deadline is not None and time.monotonic() >= deadline:
+                    return
+        finally:
+            self._owner = outer
+            self._rx_released = time.monotonic()
+            self._rx.release()
+
+    def _loop(self) -> None:
+        self._io_ident = threading.get_ident()
+        poller = self._poller()
+        self._rx.acquire()
+        held = True
         try:
             while True:
-                events = dict(poller.poll())
-                if pipe in events:
-                    for frames in drain(pipe):
-                        if len(frames) == 1 and frames[0].bytes == _CLOSE:
-                            return
-                        sock.send_multipart(frames, copy=False)
-                if self._monitor in events:
-                    self._connection_event()
-                if sock in events:
-                    for frames in drain(sock):
-                        try:
-                            self._on_frames(frames)
-                        except Exception as e:  # keep the I/O thread alive, whatever arrives
-                            log.exception("error handling a message from the controller")
-                            if self._on_error:
-                                self._on_error(e)
+                self._owner = self._io_ident
+                while not self._close_seen and not self._pause_asked:
+                    self._service(dict(poller.poll()))
+                if self._close_seen:
+                    return
+                self._pause_asked = False
+                self._owner = None
+                held = False
+                self._rx.release()
+                self._paused()
+                self._rx.acquire()  # blocks while a caller is receiving
+                held = True
+                if self._close_seen:
+                    return
         finally:
+            if not held:
+                self._rx.acquire()
+            sock = self.socket
             sock.disable_monitor()
             self._monitor.close(linger=0)
             sock.close(linger=500)  # let sends queued just before close() go out
-            pipe.close(linger=0)
+            self._io_end.close(linger=0)
+            self._rx.release()
+
+    def _paused(self) -> None:
+        """While callers take turns receiving, look now and then whether they
+        have stopped; during one long wait, just wait for its end."""
+        seen, since = self._rx_holds, time.monotonic()
+        while not self._close_seen and not self.closed:
+            time.sleep(TICK)
+            now = time.monotonic()
+            if self._rx_holds != seen:
+                seen, since = self._rx_holds, now
+            if self._owner is None and now - self._rx_released >= RESUME_AFTER:
+                return
+            if self._owner is not None and now - since >= LONG_WAIT:
+                return
 
     def _connection_event(self) -> None:
         from zmq.utils.monitor import recv_monitor_message

@@ -318,7 +318,7 @@ class Controller:
 
     def _send(self, sock: zmq.Socket, ident: bytes, frames: list[Any]) -> bool:
         try:
-            sock.send_multipart([ident, *frames], copy=False)
+            wire.send_frames(sock, [ident, *frames])
             return True
         except zmq.ZMQError as e:
             if e.errno == zmq.EHOSTUNREACH:

@@ -4,6 +4,11 @@ The controller's loop only puts small tuples on a queue; a store thread
 writes them to the task database (taskdb.py) in batches and answers
 clients' queries. Answers go back to the loop through an in-process pipe,
 so the loop never waits on the database.
+
+Records are not worth a thread wake-up each: the store thread wakes for the
+first record of a batch, then sleeps COMMIT_EVERY while more pile up, so a
+busy controller wakes it (and hands it the GIL) about 20 times a second,
+not twice per task. Queries and dependency look-ups cut the sleep short.
 """
 
 from __future__ import annotations
@@ -48,6 +53,7 @@ class Hub:
         self.signer = signer
         self.store_limit = store_limit  # larger requests/results are not stored (they still reach the client)
         self.queue: queue.SimpleQueue = queue.SimpleQueue()
+        self._urgent = threading.Event()  # set with every op that someone waits for
         self.pipe_url = pipe_url
         self.ctx = ctx
         self.submitted_count = 0
@@ -76,15 +82,18 @@ class Hub:
     def look_up(self, msg_ids: list[str]) -> None:
         """Ask for finished tasks' outcomes (dependencies older than the controller remembers)."""
         self.queue.put(("look_up", msg_ids))
+        self._urgent.set()
 
     def request(self, ident: bytes, msg: wire.Message, extra: dict[str, Any] | None = None) -> None:
         self.queue.put(("request", ident, msg.msg_type, msg.msg_id, msg.meta, extra or {}))
+        self._urgent.set()
 
     def totals(self) -> dict[str, int]:
         return {"submitted": self.submitted_count, "finished": self.finished_count}
 
     def close(self) -> None:
         self.queue.put(None)
+        self._urgent.set()
         self.thread.join(timeout=10)
 
     # -- the store thread ------------------------------------------------------------
@@ -92,35 +101,42 @@ class Hub:
     def _run(self) -> None:
         self.pipe = self.ctx.socket(zmq.PAIR)
         self.pipe.connect(self.pipe_url)
-        last_commit = time.monotonic()
-        dirty = False
+        get, urgent = self.queue.get, self._urgent
         written = 0  # operations since the heap was last trimmed
-        while True:
-            try:
-                op = self.queue.get(timeout=COMMIT_EVERY if dirty else None)
-            except queue.Empty:
-                op = "commit"
-            if op is None:
-                break
-            if op != "commit":
+        running = True
+        while running:
+            if written >= TRIM_AFTER:
                 try:
-                    self._apply(op)
-                    dirty = True
-                    written += 1
-                except Exception:
-                    log.exception("task database operation %s failed", op[0])
-            now = time.monotonic()
-            if dirty and (op == "commit" or now - last_commit >= COMMIT_EVERY):
-                try:
-                    self.backend.commit()
-                except Exception:
-                    log.exception("task database commit failed")
-                dirty = False
-                last_commit = now
-                if op == "commit" and written >= TRIM_AFTER:
+                    first = get(timeout=COMMIT_EVERY)
+                except queue.Empty:
                     # Idle after a burst: off the loop's path, and the burst's memory is free.
                     heap.release()
                     written = 0
+                    first = get()
+            else:
+                first = get()  # idle: sleep until there is work
+            ops = [first]
+            if not urgent.is_set():
+                urgent.wait(COMMIT_EVERY)  # let a batch build up, unless someone waits
+            urgent.clear()
+            while True:
+                try:
+                    ops.append(self.queue.get_nowait())
+                except queue.Empty:
+                    break
+            for op in ops:
+                if op is None:
+                    running = False
+                    break
+                try:
+                    self._apply(op)
+                    written += 1
+                except Exception:
+                    log.exception("task database operation %s failed", op[0])
+            try:
+                self.backend.commit()
+            except Exception:
+                log.exception("task database commit failed")
         self.backend.close()
         self.pipe.close(linger=500)
 

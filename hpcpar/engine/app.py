@@ -165,6 +165,9 @@ class Engine:
         io_thread.start()
         work = self.work
         assert work is not None
+        # A blocking receive with a time-out costs less than poll() then receive,
+        # and the loop still looks at its flags every second.
+        work.setsockopt(zmq.RCVTIMEO, 1000)
         while True:
             if self.need_hello:
                 self.need_hello = False
@@ -173,9 +176,11 @@ class Engine:
                 self.abort_buffered = False
                 for frames in wire.drain(work):
                     self._serve(frames, abort=True)
-            if work.poll(1000):
-                frames = work.recv_multipart(copy=False)
-                self._serve(frames)
+            try:
+                frames = wire.recv_frames(work)
+            except zmq.Again:
+                continue
+            self._serve(frames)
 
     def _serve(self, frames: list[Any], abort: bool = False) -> None:
         try:
@@ -226,7 +231,7 @@ class Engine:
             status="unmet" if meta.get("ename") == "UnmetDependency" else meta["status"],
             **({"shm": True} if shm_reply else {}),
         )
-        self.work.send_multipart(self.signer.pack(header, meta, payload, buffers), copy=False)
+        wire.send_frames(self.work, self.signer.pack(header, meta, payload, buffers))
 
     def _attach_shm(self, msg: wire.Message) -> str | None:
         """Put a request's shared-memory buffers in place; the problem's text if that fails."""
