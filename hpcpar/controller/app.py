@@ -731,16 +731,18 @@ class Controller:
         known = ident in self.engines.by_ident
         returning = not known and str(m.get("uuid", "")) in self.engines.expected
         rec = self.engines.register(ident, str(m.get("uuid", "")), m.get("requested_id"), dict(m.get("info") or {}))
+        if returning:
+            # Whatever it holds was reported failed (or re-queued) at the restart: drop it,
+            # stop it. Sent before the register_reply, so the engine drops exactly what
+            # reaches it before we answer its work_hello, never the work we send after.
+            for mt in ("abort_request", "interrupt_request"):
+                self.forwarding.send(ident, self.signer.pack(self.signer.header(mt), {"msg_ids": None}))
         reply = self.signer.header("register_reply", parent=msg.msg_id)
         self.forwarding.send(ident, self.signer.pack(reply, {
             "id": rec.id,
             "heartbeat_interval": self.config.heartbeat_interval,
             "heartbeat_timeout": self.config.heartbeat_timeout,
         }))
-        if returning:
-            # Whatever it holds was reported failed at the restart: drop it, stop it.
-            for mt in ("abort_request", "interrupt_request"):
-                self.forwarding.send(ident, self.signer.pack(self.signer.header(mt), {"msg_ids": None}))
         if not known:
             self._engines_dirty = True
 
@@ -755,7 +757,8 @@ class Controller:
             self.forwarding.forget(ident)
             return
         self.engines.set_work(rec, ident)
-        self.forwarding.send(ident, self.signer.pack(self.signer.header("work_hello_reply")))
+        # Its parent tells the engine which hello this answers: work before it is stale.
+        self.forwarding.send(ident, self.signer.pack(self.signer.header("work_hello_reply", parent=msg.msg_id)))
         if not rec.ready:
             rec.ready = True
             log.info("engine %d registered (%s pid %s)", rec.id, rec.info.get("hostname"), rec.info.get("pid"))

@@ -58,7 +58,15 @@ class Engine:
         self.id: int | None = None
         self.heartbeat_interval = 1.0
         self.aborted: set[str] = set()
-        self.abort_buffered = False  # set by the I/O thread: drop every request waiting now
+        # "Abort everything you hold" (msg_ids None) comes from a controller that
+        # forgot this engine (it restarted, or declared us dead) and will have it
+        # register again. The I/O thread sets abort_all; the main thread then drops
+        # every request until the controller answers the work_hello that follows
+        # (drop_until is that hello's msg_id): a controller only sends work after
+        # that answer, so what comes before it is the old incarnation's work, and
+        # what comes after it is new work that must run.
+        self.abort_all = False
+        self.drop_until: str | None = None
         self.need_hello = False  # set by the I/O thread after a re-registration
         self.work: zmq.Socket | None = None
         self.ns = current()
@@ -171,25 +179,38 @@ class Engine:
         while True:
             if self.need_hello:
                 self.need_hello = False
-                work.send_multipart(self._hello())
-            if self.abort_buffered:
-                self.abort_buffered = False
-                for frames in wire.drain(work):
-                    self._serve(frames, abort=True)
+                self._send_hello(work)
             try:
                 frames = wire.recv_frames(work)
             except zmq.Again:
                 continue
             self._serve(frames)
 
-    def _serve(self, frames: list[Any], abort: bool = False) -> None:
+    def _send_hello(self, work: zmq.Socket) -> None:
+        """Re-introduce the work socket after a re-registration. The controller
+        sends the abort before the register_reply that sets need_hello, so an
+        abort meant for this re-registration is seen here."""
+        hdr = self.signer.header("work_hello")
+        if self.abort_all:
+            self.abort_all = False
+            self.drop_until = hdr["msg_id"]
+        work.send_multipart(self.signer.pack(hdr, {"uuid": self.uuid}))
+
+    def _dropping(self) -> bool:
+        return self.abort_all or self.drop_until is not None
+
+    def _serve(self, frames: list[Any]) -> None:
         try:
             msg = self.signer.unpack(frames)
         except wire.BadMessage as e:
             log.warning("dropped a message that does not verify: %s", e)
             return
-        if msg.msg_type.endswith("_request") and msg.msg_type not in CONTROL_ONLY:
-            self._run_one(msg, abort)
+        mt = msg.msg_type
+        if mt == "work_hello_reply":
+            if self.drop_until is not None and msg.header.get("parent") == self.drop_until:
+                self.drop_until = None  # what follows is the new controller's work
+        elif mt.endswith("_request") and mt not in CONTROL_ONLY:
+            self._run_one(msg, self._dropping())
 
     def _my_msg_id(self, header: dict[str, Any]) -> str:
         targets = header.get("targets")
@@ -364,7 +385,7 @@ class Engine:
     def _abort_request(self, sock: zmq.Socket, msg: wire.Message) -> None:
         msg_ids = msg.meta.get("msg_ids")
         if msg_ids is None:
-            self.abort_buffered = True  # the main thread drops what waits on its socket
+            self.abort_all = True  # the main thread drops what the forgotten registration got
         else:
             self.aborted.update(msg_ids)
 
