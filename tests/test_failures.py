@@ -56,7 +56,7 @@ def test_client_with_wrong_key_executes_nothing(cluster, tmp_path):
 
     signer = wire.Signer(b"0" * 64)
     payload, bufs = serialize.dumps((open, (str(marker), "w"), {}))
-    hdr = signer.header("apply_request", route="direct", targets=[0], msg_ids=["forged"])
+    hdr = signer.header("apply_request", route="direct", targets=[0])
     ctx = zmq.Context.instance()
     s = ctx.socket(zmq.DEALER)
     s.connect(info["urls"][0])
