@@ -68,6 +68,23 @@ def test_client_with_wrong_key_executes_nothing(cluster, tmp_path):
         assert good[0].apply_sync(pow, 2, 5) == 32
 
 
+@pytest.mark.parametrize("targets, why", [([[3, 1]], "first <= last"), ([0, 0], "engine 0 twice"),
+                                          (None, "non-empty list"), (["all"], "engine id")])
+def test_malformed_direct_request_gets_a_clear_error(rc, targets, why):
+    """A signed request the client itself would not build: the controller says what is wrong."""
+    import concurrent.futures
+
+    header = rc._signer.header("apply_request", route="direct", targets=targets)
+    fut: concurrent.futures.Future = concurrent.futures.Future()
+    rc._requests[header["msg_id"]] = fut
+    rc._send(rc._signer.pack(header, {}, b""))
+    rc._receive_until(fut.done, 20)
+    reply = fut.result(timeout=20)
+    assert reply.msg_type == "error_reply"
+    assert "malformed direct request" in reply.meta["evalue"] and why in reply.meta["evalue"]
+    assert rc[:].apply_sync(int) == [0] * 4  # and it goes on serving
+
+
 @pytest.mark.parametrize("port_kind", ["client", "engine"])
 def test_garbage_truncated_and_oversized_frames_leave_controller_serving(cluster, port_kind):
     path = cluster.profile_dir.client_file() if port_kind == "client" else cluster.profile_dir.engine_file()
