@@ -71,17 +71,20 @@ def test_client_with_wrong_key_executes_nothing(cluster, tmp_path):
 @pytest.mark.parametrize("targets, why", [([[3, 1]], "first <= last"), ([0, 0], "engine 0 twice"),
                                           (None, "non-empty list"), (["all"], "engine id")])
 def test_malformed_direct_request_gets_a_clear_error(rc, targets, why):
-    """A signed request the client itself would not build: the controller says what is wrong."""
-    import concurrent.futures
+    """A signed request the client itself would not build: the controller says what is wrong,
+    and the client fails each part it waits for with that error."""
+    from hpcpar import targetset
+    from hpcpar.client.asyncresult import AsyncResult
 
     header = rc._signer.header("apply_request", route="direct", targets=targets)
-    fut: concurrent.futures.Future = concurrent.futures.Future()
-    rc._requests[header["msg_id"]] = fut
-    rc._send(rc._signer.pack(header, {}, b""))
-    rc._receive_until(fut.done, 20)
-    reply = fut.result(timeout=20)
-    assert reply.msg_type == "error_reply"
-    assert "malformed direct request" in reply.meta["evalue"] and why in reply.meta["evalue"]
+    msg_ids = [targetset.task_id(header["msg_id"], e) for e in (0, 1)]
+    ar = AsyncResult(rc, msg_ids, fname="apply", targets=[0, 1])
+    rc._send_tracked(msg_ids, rc._signer.pack(header, {}, b""), header, ar, [0, 1])
+    assert ar.wait(timeout=20), "the refusal did not reach the waiting AsyncResult"
+    for mid in msg_ids:
+        error = rc.metadata[mid]["error"]
+        assert error["ename"] == "ValueError"
+        assert "malformed direct request" in error["evalue"] and why in error["evalue"]
     assert rc[:].apply_sync(int) == [0] * 4  # and it goes on serving
 
 

@@ -261,7 +261,8 @@ class Client(HubQueries):
                 fut.set_result(msg)
                 return
             if mt.endswith("_reply"):
-                self._on_task_reply(parent, msg)
+                for msg_id in self._parts_refused(parent) if mt == "error_reply" else [parent]:
+                    self._on_task_reply(msg_id, msg)
                 return
         if mt == "stream":
             self._on_stream(msg)
@@ -325,6 +326,15 @@ class Client(HubQueries):
         for fut in futures:
             if not fut.done():
                 fut.set_exception(ConnectionRejected(self._rejected))
+
+    def _parts_refused(self, parent: str) -> list[str]:
+        """The controller refused a whole direct request (answering its base msg_id): each
+        target's part fails with that error, so no AsyncResult waits for ever."""
+        prefix = parent + targetset.SEPARATOR
+        with self._lock:
+            if parent in self.outstanding:
+                return [parent]
+            return [m for m in self.outstanding if m.startswith(prefix)] or [parent]
 
     def _on_task_reply(self, msg_id: str, msg: wire.Message) -> None:
         h, m = msg.header, msg.meta
