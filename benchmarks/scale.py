@@ -41,18 +41,18 @@ def noop():
 
 
 @contextlib.contextmanager
-def simulated_cluster(n: int, procs: int, forwarders: int = 0,
-                      fwd_procs: list | None = None) -> Iterator[tuple[subprocess.Popen, hpcpar.Client, float]]:
+def simulated_cluster(n: int, procs: int, forwarders: int = 0, fwd_procs: list | None = None,
+                      sim_procs: list | None = None) -> Iterator[tuple[subprocess.Popen, hpcpar.Client, float]]:
     """A controller (memory task database) facing ``n`` simulated engines in ``procs``
     processes; yields (controller process, connected client, seconds to register all).
     With ``forwarders``, that many ``hpcpar forwarder`` processes stand between them (each
     simulator process deals its engines over all of them), appended to ``fwd_procs``.
-    Everything is stopped by PID on exit."""
+    The simulator processes are appended to ``sim_procs``. Everything is stopped by PID on exit."""
     pdir = Path(tempfile.mkdtemp(prefix=f"hpcpar-scale-{n}-"))
     hp = [sys.executable, "-m", "hpcpar"]
     ctl = subprocess.Popen([*hp, "controller", "--profile-dir", str(pdir), "--db", "memory"],
                            stderr=subprocess.DEVNULL)
-    sims: list[subprocess.Popen] = []
+    sims: list[subprocess.Popen] = [] if sim_procs is None else sim_procs
     fwds: list[subprocess.Popen] = [] if fwd_procs is None else fwd_procs
     try:
         client_file = pdir / "security" / "hpcpar-client.json"
@@ -73,7 +73,7 @@ def simulated_cluster(n: int, procs: int, forwarders: int = 0,
             files = [[arg for path in paths for arg in ("--file", str(path))]]
         start = time.monotonic()
         per = [n // procs + (1 if i < n % procs else 0) for i in range(procs)]
-        sims = [subprocess.Popen([*hp, "simulate", "--profile-dir", str(pdir), "-n", str(k),
+        sims += [subprocess.Popen([*hp, "simulate", "--profile-dir", str(pdir), "-n", str(k),
                                   *files[i % len(files)]], stderr=subprocess.DEVNULL)
                 for i, k in enumerate(per) if k]
         rc.wait_for_engines(n, timeout=300, interactive=False)
@@ -94,7 +94,8 @@ def simulated_cluster(n: int, procs: int, forwarders: int = 0,
 
 def measure(n: int, procs: int, hold: float, rounds: int, forwarders: int = 0) -> dict:
     fwds: list[subprocess.Popen] = []
-    with simulated_cluster(n, procs, forwarders, fwds) as (ctl, rc, registration):
+    sims: list[subprocess.Popen] = []
+    with simulated_cluster(n, procs, forwarders, fwds, sims) as (ctl, rc, registration):
         cpu1, rss1 = proc_stats(ctl.pid)
         fcpu1 = sum(proc_stats(f.pid)[0] for f in fwds)
         # Quiet period: heartbeats only.
@@ -115,7 +116,9 @@ def measure(n: int, procs: int, hold: float, rounds: int, forwarders: int = 0) -
             "forwarders_heartbeat_cpu_share": round((fcpu2 - fcpu1) / hold, 3),
             "controller_rss_mb_after_registration": round(rss1, 1),
         }
-        # Broadcast load.
+        # Broadcast load. The header every engine parses (it must not grow with N):
+        header_bytes = len(rc._submit("apply_request", route="direct", targets=rc.ids, obj=(noop, (), {}))[1][1])
+        scpu2 = sum(proc_stats(s.pid)[0] for s in sims)
         view = rc[:]
         times = []
         try:
@@ -128,6 +131,7 @@ def measure(n: int, procs: int, hold: float, rounds: int, forwarders: int = 0) -
             return {**quiet, "error": f"{type(exc).__name__}: {exc}"[:300]}
         cpu3, rss3 = proc_stats(ctl.pid)
         fcpu3 = sum(proc_stats(f.pid)[0] for f in fwds)
+        scpu3 = sum(proc_stats(s.pid)[0] for s in sims)
         return {
             **quiet,
             "engines_lowest_during_run": lowest,
@@ -136,6 +140,8 @@ def measure(n: int, procs: int, hold: float, rounds: int, forwarders: int = 0) -
             "controller_cpu_s_broadcasts": round(cpu3 - cpu2, 2),
             "controller_cpu_ms_per_broadcast": round((cpu3 - cpu2) / rounds * 1000, 1),
             "forwarders_cpu_ms_per_broadcast": round((fcpu3 - fcpu2) / rounds * 1000, 1),
+            "simulators_cpu_ms_per_broadcast": round((scpu3 - scpu2) / rounds * 1000, 1),
+            "request_header_bytes": header_bytes,
             "controller_rss_mb": round(rss3, 1),
         }
 

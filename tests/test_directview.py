@@ -275,3 +275,53 @@ def test_a_function_sent_again_sees_the_globals_of_each_call(rc):
         assert rc[0].apply_sync(read_limit) == [3, 4]
     finally:
         LIMIT = 1
+
+
+def test_target_sets_are_compact_and_checked():
+    from hpcpar import targetset
+
+    assert targetset.compact(list(range(5000))) == [[0, 4999]]
+    assert targetset.compact(list(range(0, 5000, 2))) == [[0, 4998, 2]]
+    assert targetset.compact([7, 1, 2, 3, 9, 4]) == [7, [1, 3], 9, 4]
+    for ids in ([3], [0, 1], [5, 4, 3, 2], [1, 2, 3, 10, 20, 30, 31], list(range(0, 30, 3)) + [99]):
+        assert targetset.expand(targetset.compact(ids)) == ids
+    for bad, why in [([], "non-empty"), ([[3, 1]], "first <= last"), ([-1], "int >= 0"), (["0"], "int >= 0"),
+                     ([[0, 5, 0]], "step > 0"), ([[0, 1 << 40]], "more than"), ([1, [0, 2]], "engine 1 twice"),
+                     (None, "non-empty")]:
+        with pytest.raises(ValueError, match=why):
+            targetset.expand(bad)
+    ids = [targetset.task_id("ab" * 16, e) for e in (0, 1, 10, 11)]
+    assert len(set(ids)) == 4
+
+
+def test_broadcast_msg_ids_are_unique_and_each_routable(rc):
+    """Each target's msg_id is derived from the request's one base id: abort, get_result and
+    resubmit still address exactly one engine's part."""
+    import os
+    import time
+
+    busy = rc[:].apply_async(time.sleep, 1.0)  # holds every engine while we abort below
+    ar = rc[:].apply_async(os.getpid)
+    assert len(set(ar.msg_ids)) == len(rc.ids) == 4
+    assert [rc.metadata[m]["engine_id"] for m in ar.msg_ids] == rc.ids
+    rc.abort(ar.msg_ids[1], block=True)
+    busy.get(timeout=20)
+    with pytest.raises(hpcpar.CompositeError) as info:
+        ar.get(timeout=20)
+    assert [e[0] for e in info.value.elist] == ["TaskAborted"]
+    assert info.value.elist[0][3]["engine_id"] == rc.ids[1]
+    pids = {m: rc.get_result(m).get(timeout=20) for m in (ar.msg_ids[0], ar.msg_ids[2], ar.msg_ids[3])}
+    assert len(set(pids.values())) == 3
+    other = hpcpar.Client(profile="shared", timeout=30)  # a client that did not send it asks the hub
+    try:
+        assert other.get_result(ar.msg_ids[2]).get(timeout=20) == pids[ar.msg_ids[2]]
+    finally:
+        other.close()
+    again = rc.resubmit(ar.msg_ids[3])
+    assert again.get(timeout=20) == pids[ar.msg_ids[3]]  # ran again on the same engine
+    assert again.msg_ids[0] not in ar.msg_ids
+
+
+def test_a_target_named_twice_is_a_clear_error(rc):
+    with pytest.raises(ValueError, match=r"engine\(s\) \[0\] more than once"):
+        rc[[0, 1, 0]].apply_sync(int)

@@ -56,7 +56,7 @@ def test_client_with_wrong_key_executes_nothing(cluster, tmp_path):
 
     signer = wire.Signer(b"0" * 64)
     payload, bufs = serialize.dumps((open, (str(marker), "w"), {}))
-    hdr = signer.header("apply_request", route="direct", targets=[0], msg_ids=["forged"])
+    hdr = signer.header("apply_request", route="direct", targets=[0])
     ctx = zmq.Context.instance()
     s = ctx.socket(zmq.DEALER)
     s.connect(info["urls"][0])
@@ -66,6 +66,26 @@ def test_client_with_wrong_key_executes_nothing(cluster, tmp_path):
     assert not marker.exists()
     with hpcpar.Client(profile="shared") as good:
         assert good[0].apply_sync(pow, 2, 5) == 32
+
+
+@pytest.mark.parametrize("targets, why", [([[3, 1]], "first <= last"), ([0, 0], "engine 0 twice"),
+                                          (None, "non-empty list"), (["all"], "engine id")])
+def test_malformed_direct_request_gets_a_clear_error(rc, targets, why):
+    """A signed request the client itself would not build: the controller says what is wrong,
+    and the client fails each part it waits for with that error."""
+    from hpcpar import targetset
+    from hpcpar.client.asyncresult import AsyncResult
+
+    header = rc._signer.header("apply_request", route="direct", targets=targets)
+    msg_ids = [targetset.task_id(header["msg_id"], e) for e in (0, 1)]
+    ar = AsyncResult(rc, msg_ids, fname="apply", targets=[0, 1])
+    rc._send_tracked(msg_ids, rc._signer.pack(header, {}, b""), header, ar, [0, 1])
+    assert ar.wait(timeout=20), "the refusal did not reach the waiting AsyncResult"
+    for mid in msg_ids:
+        error = rc.metadata[mid]["error"]
+        assert error["ename"] == "ValueError"
+        assert "malformed direct request" in error["evalue"] and why in error["evalue"]
+    assert rc[:].apply_sync(int) == [0] * 4  # and it goes on serving
 
 
 @pytest.mark.parametrize("port_kind", ["client", "engine"])

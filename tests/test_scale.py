@@ -8,6 +8,7 @@ import time
 from cluster_helpers import hpcpar_cmd
 
 import hpcpar
+from hpcpar.client.asyncresult import AsyncResult
 
 
 def test_controller_holds_hundreds_of_simulated_engines(tmp_path):
@@ -35,6 +36,7 @@ def test_controller_holds_hundreds_of_simulated_engines(tmp_path):
                 lowest = min(lowest, len(rc.ids))
                 time.sleep(0.1)
             assert lowest == 300, "engines were dropped for missed heartbeats"
+            _check_broadcast_header_is_bounded(rc)
             lb = rc.load_balanced_view()
             ars = [lb.apply_async(int) for _ in range(600)]
             assert [ar.get(timeout=60) for ar in ars] == [None] * 600
@@ -69,3 +71,24 @@ def test_large_fan_out_extends_heartbeat_timeouts(tmp_path):
         assert 0 not in ctl.engines.by_id
     finally:
         ctl.close()
+
+
+def _check_broadcast_header_is_bounded(rc: hpcpar.Client) -> None:
+    """The signed header every target parses does not grow with the number of targets
+    (it used to carry one msg_id per target: O(N) for each of N engines)."""
+    def header_of(targets: list[int]) -> tuple[list[str], list, dict]:
+        msg_ids, frames, header = rc._submit("apply_request", route="direct", targets=targets,
+                                             obj=(int, (), {}))
+        return msg_ids, frames, header
+
+    one = len(header_of([0])[1][1])
+    for targets in (rc.ids, rc.ids[::3], rc.ids[:100] + rc.ids[200:]):
+        msg_ids, frames, header = header_of(targets)
+        assert len(frames[1]) < one + 64, (len(targets), len(frames[1]), one)
+        assert len(set(msg_ids)) == len(targets)
+    # The 300-target request, sent as packed: every simulated engine finds its own msg_id.
+    msg_ids, frames, header = header_of(rc.ids)
+    ar = AsyncResult(rc, msg_ids, fname="apply", targets=rc.ids)
+    rc._send_tracked(msg_ids, frames, header, ar, rc.ids)
+    assert ar.get(timeout=60) == [None] * 300
+    assert [md["engine_id"] for md in ar.metadata] == rc.ids

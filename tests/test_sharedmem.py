@@ -20,7 +20,7 @@ import pytest
 from cluster_helpers import hpcpar_cmd
 
 import hpcpar
-from hpcpar import serialize, sharedmem, wire
+from hpcpar import serialize, sharedmem, targetset
 from hpcpar.client.asyncresult import AsyncResult
 from hpcpar.engine import builtins as engine_builtins
 
@@ -211,11 +211,12 @@ def _forged_push(rc: hpcpar.Client, eid: int, descriptor: list) -> AsyncResult:
     """A push whose array is said to be in a shared-memory file, signed with the cluster key."""
     payload, buffers = serialize.dumps((engine_builtins.push, ({"f": np.ones(512)},), {}))
     assert len(buffers) == 1
-    header = rc._signer.header("apply_request", route="direct", targets=[eid], msg_ids=[wire.new_id()],
+    header = rc._signer.header("apply_request", route="direct", targets=[eid],
                                pickler="cloudpickle", shm=True)
     frames = rc._signer.pack(header, {"shm": [descriptor], "shm_key": rc._shm_key}, payload, [])
-    ar = AsyncResult(rc, header["msg_ids"], fname="push", targets=[eid], single=True)
-    return rc._send_tracked(header["msg_ids"], frames, header, ar, [eid])
+    msg_ids = [targetset.task_id(header["msg_id"], eid)]
+    ar = AsyncResult(rc, msg_ids, fname="push", targets=[eid], single=True)
+    return rc._send_tracked(msg_ids, frames, header, ar, [eid])
 
 
 @pytest.mark.parametrize("kind", ["missing", "outside", "traversal", "size", "malformed"])

@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from .. import serialize, sharedmem, wire
+from .. import serialize, sharedmem, targetset, wire
 from ..connection import ConnectionFileError, ConnectionInfo
 from ..error import (
     DependencyTimeout,
@@ -261,7 +261,8 @@ class Client(HubQueries):
                 fut.set_result(msg)
                 return
             if mt.endswith("_reply"):
-                self._on_task_reply(parent, msg)
+                for msg_id in self._parts_refused(parent) if mt == "error_reply" else [parent]:
+                    self._on_task_reply(msg_id, msg)
                 return
         if mt == "stream":
             self._on_stream(msg)
@@ -325,6 +326,15 @@ class Client(HubQueries):
         for fut in futures:
             if not fut.done():
                 fut.set_exception(ConnectionRejected(self._rejected))
+
+    def _parts_refused(self, parent: str) -> list[str]:
+        """The controller refused a whole direct request (answering its base msg_id): each
+        target's part fails with that error, so no AsyncResult waits for ever."""
+        prefix = parent + targetset.SEPARATOR
+        with self._lock:
+            if parent in self.outstanding:
+                return [parent]
+            return [m for m in self.outstanding if m.startswith(prefix)] or [parent]
 
     def _on_task_reply(self, msg_id: str, msg: wire.Message) -> None:
         h, m = msg.header, msg.meta
@@ -470,9 +480,16 @@ class Client(HubQueries):
                     # balancer to give it only to engines on this host.
                     extra.update(shm=True, shm_host=self._shm_key)
         if route == "direct":
-            msg_ids = [wire.new_id() for _ in targets or []]
-            header = self._signer.header(msg_type, route="direct", targets=targets, msg_ids=msg_ids,
+            targets = list(targets or [])
+            if len(set(targets)) != len(targets):
+                twice = sorted(t for t, n in collections.Counter(targets).items() if n > 1)
+                raise ValueError(f"targets name engine(s) {twice} more than once; "
+                                 "a direct request runs once per engine: list each engine once")
+            # The header stays O(1) in the number of targets (hpcpar/targetset.py): each
+            # engine derives its own msg_id from the base, and runs of ids travel as ranges.
+            header = self._signer.header(msg_type, route="direct", targets=targetset.compact(targets),
                                          pickler=self._pickler, **extra)
+            msg_ids = [targetset.task_id(header["msg_id"], t) for t in targets]
         else:
             header = self._signer.header(msg_type, route=route, pickler=self._pickler, **extra)
             msg_ids = [header["msg_id"]]

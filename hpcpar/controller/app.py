@@ -20,7 +20,7 @@ from typing import Any
 
 import zmq
 
-from .. import relay, sharedmem, wire
+from .. import relay, sharedmem, targetset, wire
 from ..connection import ConnectionFileError, ConnectionInfo, new_key
 from ..netutil import advertised_addresses, bind_address
 from ..paths import ProfileDir
@@ -402,13 +402,13 @@ class Controller:
 
     def route_direct(self, ident: bytes, msg: wire.Message) -> None:
         h = msg.header
-        targets = h.get("targets")
-        msg_ids = h.get("msg_ids")
-        if not isinstance(targets, list) or not isinstance(msg_ids, list) or len(targets) != len(msg_ids):
+        try:
+            targets = targetset.expand(h.get("targets"))
+        except ValueError as e:
             self.reply_client(ident, "error_reply", msg.msg_id, {
-                "status": "error", "ename": "ValueError",
-                "evalue": "direct request needs equal-length 'targets' and 'msg_ids'"})
+                "status": "error", "ename": "ValueError", "evalue": f"malformed direct request: {e}"})
             return
+        msg_ids = [targetset.task_id(msg.msg_id, eid) for eid in targets]
         reply_type = _reply_type(msg.msg_type)
         self.hub.submitted_many(list(zip(msg_ids, targets)), h, msg.frames)
         self._allow_for_bulk(msg.frames, len(targets))
@@ -631,7 +631,7 @@ class Controller:
         new_id = wire.new_id()
         header.update(msg_id=new_id, session=ident.decode(errors="replace"), date=wire.now(), resubmitted=info["old"])
         if header.get("route") == "direct":
-            header.update(targets=[info["engine_id"]], msg_ids=[new_id])
+            header["targets"] = [info["engine_id"]]
         # The original client's host key must not make the engine answer the asking client
         # (maybe on another host) through shared memory.
         meta = {k: v for k, v in old.meta.items() if k != "shm_key"}
@@ -639,7 +639,8 @@ class Controller:
         msg = self.signer.unpack(frames)
         state = self._resubmits.get(parent)
         if state is not None:
-            state["mapping"][info["old"]] = new_id
+            direct = header.get("route") == "direct"
+            state["mapping"][info["old"]] = targetset.task_id(new_id, info["engine_id"]) if direct else new_id
         if header.get("route") == "direct":
             self.route_direct(ident, msg)
         else:

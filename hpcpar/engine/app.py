@@ -21,7 +21,7 @@ from typing import Any
 
 import zmq
 
-from .. import serialize, sharedmem, wire
+from .. import serialize, sharedmem, targetset, wire
 from ..connection import ConnectionInfo
 from .executor import Executor
 from .namespace import current
@@ -213,10 +213,9 @@ class Engine:
             self._run_one(msg, self._dropping())
 
     def _my_msg_id(self, header: dict[str, Any]) -> str:
-        targets = header.get("targets")
-        if isinstance(targets, list) and self.id in targets:
-            return header["msg_ids"][targets.index(self.id)]
-        return header.get("msg_id", "")
+        """O(1): a direct request's msg_id for this engine derives from the base (targetset.py)."""
+        base = header.get("msg_id", "")
+        return targetset.task_id(base, self.id) if header.get("route") == "direct" else base
 
     def _run_one(self, msg: wire.Message, abort: bool = False) -> None:
         msg_id = self._my_msg_id(msg.header)
@@ -367,7 +366,7 @@ class Engine:
             getattr(self, "_" + mt)(sock, msg)
 
     def _reply_now(self, sock: zmq.Socket, msg: wire.Message, meta: dict[str, Any]) -> None:
-        if "msg_ids" not in msg.header:
+        if msg.header.get("route") != "direct":
             return  # sent by the controller itself; no reply wanted
         header = self.signer.header(
             msg.msg_type.removesuffix("_request") + "_reply",
@@ -405,7 +404,7 @@ class Engine:
 
     def _shutdown_request(self, sock: zmq.Socket, msg: wire.Message) -> None:
         self._reply_now(sock, msg, {})
-        if "msg_ids" in msg.header:
+        if msg.header.get("route") == "direct":
             sock.send_multipart(self.signer.pack(self.signer.header("unregister_request")))
         sock.close(linger=1000)
         os._exit(0)

@@ -19,7 +19,7 @@ from typing import Any
 
 import zmq
 
-from .. import serialize, wire
+from .. import serialize, targetset, wire
 from ..connection import ConnectionInfo
 
 log = logging.getLogger("hpcpar.engine.simulated")
@@ -113,8 +113,8 @@ class SimulatedEngines:
         elif mt == "shutdown_request":
             sim.id = None
         elif mt.endswith("_request") and mt not in ("abort_request", "interrupt_request", "signal_request"):
-            targets = msg.header.get("targets")
-            msg_id = msg.header["msg_ids"][targets.index(sim.id)] if targets else msg.msg_id
+            direct = msg.header.get("route") == "direct"
+            msg_id = targetset.task_id(msg.msg_id, sim.id) if direct else msg.msg_id
             now = wire.now()
             header = self.signer.header(mt.removesuffix("_request") + "_reply", parent=msg_id,
                                         engine_id=sim.id, started=now, completed=now, status="ok")
