@@ -21,3 +21,33 @@ def start_cluster(n: int, profile: str, controller_args_extra: list[str] | None 
     cluster.start_cluster()
     rc = cluster.wait_for_engines(timeout=60, interactive=False)
     return cluster, rc
+
+
+def check_stopped_engine_comes_back(rc, pids: dict[int, int], victim: int) -> None:
+    """SIGSTOP ``victim`` while it holds a task: the task fails with EngineError and
+    the engine leaves ``rc.ids``; after SIGCONT its next heartbeat re-registers it
+    with the same id and it serves again (same pid)."""
+    import os
+    import signal
+    import time
+
+    import pytest
+
+    import hpcpar
+
+    held = rc[victim].apply_async(time.sleep, 1)
+    os.kill(pids[victim], signal.SIGSTOP)
+    try:
+        with pytest.raises(hpcpar.EngineError):
+            held.get(timeout=20)
+        deadline = time.monotonic() + 10  # the unregistration notice follows the failed reply
+        while victim in rc.ids and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert victim not in rc.ids
+    finally:
+        os.kill(pids[victim], signal.SIGCONT)
+    deadline = time.monotonic() + 20
+    while victim not in rc.ids and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert victim in rc.ids
+    assert rc[victim].apply_sync(os.getpid) == pids[victim]

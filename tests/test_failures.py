@@ -285,19 +285,6 @@ def test_an_engine_declared_lost_while_alive_comes_back(private_cluster):
     cluster, rc = private_cluster
     pids = engine_pids(rc)
     victim = rc.ids[0]
-    held = rc[victim].apply_async(time.sleep, 1)
-    os.kill(pids[victim], signal.SIGSTOP)
-    try:
-        with pytest.raises(hpcpar.EngineError):
-            held.get(timeout=20)
-        deadline = time.monotonic() + 10  # the unregistration notice follows the failed reply
-        while victim in rc.ids and time.monotonic() < deadline:
-            time.sleep(0.02)
-        assert victim not in rc.ids
-    finally:
-        os.kill(pids[victim], signal.SIGCONT)
-    deadline = time.monotonic() + 20
-    while victim not in rc.ids and time.monotonic() < deadline:
-        time.sleep(0.1)
-    assert victim in rc.ids
-    assert rc[victim].apply_sync(os.getpid) == pids[victim]
+    from cluster_helpers import check_stopped_engine_comes_back
+
+    check_stopped_engine_comes_back(rc, pids, victim)

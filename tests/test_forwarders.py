@@ -11,7 +11,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from cluster_helpers import FAST_HEARTBEAT, hpcpar_cmd, start_cluster
+from cluster_helpers import (
+    FAST_HEARTBEAT,
+    check_stopped_engine_comes_back,
+    hpcpar_cmd,
+    start_cluster,
+)
 
 import hpcpar
 from hpcpar.commands.forwarder import forwarder_file
@@ -235,19 +240,4 @@ def test_stopped_engine_behind_forwarder_is_declared_lost_then_comes_back(reques
     request.addfinalizer(rc.close)
     pids = dict(zip(rc.ids, rc[:].apply_sync(os.getpid)))
     victim = rc.ids[0]
-    held = rc[victim].apply_async(time.sleep, 1)
-    os.kill(pids[victim], signal.SIGSTOP)
-    try:
-        with pytest.raises(hpcpar.EngineError):
-            held.get(timeout=20)
-        deadline = time.monotonic() + 10
-        while victim in rc.ids and time.monotonic() < deadline:
-            time.sleep(0.02)
-        assert victim not in rc.ids
-    finally:
-        os.kill(pids[victim], signal.SIGCONT)
-    deadline = time.monotonic() + 20  # its next heartbeat, reported by the forwarder, re-registers it
-    while victim not in rc.ids and time.monotonic() < deadline:
-        time.sleep(0.1)
-    assert victim in rc.ids
-    assert rc[victim].apply_sync(os.getpid) == pids[victim]
+    check_stopped_engine_comes_back(rc, pids, victim)
