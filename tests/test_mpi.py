@@ -20,6 +20,7 @@ from cluster_helpers import FAST_HEARTBEAT, hpcpar_cmd
 from systems import in_ci
 
 import hpcpar
+from hpcpar import mpi_segments
 from hpcpar.cluster import Cluster
 from hpcpar.error import CompositeError
 from hpcpar.launchers import LauncherError
@@ -232,6 +233,8 @@ def test_hpcpar_start_and_stop_from_the_command_line_end_a_blocked_job(hpcpar_di
             assert not stuck.wait(0.5)
             before = launcher.processes()
             assert len(before) >= 3  # mpiexec, hydra's proxy, 2 ranks
+            segments = set().union(*(mpi_segments.mapped_segments(r.pid) for r in before))
+            assert segments, "the ranks map no MPI segment in /dev/shm: the clean-up check below means nothing"
     except BaseException:
         subprocess.run(hpcpar_cmd("stop", "--profile", profile), env=env, capture_output=True, timeout=60)
         raise
@@ -243,6 +246,27 @@ def test_hpcpar_start_and_stop_from_the_command_line_end_a_blocked_job(hpcpar_di
     assert not any(ref.alive() for ref in before)
     assert tagged_processes(launcher.tag) == []
     assert not pd.state_file("").exists()
+    # the rank in the collective was SIGKILLed: hpcpar stop removed what MPI left in /dev/shm
+    assert [p for p in segments if p.exists()] == []
+
+
+def test_stop_leaves_no_mpi_segment_in_dev_shm(hpcpar_dir) -> None:
+    """Engines leave with os._exit (no MPI_Finalize); they remove their MPI library's
+    /dev/shm segments themselves."""
+    cluster, rc = start_mpi_cluster(2, f"mpi-shm-{os.getpid()}")
+    try:
+        ranks = [e["pid"] for e in rc._engines.values()]
+        segments = set().union(*(mpi_segments.mapped_segments(pid) for pid in ranks))
+        assert segments, "the ranks map no MPI segment in /dev/shm: nothing to check"
+        assert all(p.exists() for p in segments)
+        rc.shutdown(targets="all", block=True)  # the engines exit on their own
+        deadline = time.monotonic() + 20
+        while any(p.exists() for p in segments) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert [p for p in segments if p.exists()] == []
+    finally:
+        rc.close()
+        cluster.stop_cluster()
 
 
 def test_missing_mpi4py_names_the_extra(hpcpar_dir, monkeypatch, capsys) -> None:

@@ -21,7 +21,7 @@ from typing import Any
 
 import zmq
 
-from .. import serialize, sharedmem, targetset, wire
+from .. import mpi_segments, serialize, sharedmem, targetset, wire
 from ..connection import ConnectionInfo
 from .executor import Executor
 from .namespace import current
@@ -285,8 +285,14 @@ class Engine:
     def _on_sigterm(self, signum: int, frame: Any) -> None:
         # Tell the controller we are leaving so we drop out of rc.ids at once.
         self._to_io(self.signer.pack(self.signer.header("unregister_request")), block=False)
+        self._release_mpi_segments()
         time.sleep(0.05)  # time for the I/O thread to send it
         os._exit(0)
+
+    def _release_mpi_segments(self) -> None:
+        # os._exit skips MPI_Finalize, which would have removed these from /dev/shm.
+        if self.options.mpi:
+            mpi_segments.remove(mpi_segments.mapped_segments())
 
     # -- I/O thread ---------------------------------------------------------------------
 
@@ -320,6 +326,7 @@ class Engine:
                     self._handle(sock, frames)
             if time.monotonic() - last_contact > self.options.controller_timeout:
                 log.error("no word from the controller for %.0f s; exiting", self.options.controller_timeout)
+                self._release_mpi_segments()
                 os._exit(3)
 
     def _send_live_output(self, sock: zmq.Socket) -> None:
@@ -407,6 +414,7 @@ class Engine:
         if msg.header.get("route") == "direct":
             sock.send_multipart(self.signer.pack(self.signer.header("unregister_request")))
         sock.close(linger=1000)
+        self._release_mpi_segments()
         os._exit(0)
 
 

@@ -24,6 +24,7 @@ import time
 import uuid
 from typing import Any
 
+from .. import mpi_segments
 from .base import DONE, FAILED, RUNNING, Launcher, LauncherError
 from .process import ProcessRef
 
@@ -192,6 +193,9 @@ class MPILauncher(Launcher):
         process of the job still there after ``timeout``: a rank blocked in a collective
         never runs its Python SIGTERM handler."""
         deadline = time.monotonic() + timeout
+        # Ranks that do not get to exit themselves (SIGKILL below) leave their MPI
+        # library's segments in /dev/shm: note them now, remove them once all are gone.
+        segments = set().union(*(mpi_segments.mapped_segments(r.pid) for r in self.processes()))
         if self.starter is not None:
             self.starter.signal(signal.SIGTERM)
         live = self.processes()
@@ -210,6 +214,8 @@ class MPILauncher(Launcher):
                 self._reap()
                 time.sleep(0.02)
         self._reap()
+        if not self.processes():
+            mpi_segments.remove(segments)
 
     def _reap(self) -> None:
         if self._popen is not None:
