@@ -209,8 +209,9 @@ class Cluster:
 
             raise ConfigError([
                 f"cluster.forwarders = {self.config['cluster.forwarders']} needs local engines, not "
-                f"{self.engine_launcher!r}: with a batch system, run 'hpcpar forwarder' on each node in the "
-                "job script and point that node's engines at its file (docs/site-admin.md)"
+                f"{self.engine_launcher!r}: for SLURM engines set forwarder_per_node = true in [slurm] "
+                "(with mode = \"mpi\"), or run 'hpcpar forwarder' on each node in your job script "
+                "(docs/site-admin.md)"
             ])
         check_network(self.config)
         if self.n == 0 and self._n_given is None and is_batch(self.engine_launcher):

@@ -12,6 +12,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_profile_args(p)
     p.add_argument("--file", default=None, help="engine connection file (default: the profile's, "
                    "or $HPCPAR_CONNECTION_INFO)")
+    p.add_argument("--via-local-forwarder", action="store_true",
+                   help="connect through the forwarder running on this host: wait for its file "
+                   "<profile>/security/hpcpar[-ID]-forwarder-<host name>.json (forwarder_per_node job scripts)")
     p.add_argument("--id", type=int, default=None, help="ask for this engine id")
     p.add_argument("--mpi", action="store_true", help="join MPI.COMM_WORLD; engine id = MPI rank")
     p.add_argument("--wait-for-file", type=float, default=30.0, help="seconds to wait for the connection file")
@@ -35,8 +38,13 @@ def run(args: argparse.Namespace) -> int:
     if args.controller_timeout < 10:
         raise CommandError("--controller-timeout must be at least 10 s: the controller answers "
                            "heartbeats every few seconds, not every beat")
+    if args.via_local_forwarder and args.file:
+        raise CommandError("give --file or --via-local-forwarder, not both")
     try:
-        info = load_engine_connection(args.file, profile_dir_from(args), args.cluster_id, args.wait_for_file)
+        if args.via_local_forwarder:
+            info = _local_forwarder_info(profile_dir_from(args), args.cluster_id, args.wait_for_file)
+        else:
+            info = load_engine_connection(args.file, profile_dir_from(args), args.cluster_id, args.wait_for_file)
     except ConnectionFileError as e:
         raise CommandError(str(e)) from None
     options = EngineOptions(
@@ -52,3 +60,23 @@ def run(args: argparse.Namespace) -> int:
         return engine.run()
     except RegistrationError as e:
         raise CommandError(str(e)) from None
+
+
+def _local_forwarder_info(profile_dir, cluster_id: str, wait: float):
+    """The connection file of the forwarder on this host, waited for: it starts with the engines."""
+    import socket
+    import time
+
+    from ..connection import ConnectionFileError, ConnectionInfo
+    from .forwarder import forwarder_file
+
+    path = forwarder_file(profile_dir, cluster_id, socket.gethostname())
+    deadline = time.monotonic() + wait
+    while not path.exists() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    if not path.exists():
+        raise ConnectionFileError(
+            f"no forwarder on this host ({socket.gethostname()}) wrote {path} within {wait:g} s: "
+            "start 'hpcpar forwarder' on this node first (see its log), or raise --wait-for-file"
+        )
+    return ConnectionInfo.load(path)

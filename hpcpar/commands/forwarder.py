@@ -20,6 +20,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--name", default=None, help="forwarder name (default: the host name); names its connection file")
     p.add_argument("--file", default=None,
                    help="upstream engine connection file: the controller's (default) or another forwarder's")
+    p.add_argument("--from-env", action="store_true",
+                   help="take the upstream engine connection info from $HPCPAR_CONNECTION_INFO (batch job scripts)")
     p.add_argument("--upstream", default=None, metavar="NAME",
                    help="sit below the forwarder with this name (its file in the profile), making a tree")
     p.add_argument("--write", default=None,
@@ -38,11 +40,11 @@ def run(args: argparse.Namespace) -> int:
     import time
 
     from ..cli import CommandError
-    from ..connection import ConnectionFileError, ConnectionInfo
+    from ..connection import CONNECTION_ENV, ConnectionFileError, ConnectionInfo
     from ..forwarder import run_forwarder
 
-    if args.file and args.upstream:
-        raise CommandError("give --file or --upstream, not both")
+    if sum(map(bool, (args.file, args.upstream, args.from_env))) > 1:
+        raise CommandError("give one of --file, --upstream and --from-env")
     if args.controller_timeout < 10:
         raise CommandError("--controller-timeout must be at least 10 s: the controller answers every few seconds")
     pd = profile_dir_from(args)
@@ -54,17 +56,20 @@ def run(args: argparse.Namespace) -> int:
     else:
         source = Path(args.file) if args.file else pd.engine_file(args.cluster_id)
     deadline = time.monotonic() + args.wait_for_file
-    while not source.exists() and time.monotonic() < deadline:
+    while not args.from_env and not source.exists() and time.monotonic() < deadline:
         time.sleep(0.1)
     try:
-        upstream = ConnectionInfo.load(source)
+        env_info = ConnectionInfo.from_env() if args.from_env else None
+        if args.from_env and env_info is None:
+            raise CommandError(f"--from-env: ${CONNECTION_ENV} is not set; give --file or the profile instead")
+        upstream = env_info or ConnectionInfo.load(source)
     except ConnectionFileError as e:
         raise CommandError(str(e)) from None
     if upstream.role != "engine":
         raise CommandError(f"{source} is a {upstream.role} connection file; a forwarder needs the engine file "
                            f"({pd.engine_file(args.cluster_id)})")
     target = Path(args.write) if args.write else forwarder_file(pd, args.cluster_id, name)
-    if target.resolve() == source.resolve():
+    if not args.from_env and target.resolve() == source.resolve():
         raise CommandError(f"--write {target} would overwrite the upstream connection file")
     target.parent.mkdir(parents=True, exist_ok=True)
     return run_forwarder(upstream, target, args.ip, args.port, args.controller_timeout, name)

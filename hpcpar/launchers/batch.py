@@ -87,6 +87,8 @@ class BatchLauncher(Launcher):
     array_output_pattern: ClassVar[str] = ""
     template_suffix: ClassVar[str] = ".sh.j2"
     supports_mpi: ClassVar[bool] = True
+    # Can the engine job start one forwarder per node ([batch] forwarder_per_node)?
+    supports_forwarder_per_node: ClassVar[bool] = False
     # Cancel output lines meaning "that job is already gone" or plain success chatter.
     gone_patterns: ClassVar[tuple[str, ...]] = ()
     ok_patterns: ClassVar[tuple[str, ...]] = ()
@@ -140,6 +142,17 @@ class BatchLauncher(Launcher):
             raise LauncherError(
                 f"{self.name} cannot start engines in mode = \"mpi\"; use mode = \"array\" or \"jobs\""
             )
+        if self.role == "engines" and self.options.get("forwarder_per_node"):
+            if not self.supports_forwarder_per_node:
+                raise LauncherError(
+                    f"{self.name}: forwarder_per_node = true is not supported for {self.name} yet (SLURM only); "
+                    "set it to false, or run 'hpcpar forwarder' in your own job script (docs/site-admin.md)"
+                )
+            if self.mode != "mpi":
+                raise LauncherError(
+                    f"{self.name}: forwarder_per_node = true needs mode = \"mpi\" (one job whose tasks span "
+                    f"the nodes), not mode = {self.mode!r}; in array or jobs mode each engine is its own job"
+                )
 
     def layout(self) -> dict[str, Any]:
         o = self.options
@@ -179,6 +192,27 @@ class BatchLauncher(Launcher):
         starter = [self.options["mpiexec"], "-n", str(layout["ntasks"]), *self.options["mpi_args"]]
         return shjoin([*starter, *command])
 
+    def via_node_forwarders(self, command: list[str], env: dict[str, str]) -> tuple[list[str], str]:
+        """The engine command pointed at its node's forwarder, and the line starting the forwarders.
+
+        Each forwarder is named after its host (the default name); the engine finds the file
+        of the one on its own host itself, since only it knows where it runs.
+        """
+        from ..connection import CONNECTION_ENV
+
+        if self.profile_dir is None:
+            raise LauncherError(f"{self.name}: forwarder_per_node = true needs a profile directory: "
+                                "the forwarders write their connection files there")
+        where = ["--profile-dir", str(self.profile_dir.path), "--cluster-id", self.cluster_id]
+        forwarder = [command[0], "-m", "hpcpar", "forwarder", *where]
+        if CONNECTION_ENV in env:
+            forwarder.append("--from-env")
+        return [*command, "--via-local-forwarder", *where], self.forwarder_line(forwarder)
+
+    def forwarder_line(self, forwarder: list[str]) -> str:
+        """The line that starts ``forwarder`` once on every node of the job; per system."""
+        raise LauncherError(f"{self.name} cannot start one forwarder per node")
+
     def system_context(self, ctx: dict[str, Any]) -> dict[str, Any]:
         """System-specific values (formatted walltime, memory ...); override per system."""
         return {}
@@ -193,6 +227,9 @@ class BatchLauncher(Launcher):
                 raise LauncherError(f"environment variable name {name!r} is not valid in a job script")
         layout = self.layout()
         output, error = self.output_paths(log_path, layout["array"])
+        forwarder = ""
+        if self.role == "engines" and o.get("forwarder_per_node"):
+            command, forwarder = self.via_node_forwarders(command, env)
         ctx: dict[str, Any] = {
             **layout,
             "role": self.role,
@@ -216,6 +253,7 @@ class BatchLauncher(Launcher):
             "env": dict(env),
             "command": shjoin(command),
             "launch": self.launch_line(command, layout),
+            "forwarder": forwarder,
             "array_index_var": self.array_index_var,
             "options": o,
         }

@@ -77,10 +77,20 @@ class SlurmLauncher(BatchLauncher):
             "memory_flag": flag,
         }
 
+    supports_forwarder_per_node = True
+
     def launch_line(self, command: list[str], layout: dict[str, Any]) -> str:
         if layout["mpi"] and self.options["mpi_launcher"] == "srun":
-            return shjoin(["srun", *self.options["mpi_args"], *command])
+            # --overlap: the engines share the nodes' CPUs with the forwarder step.
+            overlap = ["--overlap"] if self.options.get("forwarder_per_node") else []
+            return shjoin(["srun", *overlap, *self.options["mpi_args"], *command])
         return super().launch_line(command, layout)
+
+    def forwarder_line(self, forwarder: list[str]) -> str:
+        # One task on each node of the job, overlapping the engines' step. --ntasks too: srun
+        # would otherwise take the job's task count from $SLURM_NTASKS.
+        nodes = '--nodes="$SLURM_JOB_NUM_NODES" --ntasks="$SLURM_JOB_NUM_NODES"'
+        return f"srun {nodes} " + shjoin(["--ntasks-per-node=1", "--overlap", *forwarder])
 
     def submit_argv(self, path: Path) -> list[str]:
         return [*self.options["submit_command"], "--parsable", str(path)]

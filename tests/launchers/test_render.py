@@ -100,3 +100,40 @@ def test_profile_list_shows_user_and_site_profiles(site_dir: Path, capsys) -> No
     assert main(["profile", "list"]) == 0
     out = capsys.readouterr().out
     assert "gpu\tsite" in out and "mine\tuser" in out
+
+
+def test_render_slurm_forwarder_per_node(isolated: Path, capsys, tmp_path) -> None:
+    """forwarder_per_node: one forwarder step per node started in the background, engines
+    pointed at their node's forwarder, the forwarders stopped when the engines end."""
+    import subprocess
+
+    code = main(["render", "--engines", "slurm", "-n", "4", "--ip", "*", "--set", "batch.mode=\"mpi\"",
+                 "--set", "slurm.forwarder_per_node=true"])
+    out = capsys.readouterr().out
+    assert code == 0
+    lines = out.splitlines()
+    [fwd] = [i for i, line in enumerate(lines) if " hpcpar forwarder " in line]
+    [eng] = [i for i, line in enumerate(lines) if " hpcpar engine " in line]
+    assert lines[fwd].startswith('srun --nodes="$SLURM_JOB_NUM_NODES" --ntasks="$SLURM_JOB_NUM_NODES" '
+                                 "--ntasks-per-node=1 --overlap ")
+    assert lines[fwd].endswith(" --from-env &") and "--profile-dir" in lines[fwd]
+    assert lines[eng].startswith("srun --overlap ") and "--via-local-forwarder --profile-dir" in lines[eng]
+    assert fwd < eng and "export HPCPAR_CONNECTION_INFO=" in "\n".join(lines[:fwd])
+    assert lines[eng + 1:eng + 4] == ["hpcpar_status=$?", 'kill "$hpcpar_forwarders" 2>/dev/null',
+                                      'wait "$hpcpar_forwarders"']
+    script = tmp_path / "engines.sh"
+    script.write_text(out.split("(submitted)\n", 1)[1])
+    assert subprocess.run(["bash", "-n", str(script)], capture_output=True).returncode == 0
+
+
+@pytest.mark.parametrize("engines, mode, message", [
+    ("slurm", "array", 'needs mode = "mpi"'),
+    ("pbs", "mpi", "not supported for pbs"),
+    ("sge", "mpi", "not supported for sge"),
+])
+def test_render_refuses_forwarder_per_node_where_it_cannot_work(engines, mode, message, capsys) -> None:
+    code = main(["render", "--engines", engines, "-n", "2", "--ip", "*", "--set", f"batch.mode=\"{mode}\"",
+                 "--set", "batch.forwarder_per_node=true"])
+    assert code == 1
+    err = capsys.readouterr().err
+    assert message in err and "forwarder_per_node" in err

@@ -1,0 +1,75 @@
+"""One forwarder per node of a real SLURM engine job ([batch] forwarder_per_node, issue #8):
+the job script starts `hpcpar forwarder` on each node, the engines of a node connect to it,
+a broadcast leaves the controller once per node, and `hpcpar stop` leaves no process.
+
+The test SLURM has two nodes in two partitions, so one job spans one node here.
+In CI (CI=true) a missing system or MPI fails this test; elsewhere it skips."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import time
+
+import pytest
+from cluster_helpers import hpcpar_cmd
+from systems import require_system
+from test_mpi import require_mpi
+
+import hpcpar
+from hpcpar.cluster import Cluster
+from hpcpar.launchers.process import ProcessRef
+from hpcpar.launchers.slurm import SlurmLauncher
+from hpcpar.paths import ProfileDir
+
+CONFIG = (
+    '[controller]\nheartbeat_interval = 0.25\nheartbeat_timeout = 2.0\n'
+    '[batch]\nmode = "mpi"\nwalltime = "00:10:00"\npoll_interval = 0.2\npoll_max_interval = 1.0\n'
+    '[slurm]\nforwarder_per_node = true\nmpi_args = ["--mpi=pmi2"]\n'
+)
+
+
+def forwarding(rc) -> dict:
+    return rc._request("engines_request", {}, timeout=10).meta["forwarding"]
+
+
+@pytest.mark.timeout(180)
+def test_slurm_job_runs_one_forwarder_per_node_and_stop_leaves_no_process(hpcpar_dir) -> None:
+    require_system("slurm")
+    require_mpi()
+    profile = f"fwd-slurm-{os.getpid()}"
+    pd = ProfileDir.for_profile(profile, create=True)
+    (pd.path / "config.toml").write_text(CONFIG)
+    n = 3
+    try:
+        start = subprocess.run(hpcpar_cmd("start", "-n", str(n), "--engines", "slurm", "--ip", "*", "--profile", profile,
+                                          "--daemonize", "--wait", "--timeout", "90"),
+                               capture_output=True, text=True, timeout=120)
+        assert start.returncode == 0, start.stdout + start.stderr
+        cluster = Cluster.from_file(pd.state_file(""))
+        [launcher] = cluster.engine_sets
+        assert isinstance(launcher, SlurmLauncher) and len(launcher.job_ids) == 1
+        with hpcpar.Client(profile=profile, timeout=20) as rc:
+            rc.wait_for_engines(n, timeout=30, interactive=False)
+            [fwd] = forwarding(rc)["forwarders"]
+            assert fwd["name"] == socket.gethostname() and fwd["engines"] == n
+            before = forwarding(rc)
+            hosts = rc[:].apply_sync(socket.gethostname)
+            assert hosts == [socket.gethostname()] * n
+            after = forwarding(rc)
+            assert after["request_copies"] - before["request_copies"] == 1  # one per node, not n
+            assert after["batched_replies"] - before["batched_replies"] == n
+            pids = [ProcessRef.of(e["pid"]) for e in rc._engines.values()] + [ProcessRef.of(fwd["pid"])]
+        assert list(pd.security.glob("*-forwarder-*.json"))  # the forwarder wrote its file
+    except BaseException:
+        subprocess.run(hpcpar_cmd("stop", "--profile", profile), capture_output=True, timeout=90)
+        raise
+    stop = subprocess.run(hpcpar_cmd("stop", "--profile", profile), capture_output=True, text=True, timeout=90)
+    assert stop.returncode == 0, stop.stderr
+    assert launcher.wait({"cancelled", "done", "failed"}, timeout=60) in ("cancelled", "done")
+    deadline = time.monotonic() + 30
+    while any(p.alive() for p in pids) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert [p for p in pids if p.alive()] == []
+    assert not list(pd.security.glob("*-forwarder-*.json"))
