@@ -90,8 +90,10 @@ class Forwarder:
     def connection_info(self) -> ConnectionInfo:
         """The engine connection file engines below this forwarder use: ours, with our URL."""
         u = self.upstream_info
+        # forwarder_pid: an engine on this host can tell a live forwarder's file from a stale one.
         return ConnectionInfo(key=u.key, urls=self.urls, role="engine", cluster_id=u.cluster_id,
-                              profile=u.profile, location=u.location, controller_pid=u.controller_pid)
+                              profile=u.profile, location=u.location, controller_pid=u.controller_pid,
+                              extra={"forwarder_pid": os.getpid()})
 
     # -- the loop ---------------------------------------------------------------------
 

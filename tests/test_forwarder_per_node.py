@@ -73,3 +73,25 @@ def test_slurm_job_runs_one_forwarder_per_node_and_stop_leaves_no_process(hpcpar
         time.sleep(0.2)
     assert [p for p in pids if p.alive()] == []
     assert not list(pd.security.glob("*-forwarder-*.json"))
+
+
+@pytest.mark.timeout(60)
+def test_engine_via_local_forwarder_names_a_missing_or_stale_forwarder(tmp_path) -> None:
+    """No file, or the file of a forwarder that died (SIGKILL leaves it): a clear error, no hang."""
+    from hpcpar.commands.forwarder import forwarder_file
+    from hpcpar.connection import ConnectionInfo
+
+    env = {**os.environ, "HPCPAR_DIR": str(tmp_path)}
+    argv = hpcpar_cmd("engine", "--via-local-forwarder", "--wait-for-file", "1")
+    r = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=30)
+    assert r.returncode == 1 and "nothing there" in r.stderr and socket.gethostname() in r.stderr
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    path = forwarder_file(ProfileDir(tmp_path / "profile_default"), "", socket.gethostname())
+    ConnectionInfo(key="k", urls=["tcp://127.0.0.1:9"], role="engine",
+                   extra={"forwarder_pid": dead.pid}).write(path)
+    r = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=30)
+    assert r.returncode == 1 and "a forwarder that is gone" in r.stderr, r.stderr
+    r = subprocess.run(hpcpar_cmd("engine", "--via-local-forwarder", "--file", str(path)), env=env,
+                       capture_output=True, text=True, timeout=30)
+    assert r.returncode == 1 and "not both" in r.stderr

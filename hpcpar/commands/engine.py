@@ -72,11 +72,35 @@ def _local_forwarder_info(profile_dir, cluster_id: str, wait: float):
 
     path = forwarder_file(profile_dir, cluster_id, socket.gethostname())
     deadline = time.monotonic() + wait
-    while not path.exists() and time.monotonic() < deadline:
+    stale = False
+    while True:
+        try:
+            info = ConnectionInfo.load(path)
+        except ConnectionFileError:
+            info = None  # not written yet (or being replaced)
+        stale = info is not None and not _alive(info.extra.get("forwarder_pid"))
+        if info is not None and not stale:
+            return info
+        if time.monotonic() >= deadline:
+            break
         time.sleep(0.1)
-    if not path.exists():
-        raise ConnectionFileError(
-            f"no forwarder on this host ({socket.gethostname()}) wrote {path} within {wait:g} s: "
-            "start 'hpcpar forwarder' on this node first (see its log), or raise --wait-for-file"
-        )
-    return ConnectionInfo.load(path)
+    what = "only a file left by a forwarder that is gone" if stale else "nothing"
+    raise ConnectionFileError(
+        f"no forwarder on this host ({socket.gethostname()}) wrote {path} within {wait:g} s ({what} there): "
+        "start 'hpcpar forwarder' on this node first (see its log), or raise --wait-for-file"
+    )
+
+
+def _alive(pid: object) -> bool:
+    """Is ``pid`` a process on this host? Files without a pid (older forwarders) count as live."""
+    import os
+
+    if not isinstance(pid, int):
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
