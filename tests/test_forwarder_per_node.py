@@ -2,7 +2,8 @@
 the job script starts `hpcpar forwarder` on each node, the engines of a node connect to it,
 a broadcast leaves the controller once per node, and `hpcpar stop` leaves no process.
 
-The test SLURM has two nodes in two partitions, so one job spans one node here.
+The test SLURM has two nodes in two partitions (one a network namespace with its own host
+name), so one job spans one node: the test runs once on each.
 In CI (CI=true) a missing system or MPI fails this test; elsewhere it skips."""
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import time
 
 import pytest
 from cluster_helpers import hpcpar_cmd
-from systems import require_system
+from systems import CI_ENV, require_system
 from test_mpi import require_mpi
 
 import hpcpar
@@ -35,12 +36,21 @@ def forwarding(rc) -> dict:
 
 
 @pytest.mark.timeout(180)
-def test_slurm_job_runs_one_forwarder_per_node_and_stop_leaves_no_process(hpcpar_dir) -> None:
-    require_system("slurm")
+@pytest.mark.parametrize("system", ["slurm", "slurm-netns"])
+def test_slurm_job_runs_one_forwarder_per_node_and_stop_leaves_no_process(system, hpcpar_dir) -> None:
+    require_system(system)
     require_mpi()
-    profile = f"fwd-slurm-{os.getpid()}"
+    profile = f"fwd-{system}-{os.getpid()}"
     pd = ProfileDir.for_profile(profile, create=True)
-    (pd.path / "config.toml").write_text(CONFIG)
+    if system == "slurm-netns":
+        # The forwarder uses the first URL of the engine file: the head node's namespace address.
+        head = CI_ENV.get("HPCPAR_NETNS_HEAD_ADDR", "10.200.0.1")
+        partition = CI_ENV.get("HPCPAR_SLURM_NETNS_PARTITION", "netns")
+        node = CI_ENV.get("HPCPAR_SLURM_NETNS_NODE", "compute1")
+        config = CONFIG.replace("[batch]\n", f"location = {head!r}\n[batch]\nqueue = {partition!r}\n")
+    else:
+        node, config = socket.gethostname(), CONFIG
+    (pd.path / "config.toml").write_text(config)
     n = 3
     try:
         start = subprocess.run(hpcpar_cmd("start", "-n", str(n), "--engines", "slurm", "--ip", "*", "--profile", profile,
@@ -53,10 +63,10 @@ def test_slurm_job_runs_one_forwarder_per_node_and_stop_leaves_no_process(hpcpar
         with hpcpar.Client(profile=profile, timeout=20) as rc:
             rc.wait_for_engines(n, timeout=30, interactive=False)
             [fwd] = forwarding(rc)["forwarders"]
-            assert fwd["name"] == socket.gethostname() and fwd["engines"] == n
+            assert fwd["name"] == node and fwd["engines"] == n
             before = forwarding(rc)
             hosts = rc[:].apply_sync(socket.gethostname)
-            assert hosts == [socket.gethostname()] * n
+            assert hosts == [node] * n
             after = forwarding(rc)
             assert after["request_copies"] - before["request_copies"] == 1  # one per node, not n
             assert after["batched_replies"] - before["batched_replies"] == n
