@@ -77,8 +77,11 @@ class Forwarding:
             raise
 
     def to_forwarders(self, frames: list[Any]) -> None:
-        """A message for every known forwarder itself (the controller is stopping)."""
-        for path in self.forwarders:
+        """A message for every known forwarder itself (the controller is stopping).
+
+        Deepest first: a forwarder stops on its own copy, so the copies it must relay
+        to the forwarders below it go ahead of it on the same pipe."""
+        for path in sorted(self.forwarders, key=len, reverse=True):
             try:
                 self.sock.send_multipart([*path, relay.SELF, *frames], copy=False)
             except zmq.ZMQError:
