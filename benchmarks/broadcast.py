@@ -59,7 +59,7 @@ from typing import Any
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from backends.base import MARKER_ENV, marked_pids  # noqa: E402
+from backends.base import isolated_env, marked_pids, time_calls  # noqa: E402
 
 SYSTEMS = ("hpcpar", "ipyparallel", "dask")
 PUSH_BYTES = 10_000_000
@@ -208,13 +208,7 @@ class Child:
 
     # -- scenarios -----------------------------------------------------------------------
     def timed(self, fn: Any, reps: int, warmup: int) -> dict[str, float]:
-        for _ in range(warmup):
-            fn()
-        ts = []
-        for _ in range(reps):
-            t = time.perf_counter()
-            fn()
-            ts.append(time.perf_counter() - t)
+        ts = time_calls(fn, reps, warmup)
         return {"median_ms": round(statistics.median(ts) * 1e3, 3),
                 "min_ms": round(min(ts) * 1e3, 3), "max_ms": round(max(ts) * 1e3, 3),
                 "reps": reps}
@@ -466,19 +460,8 @@ def wait_watched(proc: subprocess.Popen[bytes], marker: str, timeout: float,
 
 def run_child(system: str, n: int, opts: dict[str, Any], workdir: Path) -> dict[str, Any]:
     base = workdir / f"{system}-{n}"
-    for sub in ("hpcpar", "ipython", "dask", "jupyter", "cwd"):
-        (base / sub).mkdir(parents=True, exist_ok=True)
     marker = f"{uuid.uuid4().hex}-{system}-{n}"
-    env = dict(os.environ)
-    env.update({
-        MARKER_ENV: marker,
-        "HPCPAR_DIR": str(base / "hpcpar"),
-        "IPYTHONDIR": str(base / "ipython"),
-        "JUPYTER_RUNTIME_DIR": str(base / "jupyter"),
-        "DASK_TEMPORARY_DIRECTORY": str(base / "dask"),
-        "DASK_DISTRIBUTED__WORKER__DAEMON": "False",
-        "PYTHONUNBUFFERED": "1",
-    })
+    env = isolated_env(base, marker)
     out = base / "result.json"
     timeout = opts["start_timeout"] + 300 + (opts["long_tasks"] / 200 if opts["extras"] else 0)
     if opts["extras"]:

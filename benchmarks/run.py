@@ -40,7 +40,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
 from backends import BACKENDS  # noqa: E402
-from backends.base import MARKER_ENV, marked_pids, wait_gone  # noqa: E402
+from backends.base import MARKER_ENV, isolated_env, marked_pids, wait_gone  # noqa: E402
 
 PEERS = ("ipyparallel", "dask")
 SCENARIOS = (
@@ -301,20 +301,7 @@ def run_backend(
             f"machine was {busy:.0%} busy before this backend started: figures are noisy"
         )
     base = workdir / name
-    for sub in ("hpcpar", "ipython", "dask", "jupyter", "cwd"):
-        (base / sub).mkdir(parents=True, exist_ok=True)
-    env = dict(os.environ)
-    env.update(
-        {
-            MARKER_ENV: f"{uuid.uuid4().hex}-{name}",
-            "HPCPAR_DIR": str(base / "hpcpar"),
-            "IPYTHONDIR": str(base / "ipython"),
-            "JUPYTER_RUNTIME_DIR": str(base / "jupyter"),
-            "DASK_TEMPORARY_DIRECTORY": str(base / "dask"),
-            "DASK_DISTRIBUTED__WORKER__DAEMON": "False",
-            "PYTHONUNBUFFERED": "1",
-        }
-    )
+    env = isolated_env(base, f"{uuid.uuid4().hex}-{name}")
     log = base / "worker.log"
     commands = plan.commands()
     wanted = [s for s in commands if s in only]

@@ -6,11 +6,30 @@ import os
 import statistics
 import time
 from collections.abc import Callable, Iterable
+from pathlib import Path
 from typing import Any
 
 import psutil
 
 MARKER_ENV = "HPCPAR_BENCH_RUN"
+
+
+def isolated_env(base: Path, marker: str) -> dict[str, str]:
+    """The environment of one measured child: its own state directories under ``base``
+    for every system, and ``marker`` so every process it starts can be found and stopped."""
+    for sub in ("hpcpar", "ipython", "dask", "jupyter", "cwd"):
+        (base / sub).mkdir(parents=True, exist_ok=True)
+    env = dict(os.environ)
+    env.update({
+        MARKER_ENV: marker,
+        "HPCPAR_DIR": str(base / "hpcpar"),
+        "IPYTHONDIR": str(base / "ipython"),
+        "JUPYTER_RUNTIME_DIR": str(base / "jupyter"),
+        "DASK_TEMPORARY_DIRECTORY": str(base / "dask"),
+        "DASK_DISTRIBUTED__WORKER__DAEMON": "False",
+        "PYTHONUNBUFFERED": "1",
+    })
+    return env
 
 
 def percentile(values: list[float], q: float) -> float:
