@@ -51,3 +51,15 @@ def check_stopped_engine_comes_back(rc, pids: dict[int, int], victim: int) -> No
         time.sleep(0.1)
     assert victim in rc.ids
     assert rc[victim].apply_sync(os.getpid) == pids[victim]
+
+
+def check_batch_job_gone(launcher, pids: list, timeout: float = 30.0) -> None:
+    """After a stop: the batch job ended (cancelled or done) and every process in
+    ``pids`` (ProcessRefs of engines, forwarders...) exited with it."""
+    import time
+
+    assert launcher.wait({"cancelled", "done", "failed"}, timeout=60) in ("cancelled", "done")
+    deadline = time.monotonic() + timeout
+    while any(p.alive() for p in pids) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert [p for p in pids if p.alive()] == [], "processes outlived the cancelled job"

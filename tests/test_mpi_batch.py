@@ -15,7 +15,7 @@ import sys
 import time
 
 import pytest
-from cluster_helpers import FAST_HEARTBEAT
+from cluster_helpers import FAST_HEARTBEAT, check_batch_job_gone
 from systems import CI_ENV, PBS_BIN, require_system
 from test_mpi import require_mpi
 
@@ -71,11 +71,7 @@ def run_mpi_job(cls, options: dict, n: int, profile: str, job_var: str) -> None:
         raise
     # What `hpcpar stop` does: rebuild the cluster from its state file and stop it.
     Cluster.from_file(cluster.state_file).stop_cluster()
-    assert launcher.wait({"cancelled", "done", "failed"}, timeout=60) in ("cancelled", "done")
-    deadline = time.monotonic() + 30
-    while any(p.alive() for p in pids) and time.monotonic() < deadline:
-        time.sleep(0.2)
-    assert not any(p.alive() for p in pids), "engine processes outlived the cancelled job"
+    check_batch_job_gone(launcher, pids)
 
 
 @pytest.mark.timeout(150)
@@ -129,11 +125,7 @@ def test_hpcpar_start_and_stop_an_mpi_job_in_slurm_from_the_profile(hpcpar_dir) 
         raise
     stop = subprocess.run(hpcpar_cmd("stop", "--profile", profile), capture_output=True, text=True, timeout=90)
     assert stop.returncode == 0, stop.stderr
-    assert launcher.wait({"cancelled", "done", "failed"}, timeout=60) in ("cancelled", "done")
-    deadline = time.monotonic() + 30
-    while any(p.alive() for p in pids) and time.monotonic() < deadline:
-        time.sleep(0.2)
-    assert not any(p.alive() for p in pids)
+    check_batch_job_gone(launcher, pids)
 
 
 def slurm_jobs(job_ids: list[str]) -> list[str]:
