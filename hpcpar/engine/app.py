@@ -199,11 +199,17 @@ class Engine:
     def _dropping(self) -> bool:
         return self.abort_all or self.drop_until is not None
 
-    def _serve(self, frames: list[Any]) -> None:
+    def _verified(self, frames: list[Any]) -> wire.Message | None:
+        """The message, or None (logged) when it does not verify: never run, never fatal."""
         try:
-            msg = self.signer.unpack(frames)
+            return self.signer.unpack(frames)
         except wire.BadMessage as e:
             log.warning("dropped a message that does not verify: %s", e)
+            return None
+
+    def _serve(self, frames: list[Any]) -> None:
+        msg = self._verified(frames)
+        if msg is None:
             return
         mt = msg.msg_type
         if mt == "work_hello_reply":
@@ -355,10 +361,8 @@ class Engine:
             sock.send_multipart(self.signer.pack(header, {"name": cap.name, "text": text}))
 
     def _handle(self, sock: zmq.Socket, frames: list[Any]) -> None:
-        try:
-            msg = self.signer.unpack(frames)
-        except wire.BadMessage as e:
-            log.warning("dropped a message that does not verify: %s", e)
+        msg = self._verified(frames)
+        if msg is None:
             return
         mt = msg.msg_type
         if mt in ("heartbeat_reply", "register_reply"):
