@@ -332,10 +332,13 @@ class Controller:
             log.info("client %s is not connected; it can fetch this later (get_result)", ident[:8])
             self.clients.discard(ident)
 
-    def to_engine(self, rec: EngineRecord, frames: list[Any], control: bool = False) -> bool:
+    @staticmethod
+    def _address(rec: EngineRecord, control: bool) -> bytes:
         """Requests go to the engine's work socket; ``control`` messages to its control socket."""
-        ident = rec.ident if control or rec.work_ident is None else rec.work_ident
-        return self.forwarding.send(ident, frames)
+        return rec.ident if control or rec.work_ident is None else rec.work_ident
+
+    def to_engine(self, rec: EngineRecord, frames: list[Any], control: bool = False) -> bool:
+        return self.forwarding.send(self._address(rec, control), frames)
 
     def reply_client(self, ident: bytes, msg_type: str, parent: str, meta: dict[str, Any]) -> None:
         header = self.signer.header(msg_type, parent=parent)
@@ -425,7 +428,7 @@ class Controller:
                 continue
             self.tasks[mid] = task
             rec.outstanding[mid] = False
-            dest = rec.ident if control or rec.work_ident is None else rec.work_ident
+            dest = self._address(rec, control)
             sends.append((dest, mid))
             by_ident[dest] = rec
         # One copy per directly connected engine, one per top-level forwarder for the engines behind it.

@@ -13,7 +13,7 @@ from typing import Any
 
 import zmq
 
-from .. import relay
+from .. import relay, wire
 
 
 @dataclass
@@ -68,8 +68,12 @@ class Forwarding:
     def send(self, ident: bytes, frames: list[Any], path: tuple[bytes, ...] | None = None) -> bool:
         """Send to one engine, through its forwarders if it has any; False if the first hop is gone."""
         hops = self.via.get(ident, ()) if path is None else path
+        return self._send([*hops, ident, *frames])
+
+    def _send(self, frames: list[Any]) -> bool:
+        """Zero-copy, on the hot path; False if the first hop (engine or forwarder) is gone."""
         try:
-            self.sock.send_multipart([*hops, ident, *frames], copy=False)
+            wire.send_frames(self.sock, frames)
             return True
         except zmq.ZMQError as e:
             if e.errno == zmq.EHOSTUNREACH:
@@ -107,13 +111,7 @@ class Forwarding:
             else:
                 self.fanouts += 1
                 spec = relay.fanout_spec([(p, m) for p, m, _ in group], batch)
-                try:
-                    self.sock.send_multipart([top, relay.FANOUT, spec, *frames], copy=False)
-                    ok = True
-                except zmq.ZMQError as e:
-                    if e.errno != zmq.EHOSTUNREACH:
-                        raise
-                    ok = False
+                ok = self._send([top, relay.FANOUT, spec, *frames])
             if not ok:
                 failed.extend(ident for _, _, ident in group)
         return failed
