@@ -110,17 +110,13 @@ class Hub:
         written = 0  # operations since the heap was last trimmed
         running = True
         while running:
-            if written >= TRIM_AFTER:
-                try:
-                    first = get(timeout=COMMIT_EVERY)
-                except queue.Empty:
-                    # Idle after a burst: off the loop's path, and the burst's memory is free.
-                    heap.release()
-                    written = 0
-                    first = get()
-            else:
-                first = get()  # idle: sleep until there is work
-            ops = [first]
+            try:  # sleep until there is work (after a burst, only briefly: see below)
+                ops = [get(timeout=COMMIT_EVERY if written >= TRIM_AFTER else None)]
+            except queue.Empty:
+                # Idle after a burst: off the loop's path, and the burst's memory is free.
+                heap.release()
+                written = 0
+                continue
             if not urgent.is_set():
                 urgent.wait(COMMIT_EVERY)  # let a batch build up, unless someone waits
             urgent.clear()
