@@ -5,12 +5,11 @@ Engines leave with ``os._exit`` (a rank blocked in a collective could never fina
 and the MPI launcher may SIGKILL ranks, so MPICH's ``mpich_shm_*`` and Open MPI's
 ``vader_segment.*`` / ``sm_segment.*`` files would pile up in /dev/shm, which is RAM.
 A segment is attributed to a job by reading which files its processes map, so nothing
-of another job is touched.
+of another job is touched. Removing them is ``sharedmem.unlink``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from pathlib import Path
 
 SHM_DIR = Path("/dev/shm")
@@ -33,11 +32,3 @@ def mapped_segments(pid: int | str = "self") -> set[Path]:
         pass
     return found
 
-
-def remove(segments: Iterable[Path]) -> None:
-    """Unlink the names; processes still mapping a segment keep their memory."""
-    for path in segments:
-        try:
-            path.unlink()
-        except OSError:
-            pass

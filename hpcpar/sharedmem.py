@@ -28,6 +28,7 @@ import os
 import re
 import secrets
 import stat
+from collections.abc import Iterable
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -193,12 +194,11 @@ def _map(name: str, size: int) -> Any:
         os.close(fd)
 
 
-def unlink(paths: list[Path]) -> None:
+def unlink(paths: Iterable[Path]) -> None:
+    """Remove the names, quietly (already gone is fine); whoever maps a file keeps its memory."""
     for path in paths:
         try:
             os.unlink(path)
-        except FileNotFoundError:
-            pass
         except OSError:
             pass
 

@@ -298,7 +298,7 @@ class Engine:
     def _release_mpi_segments(self) -> None:
         # os._exit skips MPI_Finalize, which would have removed these from /dev/shm.
         if self.options.mpi:
-            mpi_segments.remove(mpi_segments.mapped_segments())
+            sharedmem.unlink(mpi_segments.mapped_segments())
 
     # -- I/O thread ---------------------------------------------------------------------
 

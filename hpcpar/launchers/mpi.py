@@ -24,7 +24,7 @@ import time
 import uuid
 from typing import Any
 
-from .. import mpi_segments
+from .. import mpi_segments, sharedmem
 from .base import DONE, FAILED, RUNNING, Launcher, LauncherError
 from .process import ProcessRef
 
@@ -215,7 +215,7 @@ class MPILauncher(Launcher):
                 time.sleep(0.02)
         self._reap()
         if not self.processes():
-            mpi_segments.remove(segments)
+            sharedmem.unlink(segments)
 
     def _reap(self) -> None:
         if self._popen is not None:
