@@ -133,9 +133,6 @@ class Engine:
             "from this host? (set controller.ip to an address engines can reach)"
         )
 
-    def _hello(self) -> list[Any]:
-        return self.signer.pack(self.signer.header("work_hello"), {"uuid": self.uuid})
-
     def _open_work_socket(self, deadline: float) -> None:
         """The socket requests arrive on and replies leave by, owned by the main
         thread: no thread hand-off on the path of a request."""
@@ -146,7 +143,7 @@ class Engine:
         work.setsockopt(zmq.RCVHWM, 0)
         work.connect(self.url)
         while time.monotonic() < deadline:
-            work.send_multipart(self._hello())
+            self._send_hello(work)
             if work.poll(2000):
                 try:
                     if self.signer.unpack(work.recv_multipart(copy=False)).msg_type == "work_hello_reply":
@@ -187,7 +184,7 @@ class Engine:
             self._serve(frames)
 
     def _send_hello(self, work: zmq.Socket) -> None:
-        """Re-introduce the work socket after a re-registration. The controller
+        """Introduce the work socket (again, after a re-registration). The controller
         sends the abort before the register_reply that sets need_hello, so an
         abort meant for this re-registration is seen here."""
         hdr = self.signer.header("work_hello")
