@@ -22,6 +22,7 @@ PUBLIC_KEYS = (
 )
 FRAME_KEYS = ("request", "reply")
 ALL_KEYS = PUBLIC_KEYS + FRAME_KEYS
+_decode = json.JSONDecoder().decode
 OPERATORS = ("$lt", "$gt", "$lte", "$gte", "$eq", "$ne", "$in", "$nin", "$exists", "$glob")
 
 
@@ -271,7 +272,9 @@ def open_backend(kind: str, path: Path, memory_limit: int = 10_000):
 def meta_summary(meta_frame: bytes) -> dict[str, Any]:
     """stdout/stderr/error fields of a reply's meta frame, for the record."""
     try:
-        meta = json.loads(meta_frame)
-    except ValueError:
+        meta = _decode(meta_frame.decode())  # not json.loads: it guesses the encoding of bytes first
+    except ValueError:  # UnicodeDecodeError included
+        return {}
+    if not isinstance(meta, dict):
         return {}
     return {k: meta.get(k) for k in ("stdout", "stderr", "ename", "evalue")}
