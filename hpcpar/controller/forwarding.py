@@ -94,6 +94,10 @@ class Forwarding:
     def broadcast(self, targets: list[tuple[bytes, str]], frames: list[Any], batch: bool) -> list[bytes]:
         """Send ``frames`` to every (engine identity, msg_id): once per directly connected engine,
         once per top-level forwarder for the engines behind it. Returns the identities not reached."""
+        if len(targets) == 1:  # rc[i], the usual case: one send, whatever the path (as below)
+            ident = targets[0][0]
+            self.request_copies += 1
+            return [] if self.send(ident, frames) else [ident]
         failed: list[bytes] = []
         groups: dict[bytes, list[tuple[tuple[bytes, ...], str, bytes]]] = {}
         for ident, mid in targets:

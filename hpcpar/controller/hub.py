@@ -48,7 +48,8 @@ def _storable(header: dict[str, Any], frames: list[Any] | None, limit: int) -> b
 
 
 def _as_bytes(frames: list[Any]) -> list[bytes]:
-    return [f.bytes if hasattr(f, "bytes") else bytes(f) for f in frames]
+    # Small frames arrive as bytes already (wire.drain): no failed hasattr for them.
+    return [f if type(f) is bytes else f.bytes if hasattr(f, "bytes") else bytes(f) for f in frames]
 
 
 class Hub:
@@ -63,6 +64,10 @@ class Hub:
         self.ctx = ctx
         self.submitted_count = 0
         self.finished_count = 0
+        # Records submitted in the current batch, written at its end: a task that also
+        # finished (or was assigned) within the batch becomes one INSERT instead of an
+        # INSERT and an UPDATE of the same row. Store thread only.
+        self._new: dict[str, dict[str, Any]] = {}
         self.thread = threading.Thread(target=self._run, name="hpcpar-hub-store", daemon=True)
         self.thread.start()
 
@@ -136,6 +141,7 @@ class Hub:
                     written += 1
                 except Exception:
                     log.exception("task database operation %s failed", op[0])
+            self._flush()
             try:
                 self.backend.commit()
             except Exception:
@@ -143,8 +149,28 @@ class Hub:
         self.backend.close()
         self.pipe.close(linger=500)
 
+    def _flush(self) -> None:
+        """Write the records held back in this batch (see ``_new``), in submission order."""
+        for done, rec in enumerate(self._new.values()):
+            if done and done % YIELD_EVERY == 0:
+                time.sleep(0)  # as in _run: the loop thread may wait for the GIL
+            try:
+                self.backend.add(rec)
+            except Exception:
+                log.exception("task database write of %s failed", rec.get("msg_id"))
+        self._new.clear()
+
+    def _update(self, msg_id: str, fields: dict[str, Any]) -> None:
+        rec = self._new.get(msg_id)
+        if rec is None:
+            self.backend.update(msg_id, fields)
+        else:
+            rec.update(fields)
+
     def _apply(self, op: tuple) -> None:
         kind = op[0]
+        if kind in ("look_up", "request"):
+            self._flush()  # queries see every record queued before them
         if kind == "submitted_many":
             _, ids, header, frames = op
             request = _as_bytes(frames) if _storable(header, frames, self.store_limit) else None
@@ -163,7 +189,7 @@ class Hub:
             self._send(b"looked-up", b"", json.dumps(found).encode())
         elif kind == "assigned":
             _, msg_id, engine_id, attempt = op
-            self.backend.update(msg_id, {"engine_id": engine_id, "status": "pending", "attempts": attempt})
+            self._update(msg_id, {"engine_id": engine_id, "status": "pending", "attempts": attempt})
         elif kind == "finished":
             _, msg_id, header, frames, received = op
             fields = {
@@ -178,7 +204,7 @@ class Hub:
                 fields.update(meta_summary(_as_bytes(frames[2:3])[0]))
                 if _storable(header, frames, self.store_limit):
                     fields["reply"] = _as_bytes(frames)
-            self.backend.update(msg_id, fields)
+            self._update(msg_id, fields)
         elif kind == "request":
             _, ident, msg_type, parent, meta, extra = op
             handler: Callable | None = getattr(self, "_on_" + msg_type, None)
@@ -203,7 +229,8 @@ class Hub:
         }
         if request is not None:
             rec["request"] = request
-        self.backend.add(rec)
+        self._new.pop(msg_id, None)  # a replaced record moves to the end, as INSERT OR REPLACE does
+        self._new[msg_id] = rec
 
     def _send(self, *frames: Any) -> None:
         self.pipe.send_multipart(list(frames), copy=False)

@@ -22,6 +22,7 @@ PUBLIC_KEYS = (
 )
 FRAME_KEYS = ("request", "reply")
 ALL_KEYS = PUBLIC_KEYS + FRAME_KEYS
+_decode = json.JSONDecoder().decode
 OPERATORS = ("$lt", "$gt", "$lte", "$gte", "$eq", "$ne", "$in", "$nin", "$exists", "$glob")
 
 
@@ -30,7 +31,7 @@ class QueryError(ValueError):
 
 
 def pack_frames(frames: list[bytes]) -> bytes:
-    head = struct.pack(f"<I{len(frames)}Q", len(frames), *(len(f) for f in frames))
+    head = struct.pack(f"<I{len(frames)}Q", len(frames), *map(len, frames))
     return head + b"".join(frames)
 
 
@@ -165,6 +166,7 @@ class SQLiteBackend:
         self.conn.execute("CREATE INDEX IF NOT EXISTS tasks_session ON tasks (session)")
         self.conn.execute("CREATE INDEX IF NOT EXISTS tasks_engine ON tasks (engine_id)")
         self.conn.commit()
+        self._inserts: dict[tuple[str, ...], str] = {}  # INSERT statement per set of keys
 
     @staticmethod
     def _type(key: str) -> str:
@@ -183,11 +185,15 @@ class SQLiteBackend:
         return value
 
     def add(self, rec: dict[str, Any]) -> None:
-        keys = [k for k in ALL_KEYS if k in rec]
-        self.conn.execute(
-            f"INSERT OR REPLACE INTO tasks ({', '.join(keys)}) VALUES ({', '.join('?' * len(keys))})",
-            [self._encode(k, rec[k]) for k in keys],
-        )
+        # Once per task, on the hub thread that shares the GIL with the controller's loop:
+        # the statement is built once per set of keys, and values are encoded inline.
+        keys = tuple(k for k in ALL_KEYS if k in rec)
+        sql = self._inserts.get(keys)
+        if sql is None:
+            sql = self._inserts[keys] = (f"INSERT OR REPLACE INTO tasks ({', '.join(keys)}) "
+                                         f"VALUES ({', '.join('?' * len(keys))})")
+        self.conn.execute(sql, [pack_frames(v) if k in FRAME_KEYS and v is not None else v
+                                for k, v in zip(keys, map(rec.__getitem__, keys))])
 
     def update(self, msg_id: str, fields: dict[str, Any]) -> None:
         keys = [k for k in fields if k in ALL_KEYS and k != "msg_id"]
@@ -271,7 +277,9 @@ def open_backend(kind: str, path: Path, memory_limit: int = 10_000):
 def meta_summary(meta_frame: bytes) -> dict[str, Any]:
     """stdout/stderr/error fields of a reply's meta frame, for the record."""
     try:
-        meta = json.loads(meta_frame)
-    except ValueError:
+        meta = _decode(meta_frame.decode())  # not json.loads: it guesses the encoding of bytes first
+    except ValueError:  # UnicodeDecodeError included
+        return {}
+    if not isinstance(meta, dict):
         return {}
     return {k: meta.get(k) for k in ("stdout", "stderr", "ename", "evalue")}
