@@ -29,7 +29,7 @@ from ..error import (
     TaskTimeout,
 )
 from ..paths import ProfileDir
-from .asyncresult import AsyncResult, Metadata, _ts
+from .asyncresult import AsyncResult, Metadata, _ts, raise_failures
 from .hubqueries import HubQueries
 from .transport import REJECTED, Transport
 
@@ -510,6 +510,8 @@ class Client(HubQueries):
 
     def _release_shm(self, msg_id: str) -> None:
         """A final reply arrived: the request's files go once every target has answered."""
+        if msg_id not in self._shm_files:
+            return  # the common case, without the lock: entries are added before their request is sent
         with self._lock:
             files = self._shm_files.pop(msg_id, None)
             if files is None:
@@ -519,7 +521,8 @@ class Client(HubQueries):
         if done:
             sharedmem.unlink(files.paths)
 
-    def _track(self, msg_ids: list[str], header: dict[str, Any], ar: AsyncResult, targets: Any = None) -> None:
+    def _track(self, msg_ids: list[str], header: dict[str, Any], ar: AsyncResult | None,
+               targets: Any = None) -> None:
         submitted = _ts(header["date"])
         with self._lock:
             for i, mid in enumerate(msg_ids):
@@ -528,13 +531,38 @@ class Client(HubQueries):
                     md["engine_id"] = targets[i]
                 self.metadata[mid] = md
                 self.outstanding.add(mid)
-                self._pending.setdefault(mid, []).append(ar)
+                if ar is not None:
+                    self._pending.setdefault(mid, []).append(ar)
                 self.history.append(mid)
 
-    def _send_tracked(self, msg_ids, frames, header, ar: AsyncResult, targets: Any = None) -> AsyncResult:
+    def _send_tracked(self, msg_ids, frames, header, ar: AsyncResult | None, targets: Any = None) -> Any:
+        """Register and send a request; ``ar`` (None for a blocking call, see
+        ``_wait_results``) is told as its messages finish."""
         self._track(msg_ids, header, ar, targets)
         self._send(frames)
         return ar
+
+    def _wait_results(self, msg_ids: list[str], single: bool, fname: str) -> Any:
+        """What a blocking call returns, as ``AsyncResult.get()`` would: nobody sees an
+        AsyncResult of a blocking call, so none is made (no Future to set up, set and
+        wait on, a good part of the client's work in a small blocking apply)."""
+        outstanding = self.outstanding
+        if len(msg_ids) == 1:
+            mid = msg_ids[0]
+
+            def done() -> bool:
+                return mid not in outstanding
+        else:
+            def done() -> bool:
+                return outstanding.isdisjoint(msg_ids)
+
+        self._receive_until(done, None)
+        if not done():  # another thread receives for everyone: wait for its deliveries
+            with self._cond:
+                self._cond.wait_for(done)
+        results = [self._result(m) for m in msg_ids]
+        raise_failures(results, single, fname)
+        return results[0] if single else results
 
     # -- engines ---------------------------------------------------------------------------------
 
