@@ -56,9 +56,16 @@ def _plain(obj: Any, depth: int = 2) -> bool:
         return True
     if depth == 0 or t not in (tuple, list, dict) or len(obj) > 32:
         return False
+    # Loops, not all() over a generator: this runs for the arguments of every apply.
     if t is dict:
-        return all(type(k) is str and _plain(v, depth - 1) for k, v in obj.items())
-    return all(_plain(v, depth - 1) for v in obj)
+        for k, v in obj.items():
+            if type(k) is not str or not _plain(v, depth - 1):
+                return False
+        return True
+    for v in obj:
+        if not _plain(v, depth - 1):
+            return False
+    return True
 
 
 def loads(data: Any, buffers: list[Any] = ()) -> Any:

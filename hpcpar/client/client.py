@@ -403,7 +403,8 @@ class Client(HubQueries):
         with self._lock:
             self.results[msg_id] = value
             self._finished.append(msg_id)
-            self._trim_caches()
+            if self.results_limit is not None:
+                self._trim_caches()
         return value
 
     def _refetch(self, msg_id: str) -> Any:
@@ -468,7 +469,7 @@ class Client(HubQueries):
         if msg_type == "apply_request" and self._pickler == "cloudpickle" and type(obj) is tuple and len(obj) == 3:
             obj = (self._functions.wrap(obj[0]), *obj[1:])  # an unchanged function is not pickled again
         payload, buffers = serialize.dumps(obj, self._pickler) if obj is not None else (b"", [])
-        extra = dict(header_extra or {})
+        extra = header_extra or {}
         paths: list[Path] = []
         if self._shm_key is not None:
             meta = {**(meta or {}), "shm_key": self._shm_key}  # the engine may answer through shm
@@ -478,10 +479,10 @@ class Client(HubQueries):
                     meta["shm"] = descriptors
                     # Tells the hub not to store it (the files go away), and the load
                     # balancer to give it only to engines on this host.
-                    extra.update(shm=True, shm_host=self._shm_key)
+                    extra = {**extra, "shm": True, "shm_host": self._shm_key}
         if route == "direct":
             targets = list(targets or [])
-            if len(set(targets)) != len(targets):
+            if len(targets) > 1 and len(set(targets)) != len(targets):
                 twice = sorted(t for t, n in collections.Counter(targets).items() if n > 1)
                 raise ValueError(f"targets name engine(s) {twice} more than once; "
                                  "a direct request runs once per engine: list each engine once")
@@ -579,6 +580,8 @@ class Client(HubQueries):
             yield self[eid]
 
     def _build_targets(self, targets: Any) -> list[int]:
+        if type(targets) is int and targets in self._engines:
+            return [targets]  # the common case (rc[i]) without sorting every id
         ids = self.ids
         if targets is None or targets == "all":
             if not ids:
