@@ -372,7 +372,7 @@ class Client(HubQueries):
             md["execution_count"] = m["execution_count"]
         if m.get("status") == "error":
             md["error"] = {k: m.get(k) for k in ("ename", "evalue", "traceback")}
-        with self._cond:
+        with self._lock:  # self._cond's lock; a plain `with` skips Condition's Python-level __enter__
             self._replies[msg_id] = (m, msg.payload, buffers)
             self.outstanding.discard(msg_id)
             waiting = self._pending.pop(msg_id, ())

@@ -405,10 +405,13 @@ class LoadBalancedView(View):
     def _really_apply(self, f: Any, args: tuple = (), kwargs: dict | None = None, block: bool | None = None,
                       **options: Any) -> Any:
         ids, frames, header = self._submit_one((f, tuple(args), dict(kwargs or {})), _fname(f))
+        if self._block(block):  # no AsyncResult, as in DirectView._call
+            self.client._send_tracked(ids, frames, header, None)
+            self.history.extend(ids)
+            return self.client._wait_results(ids, True, _fname(f))
         ar = AsyncResult(self.client, ids, fname=_fname(f), single=True)
         self.client._send_tracked(ids, frames, header, ar)
-        self._record(ar)
-        return ar.get() if self._block(block) else ar
+        return self._record(ar)
 
     def map(self, f: Any, *sequences: Any, block: bool | None = None, chunksize: int = 1, ordered: bool = True,
             return_exceptions: bool = False, track: bool | None = None) -> Any:
