@@ -56,9 +56,16 @@ def _plain(obj: Any, depth: int = 2) -> bool:
         return True
     if depth == 0 or t not in (tuple, list, dict) or len(obj) > 32:
         return False
+    # Loops, not all() over a generator: this runs for the arguments of every apply.
     if t is dict:
-        return all(type(k) is str and _plain(v, depth - 1) for k, v in obj.items())
-    return all(_plain(v, depth - 1) for v in obj)
+        for k, v in obj.items():
+            if type(k) is not str or not _plain(v, depth - 1):
+                return False
+        return True
+    for v in obj:
+        if not _plain(v, depth - 1):
+            return False
+    return True
 
 
 def loads(data: Any, buffers: list[Any] = ()) -> Any:
@@ -172,53 +179,58 @@ class FunctionCache:
         """``f``, or a stand-in that unpickles to the same function, cheaper to pickle."""
         if not is_interactive(f):
             return f
-        fingerprint = self._fingerprint(f)
-        if fingerprint is None:
+        found = self._fingerprint(f)
+        if found is None:
             return f
+        fingerprint, modules = found
+        # Compared by identity, as a tuple of ids in one C-level comparison (this runs on
+        # every apply). The entry holds its fingerprint's objects, so no other object can
+        # have one of those ids while the entry exists.
+        ids = tuple(map(id, fingerprint))
         entry = self._entries.get(f)
-        if entry is not None:
-            old = entry[0]
-            if len(old) == len(fingerprint) and old[-1] == fingerprint[-1] and all(
-                a is b for a, b in zip(old[:-1], fingerprint[:-1])
-            ):
-                return entry[1]
+        if entry is not None and entry[0] == ids and entry[1] == modules:
+            return entry[3]
         try:
             stand_in = _Pickled(cloudpickle.dumps(f, protocol=5))
         except Exception:
             return f  # let the caller's own pickling report it
-        self._entries[f] = (fingerprint, stand_in)
+        self._entries[f] = (ids, modules, fingerprint, stand_in)
         return stand_in
 
-    def _fingerprint(self, f: types.FunctionType) -> tuple | None:
+    def _fingerprint(self, f: types.FunctionType) -> tuple[tuple, int | None] | None:
+        """What ``f``'s pickle is made from, to compare by identity, and the number of
+        imported modules if it uses any; None if ``f`` cannot be cached."""
         if f.__closure__ is not None or f.__dict__:
             return None
-        defaults = f.__defaults__ or ()
-        kwdefaults = f.__kwdefaults__ or {}
-        if any(type(v) not in _PLAIN for v in (*defaults, *kwdefaults.values())):
+        defaults = f.__defaults__
+        kwdefaults = f.__kwdefaults__
+        if (defaults and any(type(v) not in _PLAIN for v in defaults)) or (
+            kwdefaults and any(type(v) not in _PLAIN for v in kwdefaults.values())
+        ):
             return None
         code = f.__code__
         names = self._names.get(code)
         if names is None:
             names = self._names[code] = (*_BASE_GLOBALS, *sorted(_global_names(code)))
         g = f.__globals__
-        values: list[Any] = []
+        values = [g.get(name, _MISSING) for name in names]
         uses_module = False
         registered = None
-        for name in names:
-            value = g.get(name, _MISSING)
-            if isinstance(value, types.ModuleType):
-                if registered is None:
-                    registered = cloudpickle.list_registry_pickle_by_value()
-                mod = value.__name__
-                if mod == "__main__" or sys.modules.get(mod) is not value or any(
-                    mod == r or mod.startswith(r + ".") for r in registered
-                ):
-                    return None  # pickled by value: its contents may change
-                uses_module = True
-            elif value is not _MISSING and type(value) not in _PLAIN:
+        for value in values:
+            if value is _MISSING or type(value) in _PLAIN:
+                continue
+            if not isinstance(value, types.ModuleType):
                 return None
-            values.append(value)
+            if registered is None:
+                registered = cloudpickle.list_registry_pickle_by_value()
+            mod = value.__name__
+            if mod == "__main__" or sys.modules.get(mod) is not value or any(
+                mod == r or mod.startswith(r + ".") for r in registered
+            ):
+                return None  # pickled by value: its contents may change
+            uses_module = True
         annotations = f.__annotations__
-        return (code, f.__name__, f.__qualname__, f.__doc__, f.__defaults__, f.__kwdefaults__,
-                *kwdefaults.values(), annotations, *annotations.keys(), *annotations.values(),
-                *values, len(sys.modules) if uses_module else None)
+        fingerprint = (code, f.__name__, f.__qualname__, f.__doc__, defaults, kwdefaults,
+                       *(kwdefaults.values() if kwdefaults else ()), annotations, *annotations.keys(),
+                       *annotations.values(), *values)
+        return fingerprint, (len(sys.modules) if uses_module else None)

@@ -25,6 +25,29 @@ def test_apply_flavours(rc):
     assert view.apply(add, 1).get(timeout=10) == [1, 1, 1, 1]
 
 
+def test_blocking_call_records_what_an_async_one_does(rc):
+    """A blocking call makes no AsyncResult; its history, metadata and result are kept all the same."""
+    from datetime import datetime
+
+    view = rc[1]
+    assert view.apply_sync(add, 2, b=5) == 7
+    mid = view.history[-1]
+    assert rc.history[-1] == mid and mid not in rc.outstanding
+    md = rc.metadata[mid]
+    assert md["engine_id"] == 1 and md["status"] == "ok"
+    assert all(isinstance(md[k], datetime) for k in ("submitted", "started", "completed", "received"))
+    assert md["submitted"] <= md["received"]
+    assert rc.get_result(mid).get(timeout=10) == 7
+    with pytest.raises(hpcpar.RemoteError):  # one engine named by an int: its own error, not a CompositeError
+        view.apply_sync(add, 1, "x")
+    assert rc.metadata[view.history[-1]]["status"] == "error"
+    assert rc[[1]].apply_sync(add, 1, 1) == [2]
+    with pytest.raises(hpcpar.CompositeError):
+        rc[[1]].apply_sync(add, 1, "x")
+    assert rc[[0, 1]].push({"pushed": 3}, block=True) == [None, None]
+    assert rc[1].pull("pushed", block=True) == 3
+
+
 def test_lambdas_and_closures_travel(rc):
     k = 10
 

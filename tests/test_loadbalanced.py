@@ -26,6 +26,16 @@ def test_apply_returns_scalar(rc):
     assert isinstance(ar.engine_id, int)
 
 
+def test_blocking_apply_records_history_and_metadata(rc):
+    lb = rc.load_balanced_view()
+    assert lb.apply_sync(pow, 2, 3) == 8
+    mid = lb.history[-1]
+    assert rc.history[-1] == mid and mid not in rc.outstanding
+    assert rc.metadata[mid]["engine_id"] in rc.ids and rc.metadata[mid]["status"] == "ok"
+    with pytest.raises(hpcpar.RemoteError):
+        lb.apply_sync(pow, 2, "x")
+
+
 def test_work_spreads_over_all_engines(rc):
     lb = rc.load_balanced_view()
     pids = lb.map_sync(pid_after, [0.1] * 8)

@@ -42,18 +42,24 @@ _METADATA_KEYS = {
 }
 
 
+_UTC = timezone.utc
+_fromtimestamp = datetime.fromtimestamp
+
+
 def _ts(value: float | None) -> datetime | None:
-    return None if value is None else datetime.fromtimestamp(value, timezone.utc)
+    return None if value is None else _fromtimestamp(value, _UTC)
 
 
 class Metadata(dict):
     """Per-message metadata; keys are also attributes (``md.engine_id``)."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__({k: (list(v) if isinstance(v, list) else v) for k, v in _METADATA_KEYS.items()})
+        # Made for every task: a copy of the defaults (all immutable) and fresh containers.
+        super().__init__(_METADATA_KEYS)
         self["outputs"] = []
         self["data"] = {}
-        self.update(*args, **kwargs)
+        if args or kwargs:
+            self.update(*args, **kwargs)
 
     def __getattr__(self, key: str) -> Any:
         try:
@@ -63,6 +69,15 @@ class Metadata(dict):
 
     def __setattr__(self, key: str, value: Any) -> None:
         self[key] = value
+
+
+def raise_failures(results: list[Any], single: bool, fname: str) -> None:
+    """Re-raise the remote failure among a call's results (CompositeError for several messages)."""
+    errors = [r for r in results if isinstance(r, BaseException)]
+    if errors:
+        if single and len(results) == 1:
+            raise errors[0]
+        raise CompositeError(f"one or more exceptions raised in: {fname}", errors)
 
 
 def _seconds(delta: Any) -> float:
@@ -100,8 +115,8 @@ class AsyncResult(concurrent.futures.Future):
 
     def _msg_done(self, msg_id: str) -> None:
         self._remaining.discard(msg_id)
-        if not self._remaining and not super().done():
-            try:
+        if not self._remaining:
+            try:  # raises if already finished (or cancelled): cheaper than asking done() first
                 super().set_result(None)
             except concurrent.futures.InvalidStateError:
                 pass
@@ -147,11 +162,7 @@ class AsyncResult(concurrent.futures.Future):
         if self._have_result:
             return self._result_cache
         results = self._raw_results()
-        errors = [r for r in results if isinstance(r, BaseException)]
-        if errors:
-            if self._single_result and len(results) == 1:
-                raise errors[0]
-            raise CompositeError(f"one or more exceptions raised in: {self._fname}", errors)
+        raise_failures(results, self._single_result, self._fname)
         self._result_cache = self._reconstruct(results)
         self._have_result = True
         return self._result_cache

@@ -29,7 +29,7 @@ from ..error import (
     TaskTimeout,
 )
 from ..paths import ProfileDir
-from .asyncresult import AsyncResult, Metadata, _ts
+from .asyncresult import AsyncResult, Metadata, _ts, raise_failures
 from .hubqueries import HubQueries
 from .transport import REJECTED, Transport
 
@@ -372,7 +372,7 @@ class Client(HubQueries):
             md["execution_count"] = m["execution_count"]
         if m.get("status") == "error":
             md["error"] = {k: m.get(k) for k in ("ename", "evalue", "traceback")}
-        with self._cond:
+        with self._lock:  # self._cond's lock; a plain `with` skips Condition's Python-level __enter__
             self._replies[msg_id] = (m, msg.payload, buffers)
             self.outstanding.discard(msg_id)
             waiting = self._pending.pop(msg_id, ())
@@ -403,7 +403,8 @@ class Client(HubQueries):
         with self._lock:
             self.results[msg_id] = value
             self._finished.append(msg_id)
-            self._trim_caches()
+            if self.results_limit is not None:
+                self._trim_caches()
         return value
 
     def _refetch(self, msg_id: str) -> Any:
@@ -468,7 +469,7 @@ class Client(HubQueries):
         if msg_type == "apply_request" and self._pickler == "cloudpickle" and type(obj) is tuple and len(obj) == 3:
             obj = (self._functions.wrap(obj[0]), *obj[1:])  # an unchanged function is not pickled again
         payload, buffers = serialize.dumps(obj, self._pickler) if obj is not None else (b"", [])
-        extra = dict(header_extra or {})
+        extra = header_extra or {}
         paths: list[Path] = []
         if self._shm_key is not None:
             meta = {**(meta or {}), "shm_key": self._shm_key}  # the engine may answer through shm
@@ -478,10 +479,10 @@ class Client(HubQueries):
                     meta["shm"] = descriptors
                     # Tells the hub not to store it (the files go away), and the load
                     # balancer to give it only to engines on this host.
-                    extra.update(shm=True, shm_host=self._shm_key)
+                    extra = {**extra, "shm": True, "shm_host": self._shm_key}
         if route == "direct":
             targets = list(targets or [])
-            if len(set(targets)) != len(targets):
+            if len(targets) > 1 and len(set(targets)) != len(targets):
                 twice = sorted(t for t, n in collections.Counter(targets).items() if n > 1)
                 raise ValueError(f"targets name engine(s) {twice} more than once; "
                                  "a direct request runs once per engine: list each engine once")
@@ -510,6 +511,8 @@ class Client(HubQueries):
 
     def _release_shm(self, msg_id: str) -> None:
         """A final reply arrived: the request's files go once every target has answered."""
+        if msg_id not in self._shm_files:
+            return  # the common case, without the lock: entries are added before their request is sent
         with self._lock:
             files = self._shm_files.pop(msg_id, None)
             if files is None:
@@ -519,7 +522,8 @@ class Client(HubQueries):
         if done:
             sharedmem.unlink(files.paths)
 
-    def _track(self, msg_ids: list[str], header: dict[str, Any], ar: AsyncResult, targets: Any = None) -> None:
+    def _track(self, msg_ids: list[str], header: dict[str, Any], ar: AsyncResult | None,
+               targets: Any = None) -> None:
         submitted = _ts(header["date"])
         with self._lock:
             for i, mid in enumerate(msg_ids):
@@ -528,13 +532,38 @@ class Client(HubQueries):
                     md["engine_id"] = targets[i]
                 self.metadata[mid] = md
                 self.outstanding.add(mid)
-                self._pending.setdefault(mid, []).append(ar)
+                if ar is not None:
+                    self._pending.setdefault(mid, []).append(ar)
                 self.history.append(mid)
 
-    def _send_tracked(self, msg_ids, frames, header, ar: AsyncResult, targets: Any = None) -> AsyncResult:
+    def _send_tracked(self, msg_ids, frames, header, ar: AsyncResult | None, targets: Any = None) -> Any:
+        """Register and send a request; ``ar`` (None for a blocking call, see
+        ``_wait_results``) is told as its messages finish."""
         self._track(msg_ids, header, ar, targets)
         self._send(frames)
         return ar
+
+    def _wait_results(self, msg_ids: list[str], single: bool, fname: str) -> Any:
+        """What a blocking call returns, as ``AsyncResult.get()`` would: nobody sees an
+        AsyncResult of a blocking call, so none is made (no Future to set up, set and
+        wait on, a good part of the client's work in a small blocking apply)."""
+        outstanding = self.outstanding
+        if len(msg_ids) == 1:
+            mid = msg_ids[0]
+
+            def done() -> bool:
+                return mid not in outstanding
+        else:
+            def done() -> bool:
+                return outstanding.isdisjoint(msg_ids)
+
+        self._receive_until(done, None)
+        if not done():  # another thread receives for everyone: wait for its deliveries
+            with self._cond:
+                self._cond.wait_for(done)
+        results = [self._result(m) for m in msg_ids]
+        raise_failures(results, single, fname)
+        return results[0] if single else results
 
     # -- engines ---------------------------------------------------------------------------------
 
@@ -551,6 +580,8 @@ class Client(HubQueries):
             yield self[eid]
 
     def _build_targets(self, targets: Any) -> list[int]:
+        if type(targets) is int and targets in self._engines:
+            return [targets]  # the common case (rc[i]) without sorting every id
         ids = self.ids
         if targets is None or targets == "all":
             if not ids:

@@ -24,6 +24,8 @@ import zmq
 
 from ..wire import drain, send_frames
 
+zmq_poll = zmq.zmq_poll
+
 try:  # the C functions: signal.signal() and getsignal() wrap handlers in enums, 15 us per swap
     from _signal import getsignal as _getsignal
     from _signal import signal as _setsignal
@@ -91,7 +93,8 @@ class Transport:
         self._monitor = self.socket.get_monitor_socket(zmq.EVENT_CONNECTED | zmq.EVENT_DISCONNECTED)
         self._was_disconnected = False
         self.closed = False
-        self._rx_poller = self._poller()  # for callers receiving: used by one owner at a time
+        self._poll_items = [(self.socket, zmq.POLLIN), (self._io_end, zmq.POLLIN), (self._monitor, zmq.POLLIN)]
+        self._main_ident = threading.main_thread().ident
         self.thread = threading.Thread(target=self._loop, name="hpcpar-client-io", daemon=True)
         self.thread.start()
 
@@ -111,12 +114,10 @@ class Transport:
 
     # -- receiving: whoever holds ``_rx`` --------------------------------------------------
 
-    def _poller(self) -> zmq.Poller:
-        poller = zmq.Poller()
-        poller.register(self.socket, zmq.POLLIN)
-        poller.register(self._io_end, zmq.POLLIN)
-        poller.register(self._monitor, zmq.POLLIN)
-        return poller
+    def _poll(self, timeout_ms: int = -1) -> dict[Any, int]:
+        """What is ready on the receiving socket, the pipe from users and the monitor
+        (pyzmq's zmq_poll itself: zmq.Poller.poll only adds a Python layer to it)."""
+        return dict(zmq_poll(self._poll_items, timeout_ms))
 
     def _service(self, events: dict[Any, int]) -> None:
         """Handle what ``poll`` reported: sends queued for the receiving socket,
@@ -138,7 +139,7 @@ class Transport:
         if self.socket in events:
             previous: Any = None
             deferred: list[Any] = []
-            if threading.current_thread() is threading.main_thread():
+            if threading.get_ident() == self._main_ident:
                 # A Ctrl-C in the middle of a delivery would lose that message: hold it until after.
                 previous = _getsignal(_SIGINT)
                 if callable(previous):
@@ -182,11 +183,9 @@ class Transport:
         self._rx_holds += 1
         deadline = None if timeout is None else time.monotonic() + timeout
         try:
-            poller = self._rx_poller
             while not done() and not self._close_seen:
-                wait = None if deadline is None else max(0.0, deadline - time.monotonic())
-                events = dict(poller.poll(None if wait is None else int(wait * 1000) + 1))
-                self._service(events)
+                wait = -1 if deadline is None else int(max(0.0, deadline - time.monotonic()) * 1000) + 1
+                self._service(self._poll(wait))
                 if deadline is not None and time.monotonic() >= deadline:
                     return
         finally:
@@ -196,14 +195,13 @@ class Transport:
 
     def _loop(self) -> None:
         self._io_ident = threading.get_ident()
-        poller = self._poller()
         self._rx.acquire()
         held = True
         try:
             while True:
                 self._owner = self._io_ident
                 while not self._close_seen and not self._pause_asked:
-                    self._service(dict(poller.poll()))
+                    self._service(self._poll())
                 if self._close_seen:
                     return
                 self._pause_asked = False

@@ -173,6 +173,13 @@ class DirectView(View):
 
     def _send(self, msg_type: str, targets: Any, *, obj: Any = None, meta: dict | None = None,
               fname: str = "", block: bool = False) -> AsyncResult:
+        """Send to the targets; an AsyncResult of the call."""
+        return self._call(msg_type, targets, obj=obj, meta=meta, fname=fname, block=block, wait=False)
+
+    def _call(self, msg_type: str, targets: Any, *, obj: Any = None, meta: dict | None = None,
+              fname: str = "", block: bool = False, wait: bool | None = None) -> Any:
+        """Send to the targets; with ``wait`` (default: ``block``) wait and return the
+        result (raising the failure), else an AsyncResult of the call."""
         client = self.client
         target_list = self._target_list(targets)
         # Coalesced replies all arrive when the last engine is done: right for a
@@ -182,6 +189,10 @@ class DirectView(View):
         extra = {"label": self.label, "coalesce": coalesce and len(target_list) > 1}
         msg_ids, frames, header = client._submit(msg_type, route="direct", targets=target_list, meta=meta,
                                                  obj=obj, header_extra=extra)
+        if block if wait is None else wait:
+            client._send_tracked(msg_ids, frames, header, None, target_list)
+            self.history.extend(msg_ids)
+            return client._wait_results(msg_ids, self._single(targets), fname or msg_type)
         ar = AsyncResult(client, msg_ids, fname=fname or msg_type, targets=target_list,
                          single=self._single(targets))
         client._send_tracked(msg_ids, frames, header, ar, target_list)
@@ -190,10 +201,8 @@ class DirectView(View):
     def _really_apply(self, f: Any, args: tuple = (), kwargs: dict | None = None, block: bool | None = None,
                       targets: Any = None, track: bool | None = None) -> Any:
         _warn_mpi_subset(self, targets)
-        block = self._block(block)
-        ar = self._send("apply_request", targets, obj=(f, tuple(args), dict(kwargs or {})), fname=_fname(f),
-                        block=block)
-        return ar.get() if block else ar
+        return self._call("apply_request", targets, obj=(f, tuple(args), dict(kwargs or {})), fname=_fname(f),
+                          block=self._block(block))
 
     def map(self, f: Any, *sequences: Any, block: bool | None = None, track: bool | None = None,
             return_exceptions: bool = False, targets: Any = None) -> Any:
@@ -239,18 +248,16 @@ class DirectView(View):
         """Set names in the engines' namespaces. Arrays travel zero-copy."""
         if not isinstance(ns, dict):
             raise TypeError(f"push takes a dict of names to values, not {type(ns).__name__}")
-        block = self._block(block)
-        ar = self._send("apply_request", targets, obj=(engine_builtins.push, (ns,), {}), fname="push", block=block)
-        return ar.get() if block else ar
+        return self._call("apply_request", targets, obj=(engine_builtins.push, (ns,), {}), fname="push",
+                          block=self._block(block))
 
     update = push
 
     def pull(self, names: str | list[str] | tuple[str, ...], targets: Any = None, block: bool | None = None) -> Any:
         if not isinstance(names, (str, list, tuple)):
             raise TypeError("pull takes a name or a list of names")
-        block = self._block(block)
-        ar = self._send("apply_request", targets, obj=(engine_builtins.pull, (names,), {}), fname="pull", block=block)
-        return ar.get() if block else ar
+        return self._call("apply_request", targets, obj=(engine_builtins.pull, (names,), {}), fname="pull",
+                          block=self._block(block))
 
     get = pull
 
@@ -398,10 +405,13 @@ class LoadBalancedView(View):
     def _really_apply(self, f: Any, args: tuple = (), kwargs: dict | None = None, block: bool | None = None,
                       **options: Any) -> Any:
         ids, frames, header = self._submit_one((f, tuple(args), dict(kwargs or {})), _fname(f))
+        if self._block(block):  # no AsyncResult, as in DirectView._call
+            self.client._send_tracked(ids, frames, header, None)
+            self.history.extend(ids)
+            return self.client._wait_results(ids, True, _fname(f))
         ar = AsyncResult(self.client, ids, fname=_fname(f), single=True)
         self.client._send_tracked(ids, frames, header, ar)
-        self._record(ar)
-        return ar.get() if self._block(block) else ar
+        return self._record(ar)
 
     def map(self, f: Any, *sequences: Any, block: bool | None = None, chunksize: int = 1, ordered: bool = True,
             return_exceptions: bool = False, track: bool | None = None) -> Any:
