@@ -77,6 +77,7 @@ class Executor:
         # (msg_id, out, err) of the request running now, for live output.
         self.live: tuple[str, Capture, Capture] | None = None
         self.live_outputs: display.Collector | None = None  # rich outputs of that request
+        self.loader = serialize.RequestLoader()  # rebuilds a resent function without unpickling it
         display.install()
 
     def run(self, msg: wire.Message, msg_id: str) -> tuple[dict[str, Any], bytes, list[Any]]:
@@ -123,7 +124,7 @@ class Executor:
     # -- request types ------------------------------------------------------------
 
     def do_apply(self, msg: wire.Message) -> Any:
-        f, args, kwargs = serialize.loads(msg.payload, msg.buffers)
+        f, args, kwargs = self.loader.loads(msg.payload, msg.buffers)
         rebind = self.ns.rebinder.rebind
         f = rebind(f)
         args = [rebind(a) for a in args]
