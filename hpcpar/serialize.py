@@ -257,7 +257,9 @@ class RequestLoader:
         if _STAND_IN_CALL not in bytes(data[:64]):
             return loads(data, buffers)
         try:
-            return _RequestUnpickler(data, buffers, self._function).load()
+            unpickler = _RequestUnpickler(io.BytesIO(data), buffers=buffers)
+            unpickler.load_function = self._function
+            return unpickler.load()
         except Exception as e:
             raise SerializationError(f"could not deserialize: {type(e).__name__}: {e}") from e
 
@@ -278,15 +280,13 @@ class RequestLoader:
 
 
 class _RequestUnpickler(pickle.Unpickler):
-    """Routes the stand-in's ``_pickle.loads`` call to the engine's recipes."""
+    """Routes the stand-in's ``_pickle.loads`` call to :meth:`RequestLoader._function`."""
 
-    def __init__(self, data: Any, buffers: Any, load_function: Any) -> None:
-        super().__init__(io.BytesIO(data), buffers=buffers)
-        self._load_function = load_function
+    load_function: Any
 
     def find_class(self, module: str, name: str) -> Any:
         if module == "_pickle" and name == "loads":
-            return self._load_function
+            return self.load_function
         return super().find_class(module, name)
 
 
@@ -318,8 +318,9 @@ def _recipe(f: Any) -> tuple | None:
 
 def _rebuild(recipe: tuple) -> Any:
     code, globals_, name, qualname, doc, module, defaults, kwdefaults, annotations, modules = recipe
-    if any(sys.modules.get(m.__name__) is not m for m in modules):
-        return None
+    for m in modules:
+        if sys.modules.get(m.__name__) is not m:
+            return None
     f = types.FunctionType(code, dict(globals_), name, defaults)
     f.__qualname__ = qualname
     f.__doc__ = doc
