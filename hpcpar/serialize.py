@@ -7,6 +7,8 @@ Functions, lambdas and closures go through cloudpickle by default.
 
 from __future__ import annotations
 
+import builtins
+import io
 import pickle
 import sys
 import types
@@ -234,3 +236,109 @@ class FunctionCache:
                        *(kwdefaults.values() if kwdefaults else ()), annotations, *annotations.keys(),
                        *annotations.values(), *values)
         return fingerprint, (len(sys.modules) if uses_module else None)
+
+
+# How a _Pickled stand-in begins in a request's pickle: a call to _pickle.loads.
+_STAND_IN_CALL = b"\x8c\x07_pickle\x94\x8c\x05loads\x94\x93"
+_BUILTINS_MODULES = frozenset({"builtins"})
+_BUILTINS = builtins.__dict__  # what cloudpickle gives a function as __builtins__
+
+
+class RequestLoader:
+    """Unpickles requests on an engine, building the functions a client's
+    :class:`FunctionCache` sent from a kept recipe instead of unpickling them
+    again.
+
+    Unpickling a function with cloudpickle costs more than the rest of a small
+    request. A stand-in's bytes name the function exactly, so the same bytes
+    always unpickle to the same thing; what the engine must not share between
+    calls is anything mutable. A recipe is kept only for a function without
+    closure or attributes whose defaults, annotations and globals are plain
+    immutable values, builtin types or modules imported by name; each use
+    builds a new function object with its own copies of the globals, keyword
+    defaults and annotations dicts, as a fresh unpickle would.
+    """
+
+    MAX_RECIPES = 128
+    MAX_PICKLE = 64 * 1024  # bigger pickles (large constants) are not worth keeping
+
+    def __init__(self) -> None:
+        self._recipes: dict[bytes, tuple] = {}
+
+    def loads(self, data: Any, buffers: Any = ()) -> Any:
+        if _STAND_IN_CALL not in bytes(data[:64]):
+            return loads(data, buffers)
+        try:
+            unpickler = _RequestUnpickler(io.BytesIO(data), buffers=buffers)
+            unpickler.load_function = self._function
+            return unpickler.load()
+        except Exception as e:
+            raise SerializationError(f"could not deserialize: {type(e).__name__}: {e}") from e
+
+    def _function(self, data: bytes) -> Any:
+        recipe = self._recipes.get(data)
+        if recipe is not None:
+            f = _rebuild(recipe)
+            if f is not None:
+                return f
+            del self._recipes[data]  # a module it uses was replaced: unpickle afresh
+        f = pickle.loads(data)
+        recipe = _recipe(f) if len(data) <= self.MAX_PICKLE else None
+        if recipe is not None:
+            if len(self._recipes) >= self.MAX_RECIPES:
+                del self._recipes[next(iter(self._recipes))]  # the oldest
+            self._recipes[data] = recipe
+        return f
+
+
+class _RequestUnpickler(pickle.Unpickler):
+    """Routes the stand-in's ``_pickle.loads`` call to :meth:`RequestLoader._function`."""
+
+    load_function: Any
+
+    def find_class(self, module: str, name: str) -> Any:
+        if module == "_pickle" and name == "loads":
+            return self.load_function
+        return super().find_class(module, name)
+
+
+def _immutable(value: Any) -> bool:
+    return type(value) in _PLAIN or (isinstance(value, type) and value.__module__ in _BUILTINS_MODULES)
+
+
+def _recipe(f: Any) -> tuple | None:
+    """What :func:`_rebuild` needs to make ``f`` again, or None if ``f`` holds mutable state."""
+    if type(f) is not types.FunctionType or f.__module__ != "__main__" or f.__closure__ is not None or f.__dict__:
+        return None
+    kwdefaults = f.__kwdefaults__ or {}
+    annotations = f.__annotations__
+    if not all(_immutable(v) for v in (*(f.__defaults__ or ()), *kwdefaults.values(), *annotations.values())):
+        return None
+    modules = []
+    for value in f.__globals__.values():
+        if value is _BUILTINS:
+            continue  # the interpreter's own, shared by every unpickled function alike
+        if isinstance(value, types.ModuleType):
+            if sys.modules.get(value.__name__) is not value:
+                return None  # pickled by value: its contents may change
+            modules.append(value)
+        elif not _immutable(value):
+            return None
+    return (f.__code__, dict(f.__globals__), f.__name__, f.__qualname__, f.__doc__, f.__module__,
+            f.__defaults__, f.__kwdefaults__ and dict(f.__kwdefaults__), dict(annotations), tuple(modules))
+
+
+def _rebuild(recipe: tuple) -> Any:
+    code, globals_, name, qualname, doc, module, defaults, kwdefaults, annotations, modules = recipe
+    for m in modules:
+        if sys.modules.get(m.__name__) is not m:
+            return None
+    f = types.FunctionType(code, dict(globals_), name, defaults)
+    f.__qualname__ = qualname
+    f.__doc__ = doc
+    f.__module__ = module
+    if kwdefaults:
+        f.__kwdefaults__ = dict(kwdefaults)
+    if annotations:
+        f.__annotations__ = dict(annotations)
+    return f

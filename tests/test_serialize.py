@@ -6,6 +6,8 @@ import math
 import sys
 import types
 
+import cloudpickle
+
 from hpcpar import serialize
 
 SCALE = 2
@@ -88,3 +90,61 @@ def test_module_functions_are_left_to_pickle_by_reference():
     cache = serialize.FunctionCache()
     assert cache.wrap(math.floor) is math.floor
     assert cache.wrap(serialize.dumps) is serialize.dumps
+
+
+def _loads(f, times=2):
+    """What an engine gets from requests that carry the same stand-in for ``f``."""
+    loader = serialize.RequestLoader()
+    payload = serialize.dumps((serialize._Pickled(cloudpickle.dumps(f, protocol=5)), (), {}))[0]
+    return (loader.loads(payload)[0] for _ in range(times))
+
+
+def test_a_resent_function_is_a_new_equal_function_each_time():
+    f = _interactive("def scaled(x: int, *, k=3) -> int:\n    'doc'\n    return SCALE * x * k + math.floor(0.5)\n",
+                     "scaled")
+    f.__annotations__["x"] = int  # a type, as without `from __future__ import annotations`
+    loaded = _loads(f, 3)
+    first, second = next(loaded), next(loaded)
+    assert first is not second and first.__globals__ is not second.__globals__
+    for g in (first, second):
+        assert g(2) == 12 and g(2, k=1) == 4
+        assert (g.__name__, g.__qualname__, g.__doc__, g.__module__) == ("scaled", "scaled", "doc", "__main__")
+        assert g.__annotations__ == {"x": int, "return": "int"} and g.__kwdefaults__ == {"k": 3}
+    # What one call does to its function does not reach the next call's.
+    for earlier in (first, second):
+        earlier.__kwdefaults__["k"] = 100
+        earlier.__annotations__["x"] = str
+        earlier.__globals__["SCALE"] = 7
+        earlier.tag = "set by an earlier task"
+    third = next(loaded)
+    assert third(2) == 12 and not hasattr(third, "tag") and third.__annotations__["x"] is int
+
+
+def test_functions_with_mutable_state_are_unpickled_afresh_each_time():
+    counter = _interactive("def outer():\n    n = [0]\n    def inc():\n        n[0] += 1\n        return n[0]\n"
+                           "    return inc\n", "outer")()
+    counter.__module__ = "__main__"
+    first, second = _loads(counter)
+    assert (first(), second()) == (1, 1)
+    appends = _interactive("def appends():\n    ITEMS.append(0)\n    return len(ITEMS)\n", "appends")
+    first, second = _loads(appends)
+    assert (first(), second()) == (2, 2)
+    with_default = _interactive("def f(a=[]):\n    a.append(1)\n    return len(a)\n", "f")
+    first, second = _loads(with_default)
+    assert (first(), second()) == (1, 1)
+
+
+def test_a_module_replaced_in_sys_modules_is_seen_by_the_next_request():
+    name = "hpcpar_test_replaced_module"
+    old = sys.modules[name] = types.ModuleType(name)
+    try:
+        globals()["replaced"] = old
+        f = _interactive("def which():\n    return replaced\n", "which")
+        loader = serialize.RequestLoader()
+        payload = serialize.dumps((serialize._Pickled(cloudpickle.dumps(f, protocol=5)), (), {}))[0]
+        assert loader.loads(payload)[0]() is old
+        new = sys.modules[name] = types.ModuleType(name)
+        assert loader.loads(payload)[0]() is new
+    finally:
+        del sys.modules[name]
+        globals().pop("replaced", None)

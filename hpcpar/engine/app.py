@@ -242,18 +242,19 @@ class Engine:
             if descriptors:
                 meta["shm"] = descriptors  # the client maps and removes the files
                 shm_reply = True
-        meta["engine_info"] = {"engine_id": self.id, "engine_uuid": self.uuid,
-                               "method": msg.msg_type.removesuffix("_request")}
+        method = msg.msg_type.removesuffix("_request")
+        meta["engine_info"] = {"engine_id": self.id, "engine_uuid": self.uuid, "method": method}
         header = self.signer.header(
-            msg.msg_type.removesuffix("_request") + "_reply",
+            method + "_reply",
             parent=msg_id,
             client=msg.header.get("session"),
             engine_id=self.id,
             started=started,
             completed=wire.now(),
             status="unmet" if meta.get("ename") == "UnmetDependency" else meta["status"],
-            **({"shm": True} if shm_reply else {}),
         )
+        if shm_reply:
+            header["shm"] = True
         wire.send_frames(self.work, self.signer.pack(header, meta, payload, buffers))
 
     def _attach_shm(self, msg: wire.Message) -> str | None:

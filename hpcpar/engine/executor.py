@@ -14,7 +14,7 @@ import linecache
 import os
 import sys
 import traceback
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from .. import serialize, wire
@@ -22,6 +22,7 @@ from . import display
 from .namespace import Namespace
 
 _ENGINE_DIR = os.path.dirname(os.path.abspath(__file__))
+_NONE_PAYLOAD = serialize.dumps(None)[0]  # what most tasks return, pickled once (any pickler writes it alike)
 
 
 class Capture(io.TextIOBase):
@@ -43,13 +44,6 @@ class Capture(io.TextIOBase):
 
     def getvalue(self) -> str:
         return "".join(self.parts)
-
-
-@dataclass
-class Outcome:
-    status: str = "ok"
-    result: Any = None
-    meta: dict[str, Any] = field(default_factory=dict)
 
 
 def format_remote_traceback(exc: BaseException) -> list[str]:
@@ -77,6 +71,7 @@ class Executor:
         # (msg_id, out, err) of the request running now, for live output.
         self.live: tuple[str, Capture, Capture] | None = None
         self.live_outputs: display.Collector | None = None  # rich outputs of that request
+        self.loader = serialize.RequestLoader()  # rebuilds a resent function without unpickling it
         display.install()
 
     def run(self, msg: wire.Message, msg_id: str) -> tuple[dict[str, Any], bytes, list[Any]]:
@@ -87,43 +82,45 @@ class Executor:
         self.running = msg_id
         self.live_outputs = display.begin(out, err)
         self.live = (msg_id, out, err)
-        outcome = Outcome()
+        error = None
         try:
             handler = getattr(self, "do_" + msg.msg_type.removesuffix("_request"), None)
             if handler is None:
                 raise ValueError(f"engine does not understand {msg.msg_type!r}")
-            outcome.result = handler(msg)
+            result = handler(msg)
         except BaseException as e:  # noqa: BLE001 - user code may raise anything, even SystemExit
-            outcome.status = "error"
-            outcome.meta = error_meta(e)
-            outcome.result = None
+            error = error_meta(e)
+            result = None
         finally:
             self.running = None
             self.live = None
             collector = display.end()
             self.live_outputs = None
             sys.stdout, sys.stderr = real_out, real_err
-        meta = {"status": outcome.status, "stdout": out.getvalue(), "stderr": err.getvalue(), **outcome.meta}
+        meta = {"status": "ok", "stdout": out.getvalue(), "stderr": err.getvalue()}
+        if error is not None:
+            meta.update(error)
         if collector is not None and collector.outputs:
             meta["outputs"] = collector.outputs
-        if isinstance(outcome.result, _ExecuteResult):
-            meta["execution_count"] = outcome.result.count
-            if outcome.result.data is not None:
-                meta["execute_result"] = outcome.result.data
-            outcome.result = None
-        pickler = msg.header.get("pickler", "cloudpickle")
+        if isinstance(result, _ExecuteResult):
+            meta["execution_count"] = result.count
+            if result.data is not None:
+                meta["execute_result"] = result.data
+            result = None
+        if result is None:
+            return meta, _NONE_PAYLOAD, []
         try:
-            payload, buffers = serialize.dumps(outcome.result, pickler)
+            payload, buffers = serialize.dumps(result, msg.header.get("pickler", "cloudpickle"))
         except serialize.SerializationError as e:
             meta.update(status="error", ename="SerializationError", evalue=str(e),
                         traceback=[f"SerializationError: the result could not be sent back: {e}"])
-            payload, buffers = serialize.dumps(None)
+            payload, buffers = _NONE_PAYLOAD, []
         return meta, payload, buffers
 
     # -- request types ------------------------------------------------------------
 
     def do_apply(self, msg: wire.Message) -> Any:
-        f, args, kwargs = serialize.loads(msg.payload, msg.buffers)
+        f, args, kwargs = self.loader.loads(msg.payload, msg.buffers)
         rebind = self.ns.rebinder.rebind
         f = rebind(f)
         args = [rebind(a) for a in args]
