@@ -16,6 +16,7 @@ import argparse
 import contextlib
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -90,6 +91,7 @@ def simulated_cluster(n: int, procs: int, forwarders: int = 0, fwd_procs: list |
             except subprocess.TimeoutExpired:
                 p.kill()
                 p.wait()
+        shutil.rmtree(pdir, ignore_errors=True)
 
 
 def measure(n: int, procs: int, hold: float, rounds: int, forwarders: int = 0) -> dict:

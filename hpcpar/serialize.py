@@ -175,7 +175,8 @@ class FunctionCache:
 
     def __init__(self) -> None:
         self._entries: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
-        self._names: dict[types.CodeType, tuple[str, ...]] = {}
+        # Weak: a session that redefines functions for hours makes a new code object each time.
+        self._names: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
     def wrap(self, f: Any) -> Any:
         """``f``, or a stand-in that unpickles to the same function, cheaper to pickle."""

@@ -148,3 +148,17 @@ def test_a_module_replaced_in_sys_modules_is_seen_by_the_next_request():
     finally:
         del sys.modules[name]
         globals().pop("replaced", None)
+
+
+def test_the_cache_forgets_functions_that_are_gone():
+    """A session that redefines a function many times must not keep every version."""
+    import gc
+
+    cache = serialize.FunctionCache()
+    for i in range(50):
+        f = _interactive(f"def redefined(x):\n    return x + {i}\n", "redefined")
+        assert _call(cache.wrap(f), 1) == 1 + i
+    del f
+    globals().pop("redefined")
+    gc.collect()
+    assert len(cache._entries) == 0 and len(cache._names) == 0
