@@ -212,8 +212,8 @@ def _forged_push(rc: hpcpar.Client, eid: int, descriptor: list) -> AsyncResult:
     payload, buffers = serialize.dumps((engine_builtins.push, ({"f": np.ones(512)},), {}))
     assert len(buffers) == 1
     header = rc._signer.header("apply_request", route="direct", targets=[eid],
-                               pickler="cloudpickle", shm=True)
-    frames = rc._signer.pack(header, {"shm": [descriptor], "shm_key": rc._shm_key}, payload, [])
+                               pickler="cloudpickle", shm=True, shm_key=rc._shm_key)
+    frames = rc._signer.pack(header, {"shm": [descriptor]}, payload, [])
     msg_ids = [targetset.task_id(header["msg_id"], eid)]
     ar = AsyncResult(rc, msg_ids, fname="push", targets=[eid], single=True)
     return rc._send_tracked(msg_ids, frames, header, ar, [eid])

@@ -472,14 +472,16 @@ class Client(HubQueries):
         extra = header_extra or {}
         paths: list[Path] = []
         if self._shm_key is not None:
-            meta = {**(meta or {}), "shm_key": self._shm_key}  # the engine may answer through shm
+            # In the header, which every hop reads anyway: an engine on this host may answer
+            # through shm, and a request with nothing else in its meta sends the empty one.
+            extra = {**extra, "shm_key": self._shm_key}
             if buffers and self._all_local(targets if route == "direct" else extra.get("lb_targets")):
                 buffers, descriptors, paths = sharedmem.export(buffers, self._shm_prefix, self._shm_limit)
                 if descriptors:
-                    meta["shm"] = descriptors
+                    meta = {**(meta or {}), "shm": descriptors}
                     # Tells the hub not to store it (the files go away), and the load
-                    # balancer to give it only to engines on this host.
-                    extra = {**extra, "shm": True, "shm_host": self._shm_key}
+                    # balancer to give it only to engines on this host (shm_key).
+                    extra["shm"] = True
         if route == "direct":
             targets = list(targets or [])
             if len(targets) > 1 and len(set(targets)) != len(targets):

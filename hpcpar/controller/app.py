@@ -637,8 +637,8 @@ class Controller:
             header["targets"] = [info["engine_id"]]
         # The original client's host key must not make the engine answer the asking client
         # (maybe on another host) through shared memory.
-        meta = {k: v for k, v in old.meta.items() if k != "shm_key"}
-        frames = self.signer.pack(header, meta, stored[3], stored[4:])
+        header.pop("shm_key", None)
+        frames = self.signer.pack(header, old.meta, stored[3], stored[4:])
         msg = self.signer.unpack(frames)
         state = self._resubmits.get(parent)
         if state is not None:

@@ -40,7 +40,7 @@ class LoadBalancer:
         timeout = h.get("timeout")
         task.deadline = time.monotonic() + float(timeout) if timeout else None
         if h.get("shm"):
-            task.host_key = h.get("shm_host") or ""
+            task.host_key = h.get("shm_key") or ""
         self._place(task)
 
     def _place(self, task: Task) -> None:

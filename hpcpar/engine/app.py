@@ -237,7 +237,7 @@ class Engine:
         else:
             meta, payload, buffers = self.executor.run(msg, msg_id)
         shm_reply = False
-        if buffers and self.shm_key is not None and _meta_or_empty(msg).get("shm_key") == self.shm_key:
+        if buffers and self.shm_key is not None and msg.header.get("shm_key") == self.shm_key:
             buffers, descriptors, _ = sharedmem.export(buffers, self.shm_prefix, self.shm_limit)
             if descriptors:
                 meta["shm"] = descriptors  # the client maps and removes the files
@@ -259,11 +259,12 @@ class Engine:
 
     def _attach_shm(self, msg: wire.Message) -> str | None:
         """Put a request's shared-memory buffers in place; the problem's text if that fails."""
-        meta = _meta_or_empty(msg)
-        descriptors = meta.get("shm")
+        if not msg.header.get("shm"):
+            return None  # the client marks every request whose data is in shm (and only those)
+        descriptors = _meta_or_empty(msg).get("shm")
         if descriptors is None:
-            return None
-        if self.shm_key is None or meta.get("shm_key") != self.shm_key:
+            return "the request is marked as sent through shared memory but lists no shared-memory buffers"
+        if self.shm_key is None or msg.header.get("shm_key") != self.shm_key:
             return ("the request's data was sent through shared memory from another host (or to an engine "
                     "with shared memory turned off); submit it again, or use Client(shared_memory=False)")
         try:
