@@ -47,6 +47,12 @@ def now() -> float:
     return time.time()
 
 
+def failure_meta(ename: str, evalue: str, traceback_line: str | None = None) -> dict[str, Any]:
+    """The meta of an error reply made by hpcpar itself (not raised by user code)."""
+    return {"status": "error", "origin": "hpcpar", "ename": ename, "evalue": evalue,
+            "traceback": [traceback_line or f"{ename}: {evalue}"]}
+
+
 # Most frames on the request path are bytes already (wire.drain copies small ones):
 # the type test spares them hasattr's failed look-up.
 def _bytes(frame: Any) -> bytes:

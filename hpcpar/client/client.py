@@ -350,9 +350,7 @@ class Client(HubQueries):
                         "Client(shared_memory=False)")
                 buffers = sharedmem.attach(buffers, m["shm"], self._shm_prefix, remove=True)
             except sharedmem.SharedMemoryError as e:
-                m = {**m, "status": "error", "origin": "hpcpar", "ename": "SharedMemoryError",
-                     "evalue": f"the result could not be read: {e}",
-                     "traceback": [f"SharedMemoryError: the result could not be read: {e}"]}
+                m = {**m, **wire.failure_meta("SharedMemoryError", f"the result could not be read: {e}")}
         md = self.metadata.get(msg_id)
         if md is None:
             md = self.metadata[msg_id] = Metadata(msg_id=msg_id)

@@ -464,14 +464,8 @@ class Controller:
             started=None,
             completed=wire.now(),
         )
-        meta = {
-            "status": "error",
-            "origin": "hpcpar",
-            "ename": ename,
-            "evalue": evalue,
-            "traceback": [f"{ename}: {evalue}"],
-            "engine_info": {"engine_id": task.engine_id, "method": task.header.get("msg_type")},
-        }
+        meta = wire.failure_meta(ename, evalue)
+        meta["engine_info"] = {"engine_id": task.engine_id, "method": task.header.get("msg_type")}
         frames = self.signer.pack(header, meta)
         self.hub.finished(task.msg_id, header, frames)
         self.lb.task_finished(task.msg_id, False, task.engine_id)

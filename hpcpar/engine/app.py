@@ -226,13 +226,11 @@ class Engine:
         shm_problem = None
         if abort or msg_id in self.aborted:
             self.aborted.discard(msg_id)
-            meta = {"status": "error", "origin": "hpcpar", "ename": "TaskAborted",
-                    "evalue": f"task {msg_id} was aborted before it started",
-                    "traceback": ["TaskAborted: aborted before it started"]}
+            meta = wire.failure_meta("TaskAborted", f"task {msg_id} was aborted before it started",
+                                     "TaskAborted: aborted before it started")
             payload, buffers = b"", []
         elif (shm_problem := self._attach_shm(msg)) is not None:
-            meta = {"status": "error", "origin": "hpcpar", "ename": "SharedMemoryError",
-                    "evalue": shm_problem, "traceback": [f"SharedMemoryError: {shm_problem}"]}
+            meta = wire.failure_meta("SharedMemoryError", shm_problem)
             payload, buffers = b"", []
         else:
             meta, payload, buffers = self.executor.run(msg, msg_id)
