@@ -84,6 +84,14 @@ class View:
         self.history.extend(ar.msg_ids)
         return ar
 
+    def _send_and_wait(self, msg_ids: list[str], frames: list[Any], header: dict[str, Any], single: bool,
+                       fname: str, targets: list[int] | None = None) -> Any:
+        """A blocking call: send, wait, return what ``AsyncResult.get()`` would, without
+        making the AsyncResult nobody sees (see ``Client._wait_results``)."""
+        self.client._send_tracked(msg_ids, frames, header, None, targets)
+        self.history.extend(msg_ids)
+        return self.client._wait_results(msg_ids, single, fname)
+
     # -- apply -------------------------------------------------------------------------------
 
     def _really_apply(self, f: Any, args: tuple = (), kwargs: dict | None = None, block: bool | None = None,
@@ -190,9 +198,7 @@ class DirectView(View):
         msg_ids, frames, header = client._submit(msg_type, route="direct", targets=target_list, meta=meta,
                                                  obj=obj, header_extra=extra)
         if block if wait is None else wait:
-            client._send_tracked(msg_ids, frames, header, None, target_list)
-            self.history.extend(msg_ids)
-            return client._wait_results(msg_ids, self._single(targets), fname or msg_type)
+            return self._send_and_wait(msg_ids, frames, header, self._single(targets), fname or msg_type, target_list)
         ar = AsyncResult(client, msg_ids, fname=fname or msg_type, targets=target_list,
                          single=self._single(targets))
         client._send_tracked(msg_ids, frames, header, ar, target_list)
@@ -405,10 +411,8 @@ class LoadBalancedView(View):
     def _really_apply(self, f: Any, args: tuple = (), kwargs: dict | None = None, block: bool | None = None,
                       **options: Any) -> Any:
         ids, frames, header = self._submit_one((f, tuple(args), dict(kwargs or {})), _fname(f))
-        if self._block(block):  # no AsyncResult, as in DirectView._call
-            self.client._send_tracked(ids, frames, header, None)
-            self.history.extend(ids)
-            return self.client._wait_results(ids, True, _fname(f))
+        if self._block(block):
+            return self._send_and_wait(ids, frames, header, True, _fname(f))
         ar = AsyncResult(self.client, ids, fname=_fname(f), single=True)
         self.client._send_tracked(ids, frames, header, ar)
         return self._record(ar)
