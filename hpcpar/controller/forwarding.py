@@ -87,7 +87,7 @@ class Forwarding:
         to the forwarders below it go ahead of it on the same pipe."""
         for path in sorted(self.forwarders, key=len, reverse=True):
             try:
-                self.sock.send_multipart([*path, relay.SELF, *frames], copy=False)
+                self._send([*path, relay.SELF, *frames])
             except zmq.ZMQError:
                 pass
 
