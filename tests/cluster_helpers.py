@@ -13,6 +13,15 @@ def hpcpar_cmd(*args: str) -> list[str]:
     return [sys.executable, "-m", "hpcpar", *args]
 
 
+def stop_profile(profile: str, check: bool = True) -> None:
+    """``hpcpar stop --profile PROFILE``; with ``check``, it must succeed."""
+    import subprocess
+
+    stop = subprocess.run(hpcpar_cmd("stop", "--profile", profile), capture_output=True, text=True, timeout=90)
+    if check:
+        assert stop.returncode == 0, stop.stderr
+
+
 def start_cluster(n: int, profile: str, controller_args_extra: list[str] | None = None, **kwargs):
     import hpcpar.cluster
 

@@ -13,7 +13,7 @@ import socket
 import subprocess
 
 import pytest
-from cluster_helpers import check_batch_job_gone, hpcpar_cmd
+from cluster_helpers import check_batch_job_gone, hpcpar_cmd, stop_profile
 from systems import CI_ENV, require_system
 from test_mpi import require_mpi
 
@@ -72,10 +72,9 @@ def test_slurm_job_runs_one_forwarder_per_node_and_stop_leaves_no_process(system
             pids = [ProcessRef.of(e["pid"]) for e in rc._engines.values()] + [ProcessRef.of(fwd["pid"])]
         assert list(pd.security.glob("*-forwarder-*.json"))  # the forwarder wrote its file
     except BaseException:
-        subprocess.run(hpcpar_cmd("stop", "--profile", profile), capture_output=True, timeout=90)
+        stop_profile(profile, check=False)
         raise
-    stop = subprocess.run(hpcpar_cmd("stop", "--profile", profile), capture_output=True, text=True, timeout=90)
-    assert stop.returncode == 0, stop.stderr
+    stop_profile(profile)
     check_batch_job_gone(launcher, pids)
     assert not list(pd.security.glob("*-forwarder-*.json"))
 

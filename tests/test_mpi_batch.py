@@ -15,7 +15,7 @@ import sys
 import time
 
 import pytest
-from cluster_helpers import FAST_HEARTBEAT, check_batch_job_gone
+from cluster_helpers import FAST_HEARTBEAT, check_batch_job_gone, stop_profile
 from systems import CI_ENV, PBS_BIN, require_system
 from test_mpi import require_mpi
 
@@ -121,10 +121,9 @@ def test_hpcpar_start_and_stop_an_mpi_job_in_slurm_from_the_profile(hpcpar_dir) 
             assert rc[:]["job"] == launcher.job_ids * 2 and rc[:]["t"] == [2, 2]
             pids = [ProcessRef.of(e["pid"]) for e in rc._engines.values()]
     except BaseException:
-        subprocess.run(hpcpar_cmd("stop", "--profile", profile), capture_output=True, timeout=90)
+        stop_profile(profile, check=False)
         raise
-    stop = subprocess.run(hpcpar_cmd("stop", "--profile", profile), capture_output=True, text=True, timeout=90)
-    assert stop.returncode == 0, stop.stderr
+    stop_profile(profile)
     check_batch_job_gone(launcher, pids)
 
 
