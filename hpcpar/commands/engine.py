@@ -92,15 +92,7 @@ def _local_forwarder_info(profile_dir, cluster_id: str, wait: float):
 
 
 def _alive(pid: object) -> bool:
-    """Is ``pid`` a process on this host? Files without a pid (older forwarders) count as live."""
-    import os
+    """Is ``pid`` a live process on this host? Files without a pid (older forwarders) count as live."""
+    from ..launchers.process import process_start_time
 
-    if not isinstance(pid, int):
-        return True
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+    return not isinstance(pid, int) or process_start_time(pid) is not None
