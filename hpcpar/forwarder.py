@@ -139,7 +139,7 @@ class Forwarder:
 
     def _send_down(self, route: list[Any]) -> None:
         try:
-            self.down.send_multipart(route, copy=False)
+            wire.send_frames(self.down, route)
             self.relayed_down += 1
         except zmq.ZMQError as e:
             if e.errno != zmq.EHOSTUNREACH:
@@ -210,7 +210,7 @@ class Forwarder:
                 if not b.waiting or b.nbytes >= BATCH_BYTES:
                     self._flush(b)
                 return
-        self.up.send_multipart([RELAYED, *frames], copy=False)
+        wire.send_frames(self.up, [RELAYED, *frames])
         self.relayed_up += 1
 
     @staticmethod
@@ -257,10 +257,10 @@ class Forwarder:
             self.batches.pop(mid, None)
         b.waiting.clear()
         if len(b.parts) == 1:
-            self.up.send_multipart([RELAYED, *b.parts[0]], copy=False)
+            wire.send_frames(self.up, [RELAYED, *b.parts[0]])
         elif b.parts:
             counts = json.dumps([len(p) for p in b.parts]).encode()
-            self.up.send_multipart([BATCHED, counts, *(f for p in b.parts for f in p)], copy=False)
+            wire.send_frames(self.up, [BATCHED, counts, *(f for p in b.parts for f in p)])
         self.relayed_up += 1 if b.parts else 0
         b.parts = []
 
