@@ -5,7 +5,7 @@ written for ipyparallel.
 """
 
 from . import error
-from .dependency import Dependency, depend, dependent, require
+from .client.dependency import Dependency, depend, dependent, require
 from .error import (
     CompositeError,
     EngineError,
@@ -27,6 +27,7 @@ _LAZY = {
     "AsyncMapResult": "client",
     "AsyncResult": "client",
     "Client": "client",
+    "BroadcastView": "client",
     "DirectView": "client",
     "LoadBalancedView": "client",
     "ViewExecutor": "client",
@@ -65,6 +66,7 @@ def interactive(f):
 __all__ = [
     "AsyncMapResult",
     "AsyncResult",
+    "BroadcastView",
     "Client",
     "Cluster",
     "CompositeError",

@@ -1,17 +1,35 @@
-"""The client side: Client, views and AsyncResult."""
+"""The client side: Client, views and AsyncResult.
 
-from .asyncresult import AsyncMapResult, AsyncResult, Metadata
-from .client import Client, ConnectionRejected
-from .view import DirectView, LoadBalancedView, View, ViewExecutor
+Names are imported on first use: engines import ``hpcpar`` (and, through
+``hpcpar.require``, ``hpcpar.client.dependency``) and must not pay for the
+client's machinery (zmq sockets, views) they never use.
+"""
 
-__all__ = [
-    "AsyncMapResult",
-    "AsyncResult",
-    "Client",
-    "ConnectionRejected",
-    "DirectView",
-    "LoadBalancedView",
-    "Metadata",
-    "View",
-    "ViewExecutor",
-]
+from __future__ import annotations
+
+_LAZY = {
+    "AsyncMapResult": "asyncresult",
+    "AsyncResult": "asyncresult",
+    "Metadata": "asyncresult",
+    "Client": "client",
+    "ConnectionRejected": "channel",
+    "View": "view",
+    "DirectView": "directview",
+    "BroadcastView": "broadcastview",
+    "LoadBalancedView": "loadbalanced",
+    "ViewExecutor": "executor",
+}
+
+
+def __getattr__(name: str):
+    import importlib
+
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'hpcpar.client' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{module}", __name__), name)
+    globals()[name] = value
+    return value
+
+
+__all__ = sorted(_LAZY)

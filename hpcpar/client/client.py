@@ -1,7 +1,8 @@
-"""Client: a connection to one cluster's controller.
+"""Client: a connection to one cluster's controller, its engines and views.
 
-All traffic goes through one socket to the controller's client port (see
-transport.py), so a single forwarded port is enough to work from a laptop.
+The work is shared with mixins, one job each: channel.py (connecting, and what
+the controller sends), submission.py (requests out, results in) and
+hubqueries.py (what the hub's task records answer).
 """
 
 from __future__ import annotations
@@ -12,55 +13,22 @@ import logging
 import os
 import threading
 import time
-from pathlib import Path
 from typing import Any
 
-from .. import serialize, sharedmem, targetset, wire
-from ..connection import ConnectionFileError, ConnectionInfo
-from ..error import (
-    DependencyTimeout,
-    EngineError,
-    HpcparError,
-    ImpossibleDependency,
-    KernelError,
-    NoEnginesRegistered,
-    RemoteError,
-    TaskAborted,
-    TaskTimeout,
-)
-from ..paths import ProfileDir
-from .asyncresult import AsyncResult, Metadata, _ts, raise_failures
+from .. import serialize, sharedmem, wire
+from ..error import NoEnginesRegistered
+from .asyncresult import AsyncResult, Metadata
+from .channel import Channel, ConnectionRejected
 from .hubqueries import HubQueries
-from .transport import REJECTED, Transport
+from .submission import Submission, _ShmFiles
+from .transport import Transport
 
 log = logging.getLogger("hpcpar.client")
 
-# Failures the controller or engine reports on its own behalf map to these classes.
-_OWN_ERRORS: dict[str, type[KernelError]] = {
-    "EngineError": EngineError,
-    "TaskAborted": TaskAborted,
-    "TaskTimeout": TaskTimeout,
-    "ImpossibleDependency": ImpossibleDependency,
-    "DependencyTimeout": DependencyTimeout,
-    "SharedMemoryError": sharedmem.SharedMemoryError,
-}
+__all__ = ["Client", "ConnectionRejected"]
 
 
-class _ShmFiles:
-    """A request's shared-memory files, and how many of its targets have not answered."""
-
-    __slots__ = ("paths", "remaining")
-
-    def __init__(self, paths: list[Path], remaining: int) -> None:
-        self.paths = paths
-        self.remaining = remaining
-
-
-class ConnectionRejected(HpcparError):
-    """The controller refused this client's messages (wrong key)."""
-
-
-class Client(HubQueries):
+class Client(Channel, Submission, HubQueries):
     """A connection to a running cluster.
 
     ``Client()`` uses the default profile; also ``Client("path/client.json")``,
@@ -142,429 +110,6 @@ class Client(HubQueries):
             if self._tunnel is not None:
                 self._tunnel.close()
             raise
-
-    # -- connecting --------------------------------------------------------------------
-
-    @staticmethod
-    def _resolve(connection_info, url_file, profile, profile_dir, cluster_id, timeout) -> tuple[ConnectionInfo, str]:
-        if isinstance(connection_info, dict):
-            return ConnectionInfo.from_dict(connection_info, "connection_info dict"), "connection_info dict"
-        path = connection_info or url_file
-        if path is not None:
-            text = str(path)
-            if text.startswith("tcp://"):
-                raise ConnectionFileError(
-                    f"{text!r} is a URL; pass the path of the cluster's client connection file "
-                    "(<profile>/security/hpcpar-client.json), which also holds the key"
-                )
-            p = Path(text).expanduser()
-        else:
-            pd = ProfileDir(Path(profile_dir)) if profile_dir else ProfileDir.for_profile(profile)
-            p = pd.client_file(cluster_id or "")
-            if cluster_id is None and not p.exists():
-                others = sorted(pd.security.glob("hpcpar-*-client.json")) if pd.security.is_dir() else []
-                if len(others) == 1:
-                    p = others[0]
-        deadline = time.monotonic() + max(0.0, timeout)
-        while not p.exists() and time.monotonic() < deadline:
-            time.sleep(0.05)
-        return ConnectionInfo.load(p), str(p)
-
-    def _connect(self, timeout: float) -> None:
-        urls = self._info.urls
-        per_url = timeout if len(urls) == 1 else max(1.0, timeout / len(urls))
-        last_error: BaseException | None = None
-        for url in urls:
-            self._transport = Transport(url, self.session.encode(), self._on_frames, on_reconnect=self._resync)
-            try:
-                self._request("connect_request", {}, timeout=per_url, first=True)
-            except (TimeoutError, ConnectionRejected) as e:
-                last_error = e
-                self._transport.close()
-                self._transport = None
-                if isinstance(e, ConnectionRejected):
-                    raise
-                continue
-            self._auto_activate()  # the engine list was taken from the reply as it arrived
-            return
-        raise TimeoutError(
-            f"no controller answered at {', '.join(urls)} within {timeout:.0f} s "
-            f"(connection file {self._source}); is the cluster running? Check with 'hpcpar list'"
-        ) from last_error
-
-    def _request(self, msg_type: str, meta: dict[str, Any], timeout: float | None = None,
-                 first: bool = False) -> wire.Message:
-        """A request answered by the controller itself (``first``: sent on the
-        receiving socket, so the controller has seen it before it answers)."""
-        header = self._signer.header(msg_type, route="controller")
-        fut: concurrent.futures.Future = concurrent.futures.Future()
-        with self._lock:
-            self._requests[header["msg_id"]] = fut
-        frames = self._signer.pack(header, meta)
-        if first:
-            if self._transport is None or self._closed:
-                raise RuntimeError("this client is closed; create a new hpcpar.Client()")
-            self._transport.send_on_receiving_socket(frames)
-        else:
-            self._send(frames)
-        wait = timeout if timeout is not None else self.timeout
-        start = time.monotonic()
-        self._receive_until(fut.done, wait)
-        try:
-            return fut.result(None if wait is None else max(0.0, wait - (time.monotonic() - start)))
-        except concurrent.futures.TimeoutError:
-            raise TimeoutError(f"the controller did not answer {msg_type} in time") from None
-        finally:
-            with self._lock:
-                self._requests.pop(header["msg_id"], None)
-
-    def _receive_until(self, done: Any, timeout: float | None) -> None:
-        """Wait by receiving on this thread when it can (see transport.py): the
-        reply then needs no hand-off from the I/O thread."""
-        transport = self._transport
-        if transport is not None and not done():
-            transport.receive_until(done, timeout)
-
-    def _send(self, frames: list[Any]) -> None:
-        if self._transport is None or self._closed:
-            raise RuntimeError("this client is closed; create a new hpcpar.Client()")
-        self._transport.send(frames)
-
-    # -- the I/O thread's side -------------------------------------------------------------
-
-    def _on_frames(self, frames: list[Any]) -> None:
-        if len(frames) == 2 and frames[0].bytes == REJECTED:
-            self._on_rejected(frames[1].bytes.decode(errors="replace"))
-            return
-        try:
-            msg = self._signer.unpack(frames)
-        except wire.BadMessage as e:
-            log.warning("dropped a message from the controller: %s", e)
-            return
-        mt = msg.msg_type
-        if mt == "coalesced_reply":
-            # One message carrying every engine's reply to a broadcast; each inner
-            # reply keeps its engine's signature and is verified on its own.
-            start = 0
-            for count in msg.header.get("counts", []):
-                self._on_frames(msg.buffers[start : start + count])
-                start += count
-            return
-        parent = msg.header.get("parent")
-        if parent is not None:
-            fut = self._requests.get(parent)
-            if fut is not None:
-                if mt == "connect_reply":
-                    # Here, in arrival order: an engine_registered right behind the reply
-                    # must not be undone by the waiting thread applying an older list.
-                    self._set_engines(msg.meta.get("engines", []))
-                fut.set_result(msg)
-                return
-            if mt.endswith("_reply"):
-                for msg_id in self._parts_refused(parent) if mt == "error_reply" else [parent]:
-                    self._on_task_reply(msg_id, msg)
-                return
-        if mt == "stream":
-            self._on_stream(msg)
-        elif mt == "display_data":
-            self._on_display(msg)
-        elif mt == "engine_registered":
-            eng = msg.meta["engine"]
-            with self._cond:
-                self._engines[int(eng["id"])] = eng
-                self._mpi_engines += bool(eng.get("mpi_world"))
-                self._cond.notify_all()
-        elif mt == "engine_unregistered":
-            with self._cond:
-                gone = self._engines.pop(int(msg.meta["engine"]["id"]), None)
-                self._mpi_engines -= bool(gone and gone.get("mpi_world"))
-                self._cond.notify_all()
-
-    def _set_engines(self, engines: list[dict[str, Any]]) -> None:
-        with self._cond:
-            self._engines = {int(e["id"]): e for e in engines}
-            self._mpi_engines = sum(bool(e.get("mpi_world")) for e in engines)
-            self._cond.notify_all()
-
-    def _on_stream(self, msg: wire.Message) -> None:
-        """Live output of a running request: appended to its metadata as it comes."""
-        msg_id = msg.header.get("parent")
-        name, text = msg.meta.get("name"), msg.meta.get("text", "")
-        if msg_id not in self.outstanding or name not in ("stdout", "stderr"):
-            return  # the final reply, with the whole output, already arrived
-        md = self.metadata.get(msg_id)
-        if md is not None:
-            md[name] = md[name] + text
-        for callback in list(self._stream_callbacks):
-            try:
-                callback(msg_id, msg.header.get("engine_id"), name, text)
-            except Exception:
-                log.exception("a stream callback failed")
-
-    def _on_display(self, msg: wire.Message) -> None:
-        """Live rich output (display()) of a running request."""
-        msg_id = msg.header.get("parent")
-        output = msg.meta.get("output")
-        md = self.metadata.get(msg_id)
-        if msg_id not in self.outstanding or md is None or not isinstance(output, dict):
-            return
-        md["outputs"] = md["outputs"] + [output]
-        for callback in list(self._display_callbacks):
-            try:
-                callback(msg_id, msg.header.get("engine_id"), output, len(md["outputs"]) - 1)
-            except Exception:
-                log.exception("a display callback failed")
-
-    def _on_rejected(self, reason: str) -> None:
-        self._rejected = (
-            f"the controller at {self._transport.url if self._transport else '?'} rejected this "
-            f"client's messages ({reason}). The key in {self._source} does not match the running "
-            "cluster: it was probably restarted; use its current connection file"
-        )
-        with self._lock:
-            futures = list(self._requests.values())
-        for fut in futures:
-            if not fut.done():
-                fut.set_exception(ConnectionRejected(self._rejected))
-
-    def _parts_refused(self, parent: str) -> list[str]:
-        """The controller refused a whole direct request (answering its base msg_id): each
-        target's part fails with that error, so no AsyncResult waits for ever."""
-        prefix = parent + targetset.SEPARATOR
-        with self._lock:
-            if parent in self.outstanding:
-                return [parent]
-            return [m for m in self.outstanding if m.startswith(prefix)] or [parent]
-
-    def _on_task_reply(self, msg_id: str, msg: wire.Message) -> None:
-        h, m = msg.header, msg.meta
-        self._release_shm(msg_id)
-        buffers = msg.buffers
-        if m.get("shm") is not None:
-            try:
-                if h.get("client") != self.session:
-                    # Another client's task we asked for: its files are that client's to read and remove.
-                    raise sharedmem.SharedMemoryError(
-                        "it went through shared memory to the client that submitted the task, which alone "
-                        "receives it (and the hub does not store it); ask that client, or submit with "
-                        "Client(shared_memory=False)")
-                buffers = sharedmem.attach(buffers, m["shm"], self._shm_prefix, remove=True)
-            except sharedmem.SharedMemoryError as e:
-                m = {**m, **wire.failure_meta("SharedMemoryError", f"the result could not be read: {e}")}
-        md = self.metadata.get(msg_id)
-        if md is None:
-            md = self.metadata[msg_id] = Metadata(msg_id=msg_id)
-        md.update(
-            engine_id=h.get("engine_id"),
-            engine_uuid=(m.get("engine_info") or {}).get("engine_uuid"),
-            started=_ts(h.get("started")),
-            completed=_ts(h.get("completed")),
-            received=_ts(time.time()),
-            status=m.get("status", h.get("status")),
-            stdout=m.get("stdout", ""),
-            stderr=m.get("stderr", ""),
-            execute_result=m.get("execute_result"),
-            outputs=m.get("outputs") or [],
-        )
-        if "execution_count" in m:
-            md["execution_count"] = m["execution_count"]
-        if m.get("status") == "error":
-            md["error"] = {k: m.get(k) for k in ("ename", "evalue", "traceback")}
-        with self._lock:  # self._cond's lock; a plain `with` skips Condition's Python-level __enter__
-            self._replies[msg_id] = (m, msg.payload, buffers)
-            self.outstanding.discard(msg_id)
-            waiting = self._pending.pop(msg_id, ())
-            self._cond.notify_all()
-        for ar in waiting:
-            ar._msg_done(msg_id)
-
-    # -- results -------------------------------------------------------------------------
-
-    def _result(self, msg_id: str) -> Any:
-        """The result of one message (an exception object for a failure)."""
-        with self._lock:
-            if msg_id in self.results:
-                return self.results[msg_id]
-            raw = self._replies.pop(msg_id, None)
-        if raw is None:
-            if msg_id in self.outstanding:
-                raise KeyError(f"no result for message {msg_id} yet")
-            return self._refetch(msg_id)
-        meta, payload, buffers = raw
-        if meta.get("status") == "ok":
-            try:
-                value = serialize.loads(payload, buffers)
-            except serialize.SerializationError as e:
-                value = e
-        else:
-            value = self._make_error(meta)
-        with self._lock:
-            self.results[msg_id] = value
-            self._finished.append(msg_id)
-            if self.results_limit is not None:
-                self._trim_caches()
-        return value
-
-    def _refetch(self, msg_id: str) -> Any:
-        """A result dropped from this client's caches: fetch it again from the hub."""
-        with self._lock:
-            self.outstanding.add(msg_id)
-            self.metadata.setdefault(msg_id, Metadata(msg_id=msg_id))
-        self._fetch([msg_id])
-        if not self._wait_msg(msg_id, self.timeout * 3):
-            raise TimeoutError(f"the hub did not send the result of {msg_id} back in time")
-        return self._result(msg_id)
-
-    def _trim_caches(self) -> None:
-        """Keep at most ``results_limit`` finished results (oldest dropped; the hub keeps them)."""
-        limit = self.results_limit
-        if limit is None:
-            return
-        while len(self._finished) > limit:
-            old = self._finished.popleft()
-            if old not in self.outstanding:
-                self.results.pop(old, None)
-                self.metadata.pop(old, None)
-
-    @staticmethod
-    def _make_error(meta: dict[str, Any]) -> BaseException:
-        ename = meta.get("ename") or "UnknownError"
-        evalue = meta.get("evalue") or ""
-        info = meta.get("engine_info") or {}
-        own = _OWN_ERRORS.get(ename) if meta.get("origin") == "hpcpar" else None
-        if own is EngineError:
-            return EngineError(evalue, info)
-        if own is not None:
-            err = own(evalue)
-            err.engine_info = info  # type: ignore[attr-defined]
-            return err
-        return RemoteError(ename, evalue, meta.get("traceback") or [], info)
-
-    def _wait_msg(self, msg_id: str, timeout: float | None = None) -> bool:
-        with self._cond:
-            return self._cond.wait_for(lambda: msg_id not in self.outstanding, timeout)
-
-    def _wait_any(self, msg_ids: list[str]) -> list[str]:
-        with self._cond:
-            self._cond.wait_for(lambda: any(m not in self.outstanding for m in msg_ids))
-            return [m for m in msg_ids if m not in self.outstanding]
-
-    # -- submitting ---------------------------------------------------------------------------
-
-    def _submit(
-        self,
-        msg_type: str,
-        *,
-        route: str,
-        targets: list[int] | None = None,
-        meta: dict[str, Any] | None = None,
-        obj: Any = None,
-        ar_factory: Any = None,
-        header_extra: dict[str, Any] | None = None,
-    ) -> tuple[list[str], list[Any], dict[str, Any]]:
-        """Build one message (for several targets when ``route='direct'``).
-        Returns (msg_ids, frames); the caller registers and sends."""
-        if msg_type == "apply_request" and self._pickler == "cloudpickle" and type(obj) is tuple and len(obj) == 3:
-            obj = (self._functions.wrap(obj[0]), *obj[1:])  # an unchanged function is not pickled again
-        payload, buffers = serialize.dumps(obj, self._pickler) if obj is not None else (b"", [])
-        extra = header_extra or {}
-        paths: list[Path] = []
-        if self._shm_key is not None:
-            # In the header, which every hop reads anyway: an engine on this host may answer
-            # through shm, and a request with nothing else in its meta sends the empty one.
-            extra = {**extra, "shm_key": self._shm_key}
-            if buffers and self._all_local(targets if route == "direct" else extra.get("lb_targets")):
-                buffers, descriptors, paths = sharedmem.export(buffers, self._shm_prefix, self._shm_limit)
-                if descriptors:
-                    meta = {**(meta or {}), "shm": descriptors}
-                    # Tells the hub not to store it (the files go away), and the load
-                    # balancer to give it only to engines on this host (shm_key).
-                    extra["shm"] = True
-        if route == "direct":
-            targets = list(targets or [])
-            if len(targets) > 1 and len(set(targets)) != len(targets):
-                twice = sorted(t for t, n in collections.Counter(targets).items() if n > 1)
-                raise ValueError(f"targets name engine(s) {twice} more than once; "
-                                 "a direct request runs once per engine: list each engine once")
-            # The header stays O(1) in the number of targets (hpcpar/targetset.py): each
-            # engine derives its own msg_id from the base, and runs of ids travel as ranges.
-            header = self._signer.header(msg_type, route="direct", targets=targetset.compact(targets),
-                                         pickler=self._pickler, **extra)
-            msg_ids = [targetset.task_id(header["msg_id"], t) for t in targets]
-        else:
-            header = self._signer.header(msg_type, route=route, pickler=self._pickler, **extra)
-            msg_ids = [header["msg_id"]]
-        if paths:
-            files = _ShmFiles(paths, len(msg_ids))
-            with self._lock:
-                for mid in msg_ids:
-                    self._shm_files[mid] = files
-        frames = self._signer.pack(header, meta, payload, buffers)
-        return msg_ids, frames, header
-
-    def _all_local(self, targets: list[int] | None) -> bool:
-        """Every engine that may get the request shares this host (None: any engine)."""
-        with self._lock:
-            engines = (list(self._engines.values()) if targets is None
-                       else [self._engines.get(t) or {} for t in targets])
-        return bool(engines) and all(e.get("host_key") == self._shm_key for e in engines)
-
-    def _release_shm(self, msg_id: str) -> None:
-        """A final reply arrived: the request's files go once every target has answered."""
-        if msg_id not in self._shm_files:
-            return  # the common case, without the lock: entries are added before their request is sent
-        with self._lock:
-            files = self._shm_files.pop(msg_id, None)
-            if files is None:
-                return
-            files.remaining -= 1
-            done = files.remaining <= 0
-        if done:
-            sharedmem.unlink(files.paths)
-
-    def _track(self, msg_ids: list[str], header: dict[str, Any], ar: AsyncResult | None,
-               targets: Any = None) -> None:
-        submitted = _ts(header["date"])
-        with self._lock:
-            for i, mid in enumerate(msg_ids):
-                md = Metadata(msg_id=mid, submitted=submitted, label=header.get("label"))
-                if isinstance(targets, list) and i < len(targets):
-                    md["engine_id"] = targets[i]
-                self.metadata[mid] = md
-                self.outstanding.add(mid)
-                if ar is not None:
-                    self._pending.setdefault(mid, []).append(ar)
-                self.history.append(mid)
-
-    def _send_tracked(self, msg_ids, frames, header, ar: AsyncResult | None, targets: Any = None) -> Any:
-        """Register and send a request; ``ar`` (None for a blocking call, see
-        ``_wait_results``) is told as its messages finish."""
-        self._track(msg_ids, header, ar, targets)
-        self._send(frames)
-        return ar
-
-    def _wait_results(self, msg_ids: list[str], single: bool, fname: str) -> Any:
-        """What a blocking call returns, as ``AsyncResult.get()`` would: nobody sees an
-        AsyncResult of a blocking call, so none is made (no Future to set up, set and
-        wait on, a good part of the client's work in a small blocking apply)."""
-        outstanding = self.outstanding
-        if len(msg_ids) == 1:
-            mid = msg_ids[0]
-
-            def done() -> bool:
-                return mid not in outstanding
-        else:
-            def done() -> bool:
-                return outstanding.isdisjoint(msg_ids)
-
-        self._receive_until(done, None)
-        if not done():  # another thread receives for everyone: wait for its deliveries
-            with self._cond:
-                self._cond.wait_for(done)
-        results = [self._result(m) for m in msg_ids]
-        raise_failures(results, single, fname)
-        return results[0] if single else results
-
     # -- engines ---------------------------------------------------------------------------------
 
     @property
@@ -600,7 +145,7 @@ class Client(HubQueries):
         return targets
 
     def __getitem__(self, key: Any):
-        from .view import DirectView
+        from .directview import DirectView
 
         ids = self.ids
         if isinstance(key, int):
@@ -620,17 +165,19 @@ class Client(HubQueries):
         raise TypeError(f"index a Client with an int, slice, list or range, not {type(key).__name__}")
 
     def direct_view(self, targets: Any = "all", **kwargs: Any):
-        from .view import DirectView
+        from .directview import DirectView
 
         return DirectView(self, targets, **kwargs)
 
     def broadcast_view(self, targets: Any = "all", is_coalescing: bool = False, **kwargs: Any):
         """For ipyparallel compatibility: every DirectView already sends one message for
         all targets; ``is_coalescing`` also brings the replies back as one message."""
-        return self.direct_view(targets, coalesce=True if is_coalescing else None, **kwargs)
+        from .broadcastview import BroadcastView
+
+        return BroadcastView(self, targets, is_coalescing=is_coalescing, **kwargs)
 
     def load_balanced_view(self, targets: Any = None, **kwargs: Any):
-        from .view import LoadBalancedView
+        from .loadbalanced import LoadBalancedView
 
         return LoadBalancedView(self, targets, **kwargs)
 

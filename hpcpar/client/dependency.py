@@ -13,7 +13,7 @@ import functools
 from collections.abc import Iterable
 from typing import Any
 
-from .error import UnmetDependency
+from ..error import UnmetDependency
 
 
 class Dependency(set):
@@ -40,7 +40,7 @@ class Dependency(set):
 
 
 def _msg_ids(deps: Any) -> list[str]:
-    from .client.asyncresult import AsyncResult
+    from .asyncresult import AsyncResult
 
     if deps is None:
         return []

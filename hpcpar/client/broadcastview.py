@@ -1,0 +1,24 @@
+"""BroadcastView: ipyparallel's name for a DirectView whose replies may come back as one.
+
+Every hpcpar DirectView already sends one message for all its targets; a
+BroadcastView made with ``is_coalescing=True`` also gets all the engines'
+replies back as one message (as DirectView(coalesce=True) does).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from .directview import DirectView
+
+if TYPE_CHECKING:
+    from .client import Client
+
+
+class BroadcastView(DirectView):
+    """A DirectView; ``is_coalescing`` brings the replies back as one message."""
+
+    def __init__(self, client: Client, targets: Any = "all", is_coalescing: bool = False, **flags: Any) -> None:
+        flags.setdefault("coalesce", True if is_coalescing else None)
+        super().__init__(client, targets, **flags)
+        self.is_coalescing = is_coalescing

@@ -1,0 +1,224 @@
+"""The client's connection: finding the controller, requests it answers itself, and
+everything the I/O thread receives (engine lists, live output, task replies).
+
+A mixin of Client. All traffic goes through one socket to the controller's
+client port (see transport.py), so a single forwarded port is enough to work
+from a laptop.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+from .. import targetset, wire
+from ..connection import ConnectionFileError, ConnectionInfo
+from ..error import HpcparError
+from ..paths import ProfileDir
+from .transport import REJECTED, Transport
+
+log = logging.getLogger("hpcpar.client")
+
+
+class ConnectionRejected(HpcparError):
+    """The controller refused this client's messages (wrong key)."""
+
+
+class Channel:
+    """Client methods that talk to the controller and take in what it sends."""
+
+    # -- connecting --------------------------------------------------------------------
+
+    @staticmethod
+    def _resolve(connection_info, url_file, profile, profile_dir, cluster_id, timeout) -> tuple[ConnectionInfo, str]:
+        if isinstance(connection_info, dict):
+            return ConnectionInfo.from_dict(connection_info, "connection_info dict"), "connection_info dict"
+        path = connection_info or url_file
+        if path is not None:
+            text = str(path)
+            if text.startswith("tcp://"):
+                raise ConnectionFileError(
+                    f"{text!r} is a URL; pass the path of the cluster's client connection file "
+                    "(<profile>/security/hpcpar-client.json), which also holds the key"
+                )
+            p = Path(text).expanduser()
+        else:
+            pd = ProfileDir(Path(profile_dir)) if profile_dir else ProfileDir.for_profile(profile)
+            p = pd.client_file(cluster_id or "")
+            if cluster_id is None and not p.exists():
+                others = sorted(pd.security.glob("hpcpar-*-client.json")) if pd.security.is_dir() else []
+                if len(others) == 1:
+                    p = others[0]
+        deadline = time.monotonic() + max(0.0, timeout)
+        while not p.exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        return ConnectionInfo.load(p), str(p)
+
+    def _connect(self, timeout: float) -> None:
+        urls = self._info.urls
+        per_url = timeout if len(urls) == 1 else max(1.0, timeout / len(urls))
+        last_error: BaseException | None = None
+        for url in urls:
+            self._transport = Transport(url, self.session.encode(), self._on_frames, on_reconnect=self._resync)
+            try:
+                self._request("connect_request", {}, timeout=per_url, first=True)
+            except (TimeoutError, ConnectionRejected) as e:
+                last_error = e
+                self._transport.close()
+                self._transport = None
+                if isinstance(e, ConnectionRejected):
+                    raise
+                continue
+            self._auto_activate()  # the engine list was taken from the reply as it arrived
+            return
+        raise TimeoutError(
+            f"no controller answered at {', '.join(urls)} within {timeout:.0f} s "
+            f"(connection file {self._source}); is the cluster running? Check with 'hpcpar list'"
+        ) from last_error
+
+    def _request(self, msg_type: str, meta: dict[str, Any], timeout: float | None = None,
+                 first: bool = False) -> wire.Message:
+        """A request answered by the controller itself (``first``: sent on the
+        receiving socket, so the controller has seen it before it answers)."""
+        header = self._signer.header(msg_type, route="controller")
+        fut: concurrent.futures.Future = concurrent.futures.Future()
+        with self._lock:
+            self._requests[header["msg_id"]] = fut
+        frames = self._signer.pack(header, meta)
+        if first:
+            if self._transport is None or self._closed:
+                raise RuntimeError("this client is closed; create a new hpcpar.Client()")
+            self._transport.send_on_receiving_socket(frames)
+        else:
+            self._send(frames)
+        wait = timeout if timeout is not None else self.timeout
+        start = time.monotonic()
+        self._receive_until(fut.done, wait)
+        try:
+            return fut.result(None if wait is None else max(0.0, wait - (time.monotonic() - start)))
+        except concurrent.futures.TimeoutError:
+            raise TimeoutError(f"the controller did not answer {msg_type} in time") from None
+        finally:
+            with self._lock:
+                self._requests.pop(header["msg_id"], None)
+
+    def _receive_until(self, done: Any, timeout: float | None) -> None:
+        """Wait by receiving on this thread when it can (see transport.py): the
+        reply then needs no hand-off from the I/O thread."""
+        transport = self._transport
+        if transport is not None and not done():
+            transport.receive_until(done, timeout)
+
+    def _send(self, frames: list[Any]) -> None:
+        if self._transport is None or self._closed:
+            raise RuntimeError("this client is closed; create a new hpcpar.Client()")
+        self._transport.send(frames)
+
+    # -- the I/O thread's side -------------------------------------------------------------
+
+    def _on_frames(self, frames: list[Any]) -> None:
+        if len(frames) == 2 and frames[0].bytes == REJECTED:
+            self._on_rejected(frames[1].bytes.decode(errors="replace"))
+            return
+        try:
+            msg = self._signer.unpack(frames)
+        except wire.BadMessage as e:
+            log.warning("dropped a message from the controller: %s", e)
+            return
+        mt = msg.msg_type
+        if mt == "coalesced_reply":
+            # One message carrying every engine's reply to a broadcast; each inner
+            # reply keeps its engine's signature and is verified on its own.
+            start = 0
+            for count in msg.header.get("counts", []):
+                self._on_frames(msg.buffers[start : start + count])
+                start += count
+            return
+        parent = msg.header.get("parent")
+        if parent is not None:
+            fut = self._requests.get(parent)
+            if fut is not None:
+                if mt == "connect_reply":
+                    # Here, in arrival order: an engine_registered right behind the reply
+                    # must not be undone by the waiting thread applying an older list.
+                    self._set_engines(msg.meta.get("engines", []))
+                fut.set_result(msg)
+                return
+            if mt.endswith("_reply"):
+                for msg_id in self._parts_refused(parent) if mt == "error_reply" else [parent]:
+                    self._on_task_reply(msg_id, msg)
+                return
+        if mt == "stream":
+            self._on_stream(msg)
+        elif mt == "display_data":
+            self._on_display(msg)
+        elif mt == "engine_registered":
+            eng = msg.meta["engine"]
+            with self._cond:
+                self._engines[int(eng["id"])] = eng
+                self._mpi_engines += bool(eng.get("mpi_world"))
+                self._cond.notify_all()
+        elif mt == "engine_unregistered":
+            with self._cond:
+                gone = self._engines.pop(int(msg.meta["engine"]["id"]), None)
+                self._mpi_engines -= bool(gone and gone.get("mpi_world"))
+                self._cond.notify_all()
+
+    def _set_engines(self, engines: list[dict[str, Any]]) -> None:
+        with self._cond:
+            self._engines = {int(e["id"]): e for e in engines}
+            self._mpi_engines = sum(bool(e.get("mpi_world")) for e in engines)
+            self._cond.notify_all()
+
+    def _on_stream(self, msg: wire.Message) -> None:
+        """Live output of a running request: appended to its metadata as it comes."""
+        msg_id = msg.header.get("parent")
+        name, text = msg.meta.get("name"), msg.meta.get("text", "")
+        if msg_id not in self.outstanding or name not in ("stdout", "stderr"):
+            return  # the final reply, with the whole output, already arrived
+        md = self.metadata.get(msg_id)
+        if md is not None:
+            md[name] = md[name] + text
+        for callback in list(self._stream_callbacks):
+            try:
+                callback(msg_id, msg.header.get("engine_id"), name, text)
+            except Exception:
+                log.exception("a stream callback failed")
+
+    def _on_display(self, msg: wire.Message) -> None:
+        """Live rich output (display()) of a running request."""
+        msg_id = msg.header.get("parent")
+        output = msg.meta.get("output")
+        md = self.metadata.get(msg_id)
+        if msg_id not in self.outstanding or md is None or not isinstance(output, dict):
+            return
+        md["outputs"] = md["outputs"] + [output]
+        for callback in list(self._display_callbacks):
+            try:
+                callback(msg_id, msg.header.get("engine_id"), output, len(md["outputs"]) - 1)
+            except Exception:
+                log.exception("a display callback failed")
+
+    def _on_rejected(self, reason: str) -> None:
+        self._rejected = (
+            f"the controller at {self._transport.url if self._transport else '?'} rejected this "
+            f"client's messages ({reason}). The key in {self._source} does not match the running "
+            "cluster: it was probably restarted; use its current connection file"
+        )
+        with self._lock:
+            futures = list(self._requests.values())
+        for fut in futures:
+            if not fut.done():
+                fut.set_exception(ConnectionRejected(self._rejected))
+
+    def _parts_refused(self, parent: str) -> list[str]:
+        """The controller refused a whole direct request (answering its base msg_id): each
+        target's part fails with that error, so no AsyncResult waits for ever."""
+        prefix = parent + targetset.SEPARATOR
+        with self._lock:
+            if parent in self.outstanding:
+                return [parent]
+            return [m for m in self.outstanding if m.startswith(prefix)] or [parent]

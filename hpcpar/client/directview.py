@@ -1,0 +1,235 @@
+"""DirectView: work on the engines you name."""
+
+from __future__ import annotations
+
+import builtins
+import contextlib
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from ..engine import builtins as engine_builtins
+from . import partition
+from .asyncresult import AsyncMapResult, AsyncResult
+from .view import View, _fname
+
+if TYPE_CHECKING:
+    from .client import Client
+
+
+class DirectView(View):
+    """Runs work on the engines you name. One message reaches every target; for a
+    blocking call (or always, with ``coalesce=True``) their replies come back as one message."""
+
+    _flag_names = View._flag_names + ("coalesce",)
+
+    def __init__(self, client: Client, targets: Any = "all", **flags: Any) -> None:
+        self.coalesce: bool | None = None  # None: coalesce blocking calls only
+        super().__init__(client, targets if targets is not None else "all", **flags)
+
+    def __len__(self) -> int:
+        return len(self._target_list())
+
+    def _target_list(self, targets: Any = None) -> list[int]:
+        return self.client._build_targets(self._targets if targets is None else targets)
+
+    def _single(self, targets: Any = None) -> bool:
+        return isinstance(self._targets if targets is None else targets, int)
+
+    def _send(self, msg_type: str, targets: Any, *, obj: Any = None, meta: dict | None = None,
+              fname: str = "", block: bool = False) -> AsyncResult:
+        """Send to the targets; an AsyncResult of the call."""
+        return self._call(msg_type, targets, obj=obj, meta=meta, fname=fname, block=block, wait=False)
+
+    def _call(self, msg_type: str, targets: Any, *, obj: Any = None, meta: dict | None = None,
+              fname: str = "", block: bool = False, wait: bool | None = None) -> Any:
+        """Send to the targets; with ``wait`` (default: ``block``) wait and return the
+        result (raising the failure), else an AsyncResult of the call."""
+        client = self.client
+        target_list = self._target_list(targets)
+        # Coalesced replies all arrive when the last engine is done: right for a
+        # blocking call, which waits for all anyway; a non-blocking one keeps
+        # per-engine progress unless coalescing is asked for.
+        coalesce = block if self.coalesce is None else self.coalesce
+        extra = {"label": self.label, "coalesce": coalesce and len(target_list) > 1}
+        msg_ids, frames, header = client._submit(msg_type, route="direct", targets=target_list, meta=meta,
+                                                 obj=obj, header_extra=extra)
+        if block if wait is None else wait:
+            return self._send_and_wait(msg_ids, frames, header, self._single(targets), fname or msg_type, target_list)
+        ar = AsyncResult(client, msg_ids, fname=fname or msg_type, targets=target_list,
+                         single=self._single(targets))
+        client._send_tracked(msg_ids, frames, header, ar, target_list)
+        return self._record(ar)
+
+    def _really_apply(self, f: Any, args: tuple = (), kwargs: dict | None = None, block: bool | None = None,
+                      targets: Any = None, track: bool | None = None) -> Any:
+        _warn_mpi_subset(self, targets)
+        return self._call("apply_request", targets, obj=(f, tuple(args), dict(kwargs or {})), fname=_fname(f),
+                          block=self._block(block))
+
+    def map(self, f: Any, *sequences: Any, block: bool | None = None, track: bool | None = None,
+            return_exceptions: bool = False, targets: Any = None) -> Any:
+        """Split each sequence into one contiguous part per engine; ``f`` maps over its part."""
+        if not sequences:
+            raise TypeError("map needs at least one sequence")
+        target_list = self._target_list(targets)
+        n_items = min(len(s) if hasattr(s, "__len__") else len(list(s)) for s in sequences)
+        parts = [partition.split(s if hasattr(s, "__len__") else list(s), len(target_list)) for s in sequences]
+        client = self.client
+        msg_ids: list[str] = []
+        batches = []
+        for i, eid in enumerate(target_list):
+            obj = (engine_builtins.map_chunk, (f, *[p[i] for p in parts]), {})
+            ids, frames, header = client._submit("apply_request", route="direct", targets=[eid], obj=obj,
+                                                 header_extra={"label": self.label})
+            msg_ids.extend(ids)
+            batches.append((ids, frames, header, eid))
+        ar = AsyncMapResult(client, msg_ids, fname=_fname(f), n_items=n_items)
+        for ids, frames, header, eid in batches:
+            client._send_tracked(ids, frames, header, ar, [eid])
+        self._record(ar)
+        return ar.get() if self._block(block) else ar
+
+    def execute(self, code: str, silent: bool = True, targets: Any = None, block: bool | None = None) -> AsyncResult:
+        """Run code text in each engine's namespace. Returns the AsyncResult
+        (after waiting, and raising any error, when blocking)."""
+        _warn_mpi_subset(self, targets)
+        block = self._block(block)
+        ar = self._send("execute_request", targets, meta={"code": code, "silent": silent}, fname="execute",
+                        block=block)
+        if block:
+            ar.get()
+        return ar
+
+    def run(self, filename: str | Path, targets: Any = None, block: bool | None = None) -> AsyncResult:
+        """Execute a local file's code on the engines."""
+        code = Path(filename).read_text()
+        return self.execute(code, targets=targets, block=block)
+
+    def push(self, ns: dict[str, Any], targets: Any = None, block: bool | None = None,
+             track: bool | None = None) -> Any:
+        """Set names in the engines' namespaces. Arrays travel zero-copy."""
+        if not isinstance(ns, dict):
+            raise TypeError(f"push takes a dict of names to values, not {type(ns).__name__}")
+        return self._call("apply_request", targets, obj=(engine_builtins.push, (ns,), {}), fname="push",
+                          block=self._block(block))
+
+    update = push
+
+    def pull(self, names: str | list[str] | tuple[str, ...], targets: Any = None, block: bool | None = None) -> Any:
+        if not isinstance(names, (str, list, tuple)):
+            raise TypeError("pull takes a name or a list of names")
+        return self._call("apply_request", targets, obj=(engine_builtins.pull, (names,), {}), fname="pull",
+                          block=self._block(block))
+
+    get = pull
+
+    def __setitem__(self, key: str, value: Any) -> None:
+        self.push({key: value}, block=True)
+
+    def __getitem__(self, key: str) -> Any:
+        if not isinstance(key, str):
+            raise TypeError("index a DirectView with a variable name, e.g. view['x']")
+        return self.pull(key, block=True)
+
+    def scatter(self, key: str, seq: Any, dist: str = "b", flatten: bool = False, targets: Any = None,
+                block: bool | None = None, track: bool | None = None) -> Any:
+        """Partition ``seq`` across the engines and push each part as ``key``."""
+        if dist != "b":
+            raise ValueError("only dist='b' (contiguous blocks) is supported")
+        target_list = self._target_list(targets)
+        parts = partition.split(seq, len(target_list))
+        client = self.client
+        msg_ids: list[str] = []
+        batches = []
+        for eid, part in zip(target_list, parts):
+            value = part[0] if flatten and len(part) == 1 else part
+            ids, frames, header = client._submit("apply_request", route="direct", targets=[eid],
+                                                 obj=(engine_builtins.push, ({key: value},), {}))
+            msg_ids.extend(ids)
+            batches.append((ids, frames, header, eid))
+        ar = AsyncMapResult(client, msg_ids, fname="scatter", joiner=lambda results: None)
+        for ids, frames, header, eid in batches:
+            client._send_tracked(ids, frames, header, ar, [eid])
+        self._record(ar)
+        return ar.get() if self._block(block) else ar
+
+    def gather(self, key: str, dist: str = "b", targets: Any = None, block: bool | None = None) -> Any:
+        """Pull ``key`` from each engine and join the parts (inverse of scatter)."""
+        if dist != "b":
+            raise ValueError("only dist='b' (contiguous blocks) is supported")
+        target_list = self._target_list(targets)
+        client = self.client
+        msg_ids: list[str] = []
+        batches = []
+        for eid in target_list:
+            ids, frames, header = client._submit("apply_request", route="direct", targets=[eid],
+                                                 obj=(engine_builtins.pull, (key,), {}))
+            msg_ids.extend(ids)
+            batches.append((ids, frames, header, eid))
+        ar = AsyncMapResult(client, msg_ids, fname="gather", joiner=partition.join)
+        for ids, frames, header, eid in batches:
+            client._send_tracked(ids, frames, header, ar, [eid])
+        self._record(ar)
+        return ar.get() if self._block(block) else ar
+
+    def clear(self, targets: Any = None, block: bool | None = None) -> Any:
+        return self.client.clear(self._targets if targets is None else targets, block=block)
+
+    def shutdown(self, targets: Any = None, restart: bool = False, hub: bool = False,
+                 block: bool | None = None) -> None:
+        return self.client.shutdown(self._targets if targets is None else targets, restart, hub, block)
+
+    def send_signal(self, sig: int | str, targets: Any = None, block: bool | None = None) -> Any:
+        return self.client.send_signal(sig, self._targets if targets is None else targets, block=block)
+
+    def activate(self, suffix: str = "") -> None:
+        """Make ``%px<suffix>``, ``%%px<suffix>``, ``%autopx<suffix>``,
+        ``%pxresult<suffix>`` and ``%pxconfig<suffix>`` run on this view (in IPython)."""
+        from .magics import activate
+
+        activate(self, suffix)
+
+    @contextlib.contextmanager
+    def sync_imports(self, local: bool = True, quiet: bool = False) -> Iterator[None]:
+        """Imports inside this block also run on the engines::
+
+            with view.sync_imports():
+                import numpy
+        """
+        real_import = builtins.__import__
+        caller = sys._getframe(2)
+        statements: list[str] = []
+
+        def recording_import(name, globals=None, locals=None, fromlist=(), level=0):
+            if sys._getframe(1) is caller and level == 0:
+                if fromlist:
+                    statements.append(f"from {name} import {', '.join(fromlist)}")
+                    if not quiet:
+                        for item in fromlist:
+                            print(f"importing {item} from {name} on engine(s)")
+                else:
+                    statements.append(f"import {name}")
+                    if not quiet:
+                        print(f"importing {name} on engine(s)")
+            if local:
+                return real_import(name, globals, locals, fromlist, level)
+            return sys.modules.get(name) or real_import(name, globals, locals, fromlist, level)
+
+        builtins.__import__ = recording_import
+        try:
+            yield
+        finally:
+            builtins.__import__ = real_import
+        if statements:
+            self.execute("\n".join(statements), block=True)
+
+
+def _warn_mpi_subset(view: DirectView, targets: Any) -> None:
+    """MPISubsetWarning when code goes to part of an MPI job (a collective there would hang)."""
+    if not view.client._mpi_engines:
+        return  # the common case, checked in O(1)
+    from ..mpi import warn_if_subset
+
+    warn_if_subset(view.client, view._target_list(targets), stacklevel=3)

@@ -1,0 +1,125 @@
+"""LoadBalancedView: the controller sends each task to an engine of its choosing."""
+
+from __future__ import annotations
+
+import concurrent.futures
+from collections import deque
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any
+
+from ..engine import builtins as engine_builtins
+from . import partition
+from .asyncresult import AsyncMapResult, AsyncResult
+from .dependency import dependency_spec
+from .view import View, _fname
+
+if TYPE_CHECKING:
+    from .client import Client
+
+
+class LoadBalancedView(View):
+    """The controller sends each task to an engine of its choosing."""
+
+    _flag_names = View._flag_names + ("follow", "after", "timeout", "retries")
+
+    def __init__(self, client: Client, targets: Any = None, **flags: Any) -> None:
+        self.follow = None
+        self.after = None
+        self.timeout: float | None = None
+        self.retries = 0
+        super().__init__(client, targets, **flags)
+
+    def __len__(self) -> int:
+        return len(self.client._build_targets(self._targets)) if self._targets is not None else len(self.client.ids)
+
+    def _check_flag(self, name: str, value: Any) -> None:
+        if name in ("after", "follow"):
+            dependency_spec(value)  # raises TypeError for something that is not a dependency
+        if name == "retries" and (not isinstance(value, int) or value < 0):
+            raise ValueError(f"retries must be a non-negative int, got {value!r}")
+        if name == "timeout" and value is not None and not isinstance(value, (int, float)):
+            raise ValueError(f"timeout must be a number of seconds or None, got {value!r}")
+
+    def _header_extra(self) -> dict[str, Any]:
+        extra: dict[str, Any] = {"label": self.label}
+        if self._targets is not None:
+            extra["lb_targets"] = self.client._build_targets(self._targets)
+        if self.retries:
+            extra["retries"] = self.retries
+        if self.timeout:
+            extra["timeout"] = self.timeout
+        for key in ("after", "follow"):
+            spec = dependency_spec(getattr(self, key))
+            if spec:
+                extra[key] = spec
+        return extra
+
+    def _submit_one(self, obj: Any, fname: str) -> tuple[list[str], list[Any], dict[str, Any]]:
+        return self.client._submit("apply_request", route="lb", obj=obj, header_extra=self._header_extra())
+
+    def _really_apply(self, f: Any, args: tuple = (), kwargs: dict | None = None, block: bool | None = None,
+                      **options: Any) -> Any:
+        ids, frames, header = self._submit_one((f, tuple(args), dict(kwargs or {})), _fname(f))
+        if self._block(block):
+            return self._send_and_wait(ids, frames, header, True, _fname(f))
+        ar = AsyncResult(self.client, ids, fname=_fname(f), single=True)
+        self.client._send_tracked(ids, frames, header, ar)
+        return self._record(ar)
+
+    def map(self, f: Any, *sequences: Any, block: bool | None = None, chunksize: int = 1, ordered: bool = True,
+            return_exceptions: bool = False, track: bool | None = None) -> Any:
+        """One load-balanced task per ``chunksize`` items; results come back in order
+        (iteration follows completion order when ``ordered=False``)."""
+        if not sequences:
+            raise TypeError("map needs at least one sequence")
+        seqs = [s if hasattr(s, "__len__") else list(s) for s in sequences]
+        n_items = min(len(s) for s in seqs)
+        chunked = [partition.chunks(s[:n_items], chunksize) for s in seqs]
+        client = self.client
+        batches = []
+        msg_ids: list[str] = []
+        for i in range(len(chunked[0]) if chunked else 0):
+            obj = (engine_builtins.map_chunk, (f, *[c[i] for c in chunked]), {})
+            ids, frames, header = self._submit_one(obj, _fname(f))
+            msg_ids.extend(ids)
+            batches.append((ids, frames, header))
+        ar = AsyncMapResult(client, msg_ids, fname=_fname(f), ordered=ordered, n_items=n_items)
+        for ids, frames, header in batches:
+            client._send_tracked(ids, frames, header, ar)
+        self._record(ar)
+        return ar.get() if self._block(block) else ar
+
+    def imap(self, f: Any, *sequences: Any, ordered: bool = True, max_outstanding: int | str = "auto",
+             return_exceptions: bool = False) -> Iterator[Any]:
+        """Lazily map over (possibly infinite) iterables, keeping at most
+        ``max_outstanding`` tasks in flight (default: twice the engine count)."""
+        limit = max(1, 2 * len(self.client.ids)) if max_outstanding == "auto" else int(max_outstanding)
+        return self._imap(f, zip(*sequences), ordered, limit, return_exceptions)
+
+    def _imap(self, f: Any, args_iter: Iterator[tuple], ordered: bool, limit: int,
+              return_exceptions: bool) -> Iterator[Any]:
+        pending: deque[AsyncResult] = deque()
+
+        def value(ar: AsyncResult) -> Any:
+            try:
+                return ar.get()
+            except Exception as e:
+                if return_exceptions:
+                    return e
+                raise
+
+        def ready() -> Iterator[Any]:
+            if ordered:
+                yield value(pending.popleft())
+                return
+            done, _ = concurrent.futures.wait(pending, return_when=concurrent.futures.FIRST_COMPLETED)
+            for ar in [a for a in pending if a in done]:
+                pending.remove(ar)
+                yield value(ar)
+
+        for args in args_iter:
+            pending.append(self.apply_async(f, *args))
+            while len(pending) >= limit:
+                yield from ready()
+        while pending:
+            yield from ready()
