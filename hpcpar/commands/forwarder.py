@@ -41,7 +41,7 @@ def run(args: argparse.Namespace) -> int:
 
     from ..cli import CommandError
     from ..connection import CONNECTION_ENV, ConnectionFileError, ConnectionInfo
-    from ..forwarder import run_forwarder
+    from ..forwarding.forwarder import run_forwarder
 
     if sum(map(bool, (args.file, args.upstream, args.from_env))) > 1:
         raise CommandError("give one of --file, --upstream and --from-env")

@@ -15,8 +15,9 @@ from collections import OrderedDict, deque
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from .app import Controller, Task
+    from .app import Controller
     from .engines import EngineRecord
+    from .tasks import Task
 
 
 MET, WAIT, IMPOSSIBLE = "met", "wait", "impossible"

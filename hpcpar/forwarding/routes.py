@@ -1,5 +1,5 @@
 """The controller's side of forwarders: which engines sit behind which forwarder, and
-how a message or a broadcast reaches them (see hpcpar/relay.py for the frames).
+how a message or a broadcast reaches them (see relay.py for the frames).
 
 An engine connected directly has an empty path; its messages go out exactly as
 before forwarders existed.
@@ -13,7 +13,8 @@ from typing import Any
 
 import zmq
 
-from .. import relay, wire
+from .. import wire
+from . import relay
 
 
 @dataclass

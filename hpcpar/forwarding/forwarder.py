@@ -31,9 +31,9 @@ from typing import Any
 
 import zmq
 
-from . import wire
-from .connection import ConnectionInfo
-from .netutil import advertised_addresses, bind_address
+from .. import wire
+from ..connection import ConnectionInfo
+from ..netutil import advertised_addresses, bind_address
 from .relay import BATCHED, FANOUT, RELAYED, SELF, fanout_spec, is_mark, read_spec
 
 log = logging.getLogger("hpcpar.forwarder")

@@ -1,0 +1,263 @@
+"""Engine lifecycle: registration, heartbeats (direct and through forwarders),
+death, re-attach after a controller restart (--restore), shutdown.
+
+A mixin of Controller (app.py): its methods run on the controller's loop.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from typing import Any
+
+import zmq
+
+from .. import wire
+from ..connection import ConnectionFileError, ConnectionInfo
+from ..forwarding import relay
+from .engines import EngineRecord
+from .tasks import Task, reply_type_of
+
+log = logging.getLogger("hpcpar.controller")
+
+PING_EVERY = 3.0  # seconds between heartbeat replies to one engine
+
+
+class EngineLifecycle:
+    def _load_previous_connection(self) -> None:
+        """--restore: same key and ports, so surviving engines and clients reconnect by themselves."""
+        c = self.config
+        try:
+            client = ConnectionInfo.load(c.profile_dir.client_file(c.cluster_id))
+            engine = ConnectionInfo.load(c.profile_dir.engine_file(c.cluster_id))
+        except ConnectionFileError as e:
+            raise SystemExit(f"cannot restore: {e}") from None
+        c.key = client.key
+        c.port = c.port or int(client.urls[0].rsplit(":", 1)[1])
+        c.engine_port = c.engine_port or int(engine.urls[0].rsplit(":", 1)[1])
+
+    def _restore_state(self, backend: Any) -> None:
+        try:
+            known = json.loads(self.config.engines_path.read_text())
+        except (OSError, ValueError):
+            known = {}
+        self.engines.expect({uuid: int(eid) for uuid, eid in known.get("engines", {}).items()},
+                            int(known.get("next_id", 0)))
+        # Tasks in flight when the old controller died will never be answered by
+        # the engines. Load-balanced ones whose retries allow run again (same
+        # msg_id, so the waiting client gets the result); the others fail, and
+        # the failure is stored so a client that asks (or resyncs) gets it.
+        lost = backend.find({"completed": {"$exists": False}},
+                            ["msg_id", "session", "msg_type", "engine_id", "request"])
+        retried = 0
+        for rec in lost:
+            if self._retry_after_restart(rec):
+                retried += 1
+                continue
+            task = Task(rec["session"].encode() if rec.get("session") else b"", rec["msg_id"],
+                        reply_type_of(rec.get("msg_type") or "apply_request"), rec.get("engine_id"), False, {})
+            self.fail_task(task, "EngineError", "the controller restarted while this task was in flight; "
+                           "resubmit it (rc.resubmit) if it should run", notify=False)
+        if lost:
+            log.warning("restored: of %d tasks in flight at the crash, %d run again (retries), %d failed",
+                        len(lost), retried, len(lost) - retried)
+
+    def _retry_after_restart(self, rec: dict[str, Any]) -> bool:
+        try:
+            msg = self.signer.unpack(rec.get("request") or [])
+        except wire.BadMessage:
+            return False
+        retries = int(msg.header.get("retries") or 0)
+        if msg.header.get("route") != "lb" or retries <= 0 or msg.msg_id != rec["msg_id"]:
+            return False
+        self.route_lb(msg.header.get("session", "").encode(), msg)
+        task = self.tasks.get(msg.msg_id)
+        if task is not None:
+            task.retries_left = retries - 1  # the lost attempt counts
+        return True
+
+    def _save_engines(self) -> None:
+        data = {"engines": {e.uuid: e.id for e in self.engines.by_id.values()}, "next_id": self.engines.next_id}
+        tmp = self.config.engines_path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(data))
+        os.replace(tmp, self.config.engines_path)
+        self._engines_dirty = False
+
+
+    def handle_engine(self, frames: list[Any]) -> None:
+        # ``path``: the forwarders the message came through (empty for a direct engine);
+        # a forwarder's batch carries several engines' replies.
+        path, messages = relay.unwrap(frames)
+        if len(messages) > 1:
+            self.forwarding.batched_replies += len(messages)
+        for ident, signed in messages:
+            try:
+                self._engine_message(path, ident, signed)
+            except Exception:
+                log.exception("error handling a message from an engine; dropped")
+
+    def _engine_message(self, path: tuple[bytes, ...], ident: bytes, signed: list[Any]) -> None:
+        try:
+            msg = self.signer.unpack(signed)
+        except wire.BadMessage as e:
+            log.warning("dropped a message from an engine (%s)", e)
+            if not path:
+                self._tell_unauthenticated("engine", ident, str(e))
+            return
+        mt = msg.msg_type
+        if mt == "register_request":
+            self.forwarding.remember(ident, path)
+            self.on_register(ident, msg)
+            return
+        if mt == "work_hello":
+            self.forwarding.remember(ident, path)
+            self.on_work_hello(ident, msg)
+            return
+        if mt == "forwarder_hello":
+            self.forwarding.hello(path, ident, msg.meta)
+            self.forwarding.send(relay.SELF, self.signer.pack(self.signer.header("forwarder_hello_reply")),
+                                 (*path, ident))
+            return
+        if mt == "heartbeat_batch":
+            self.on_heartbeat_batch((*path, ident), msg)
+            return
+        rec = self.engines.lookup(ident)
+        if rec is None:
+            # An engine we do not know (we restarted, or declared it dead):
+            # ask it to register again rather than trusting its old id.
+            self.forwarding.send(ident, self.signer.pack(self.signer.header("reregister_request")), path)
+            return
+        now = rec.last_seen = time.monotonic()
+        if mt == "heartbeat":
+            # Engines only need to hear from us now and then (their controller_timeout is
+            # a minute by default): answer every few seconds, not every beat, with frames
+            # signed once a second for everyone.
+            if now - rec.last_ping_sent >= PING_EVERY:
+                rec.last_ping_sent = now
+                self.forwarding.send(ident, self._ping_frames(now))
+        elif mt.endswith("_reply"):
+            self.on_engine_reply(rec, msg)
+        elif mt in ("stream", "display_data"):
+            task = self.tasks.get(msg.header.get("parent"))
+            if task is not None:
+                for client in [task.client, *task.watchers]:
+                    self.to_client(client, msg.frames)
+        elif mt == "unregister_request":
+            self.unregister(rec, "shut down")
+
+    def on_heartbeat_batch(self, below: tuple[bytes, ...], msg: wire.Message) -> None:
+        """A forwarder verified these engines' heartbeats (and answers them itself)."""
+        now = time.monotonic()
+        self.forwarding.seen(below)
+        for name in msg.meta.get("engines") or []:
+            ident = str(name).encode("latin-1")
+            rec = self.engines.lookup(ident)
+            if rec is None:  # as for a direct engine we do not know: ask it to register again
+                self.forwarding.send(ident, self.signer.pack(self.signer.header("reregister_request")), below)
+            else:
+                rec.last_seen = now
+
+    def _ping_frames(self, now: float) -> list[Any]:
+        if now - self._ping_made > 1.0:
+            self._ping = self.signer.pack(self.signer.header("heartbeat_reply"))
+            self._ping_made = now
+        return self._ping
+
+    def on_register(self, ident: bytes, msg: wire.Message) -> None:
+        m = msg.meta
+        known = ident in self.engines.by_ident
+        returning = not known and str(m.get("uuid", "")) in self.engines.expected
+        rec = self.engines.register(ident, str(m.get("uuid", "")), m.get("requested_id"), dict(m.get("info") or {}))
+        if returning:
+            # Whatever it holds was reported failed (or re-queued) at the restart: drop it,
+            # stop it. Sent before the register_reply, so the engine drops exactly what
+            # reaches it before we answer its work_hello, never the work we send after.
+            for mt in ("abort_request", "interrupt_request"):
+                self.forwarding.send(ident, self.signer.pack(self.signer.header(mt), {"msg_ids": None}))
+        reply = self.signer.header("register_reply", parent=msg.msg_id)
+        self.forwarding.send(ident, self.signer.pack(reply, {
+            "id": rec.id,
+            "heartbeat_interval": self.config.heartbeat_interval,
+            "heartbeat_timeout": self.config.heartbeat_timeout,
+        }))
+        if not known:
+            self._engines_dirty = True
+
+    def on_work_hello(self, ident: bytes, msg: wire.Message) -> None:
+        """The engine's second socket, for requests and replies: now it may get work."""
+        uuid = str(msg.meta.get("uuid", ""))
+        rec = self.engines.by_ident.get(uuid.encode())  # engines name their control socket by uuid
+        if rec is None or rec.uuid != uuid:
+            rec = next((e for e in self.engines.by_id.values() if e.uuid == uuid), None)
+        if rec is None:
+            self.forwarding.send(ident, self.signer.pack(self.signer.header("reregister_request")))
+            self.forwarding.forget(ident)
+            return
+        self.engines.set_work(rec, ident)
+        # Its parent tells the engine which hello this answers: work before it is stale.
+        self.forwarding.send(ident, self.signer.pack(self.signer.header("work_hello_reply", parent=msg.msg_id)))
+        if not rec.ready:
+            rec.ready = True
+            log.info("engine %d registered (%s pid %s)", rec.id, rec.info.get("hostname"), rec.info.get("pid"))
+            self.notify_clients("engine_registered", {"engine": rec.describe()})
+            self.lb.schedule()
+
+
+    def check_heartbeats(self, now: float) -> None:
+        limit = self.config.heartbeat_timeout + max(0.0, self._bulk_until - now)
+        for rec in list(self.engines.by_id.values()):
+            if now - rec.last_seen > limit:
+                self.engine_died(rec, f"no heartbeat for {now - rec.last_seen:.1f} s")
+
+    def engine_died(self, rec: EngineRecord, why: str) -> None:
+        log.warning("engine %d (%s pid %s) is lost: %s", rec.id, rec.info.get("hostname"), rec.info.get("pid"), why)
+        path = self.forwarding.via.get(rec.ident, ())
+        self.unregister(rec, f"died or became unreachable ({why})")
+        # If it is only slow (stopped, swapping, starved), it must drop the work we
+        # reported as failed; its next heartbeat then makes it register again.
+        for mt in ("abort_request", "interrupt_request"):
+            try:
+                self.forwarding.send(rec.ident, self.signer.pack(self.signer.header(mt), {"msg_ids": None}), path)
+            except zmq.ZMQError:
+                pass
+
+    def unregister(self, rec: EngineRecord, why: str) -> None:
+        if self.engines.by_id.get(rec.id) is not rec:
+            return
+        was_ready = rec.ready
+        self.engines.remove(rec)
+        self.forwarding.forget(rec.ident, rec.work_ident)
+        self._engines_dirty = True
+        name = f"engine {rec.id}"
+        if rec.info.get("mpi_rank") is not None:
+            name += f" (MPI rank {rec.info['mpi_rank']} of {rec.info.get('mpi_size')})"
+        for mid, is_lb in list(rec.outstanding.items()):
+            task = self.tasks.get(mid)
+            if task is None:
+                continue
+            if is_lb and task.retries_left > 0:
+                task.retries_left -= 1
+                self.lb.retry(task, None, avoid_engine=False)
+            else:
+                self.fail_task(task, "EngineError", f"{name} {why} while holding task {mid}")
+        rec.outstanding.clear()
+        rec.lb_in_flight = 0
+        if was_ready:
+            self.notify_clients("engine_unregistered", {"engine": rec.describe(), "reason": why})
+        self.lb.schedule()
+
+    def _shutdown_engines(self) -> None:
+        frames = self.signer.pack(self.signer.header("shutdown_request"), {"reason": "controller stopping"})
+        for rec in list(self.engines.by_id.values()):
+            try:
+                self.forwarding.send(rec.ident, frames)
+            except zmq.ZMQError:
+                pass
+        self.forwarding.to_forwarders(frames)  # after their engines' copies, on the same pipes
+        for task in list(self.tasks.values()):
+            self.fail_task(task, "EngineError", "the controller shut down before the task finished")
+        self.notify_clients("controller_stopping", {})
+        time.sleep(0.05)  # let the sockets flush what was just queued
+
