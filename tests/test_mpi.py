@@ -20,12 +20,12 @@ from cluster_helpers import FAST_HEARTBEAT, hpcpar_cmd
 from systems import in_ci
 
 import hpcpar
-from hpcpar import mpi_segments
 from hpcpar.cluster import Cluster
 from hpcpar.error import CompositeError
 from hpcpar.launchers import LauncherError
 from hpcpar.launchers.mpi import MISSING_EXTRA, MPILauncher, default_mpiexec, tagged_processes
 from hpcpar.mpi import MPISubsetWarning, mpi_worlds, subset_message
+from hpcpar.mpi import segments as mpi_segments
 from hpcpar.paths import ProfileDir
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -21,8 +21,9 @@ from typing import Any
 
 import zmq
 
-from .. import mpi_segments, serialize, sharedmem, targetset, wire
+from .. import serialize, sharedmem, targetset, wire
 from ..connection import ConnectionInfo
+from ..mpi import segments as mpi_segments
 from .executor import Executor
 from .namespace import current
 

@@ -24,7 +24,8 @@ import time
 import uuid
 from typing import Any
 
-from .. import mpi_segments, sharedmem
+from .. import sharedmem
+from ..mpi import segments as mpi_segments
 from .base import DONE, FAILED, RUNNING, Launcher, LauncherError
 from .process import ProcessRef
 

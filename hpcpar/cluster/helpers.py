@@ -1,0 +1,64 @@
+"""Small helpers of the cluster package: its error, job states, log tails."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from ..paths import ProfileDir
+
+FINAL_STATES = ("done", "failed", "cancelled")
+
+
+class ClusterError(RuntimeError):
+    pass
+
+
+def python_cmd(*args: str) -> list[str]:
+    return [sys.executable, "-m", "hpcpar", *args]
+
+
+def is_batch_launcher(launcher: Any) -> bool:
+    from ..launchers.batch import BatchLauncher
+
+    return isinstance(launcher, BatchLauncher)
+
+
+def jsonable(values: dict[str, Any]) -> dict[str, Any]:
+    try:
+        json.dumps(values)
+        return dict(values)
+    except (TypeError, ValueError):
+        return {k: v for k, v in values.items() if isinstance(v, (str, int, float, bool, list))}
+
+
+def is_batch_name(name: str) -> bool:
+    from ..launchers.build import is_batch
+
+    return is_batch(name)
+
+
+def layout(launcher: Any) -> str:
+    mode = getattr(launcher, "mode", "")
+    n = launcher.n
+    return {"array": f"array of {n} tasks", "mpi": f"one job of {n} MPI ranks",
+            "jobs": f"{n} jobs", "single": "one engine"}.get(mode, f"{n} engines")
+
+
+def tail(path: Path, lines: int = 20) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return "(no log)"
+
+
+def job_output(profile_dir: ProfileDir, cluster_id: str, role: str) -> str:
+    """The tail of the newest log or batch job output of ``role`` (controller or engine)."""
+    outs = sorted((p for p in profile_dir.log.glob(f"{role}*") if cluster_id in p.name
+                   and p.suffix in (".out", ".log")), key=lambda p: p.stat().st_mtime)
+    if not outs:
+        return ""
+    return f"\n--- {outs[-1]}:\n{tail(outs[-1])}"
