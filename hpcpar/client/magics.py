@@ -27,6 +27,7 @@ import time
 from typing import Any
 
 from IPython.core.error import UsageError
+from IPython.core.magic import no_var_expand
 
 from ..error import AlreadyDisplayedError, CompositeError
 from ..progress import Progress
@@ -211,6 +212,7 @@ class ParallelMagics:
 
     # -- the magics ---------------------------------------------------------------------------
 
+    @no_var_expand  # '{x}' and '$x' belong to the engines' code, not to the client's namespace
     def px(self, line: str, cell: str | None = None) -> Any:
         """%px [options] code  /  %%px [options] (cell): run code on the engines.
 
