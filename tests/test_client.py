@@ -213,12 +213,12 @@ import hpcpar
 
 def slow():
     import time
-    time.sleep(0.3)
+    time.sleep(2)  # far longer than the timer below, even on a loaded machine
     return 7
 
 rc = hpcpar.Client(profile="shared", timeout=30)
 ar = rc[0].apply_async(hpcpar.interactive(slow))
-threading.Timer(0.1, lambda: os.kill(os.getpid(), signal.SIGINT)).start()
+threading.Timer(0.2, lambda: os.kill(os.getpid(), signal.SIGINT)).start()
 try:
     ar.get(timeout=20)
     print("not interrupted")
