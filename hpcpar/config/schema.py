@@ -36,6 +36,7 @@ DIRECTIVE_KEYS = (
     "place",
     "pe",
     "cwd",
+    "gpus",
 )
 
 

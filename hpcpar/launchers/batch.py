@@ -125,9 +125,21 @@ class BatchLauncher(Launcher):
         if self.role == "controller":
             return "single"
         mode = self.options["mode"]
-        if mode == "array" and self.n < 2:
+        if mode == "array" and self.job_count < 2:
             return "single"  # PBS Pro rejects 1-element arrays; nothing gains from one
         return mode
+
+    @property
+    def engines_per_job(self) -> int:
+        """Engines one job (or array task) starts; 1 for the controller and for mpi mode."""
+        if self.role == "controller" or self.options["mode"] == "mpi":
+            return 1
+        return max(1, int(self.options.get("engines_per_job", 1)))
+
+    @property
+    def job_count(self) -> int:
+        """Jobs (or array tasks) that carry the n engines."""
+        return ceil_div(self.n, self.engines_per_job)
 
     @property
     def mpi(self) -> bool:
@@ -138,6 +150,7 @@ class BatchLauncher(Launcher):
         """Refuse option combinations this system cannot run, before anything is submitted."""
         if self.n < 1:
             raise LauncherError(f"{self.name} {self.role}: need at least one engine, got n={self.n}")
+        self.check_engine_keys()
         if self.mode == "mpi" and not self.supports_mpi:
             raise LauncherError(
                 f"{self.name} cannot start engines in mode = \"mpi\"; use mode = \"array\" or \"jobs\""
@@ -154,22 +167,59 @@ class BatchLauncher(Launcher):
                     f"the nodes), not mode = {self.mode!r}; in array or jobs mode each engine is its own job"
                 )
 
+    def check_engine_keys(self) -> None:
+        """engines_per_job, gpus_per_engine and array_limit: refuse what cannot be rendered."""
+        o = self.options
+        per_job = int(o.get("engines_per_job", 1))
+        if self.role != "engines":
+            return
+        if per_job > 1 and o["mode"] == "mpi":
+            raise LauncherError(
+                f"{self.name}: engines_per_job = {per_job} does not apply to mode = \"mpi\" (one job of "
+                "MPI ranks); use engines_per_node there, or mode = \"array\" / \"jobs\""
+            )
+        if per_job > 1 and self.n % per_job:
+            lower, upper = self.n - self.n % per_job, self.n - self.n % per_job + per_job
+            fix = f"-n {lower} or -n {upper}" if lower else f"-n {upper}"
+            raise LauncherError(
+                f"{self.name}: n = {self.n} engines is not a multiple of engines_per_job = {per_job} "
+                f"(every job starts {per_job}); use {fix}, or change engines_per_job"
+            )
+        if int(o.get("gpus_per_engine", 0)) and not self.supports_gpus:
+            raise LauncherError(f"{self.name} has no GPU request in its job description: set gpus_per_engine = 0 "
+                                "and ask for GPUs with extra_directives")
+        if per_job > 1 and not self.supports_engines_per_job:
+            raise LauncherError(f"{self.name} cannot start several engines per job: set engines_per_job = 1")
+
+    supports_gpus: ClassVar[bool] = True
+    supports_engines_per_job: ClassVar[bool] = True
+
     def layout(self) -> dict[str, Any]:
         o = self.options
         mode = self.mode
         ntasks = self.n if mode == "mpi" else 1
         per_node = int(o["engines_per_node"]) if mode == "mpi" else 0
         nodes = int(o["nodes"]) or (ceil_div(ntasks, per_node) if per_node else 0)
+        per_job = self.engines_per_job if self.role == "engines" else 1
+        cpus = int(o["cpus_per_engine"])
+        gpus = int(o.get("gpus_per_engine", 0)) if self.role == "engines" else 0
         return {
             "mode": mode,
             "array": mode == "array",
-            "array_size": self.n if mode == "array" else 0,
+            "array_size": self.job_count if mode == "array" else 0,
+            "array_limit": int(o.get("array_limit", 0)) if mode == "array" else 0,
+            "array_throttle": f"%{o['array_limit']}" if mode == "array" and int(o.get("array_limit", 0)) else "",
             "mpi": mode == "mpi",
             "ntasks": ntasks,
             "nodes": nodes,
             "tasks_per_node": per_node,
-            "cpus_per_engine": int(o["cpus_per_engine"]),
-            "copies": self.n if mode == "jobs" else 1,
+            "cpus_per_engine": cpus,
+            "engines_per_job": per_job,
+            # What one job (or array task) asks for; in mpi mode per task, as before.
+            "job_cpus": cpus * per_job,
+            "gpus_per_engine": gpus,
+            "job_gpus": gpus * per_job,
+            "copies": self.job_count if mode == "jobs" else 1,
         }
 
     # ----- rendering ------------------------------------------------------------------

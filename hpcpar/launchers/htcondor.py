@@ -48,7 +48,7 @@ class HTCondorLauncher(BatchLauncher):
 
     def system_context(self, ctx: dict[str, Any]) -> dict[str, Any]:
         return {
-            "request_memory": mebibytes(ctx["memory_bytes"]) if ctx["memory_bytes"] else 0,
+            "request_memory": mebibytes(ctx["memory_bytes"] * ctx["engines_per_job"]) if ctx["memory_bytes"] else 0,
             "request_disk": self.options["request_disk"],
             "universe": self.options["universe"],
             "requirements": self.options["requirements"],

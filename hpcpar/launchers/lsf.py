@@ -75,21 +75,28 @@ class LSFLauncher(BatchLauncher):
         return detect_lsf_unit() if unit == "auto" else unit
 
     def system_context(self, ctx: dict[str, Any]) -> dict[str, Any]:
-        cpus = ctx["cpus_per_engine"]
+        cpus = ctx["job_cpus"]
         slots = cpus * ctx["ntasks"]
         per_host = ctx["tasks_per_node"] * cpus if ctx["mpi"] and ctx["tasks_per_node"] else 0
         memory = ""
         if ctx["memory_bytes"]:
-            engines_per_host = (ctx["tasks_per_node"] or ctx["ntasks"]) if ctx["mpi"] else 1
+            engines_per_host = (ctx["tasks_per_node"] or ctx["ntasks"]) if ctx["mpi"] else ctx["engines_per_job"]
             memory = lsf_memory(ctx["memory_bytes"] * engines_per_host, self.memory_unit())
         span = f"span[ptile={per_host}]" if per_host else ("span[hosts=1]" if not ctx["mpi"] and cpus > 1 else "")
         name = ctx["job_name"] + (f"[1-{ctx['array_size']}]" if ctx["array"] else "")
+        if ctx["array"] and ctx["array_limit"]:
+            name += f"%{ctx['array_limit']}"
+        # -gpu num= counts per host; in mpi mode "/task" makes it per rank.
+        gpu = ""
+        if ctx["job_gpus"]:
+            gpu = f"num={ctx['job_gpus']}/task" if ctx["mpi"] else f"num={ctx['job_gpus']}"
         return {
             "walltime": lsf_time(ctx["walltime_seconds"]) if ctx["walltime_seconds"] else "",
             "slots": slots,
             "span": span,
             "memory": memory,
             "lsf_job_name": name,
+            "gpu": gpu,
         }
 
     def submit_argv(self, path: Path) -> list[str]:

@@ -143,7 +143,7 @@ class PBSLauncher(BatchLauncher):
         """(chunks, ncpus per chunk, MPI processes per chunk) for -l select=."""
         cpus = ctx["cpus_per_engine"]
         if not ctx["mpi"]:
-            return 1, cpus, 1
+            return 1, ctx["job_cpus"], 1
         per = ctx["tasks_per_node"]
         if per:
             return ctx["nodes"] or -(-ctx["ntasks"] // per), per * cpus, per
@@ -154,8 +154,11 @@ class PBSLauncher(BatchLauncher):
         select = f"{count}:ncpus={ncpus}"
         if ctx["mpi"]:
             select += f":mpiprocs={procs}"
+        per_chunk = procs if ctx["mpi"] else ctx["engines_per_job"]
+        if ctx["job_gpus"]:
+            select += f":ngpus={ctx['job_gpus'] * (procs if ctx['mpi'] else 1)}"
         if ctx["memory_bytes"]:
-            select += f":mem={mebibytes(ctx['memory_bytes'] * procs)}mb"
+            select += f":mem={mebibytes(ctx['memory_bytes'] * per_chunk)}mb"
         if self.options.get("select_extra"):
             select += ":" + self.options["select_extra"]
         return {
@@ -204,10 +207,11 @@ class TorqueLauncher(PBSLauncher):
 
     def system_context(self, ctx: dict[str, Any]) -> dict[str, Any]:
         count, ppn, procs = self.chunks(ctx)
-        total = ctx["memory_bytes"] * (ctx["ntasks"] if ctx["mpi"] else 1)
+        total = ctx["memory_bytes"] * (ctx["ntasks"] if ctx["mpi"] else ctx["engines_per_job"])
+        gpus = f":gpus={ctx['job_gpus'] * (procs if ctx['mpi'] else 1)}" if ctx["job_gpus"] else ""
         return {
             "walltime": format_hms(ctx["walltime_seconds"]) if ctx["walltime_seconds"] else "",
-            "nodes_spec": f"{count}:ppn={ppn}",
+            "nodes_spec": f"{count}:ppn={ppn}{gpus}",
             "memory": f"{mebibytes(total)}mb" if total else "",
         }
 

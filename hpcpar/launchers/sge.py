@@ -73,11 +73,11 @@ class SGELauncher(BatchLauncher):
     ok_patterns = (r"has (registered|deleted) the job", r"has deleted job")
 
     def slots(self, ctx: dict[str, Any]) -> int:
-        return ctx["cpus_per_engine"] * (ctx["ntasks"] if ctx["mpi"] else 1)
+        return ctx["job_cpus"] * (ctx["ntasks"] if ctx["mpi"] else 1)
 
-    def check(self) -> None:
+    def _check_pe(self) -> None:
         super().check()
-        cpus = int(self.options["cpus_per_engine"])
+        cpus = int(self.options["cpus_per_engine"]) * self.engines_per_job
         if self.mode == "mpi" and not self.options["mpi_pe"]:
             raise LauncherError(
                 "sge mode = \"mpi\" needs a parallel environment: set mpi_pe in [sge] "
@@ -85,7 +85,8 @@ class SGELauncher(BatchLauncher):
             )
         if self.mode != "mpi" and cpus > 1 and not self.options["pe"]:
             raise LauncherError(
-                f"sge engines with cpus_per_engine = {cpus} need a parallel environment: set pe "
+                f"sge engine jobs of {cpus} slots (cpus_per_engine x engines_per_job) need a parallel "
+                "environment: set pe "
                 "in [sge] (list them with `qconf -spl`, e.g. pe = \"smp\")"
             )
 
@@ -102,7 +103,16 @@ class SGELauncher(BatchLauncher):
             "slots": slots,
             "memory_resource": self.options["memory_resource"],
             "memory": per_slot,
+            "gpu_resource": self.options["gpu_resource"],
+            # The whole job's GPUs: GPU complexes are set up as consumable JOB (not per slot).
+            "job_gpu_count": ctx["job_gpus"] * (ctx["ntasks"] if ctx["mpi"] else 1),
         }
+
+    def check(self) -> None:
+        self._check_pe()
+        if int(self.options.get("gpus_per_engine", 0)) and not self.options["gpu_resource"]:
+            raise LauncherError("sge: gpus_per_engine needs the name of the GPU resource: set gpu_resource in "
+                                "[sge] (list the consumables with `qconf -sc`, e.g. gpu_resource = \"gpu\")")
 
     def submit_argv(self, path: Path) -> list[str]:
         return [*self.options["submit_command"], "-terse", str(path)]

@@ -6,7 +6,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-from .base import CANCELLED, DONE, FAILED, HELD, PENDING, RUNNING, UNKNOWN
+from .base import CANCELLED, DONE, FAILED, HELD, PENDING, RUNNING, UNKNOWN, LauncherError
 from .batch import BatchLauncher, JobState, PollError, aggregate
 from .formats import mebibytes, shjoin, slurm_time
 from .shell import CommandResult
@@ -70,12 +70,33 @@ class SlurmLauncher(BatchLauncher):
                 flag = "mem-per-cpu"
                 memory = f"{mebibytes(ctx['memory_bytes'] // ctx['cpus_per_engine'])}M"
             else:
-                memory = f"{mebibytes(ctx['memory_bytes'])}M"
+                memory = f"{mebibytes(ctx['memory_bytes'] * ctx['engines_per_job'])}M"
         return {
             "walltime": slurm_time(ctx["walltime_seconds"]) if ctx["walltime_seconds"] else "",
             "memory": memory,
             "memory_flag": flag,
+            "gpu_directive": self.gpu_directive(ctx),
         }
+
+    def gpu_directive(self, ctx: dict[str, Any]) -> str:
+        """--gpus-per-task (the job's one task, or each MPI rank) or --gres (per node)."""
+        gpus = ctx["job_gpus"]
+        if not gpus:
+            return ""
+        if self.options["gpu_flag"] == "gres":
+            per_node = gpus * (ctx["tasks_per_node"] if ctx["mpi"] else 1)
+            return f"--gres=gpu:{per_node}"
+        return f"--gpus-per-task={gpus}"
+
+    def check(self) -> None:
+        super().check()
+        o = self.options
+        if (self.role == "engines" and self.mode == "mpi" and int(o.get("gpus_per_engine", 0))
+                and o["gpu_flag"] == "gres" and not int(o["engines_per_node"])):
+            raise LauncherError(
+                'slurm: gpu_flag = "gres" asks for GPUs per node, so mode = "mpi" needs engines_per_node '
+                '(how many ranks share a node); set it, or use gpu_flag = "gpus-per-task"'
+            )
 
     supports_forwarder_per_node = True
 

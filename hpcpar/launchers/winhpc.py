@@ -57,6 +57,8 @@ class WinHPCLauncher(BatchLauncher):
     array_output_pattern = "*"
     template_suffix = ".xml.j2"
     gone_patterns = (r"already", r"does not exist", r"not found")
+    supports_gpus = False  # the job XML has no GPU unit hpcpar could fill in
+    supports_engines_per_job = False  # an array is already one job (a parametric task)
 
     def launch_line(self, command: list[str], layout: dict[str, Any]) -> str:
         """Windows quoting (CommandLine is parsed by the C runtime, not a POSIX shell)."""
@@ -70,6 +72,9 @@ class WinHPCLauncher(BatchLauncher):
 
     def check(self) -> None:
         super().check()
+        if self.role == "engines" and int(self.options.get("array_limit", 0)):
+            raise LauncherError("winhpc cannot cap the running tasks of a parametric task: set array_limit = 0 "
+                                "(HPC Pack's MaxCores on the job limits how many run at once)")
         if self.options["prologue"] or self.options["epilogue"]:
             raise LauncherError(
                 "winhpc runs one command line per task: prologue and epilogue are not supported "

@@ -70,6 +70,8 @@ CASES = {
     "engines-array": ("engines", 4, lambda s: representative(s), ENGINE, ENV),
     "engines-mpi": ("engines", 8, lambda s: {**representative(s), "mode": "mpi", "engines_per_node": 4, "cpus_per_engine": 1}, ENGINE + ["--mpi"], ENV),
     "engines-jobs-defaults": ("engines", 3, lambda s: {"mode": "jobs", **SYSTEM_OPTIONS.get(s, {})}, ENGINE, ENV),
+    # 4 engines, 2 per array task, one GPU each, at most one task running at once.
+    "engines-perjob-gpus": ("engines", 4, lambda s: {**representative(s), "engines_per_job": 2, "gpus_per_engine": 1, "array_limit": 1}, ENGINE, ENV),
     "controller-skip": ("controller", 1, lambda s: {**representative(s), "cpus_per_engine": 1, "skip_directives": ["account", "walltime", "output"]}, CONTROLLER, {}),
 }
 
@@ -81,7 +83,8 @@ def rendered(system: str, case: str) -> str:
     return "".join(f"===== {name}{' (submitted)' if name == job.submit_file else ''} x{job.copies}\n{text}" for name, text in job.files.items())
 
 
-PARAMS = [(s, c) for s in CLASSES for c in CASES if not (s == "htcondor" and c == "engines-mpi")]
+PARAMS = [(s, c) for s in CLASSES for c in CASES
+          if not (s == "htcondor" and c == "engines-mpi") and not (s == "winhpc" and c == "engines-perjob-gpus")]
 
 
 @pytest.mark.parametrize("system,case", PARAMS, ids=[f"{s}-{c}" for s, c in PARAMS])
