@@ -27,7 +27,7 @@ def test_four_engines_in_two_array_tasks(system: str) -> None:
     jobs = [r.job_id for r in read_jobs(pd)]
     try:
         assert start.returncode == 0, start.stdout + start.stderr
-        assert "engines registered 4/4" in start.stdout
+        assert "array of 2 tasks, 2 engines each" in start.stdout and "engines registered 4/4" in start.stdout
         assert len(jobs) == 1  # one array
         with hpcpar.Client(profile=pd.name, timeout=30) as rc:
             rc.wait_for_engines(4, timeout=30, interactive=False)

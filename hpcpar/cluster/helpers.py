@@ -44,8 +44,11 @@ def is_batch_name(name: str) -> bool:
 def layout(launcher: Any) -> str:
     mode = getattr(launcher, "mode", "")
     n = launcher.n
-    return {"array": f"array of {n} tasks", "mpi": f"one job of {n} MPI ranks",
-            "jobs": f"{n} jobs", "single": "one engine"}.get(mode, f"{n} engines")
+    jobs, per_job = getattr(launcher, "job_count", n), getattr(launcher, "engines_per_job", 1)
+    each = f", {per_job} engines each" if per_job > 1 else ""
+    return {"array": f"array of {jobs} tasks{each}", "mpi": f"one job of {n} MPI ranks",
+            "jobs": f"{jobs} jobs{each}", "single": f"one job of {n} engines" if per_job > 1 else "one engine",
+            }.get(mode, f"{n} engines")
 
 
 def tail(path: Path, lines: int = 20) -> str:
