@@ -88,7 +88,9 @@ class RemoteError(KernelError):
     ) -> None:
         if isinstance(traceback, list):
             traceback = "\n".join(traceback)
-        super().__init__(ename, evalue)
+        # Not super(): in the Remote* classes below the next class is EngineError & co.,
+        # whose constructors take other arguments.
+        Exception.__init__(self, ename, evalue)
         self.ename = ename
         self.evalue = evalue
         self.traceback = traceback
@@ -120,12 +122,17 @@ class CompositeError(RemoteError):
 
     ``elist`` holds one ``(ename, evalue, traceback, engine_info)`` tuple per
     failed engine, as in ipyparallel; ``errors`` holds the exception objects.
+    Tracebacks are drawn for the first ``tb_limit`` errors only, then a count
+    of the others.
     """
 
     tb_limit = 4
 
     def __init__(self, message: str, errors: list[BaseException]) -> None:
-        self.errors = list(errors)
+        flat: list[BaseException] = []
+        for e in errors:  # a CompositeError among the errors contributes its own errors
+            flat.extend(e.errors if isinstance(e, CompositeError) else [e])
+        self.errors = flat
         self.elist = [
             (
                 getattr(e, "ename", type(e).__name__),
@@ -140,26 +147,55 @@ class CompositeError(RemoteError):
         self.msg = message
         self.args = (message, self.elist)
 
+    @staticmethod
+    def _where(info: dict[str, Any]) -> str:
+        if not info:
+            return "[Engine Exception]"
+        return f"[{info.get('engine_id', '?')}:{info.get('method', '?')}]: "
+
+    def _more(self) -> list[str]:
+        extra = len(self.elist) - self.tb_limit
+        return [f"... {extra} more exceptions ..."] if extra > 0 else []
+
     def __str__(self) -> str:
-        lines = [self.msg]
-        for ename, evalue, _tb, info in self.elist:
-            lines.append(f"[{info.get('engine_id', '?')}:{info.get('method', '?')}]: {ename}: {evalue}")
-        return "\n".join(lines)
+        lines = [str(self.msg)]
+        for ename, evalue, _tb, info in self.elist[: self.tb_limit]:
+            lines.append(f"{self._where(info)}{ename}: {evalue}")
+        return "\n".join(lines + self._more())
 
     def __repr__(self) -> str:
-        return f"CompositeError({len(self.elist)} errors)"
+        return f"CompositeError({len(self.elist)})"
+
+    def render_traceback(self, excid: int | None = None) -> list[str]:
+        """Each error's engine and remote traceback (the first ``tb_limit``), or only error ``excid``."""
+        if excid is not None:
+            chosen = [self._entry(excid)]
+        else:
+            chosen = self.elist[: self.tb_limit]
+        lines: list[str] = []
+        for ename, evalue, tb, info in chosen:
+            lines.append(self._where(info))
+            lines.extend((tb or f"{ename}: {evalue}").splitlines())
+            if excid is None:
+                lines.append("")
+        return lines + (self._more() if excid is None else [])
 
     def _render_traceback_(self) -> list[str]:
-        lines: list[str] = []
-        for i, e in enumerate(self.errors):
-            if i >= self.tb_limit:
-                lines.append(f"... {len(self.errors) - i} more exceptions ...")
-                break
-            render = getattr(e, "_render_traceback_", None)
-            lines.extend(render() if render else [repr(e)])
-        return lines
+        return self.render_traceback()
+
+    def print_traceback(self, excid: int | None = None) -> None:
+        print("\n".join(self.render_traceback(excid)))
+
+    def _entry(self, excid: int) -> tuple:
+        try:
+            return self.elist[excid]
+        except (IndexError, TypeError):
+            raise IndexError(f"no exception with index {excid}: this CompositeError holds "
+                             f"{len(self.elist)}") from None
 
     def raise_exception(self, excid: int = 0) -> None:
+        """Raise error ``excid`` on its own (a RemoteError, or its Remote* class)."""
+        self._entry(excid)
         raise self.errors[excid]
 
 
@@ -172,6 +208,75 @@ class AlreadyDisplayedError(CompositeError):
         n = len(self.elist)
         return [f"AlreadyDisplayedError: {n} error{'s' if n != 1 else ''} on engine{'s' if n != 1 else ''} "
                 f"[{engines}] (tracebacks above)"]
+
+
+# The errors hpcpar itself reports for a task (engine gone, dependency, timeout, abort...),
+# as received by a client. ipyparallel delivers these as a RemoteError whose ``ename``
+# names them; these classes are both, so ``except RemoteError`` (ipyparallel's idiom) and
+# ``except EngineError`` (the specific class) catch them.
+
+
+class RemoteEngineError(RemoteError, EngineError):
+    """The engine holding the task died or went away (``ename`` 'EngineError')."""
+
+
+class RemoteTaskAborted(RemoteError, TaskAborted):
+    """The task was aborted before it ran."""
+
+
+class RemoteTaskTimeout(RemoteError, TaskTimeout):
+    """The task did not start in time."""
+
+
+class RemoteUnmetDependency(RemoteError, UnmetDependency):
+    """The task's dependency is not met on that engine."""
+
+
+class RemoteImpossibleDependency(RemoteError, ImpossibleDependency):
+    """The task's dependencies can never be met."""
+
+
+class RemoteDependencyTimeout(RemoteError, DependencyTimeout):
+    """The task's dependencies were not met within its timeout."""
+
+
+class RemoteInvalidDependency(RemoteError, InvalidDependency):
+    """The task depends on a task this cluster has no record of."""
+
+
+class RemoteTaskRejectError(RemoteError, TaskRejectError):
+    """No engine accepted the task."""
+
+
+class RemoteKeyError(RemoteError, KeyError):
+    """The hub has no record of a msg_id (purged, never submitted, or another cluster's)."""
+
+
+REMOTE_CLASSES: dict[str, type[RemoteError]] = {
+    "EngineError": RemoteEngineError,
+    "TaskAborted": RemoteTaskAborted,
+    "TaskTimeout": RemoteTaskTimeout,
+    "UnmetDependency": RemoteUnmetDependency,
+    "ImpossibleDependency": RemoteImpossibleDependency,
+    "DependencyTimeout": RemoteDependencyTimeout,
+    "InvalidDependency": RemoteInvalidDependency,
+    "TaskRejectError": RemoteTaskRejectError,
+    "KeyError": RemoteKeyError,
+}
+
+
+def remote_error(
+    ename: str,
+    evalue: str,
+    traceback: str | list[str] = "",
+    engine_info: dict[str, Any] | None = None,
+    own: bool = True,
+) -> RemoteError:
+    """The exception a client raises for a failed task. ``own``: reported by hpcpar itself
+    (controller, hub, engine machinery), so it also gets its specific class; a user's own
+    exception of the same name stays a plain RemoteError, as in ipyparallel."""
+    cls = REMOTE_CLASSES.get(ename, RemoteError) if own else RemoteError
+    return cls(ename, evalue, traceback or f"{ename}: {evalue}", engine_info)
 
 
 def collect_exceptions(results: list[Any], method: str) -> list[Any]:

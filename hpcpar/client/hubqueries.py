@@ -9,6 +9,8 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from ..controller.taskdb import DATE_KEYS, check_query, normalize_query
+from ..error import remote_error
 from .asyncresult import AsyncResult, Metadata, _ts
 
 log = logging.getLogger("hpcpar.client")
@@ -50,7 +52,8 @@ class HubQueries:
         problems.update({m: f"the result of {m} was too large to be stored by the hub (or went through "
                             "shared memory); only the client that submitted it received it" for m in reply.meta.get("unstored", [])})
         for mid, why in problems.items():
-            self._fail_locally(mid, KeyError(why))
+            # As in ipyparallel: a RemoteError named KeyError (also a KeyError here).
+            self._fail_locally(mid, remote_error("KeyError", why))
 
     def _fail_locally(self, msg_id: str, error: BaseException) -> None:
         with self._cond:
@@ -83,9 +86,10 @@ class HubQueries:
         """{'pending': [...], 'completed': [...]} for these tasks, as the hub knows them."""
         ids = self._msg_ids_of(msg_ids)
         status = self._request("result_status_request", {"msg_ids": ids}).meta
-        out = {"pending": status["pending"], "completed": status["completed"]}
         if status.get("unknown"):
-            out["unknown"] = status["unknown"]
+            raise remote_error("KeyError", f"no such task(s) {status['unknown']} in the hub's records "
+                                           "(purged, never submitted, or from another cluster)")
+        out = {"pending": status["pending"], "completed": status["completed"]}
         if not status_only:
             out.update({m: v for m, v in zip(status["completed"], self.get_result(status["completed"]).get())}
                        if len(status["completed"]) > 1 else
@@ -95,13 +99,16 @@ class HubQueries:
     def db_query(self, query: dict[str, Any], keys: list[str] | None = None) -> list[dict[str, Any]]:
         """Task records matching a MongoDB-style query, e.g. {'engine_id': 0,
         'completed': {'$gt': t}, 'label': {'$glob': 'step-*'}}. Times are
-        timezone-aware datetimes."""
-        reply = self._request("db_query_request", {"query": query, "keys": keys})
+        timezone-aware datetimes; compare them with datetimes (naive ones are local time)
+        or epoch seconds."""
+        check_query(query, keys)
+        # Times travel as epoch seconds: converted here, where a naive datetime's local time is known.
+        reply = self._request("db_query_request", {"query": normalize_query(query), "keys": keys})
         if reply.msg_type == "error_reply":
             raise ValueError(reply.meta.get("evalue"))
         records = reply.meta["records"]
         for rec in records:
-            for key in ("submitted", "started", "completed", "received"):
+            for key in DATE_KEYS:
                 if isinstance(rec.get(key), (int, float)):
                     rec[key] = _ts(rec[key])
         return records

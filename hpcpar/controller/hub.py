@@ -25,7 +25,7 @@ import zmq
 
 from .. import wire
 from . import heap
-from .taskdb import QueryError, check_query, meta_summary
+from .taskdb import QueryError, check_query, meta_summary, stored_time
 
 log = logging.getLogger("hpcpar.controller.hub")
 
@@ -193,9 +193,9 @@ class Hub:
         elif kind == "finished":
             _, msg_id, header, frames, received = op
             fields = {
-                "started": header.get("started"),
-                "completed": header.get("completed"),
-                "received": received,
+                "started": stored_time(header.get("started")),
+                "completed": stored_time(header.get("completed")),
+                "received": stored_time(received),
                 "status": header.get("status", "ok"),
             }
             if header.get("engine_id") is not None:
@@ -222,7 +222,7 @@ class Hub:
             "session": header.get("session"),
             "msg_type": header.get("msg_type"),
             "label": header.get("label"),
-            "submitted": header.get("date"),
+            "submitted": stored_time(header.get("date")),
             "engine_id": engine_id,
             "status": "pending" if engine_id is not None else "queued",
             "attempts": 0,

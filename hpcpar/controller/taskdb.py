@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import fnmatch
 import json
+import operator
 import sqlite3
 import struct
 from collections import OrderedDict
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +26,9 @@ FRAME_KEYS = ("request", "reply")
 ALL_KEYS = PUBLIC_KEYS + FRAME_KEYS
 _decode = json.JSONDecoder().decode
 OPERATORS = ("$lt", "$gt", "$lte", "$gte", "$eq", "$ne", "$in", "$nin", "$exists", "$glob")
+# Stored as epoch seconds (float); queries may give datetimes, ISO 8601 text or numbers.
+DATE_KEYS = ("submitted", "started", "completed", "received")
+NUMBER_KEYS = ("engine_id", "attempts")
 
 
 class QueryError(ValueError):
@@ -59,6 +64,68 @@ def check_query(query: dict[str, Any], keys: list[str] | None) -> None:
     for key in keys or ():
         if key not in ALL_KEYS:
             raise QueryError(f"unknown key {key!r} in keys; valid keys: {', '.join(ALL_KEYS)}")
+    normalize_query(query)
+
+
+def _epoch(key: str, value: Any) -> Any:
+    """A date operand as epoch seconds: aware datetimes exactly, naive ones as local time
+    (as ``datetime.timestamp`` and ipyparallel do), text parsed as ISO 8601."""
+    if value is None:
+        return value
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)  # as given: epoch seconds are not rounded
+    if isinstance(value, str):
+        try:
+            value = datetime.fromisoformat(value)
+        except ValueError:
+            raise QueryError(f"{key!r} is a time: compare it with a datetime, ISO 8601 text or epoch seconds, "
+                             f"not {value!r}") from None
+    if isinstance(value, datetime):
+        return stored_time(value.timestamp())
+    raise QueryError(f"{key!r} is a time: compare it with a datetime or epoch seconds, not {type(value).__name__}")
+
+
+def _operand(key: str, op: str, arg: Any) -> Any:
+    """``arg`` in the form stored for ``key`` (epoch seconds for times); wrong types are a QueryError."""
+    if op == "$exists":
+        return arg
+    if op in ("$in", "$nin"):
+        if isinstance(arg, (str, bytes)) or not hasattr(arg, "__iter__"):
+            raise QueryError(f"{op} takes a list of values for {key!r}, not {arg!r}")
+        return [_operand(key, "$eq", a) for a in arg]
+    if op == "$glob":
+        if key in DATE_KEYS or key in NUMBER_KEYS or not isinstance(arg, str):
+            raise QueryError(f"$glob matches text keys against a pattern like 'step-*'; got {key!r}: {arg!r}")
+        return arg
+    if op in ("$lt", "$gt", "$lte", "$gte") and arg is None:
+        raise QueryError(f"{op} needs a value for {key!r}; to find missing ones use {{'$exists': False}}")
+    if key in DATE_KEYS:
+        return _epoch(key, arg)
+    if key in NUMBER_KEYS and arg is not None and (isinstance(arg, bool) or not isinstance(arg, (int, float))):
+        raise QueryError(f"{key!r} is a number: compare it with a number, not {arg!r}")
+    return arg
+
+
+def normalize_query(query: dict[str, Any]) -> dict[str, Any]:
+    """The query with every operand in the stored form, so both backends compare times as times."""
+    out: dict[str, Any] = {}
+    for key, cond in query.items():
+        if isinstance(cond, dict):
+            out[key] = {op: _operand(key, op, arg) for op, arg in cond.items()}
+        else:
+            out[key] = _operand(key, "$eq", cond)
+    return out
+
+
+_ORDER = {"$lt": operator.lt, "$gt": operator.gt, "$lte": operator.le, "$gte": operator.ge}
+
+
+def stored_time(value: Any) -> float | None:
+    """Epoch seconds rounded to the microsecond, the resolution of datetime: a time read back
+    as a datetime and given to ``$eq`` then matches its record exactly."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None  # absent, or not a time hpcpar wrote
+    return round(float(value), 6)
 
 
 def _matches(value: Any, cond: Any) -> bool:
@@ -82,7 +149,10 @@ def _matches(value: Any, cond: Any) -> bool:
         elif value is None:
             ok = False
         else:
-            ok = {"$lt": value < arg, "$gt": value > arg, "$lte": value <= arg, "$gte": value >= arg}[op]
+            try:
+                ok = _ORDER[op](value, arg)
+            except TypeError:  # text against a number: no match, as in SQLite's ordering of types
+                ok = False
         if not ok:
             return False
     return True
@@ -119,6 +189,7 @@ class MemoryBackend:
         return self.records.get(msg_id)
 
     def find(self, query: dict[str, Any], keys: list[str] | None = None) -> list[dict[str, Any]]:
+        query = normalize_query(query)
         return [
             _project(rec, keys)
             for rec in self.records.values()
@@ -126,6 +197,7 @@ class MemoryBackend:
         ]
 
     def delete(self, query: dict[str, Any]) -> int:
+        query = normalize_query(query)
         doomed = [m for m, rec in self.records.items() if all(_matches(rec.get(k), c) for k, c in query.items())]
         for m in doomed:
             del self.records[m]
@@ -219,7 +291,7 @@ class SQLiteBackend:
         clauses: list[str] = []
         args: list[Any] = []
         sql_ops = {"$lt": "<", "$gt": ">", "$lte": "<=", "$gte": ">=", "$eq": "=", "$ne": "IS NOT"}
-        for key, cond in query.items():
+        for key, cond in normalize_query(query).items():
             if not isinstance(cond, dict):
                 cond = {"$eq": cond}
             for op, arg in cond.items():
