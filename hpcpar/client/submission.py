@@ -12,26 +12,8 @@ from pathlib import Path
 from typing import Any
 
 from .. import serialize, sharedmem, targetset, wire
-from ..error import (
-    DependencyTimeout,
-    EngineError,
-    ImpossibleDependency,
-    KernelError,
-    RemoteError,
-    TaskAborted,
-    TaskTimeout,
-)
+from ..error import remote_error
 from .asyncresult import AsyncResult, Metadata, _ts, raise_failures
-
-# Failures the controller or engine reports on its own behalf map to these classes.
-_OWN_ERRORS: dict[str, type[KernelError]] = {
-    "EngineError": EngineError,
-    "TaskAborted": TaskAborted,
-    "TaskTimeout": TaskTimeout,
-    "ImpossibleDependency": ImpossibleDependency,
-    "DependencyTimeout": DependencyTimeout,
-    "SharedMemoryError": sharedmem.SharedMemoryError,
-}
 
 
 class _ShmFiles:
@@ -139,17 +121,17 @@ class Submission:
 
     @staticmethod
     def _make_error(meta: dict[str, Any]) -> BaseException:
+        """A RemoteError; for failures hpcpar reports itself (engine gone, dependencies, timeouts,
+        aborts) one that is also EngineError, ImpossibleDependency... (see error.remote_error)."""
         ename = meta.get("ename") or "UnknownError"
         evalue = meta.get("evalue") or ""
         info = meta.get("engine_info") or {}
-        own = _OWN_ERRORS.get(ename) if meta.get("origin") == "hpcpar" else None
-        if own is EngineError:
-            return EngineError(evalue, info)
-        if own is not None:
-            err = own(evalue)
+        own = meta.get("origin") == "hpcpar"
+        if own and ename == "SharedMemoryError":
+            err = sharedmem.SharedMemoryError(evalue)
             err.engine_info = info  # type: ignore[attr-defined]
             return err
-        return RemoteError(ename, evalue, meta.get("traceback") or [], info)
+        return remote_error(ename, evalue, meta.get("traceback") or [], info, own=own)
 
     def _wait_msg(self, msg_id: str, timeout: float | None = None) -> bool:
         with self._cond:

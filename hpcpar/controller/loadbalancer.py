@@ -20,7 +20,7 @@ if TYPE_CHECKING:
     from .tasks import Task
 
 
-MET, WAIT, IMPOSSIBLE = "met", "wait", "impossible"
+MET, WAIT, IMPOSSIBLE, INVALID = "met", "wait", "impossible", "invalid"
 
 
 class LoadBalancer:
@@ -46,8 +46,9 @@ class LoadBalancer:
 
     def _place(self, task: Task) -> None:
         state, why = self._dependency_state(task)
-        if state == IMPOSSIBLE:
-            self.ctl.fail_task(task, "ImpossibleDependency", why)
+        if state in (IMPOSSIBLE, INVALID):
+            # InvalidDependency (a subclass of ImpossibleDependency): names no task this cluster knows.
+            self.ctl.fail_task(task, "InvalidDependency" if state == INVALID else "ImpossibleDependency", why)
         elif state == WAIT:
             self.waiting[task.msg_id] = task
             for dep in self._deps_of(task):
@@ -75,7 +76,7 @@ class LoadBalancer:
                     pending += 1
                     continue
                 if dep in self.unknown:
-                    return IMPOSSIBLE, []  # no such task: it will never finish
+                    return INVALID, []  # no such task: it will never finish
                 self._look_up(dep)  # finished long ago? the task database knows
                 pending += 1
                 continue
@@ -100,6 +101,8 @@ class LoadBalancer:
             if not spec:
                 continue
             state, engines = self._judge(spec)
+            if state == INVALID:
+                return INVALID, f"its '{key}' dependency {spec['msg_ids']} names a task this cluster has no record of"
             if state == IMPOSSIBLE:
                 return IMPOSSIBLE, f"its '{key}' dependency {spec['msg_ids']} can no longer be met"
             if state == WAIT:
