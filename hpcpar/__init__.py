@@ -20,6 +20,12 @@ from .mpi import MPISubsetWarning
 
 __version__ = "0.1.0"
 
+# Values of AsyncResult.wait / get(return_when=...), the same strings as concurrent.futures'
+# (defined here so that engines, which import this package, need not import it).
+FIRST_COMPLETED = "FIRST_COMPLETED"
+FIRST_EXCEPTION = "FIRST_EXCEPTION"
+ALL_COMPLETED = "ALL_COMPLETED"
+
 
 # Imported on first use: engines import this package and must start fast,
 # without the client side (or the launchers) they never use.
@@ -32,6 +38,9 @@ _LAZY = {
     "LoadBalancedView": "client",
     "ViewExecutor": "client",
     "Cluster": "cluster",
+    "Reference": "client.reference",
+    "remote": "client.remotefunction",
+    "parallel": "client.remotefunction",
 }
 
 
@@ -64,6 +73,9 @@ def interactive(f):
 
 
 __all__ = [
+    "ALL_COMPLETED",
+    "FIRST_COMPLETED",
+    "FIRST_EXCEPTION",
     "AsyncMapResult",
     "AsyncResult",
     "BroadcastView",
@@ -77,6 +89,7 @@ __all__ = [
     "LoadBalancedView",
     "MPISubsetWarning",
     "NoEnginesRegistered",
+    "Reference",
     "RemoteError",
     "TaskAborted",
     "TaskTimeout",
@@ -86,5 +99,7 @@ __all__ = [
     "dependent",
     "error",
     "interactive",
+    "parallel",
+    "remote",
     "require",
 ]

@@ -74,6 +74,8 @@ def loads(data: Any, buffers: list[Any] = ()) -> Any:
     try:
         return pickle.loads(data, buffers=buffers)
     except Exception as e:
+        if getattr(e, "hpcpar_user_error", False):
+            raise  # e.g. a Reference naming nothing on this engine: the user's NameError
         raise SerializationError(f"could not deserialize: {type(e).__name__}: {e}") from e
 
 
@@ -274,6 +276,8 @@ class RequestLoader:
             unpickler.load_function = self._function
             return unpickler.load()
         except Exception as e:
+            if getattr(e, "hpcpar_user_error", False):
+                raise
             raise SerializationError(f"could not deserialize: {type(e).__name__}: {e}") from e
 
     def _function(self, data: bytes) -> Any:

@@ -91,7 +91,7 @@ def test_targets_flag_restricts_engines(rc):
 def test_executor_is_a_futures_executor(rc):
     import concurrent.futures
 
-    ex = rc.load_balanced_view().executor()
+    ex = rc.load_balanced_view().executor
     assert isinstance(ex, concurrent.futures.Executor)
     futs = [ex.submit(pow, 2, i) for i in range(5)]
     assert [f.result(timeout=10) for f in futs] == [1, 2, 4, 8, 16]

@@ -70,13 +70,18 @@ def test_unpicklable_result_becomes_an_error_not_a_hang(rc):
 def test_result_that_cannot_be_unpickled_locally_raises_at_get(rc):
     from hpcpar.serialize import SerializationError
 
-    # The engine returns an instance of a class that exists only on the engine.
-    rc[0].execute("import pickle\nclass OnlyHere:\n    pass\nobj = OnlyHere()", block=True)
-    rc[0].use_pickle()
-    try:
-        ar = rc[0].pull("obj", block=False)
-        with pytest.raises(SerializationError):
-            ar.get(timeout=10)
-    finally:
-        rc[0].use_cloudpickle()
+    # The engine returns an instance of a class from a module only the engine can import
+    # (pickled by reference, as any importable class is).
+    rc[0].execute(
+        "import sys, tempfile, pathlib\n"
+        "d = tempfile.mkdtemp()\n"
+        "pathlib.Path(d, 'hpcpar_only_on_engine.py').write_text('class OnlyHere:\\n    pass\\n')\n"
+        "sys.path.insert(0, d)\n"
+        "import hpcpar_only_on_engine\n"
+        "obj = hpcpar_only_on_engine.OnlyHere()",
+        block=True,
+    )
+    ar = rc[0].pull("obj", block=False)
+    with pytest.raises(SerializationError):
+        ar.get(timeout=10)
     assert rc[0].apply_sync(lambda: 3) == 3  # client and engine unharmed

@@ -54,6 +54,7 @@ class Client(Channel, Submission, HubQueries):
         sshkey: str | None = None,
         results_limit: int | None = None,
         shared_memory: bool = True,
+        cluster: Any = None,
         **kwargs: Any,
     ) -> None:
         if "url_or_file" in kwargs:
@@ -64,6 +65,7 @@ class Client(Channel, Submission, HubQueries):
         if kwargs:
             raise TypeError(f"Client() got unexpected arguments: {', '.join(sorted(kwargs))}")
         self.timeout = timeout
+        self.cluster = cluster  # the hpcpar.Cluster this client belongs to, when a Cluster made it
         self._tunnel: Any = None
         if sshserver or sshkey or ssh_options:
             from ..ssh.client import tunnel_for_client
@@ -133,7 +135,7 @@ class Client(Channel, Submission, HubQueries):
                 raise NoEnginesRegistered()
             return ids
         if isinstance(targets, int):
-            targets = [targets]
+            targets = [ids[targets] if targets < 0 and -len(ids) <= targets else targets]
         elif isinstance(targets, range):
             targets = list(targets)
         elif isinstance(targets, slice):
@@ -164,25 +166,36 @@ class Client(Channel, Submission, HubQueries):
             return DirectView(self, self._build_targets(list(key)))
         raise TypeError(f"index a Client with an int, slice, list or range, not {type(key).__name__}")
 
+    def _last_engine(self, targets: Any) -> Any:
+        """A negative engine index (``-1``: the last engine) resolved now, as ipyparallel does."""
+        if type(targets) is int and targets < 0:
+            ids = self.ids
+            if not ids:
+                raise NoEnginesRegistered()
+            if -len(ids) > targets:
+                raise IndexError(f"engine index {targets} is out of range; registered ids: {ids}")
+            return ids[targets]
+        return targets
+
     def direct_view(self, targets: Any = "all", **kwargs: Any):
         from .directview import DirectView
 
-        return DirectView(self, targets, **kwargs)
+        return DirectView(self, self._last_engine(targets), **kwargs)
 
     def broadcast_view(self, targets: Any = "all", is_coalescing: bool = False, **kwargs: Any):
         """For ipyparallel compatibility: every DirectView already sends one message for
         all targets; ``is_coalescing`` also brings the replies back as one message."""
         from .broadcastview import BroadcastView
 
-        return BroadcastView(self, targets, is_coalescing=is_coalescing, **kwargs)
+        return BroadcastView(self, self._last_engine(targets), is_coalescing=is_coalescing, **kwargs)
 
     def load_balanced_view(self, targets: Any = None, **kwargs: Any):
         from .loadbalanced import LoadBalancedView
 
-        return LoadBalancedView(self, targets, **kwargs)
+        return LoadBalancedView(self, self._last_engine(targets), **kwargs)
 
     def executor(self, targets: Any = None):
-        return self.load_balanced_view(targets).executor()
+        return self.load_balanced_view(targets).executor
 
     def wait_for_engines(
         self,
@@ -239,11 +252,40 @@ class Client(Channel, Submission, HubQueries):
         return out
 
     def wait(self, jobs: Any = None, timeout: float = -1) -> bool:
-        """Wait for msg_ids / AsyncResults / history indices; True if all finished."""
+        """Wait for msg_ids / AsyncResults / history indices / concurrent futures (from
+        ``view.executor`` or anywhere else); True if all finished in time."""
+        futures: list[concurrent.futures.Future] = []
+        if jobs is not None:
+            items = [jobs] if isinstance(jobs, (str, int, concurrent.futures.Future)) else list(jobs)
+            futures = [j for j in items if _foreign_future(j)]
+            jobs = [j for j in items if not _foreign_future(j)]
         msg_ids = self._msg_ids_of(jobs)
-        deadline = None if timeout is None or timeout < 0 else timeout
+        deadline = None if timeout is None or timeout < 0 else time.monotonic() + timeout
         with self._cond:
-            return self._cond.wait_for(lambda: not any(m in self.outstanding for m in msg_ids), deadline)
+            if not self._cond.wait_for(lambda: not any(m in self.outstanding for m in msg_ids), timeout_left(deadline)):
+                return False
+        if futures:
+            _, not_done = concurrent.futures.wait(futures, timeout=timeout_left(deadline))
+            return not not_done
+        return True
+
+    def wait_interactive(self, jobs: Any = None, interval: float = 1.0, timeout: float = -1) -> bool:
+        """Wait for ``jobs`` (default: everything outstanding) with a progress bar (a
+        widget in a notebook, tqdm on a terminal, plain lines otherwise). Returns
+        whether all finished; gives up silently after ``timeout`` s (as AsyncResult's)."""
+        from ..progress import Progress
+
+        msg_ids = self._msg_ids_of(jobs)
+        deadline = None if timeout is None or timeout < 0 else time.monotonic() + timeout
+        with Progress(total=len(msg_ids), desc="tasks", unit="task") as bar:
+            while True:
+                with self._lock:
+                    left = sum(m in self.outstanding for m in msg_ids)
+                bar.update_to(len(msg_ids) - left)
+                remaining = timeout_left(deadline)
+                if not left or remaining == 0:
+                    return not left
+                self.wait(msg_ids, interval if remaining is None else min(interval, remaining))
 
     def spin(self) -> None:
         """A no-op kept for ipyparallel compatibility: I/O runs in a background thread."""
@@ -275,7 +317,7 @@ class Client(Channel, Submission, HubQueries):
 
     def _direct(self, msg_type: str, targets: Any, meta: dict[str, Any] | None = None, obj: Any = None,
                 block: bool | None = None) -> Any:
-        target_list = self._build_targets(targets)
+        target_list = list(dict.fromkeys(self._build_targets(targets)))  # each engine once
         msg_ids, frames, header = self._submit(msg_type, route="direct", targets=target_list, meta=meta, obj=obj)
         ar = AsyncResult(self, msg_ids, fname=msg_type.removesuffix("_request"), targets=target_list,
                          single=isinstance(targets, int))
@@ -330,7 +372,7 @@ class Client(Channel, Submission, HubQueries):
     def activate(self, targets: Any = "all", suffix: str = ""):
         """Make ``%px``, ``%%px``, ``%autopx``, ``%pxresult`` and ``%pxconfig``
         (each name + ``suffix``) run on a blocking DirectView of ``targets``."""
-        view = self.direct_view(targets)
+        view = self.direct_view(self._last_engine(targets))
         view.block = True
         view.activate(suffix)
         return view
@@ -387,4 +429,16 @@ class Client(Channel, Submission, HubQueries):
         self._pickler = "cloudpickle"
 
     def use_pickle(self) -> None:
-        self._pickler = "pickle"
+        """Restore the default serialization, as in ipyparallel: hpcpar's default is
+        cloudpickle, so functions, lambdas and closures keep reaching the engines."""
+        self._pickler = "cloudpickle"
+
+
+def timeout_left(deadline: float | None) -> float | None:
+    """Seconds until ``deadline`` (a time.monotonic() value; None: no limit), never negative."""
+    return None if deadline is None else max(0.0, deadline - time.monotonic())
+
+
+def _foreign_future(job: Any) -> bool:
+    """A concurrent.futures.Future that is not one of this client's AsyncResults."""
+    return isinstance(job, concurrent.futures.Future) and not isinstance(job, AsyncResult)

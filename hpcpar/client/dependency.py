@@ -92,47 +92,105 @@ def depend(df: Any, *dargs: Any, **dkwargs: Any):
     return decorator
 
 
-def _importable(*names: str) -> bool:
-    import importlib
+def require(*objects: Any, **mapping: Any):
+    """Decorator: what the task needs on the engine, shipped with it.
 
-    for name in names:
-        try:
-            importlib.import_module(name)
-        except ImportError:
-            return False
-    return True
-
-
-def require(*modules: Any, **mapping: Any):
-    """Decorator: run the task only on engines that can import ``modules``.
-
-    Modules (names or module objects) are imported on the engine before the
-    task runs and are visible to it; on an engine that lacks one the task is
-    sent elsewhere.
+    Modules (by name or module object) are imported on the engine before the
+    task runs; on an engine that cannot import one the task is sent elsewhere
+    (UnmetDependency). Functions given positionally are bound under their
+    ``__name__``, and any object given by keyword under that name, in the
+    engine's namespace, where the task (and later tasks) see them.
     """
-    names = [m if isinstance(m, str) else m.__name__ for m in modules]
+    import types
+
+    names: list[str] = []
+    bound: dict[str, Any] = {}
+    for obj in objects:
+        if isinstance(obj, types.ModuleType):
+            obj = obj.__name__
+        if isinstance(obj, str):
+            names.append(obj)
+        elif callable(obj) and hasattr(obj, "__name__"):
+            bound[obj.__name__] = obj
+        else:
+            raise TypeError(f"require() takes modules, module names and functions positionally; give other "
+                            f"objects by keyword, e.g. require(name=obj), not {type(obj).__name__}")
+    bound.update(mapping)
+    needs = _Requirements(names, bound)
 
     def decorator(f: Any) -> dependent:
-        return dependent(_with_imports(f, names), _importable, *names)
+        return dependent(_Bound(f, needs), needs)
 
     return decorator
 
 
-class _with_imports:
-    """Import modules into the function's globals right before calling it."""
+class _Requirements:
+    """Run on the engine as the task's dependency check: import the modules and
+    bind the objects; a missing module makes the dependency unmet."""
 
-    def __init__(self, f: Any, names: list[str]) -> None:
-        functools.update_wrapper(self, f)
-        self.f = f
-        self.names = names
+    def __init__(self, modules: list[str], objects: dict[str, Any]) -> None:
+        self.modules = modules
+        self.objects = objects
+        self.__name__ = "require(" + ", ".join([*modules, *objects]) + ")"
 
-    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+    def namespace(self) -> dict[str, Any]:
+        from .reference import _namespace
+
+        return _namespace()
+
+    def bindings(self) -> dict[str, Any]:
+        """Name -> value for the engine's namespace: top-level modules, then the objects."""
         import importlib
 
+        out: dict[str, Any] = {}
+        for name in self.modules:
+            try:
+                importlib.import_module(name)
+            except ImportError as e:
+                raise UnmetDependency(f"cannot import {name} on this engine: {e}") from None
+            top = name.split(".")[0]
+            out[top] = importlib.import_module(top)
+        out.update(self.objects)
+        return out
+
+    def __call__(self) -> bool:
+        ns = self.namespace()
+        rebind = _rebinder(ns)
+        for name, value in self.bindings().items():
+            ns[name] = rebind(value)
+        return True
+
+
+class _Bound:
+    """The task's function; its own globals also get what ``require`` binds when
+    they are not the engine's namespace (a function from a module, or a closure)."""
+
+    def __init__(self, f: Any, needs: _Requirements) -> None:
+        functools.update_wrapper(self, f)
+        self.f = f
+        self.needs = needs
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        import sys
+
         g = getattr(self.f, "__globals__", None)
-        for name in self.names:
-            module = importlib.import_module(name)
-            if g is not None:
-                g.setdefault(name.split(".")[0], importlib.import_module(name.split(".")[0]))
-            del module
+        ns = self.needs.namespace()
+        if g is not None and g is not ns:
+            module = sys.modules.get(g.get("__name__", ""))
+            own = module is None or module.__dict__ is not g  # a private copy cloudpickle made
+            for name in [*self.needs.modules, *self.needs.objects]:
+                key = name.split(".")[0]
+                if key in ns and (own or key not in g):
+                    g[key] = ns[key]
         return self.f(*args, **kwargs)
+
+
+def _rebinder(ns: dict[str, Any]) -> Any:
+    """The engine's Rebinder when ``ns`` is its namespace (interactive functions then
+    see the engine's names), else no change."""
+    from ..engine import namespace
+
+    current = namespace._current
+    if current is not None and current.globals is ns:
+        return current.rebinder.rebind
+    return lambda value: value

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import builtins
+import collections
 import contextlib
 import sys
 from collections.abc import Iterator
@@ -52,15 +53,64 @@ class DirectView(View):
         # blocking call, which waits for all anyway; a non-blocking one keeps
         # per-engine progress unless coalescing is asked for.
         coalesce = block if self.coalesce is None else self.coalesce
+        waiting = block if wait is None else wait
+        single, name = self._single(targets), fname or msg_type
+        rounds = _rounds(target_list)
+        if len(rounds) > 1:
+            return self._call_rounds(msg_type, rounds, target_list, obj, meta, name, single, coalesce, waiting)
         extra = {"label": self.label, "coalesce": coalesce and len(target_list) > 1}
         msg_ids, frames, header = client._submit(msg_type, route="direct", targets=target_list, meta=meta,
                                                  obj=obj, header_extra=extra)
-        if block if wait is None else wait:
-            return self._send_and_wait(msg_ids, frames, header, self._single(targets), fname or msg_type, target_list)
-        ar = AsyncResult(client, msg_ids, fname=fname or msg_type, targets=target_list,
-                         single=self._single(targets))
+        if waiting:
+            return self._send_and_wait(msg_ids, frames, header, single, name, target_list)
+        ar = AsyncResult(client, msg_ids, fname=name, targets=target_list, single=single)
         client._send_tracked(msg_ids, frames, header, ar, target_list)
         return self._record(ar)
+
+    def _call_rounds(self, msg_type: str, rounds: list[list[int]], target_list: list[int], obj: Any,
+                     meta: dict | None, name: str, single: bool, coalesce: bool | None, waiting: bool) -> Any:
+        """Targets naming an engine more than once (``rc[[0, 0]]``): it runs the call once
+        per mention, as in ipyparallel. Each round is one message to engines named in it;
+        results come back in the order of ``target_list``."""
+        client = self.client
+        sent = []
+        ids_of: dict[tuple[int, int], str] = {}
+        for r, round_targets in enumerate(rounds):
+            extra = {"label": self.label, "coalesce": bool(coalesce) and len(round_targets) > 1}
+            ids, frames, header = client._submit(msg_type, route="direct", targets=round_targets, meta=meta,
+                                                 obj=obj, header_extra=extra)
+            sent.append((ids, frames, header, round_targets))
+            ids_of.update({(t, r): mid for t, mid in zip(round_targets, ids)})
+        mentions: collections.Counter[int] = collections.Counter()
+        msg_ids = []
+        for t in target_list:
+            msg_ids.append(ids_of[(t, mentions[t])])
+            mentions[t] += 1
+        ar = None if waiting else AsyncResult(client, msg_ids, fname=name, targets=target_list, single=single)
+        for ids, frames, header, round_targets in sent:
+            client._send_tracked(ids, frames, header, ar, round_targets)
+        if ar is not None:
+            return self._record(ar)
+        self.history.extend(msg_ids)
+        return client._wait_results(msg_ids, single, name)
+
+    def _per_engine(self, target_list: list[int], objs: list[Any], fname: str, block: bool | None,
+                    joiner: Any = None, n_items: int | None = None) -> Any:
+        """One apply per engine (``objs[i]`` to ``target_list[i]``), results joined as one
+        AsyncMapResult: the shape of map, scatter, gather and parallel functions."""
+        client = self.client
+        msg_ids: list[str] = []
+        batches = []
+        for eid, obj in zip(target_list, objs):
+            ids, frames, header = client._submit("apply_request", route="direct", targets=[eid], obj=obj,
+                                                 header_extra={"label": self.label})
+            msg_ids.extend(ids)
+            batches.append((ids, frames, header, eid))
+        ar = AsyncMapResult(client, msg_ids, fname=fname, joiner=joiner, n_items=n_items)
+        for ids, frames, header, eid in batches:
+            client._send_tracked(ids, frames, header, ar, [eid])
+        self._record(ar)
+        return ar.get() if self._block(block) else ar
 
     def _really_apply(self, f: Any, args: tuple = (), kwargs: dict | None = None, block: bool | None = None,
                       targets: Any = None, track: bool | None = None) -> Any:
@@ -70,26 +120,15 @@ class DirectView(View):
 
     def map(self, f: Any, *sequences: Any, block: bool | None = None, track: bool | None = None,
             return_exceptions: bool = False, targets: Any = None) -> Any:
-        """Split each sequence into one contiguous part per engine; ``f`` maps over its part."""
+        """Split the sequences into one contiguous part per engine; ``f`` maps over its part.
+        Any iterable works (read once); as with builtin ``map``, the shortest one sets the length."""
         if not sequences:
             raise TypeError("map needs at least one sequence")
         target_list = self._target_list(targets)
-        n_items = min(len(s) if hasattr(s, "__len__") else len(list(s)) for s in sequences)
-        parts = [partition.split(s if hasattr(s, "__len__") else list(s), len(target_list)) for s in sequences]
-        client = self.client
-        msg_ids: list[str] = []
-        batches = []
-        for i, eid in enumerate(target_list):
-            obj = (engine_builtins.map_chunk, (f, *[p[i] for p in parts]), {})
-            ids, frames, header = client._submit("apply_request", route="direct", targets=[eid], obj=obj,
-                                                 header_extra={"label": self.label})
-            msg_ids.extend(ids)
-            batches.append((ids, frames, header, eid))
-        ar = AsyncMapResult(client, msg_ids, fname=_fname(f), n_items=n_items)
-        for ids, frames, header, eid in batches:
-            client._send_tracked(ids, frames, header, ar, [eid])
-        self._record(ar)
-        return ar.get() if self._block(block) else ar
+        seqs, n_items = partition.aligned(sequences)
+        parts = [partition.split(s, len(target_list)) for s in seqs]
+        objs = [(engine_builtins.map_chunk, (f, *[p[i] for p in parts]), {}) for i in range(len(target_list))]
+        return self._per_engine(target_list, objs, _fname(f), block, n_items=n_items)
 
     def execute(self, code: str, silent: bool = True, targets: Any = None, block: bool | None = None) -> AsyncResult:
         """Run code text in each engine's namespace. Returns the AsyncResult
@@ -123,7 +162,9 @@ class DirectView(View):
         return self._call("apply_request", targets, obj=(engine_builtins.pull, (names,), {}), fname="pull",
                           block=self._block(block))
 
-    get = pull
+    def get(self, key_s: str | list[str] | tuple[str, ...]) -> Any:
+        """The value(s) of names on the engines; always waits (``pull`` follows ``block``)."""
+        return self.pull(key_s, block=True)
 
     def __setitem__(self, key: str, value: Any) -> None:
         self.push({key: value}, block=True)
@@ -140,39 +181,17 @@ class DirectView(View):
             raise ValueError("only dist='b' (contiguous blocks) is supported")
         target_list = self._target_list(targets)
         parts = partition.split(seq, len(target_list))
-        client = self.client
-        msg_ids: list[str] = []
-        batches = []
-        for eid, part in zip(target_list, parts):
-            value = part[0] if flatten and len(part) == 1 else part
-            ids, frames, header = client._submit("apply_request", route="direct", targets=[eid],
-                                                 obj=(engine_builtins.push, ({key: value},), {}))
-            msg_ids.extend(ids)
-            batches.append((ids, frames, header, eid))
-        ar = AsyncMapResult(client, msg_ids, fname="scatter", joiner=lambda results: None)
-        for ids, frames, header, eid in batches:
-            client._send_tracked(ids, frames, header, ar, [eid])
-        self._record(ar)
-        return ar.get() if self._block(block) else ar
+        objs = [(engine_builtins.push, ({key: part[0] if flatten and len(part) == 1 else part},), {})
+                for part in parts]
+        return self._per_engine(target_list, objs, "scatter", block, joiner=lambda results: None)
 
     def gather(self, key: str, dist: str = "b", targets: Any = None, block: bool | None = None) -> Any:
         """Pull ``key`` from each engine and join the parts (inverse of scatter)."""
         if dist != "b":
             raise ValueError("only dist='b' (contiguous blocks) is supported")
         target_list = self._target_list(targets)
-        client = self.client
-        msg_ids: list[str] = []
-        batches = []
-        for eid in target_list:
-            ids, frames, header = client._submit("apply_request", route="direct", targets=[eid],
-                                                 obj=(engine_builtins.pull, (key,), {}))
-            msg_ids.extend(ids)
-            batches.append((ids, frames, header, eid))
-        ar = AsyncMapResult(client, msg_ids, fname="gather", joiner=partition.join)
-        for ids, frames, header, eid in batches:
-            client._send_tracked(ids, frames, header, ar, [eid])
-        self._record(ar)
-        return ar.get() if self._block(block) else ar
+        objs = [(engine_builtins.pull, (key,), {})] * len(target_list)
+        return self._per_engine(target_list, objs, "gather", block, joiner=partition.join)
 
     def clear(self, targets: Any = None, block: bool | None = None) -> Any:
         return self.client.clear(self._targets if targets is None else targets, block=block)
@@ -233,3 +252,19 @@ def _warn_mpi_subset(view: DirectView, targets: Any) -> None:
     from ..mpi import warn_if_subset
 
     warn_if_subset(view.client, view._target_list(targets), stacklevel=3)
+
+
+def _rounds(targets: list[int]) -> list[list[int]]:
+    """``targets`` as rounds in which each engine appears at most once (its k-th
+    mention goes to round k); one round, the list itself, when none repeats."""
+    if len(targets) < 2 or len(set(targets)) == len(targets):
+        return [targets]
+    rounds: list[list[int]] = []
+    mentions: collections.Counter[int] = collections.Counter()
+    for t in targets:
+        k = mentions[t]
+        mentions[t] += 1
+        if k == len(rounds):
+            rounds.append([])
+        rounds[k].append(t)
+    return rounds

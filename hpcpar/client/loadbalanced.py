@@ -11,7 +11,7 @@ from ..engine import builtins as engine_builtins
 from . import partition
 from .asyncresult import AsyncMapResult, AsyncResult
 from .dependency import dependency_spec
-from .view import View, _fname
+from .view import MapIterator, View, _fname
 
 if TYPE_CHECKING:
     from .client import Client
@@ -72,33 +72,44 @@ class LoadBalancedView(View):
         (iteration follows completion order when ``ordered=False``)."""
         if not sequences:
             raise TypeError("map needs at least one sequence")
-        seqs = [s if hasattr(s, "__len__") else list(s) for s in sequences]
-        n_items = min(len(s) for s in seqs)
-        chunked = [partition.chunks(s[:n_items], chunksize) for s in seqs]
+        seqs, n_items = partition.aligned(sequences)
+        chunked = [partition.chunks(s, chunksize) for s in seqs]
+        objs = [(engine_builtins.map_chunk, (f, *[c[i] for c in chunked]), {}) for i in range(len(chunked[0]))]
+        return self._per_task(objs, _fname(f), block, ordered, n_items=n_items)
+
+    def _per_task(self, objs: list[Any], fname: str, block: bool | None, ordered: bool = True,
+                  joiner: Any = None, n_items: int | None = None) -> Any:
+        """One load-balanced apply per item of ``objs``, results joined as one AsyncMapResult."""
         client = self.client
         batches = []
         msg_ids: list[str] = []
-        for i in range(len(chunked[0]) if chunked else 0):
-            obj = (engine_builtins.map_chunk, (f, *[c[i] for c in chunked]), {})
-            ids, frames, header = self._submit_one(obj, _fname(f))
+        for obj in objs:
+            ids, frames, header = self._submit_one(obj, fname)
             msg_ids.extend(ids)
             batches.append((ids, frames, header))
-        ar = AsyncMapResult(client, msg_ids, fname=_fname(f), ordered=ordered, n_items=n_items)
+        ar = AsyncMapResult(client, msg_ids, fname=fname, ordered=ordered, joiner=joiner, n_items=n_items)
         for ids, frames, header in batches:
             client._send_tracked(ids, frames, header, ar)
         self._record(ar)
         return ar.get() if self._block(block) else ar
 
     def imap(self, f: Any, *sequences: Any, ordered: bool = True, max_outstanding: int | str = "auto",
-             return_exceptions: bool = False) -> Iterator[Any]:
+             return_exceptions: bool = False) -> MapIterator:
         """Lazily map over (possibly infinite) iterables, keeping at most
-        ``max_outstanding`` tasks in flight (default: twice the engine count)."""
+        ``max_outstanding`` tasks in flight (default: twice the engine count).
+        ``cancel()`` on the iterator stops reading the input and drops the tasks in flight."""
         limit = max(1, 2 * len(self.client.ids)) if max_outstanding == "auto" else int(max_outstanding)
-        return self._imap(f, zip(*sequences), ordered, limit, return_exceptions)
+        pending: deque[AsyncResult] = deque()
+
+        def cancel() -> None:
+            jobs = [ar for ar in pending if not ar.ready()]
+            if jobs:
+                self.client.abort(jobs=jobs)
+
+        return MapIterator(self._imap(f, zip(*sequences), ordered, limit, return_exceptions, pending), cancel)
 
     def _imap(self, f: Any, args_iter: Iterator[tuple], ordered: bool, limit: int,
-              return_exceptions: bool) -> Iterator[Any]:
-        pending: deque[AsyncResult] = deque()
+              return_exceptions: bool, pending: deque[AsyncResult]) -> Iterator[Any]:
 
         def value(ar: AsyncResult) -> Any:
             try:

@@ -35,6 +35,24 @@ def split(seq: Any, n: int) -> list[Any]:
     return parts
 
 
+def _sliceable(seq: Any) -> bool:
+    return isinstance(seq, (list, tuple, str, range)) or _is_numpy(seq)
+
+
+def readable(sequences: Any) -> list[Any]:
+    """Each sequence as one that can be measured and sliced; iterators and generators
+    are read here, once."""
+    return [s if _sliceable(s) else list(s) for s in sequences]
+
+
+def aligned(sequences: Any) -> tuple[list[Any], int]:
+    """The sequences of a map, read once (see ``readable``) and cut to the shortest,
+    as builtin ``map`` pairs them; and that common length."""
+    seqs = readable(sequences)
+    n = min(len(s) for s in seqs)
+    return [s if len(s) == n else s[:n] for s in seqs], n
+
+
 def chunks(seq: Any, size: int) -> list[Any]:
     if size < 1:
         raise ValueError(f"chunksize must be at least 1, got {size}")

@@ -8,7 +8,7 @@ loadbalanced.py (the controller picks), broadcastview.py, and executor.py
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
 from .asyncresult import AsyncMapResult, AsyncResult
@@ -117,8 +117,10 @@ class View:
         kwargs["block"] = True
         return self.map(f, *sequences, **kwargs)
 
-    def imap(self, f: Any, *sequences: Any, **kwargs: Any) -> Iterator[Any]:
-        return iter(self.map_async(f, *sequences, **kwargs))
+    def imap(self, f: Any, *sequences: Any, **kwargs: Any) -> MapIterator:
+        """Results of ``map`` one by one as they arrive; ``cancel()`` drops the rest."""
+        ar = self.map_async(f, *sequences, **kwargs)
+        return MapIterator(iter(ar), lambda: None if ar.ready() else ar.abort())
 
     # -- waiting and control ----------------------------------------------------------------
 
@@ -154,7 +156,30 @@ class View:
 
         return parallel(self, dist=dist, block=block, **flags)
 
+    @property
     def executor(self) -> ViewExecutor:
+        """A ``concurrent.futures.Executor`` running its calls through this view."""
         from .executor import ViewExecutor
 
         return ViewExecutor(self)
+
+
+class MapIterator(Iterator[Any]):
+    """What ``imap`` returns: the results in turn; ``cancel()`` stops early (tasks not
+    yet finished are aborted and iteration ends)."""
+
+    def __init__(self, results: Iterator[Any], cancel: Callable[[], None]) -> None:
+        self._results = results
+        self._cancel = cancel
+
+    def __next__(self) -> Any:
+        return next(self._results)
+
+    def cancel(self) -> None:
+        results, self._results = self._results, iter(())
+        try:
+            self._cancel()
+        finally:
+            close = getattr(results, "close", None)
+            if close is not None:
+                close()
