@@ -77,9 +77,7 @@ def _launcher_jobs(role: str, launcher: Any) -> list[dict[str, Any]]:
         state = launcher.status()
     except Exception as e:  # noqa: BLE001 - a batch system that cannot be asked
         state = f"unknown ({e})"
-    ids = list(getattr(launcher, "job_ids", []) or [])
-    if not ids:
-        ids = [str(p.pid) for p in getattr(launcher, "processes", [])]
+    ids = launcher.labels()
     return [{
         "id": ", ".join(ids) if ids else "-",
         "system": launcher.name,

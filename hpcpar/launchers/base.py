@@ -64,6 +64,20 @@ class Launcher(ABC):
     def describe(self) -> str:
         return f"{self.name} {self.role}"
 
+    def labels(self) -> list[str]:
+        """What names this launcher's jobs or processes to a user: batch job ids, else pids
+        (``processes`` is a list on some launchers, a method returning one on others)."""
+        ids = list(getattr(self, "job_ids", None) or [])
+        if ids:
+            return [str(i) for i in ids]
+        starter = getattr(self, "starter", None)  # one mpiexec for all ranks
+        if starter is not None:
+            return [str(starter.pid)]
+        procs = getattr(self, "processes", None) or []
+        if callable(procs):
+            procs = procs()
+        return [str(getattr(p, "pid", p)) for p in procs]
+
 
 _BUILTIN = {
     "local": "hpcpar.launchers.local:LocalLauncher",

@@ -78,6 +78,17 @@ def check_network(config: Config) -> None:
                 "nodes reach) in [controller] of the profile's config.toml, or pass --ip '*'"
             ]
         )
+    if config["cluster.engines"] == "ssh" and _is_loopback(ip):
+        from .ssh import SSHLauncher
+
+        elsewhere = SSHLauncher(role="engines", options=config.section("ssh")).hosts_elsewhere()
+        if elsewhere:
+            where = config.source_of("controller.ip")
+            raise ConfigError([
+                f"controller.ip is {ip!r} (loopback, from {where}) but the ssh engines on "
+                f"{', '.join(elsewhere)} run on other hosts, which cannot reach it: set ip = \"*\" (or an "
+                "address those hosts reach) in [controller] of the profile's config.toml, or pass --ip '*'"
+            ])
 
 
 def controller_command(config: Config, profile_dir: ProfileDir, cluster_id: str = "") -> list[str]:

@@ -47,6 +47,20 @@ hp_alive() {
 """
 
 
+def _is_this_machine(name: str) -> bool:
+    """True when every address ``name`` resolves to is loopback or one of this host's own."""
+    import socket
+
+    from ..netutil import interface_addresses, is_loopback
+
+    try:
+        addrs = {a[4][0] for a in socket.getaddrinfo(name, None, socket.AF_INET)}
+    except OSError:
+        return False  # unknown here: certainly not this machine
+    own = set(interface_addresses())
+    return bool(addrs) and all(is_loopback(a) or a in own for a in addrs)
+
+
 @dataclass
 class RemoteProcess:
     host: str
@@ -111,6 +125,29 @@ class SSHLauncher(Launcher):
     def from_config(cls, role: str, n: int, config: Any, **kw: Any) -> SSHLauncher:
         """Built by ``Cluster`` from the [ssh] section of the merged config."""
         return cls(role=role, n=n, options=config.section("ssh"), **kw)
+
+    def hosts_elsewhere(self) -> list[str]:
+        """The configured hosts that are not this machine (as ssh would resolve their names)."""
+        return [h for h in (self.options.get("hosts") or {}) if not _is_this_machine(self._real_host(h))]
+
+    def _real_host(self, host: str) -> str:
+        """The HostName ssh connects to for ``host`` (aliases in ssh_config resolved)."""
+        import subprocess
+
+        from ..ssh.session import OpenSSHSession, ssh_binary
+
+        target = SSHTarget.parse(host)
+        if ssh_binary():
+            argv = [*OpenSSHSession(target, self.ssh_options()).base_argv(), "-G", target.host]
+            try:
+                out = subprocess.run(argv, capture_output=True, text=True, timeout=10).stdout
+            except (OSError, subprocess.TimeoutExpired):
+                out = ""
+            for line in out.splitlines():
+                key, _, value = line.partition(" ")
+                if key.lower() == "hostname" and value.strip():
+                    return value.strip()
+        return target.host
 
     # -- ssh plumbing --------------------------------------------------------------------
 
