@@ -165,7 +165,7 @@ def test_sigkilled_start_with_a_batch_controller_is_still_fully_stopped() -> Non
     require_system("slurm")
     pd = make_profile("killed")
     env = env_for("slurm")
-    proc = subprocess.Popen(hpcpar_cmd("start", "--profile", pd.name, "--controller", "slurm", "--engines", "slurm",
+    proc = subprocess.Popen(hpcpar_cmd("start", "--foreground", "--profile", pd.name, "--controller", "slurm", "--engines", "slurm",
                                        "-n", "2", "--timeout", "90"),
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
     lines = []

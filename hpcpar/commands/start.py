@@ -29,6 +29,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--daemonize", action="store_true",
                    help="return once the controller is up and the engine jobs are submitted and recorded")
     p.add_argument("--wait", action="store_true", help="with --daemonize: also wait for all engines")
+    p.add_argument("--foreground", action="store_true",
+                   help="stay until Ctrl-C (which stops the cluster) also with batch engines; the default "
+                   "for local engines (batch engines live in the queue: start returns once they are up)")
     p.add_argument("--timeout", type=float, default=120.0,
                    help="seconds to wait for the engines (time batch jobs spend queued does not count)")
     p.add_argument("--on", default=None, metavar="USER@HOST",
@@ -118,6 +121,10 @@ def run(args: argparse.Namespace) -> int:
     cluster._close_client()
     print(f"cluster ready in {where}: {cluster.n} engines", flush=True)
     if args.daemonize:
+        return 0
+    if not args.foreground and any(getattr(s, "job_ids", None) for s in cluster.engine_sets):
+        # Batch engines need no process here: return, as the docs promise, with the way to stop.
+        print(f"the engines run as batch jobs; stop them with '{stop_hint}'", flush=True)
         return 0
     return _foreground(cluster)
 

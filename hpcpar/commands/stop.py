@@ -11,6 +11,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("stop", help="stop a running cluster")
     add_profile_args(p)
     p.add_argument("--all", action="store_true", help="stop every cluster of every profile")
+    p.add_argument("--wait-timeout", type=float, default=60.0, metavar="SECONDS",
+                   help="wait at most this long until the batch system has let go of every job "
+                   "(SGE 'dr', SLURM 'COMPLETING'); 0 = do not wait (default 60)")
     p.add_argument("--on", default=None, metavar="USER@HOST",
                    help="stop the cluster on this host over SSH (its engines, batch jobs and controller)")
     from ..ssh.cli import add_ssh_args
@@ -31,19 +34,29 @@ def _cluster_ids(pd) -> list[str]:
     return list(ids)
 
 
-def stop_one(pd, cluster_id: str) -> str:
+def stop_one(pd, cluster_id: str, wait_timeout: float = 60.0) -> str:
     """Stop the cluster from its state file, then cancel whatever its job ledger still holds
-    (a start that was killed before it wrote its state). Returns a line for the user."""
+    (a start that was killed before it wrote its state), then wait (bounded) until the batch
+    system has let go of every job. Returns a line for the user."""
+    import sys
+
     from ..cluster import Cluster
-    from ..launchers.build import stop_recorded_jobs
+    from ..launchers.build import stop_recorded_jobs, wait_released
     from ..launchers.ledger import read_jobs
 
     path = pd.state_file(cluster_id)
-    jobs = [r.job_id for r in read_jobs(pd, cluster_id)]
+    records = read_jobs(pd, cluster_id)
+    jobs = [r.job_id for r in records]
     if path.exists():
         Cluster.from_file(path).stop_cluster()  # engines, controller, then the ledger
     stop_recorded_jobs(pd, cluster_id)
     what = f"profile {pd.name!r}" + (f", cluster id {cluster_id!r}" if cluster_id else "")
+    if records and wait_timeout > 0:
+        held = wait_released(records, pd, cluster_id, wait_timeout, progress=lambda line: print(line, flush=True))
+        if held:
+            print(f"hpcpar stop: job(s) {', '.join(held)} cancelled but still held by the batch system after "
+                  f"{wait_timeout:g} s; they leave by themselves (check with your scheduler's status command)",
+                  file=sys.stderr)
     return f"stopped cluster ({what})" + (f"; cancelled jobs {', '.join(jobs)}" if jobs else "")
 
 
@@ -74,7 +87,7 @@ def run(args: argparse.Namespace) -> int:
     failed = []
     for pd, cid in targets:
         try:
-            print(stop_one(pd, cid), flush=True)
+            print(stop_one(pd, cid, args.wait_timeout), flush=True)
         except (ClusterError, LauncherError) as e:
             failed.append(str(e))
     if failed:

@@ -405,6 +405,19 @@ class BatchLauncher(Launcher):
         )
         return self.parse_status(result, job_ids)
 
+    def releasing(self, state: JobState) -> bool:
+        """True for a final state the scheduler still holds the job in (SGE's ``dr``)."""
+        return False
+
+    def unreleased(self, job_ids: Iterable[str]) -> dict[str, JobState]:
+        """The jobs the scheduler still holds (queued, running, being deleted); one status
+        call, no back-off: what ``hpcpar stop`` waits on."""
+        ids = [str(j) for j in job_ids]
+        if not ids:
+            return {}
+        found = self.query(ids)
+        return {j: s for j, s in found.items() if s.state not in FINAL or self.releasing(s)}
+
     def poll(self, force: bool = False) -> dict[str, JobState]:
         """Job states, asking the scheduler at most once per back-off interval.
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import ipaddress
 import sys
+import time
 from collections.abc import Iterable
 from typing import Any
 
@@ -221,6 +222,45 @@ def stop_recorded_jobs(
     if problems:
         raise LauncherError("; ".join(problems))
     return cancelled
+
+
+def wait_released(
+    records: list[JobRecord],
+    profile_dir: ProfileDir,
+    cluster_id: str = "",
+    timeout: float = 60.0,
+    progress: Any = None,
+    config: Config | None = None,
+) -> list[str]:
+    """Wait (at most ``timeout`` s) until the scheduler holds none of these jobs any more,
+    not even being deleted (SGE ``dr``, SLURM ``COMPLETING``); return the ids still held.
+
+    ``progress`` gets a line each time the set of held jobs (or their states) changes.
+    """
+    from .batch import PollError
+
+    groups = {system: _launcher_for(system, recs, profile_dir, cluster_id, config)
+              for system, recs in _by_system(list(records)).items()}
+    deadline = time.monotonic() + timeout
+    shown = ""
+    while True:
+        held: dict[str, str] = {}
+        for launcher in groups.values():
+            try:
+                states = launcher.unreleased(launcher.job_ids)
+            except (LauncherError, PollError) as e:
+                states = {j: JobState("unknown", "", str(e)) for j in launcher.job_ids}
+            held.update({j: s.native or s.state for j, s in states.items()})
+        if not held:
+            return []
+        line = ("waiting for the scheduler to let go of job(s) "
+                + ", ".join(f"{j} ({state})" for j, state in sorted(held.items())))
+        if progress is not None and line != shown:
+            progress(line)
+            shown = line
+        if time.monotonic() >= deadline:
+            return sorted(held)
+        time.sleep(min(0.5, max(0.05, deadline - time.monotonic())))
 
 
 def recorded_job_states(

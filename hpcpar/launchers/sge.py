@@ -114,6 +114,9 @@ class SGELauncher(BatchLauncher):
             raise LauncherError("sge: gpus_per_engine needs the name of the GPU resource: set gpu_resource in "
                                 "[sge] (list the consumables with `qconf -sc`, e.g. gpu_resource = \"gpu\")")
 
+    def releasing(self, state: JobState) -> bool:
+        return "d" in state.native  # dr / dt: deleted, the execd has not let go yet
+
     def submit_argv(self, path: Path) -> list[str]:
         return [*self.options["submit_command"], "-terse", str(path)]
 
