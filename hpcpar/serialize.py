@@ -17,6 +17,8 @@ from typing import Any
 
 import cloudpickle
 
+from . import codepickle
+
 # Buffers smaller than this stay inside the pickle: a frame costs more than a copy.
 OUT_OF_BAND_MIN = 1024
 PICKLERS = ("cloudpickle", "pickle")
@@ -43,7 +45,7 @@ def dumps(obj: Any, pickler: str = "cloudpickle") -> tuple[bytes, list[memoryvie
         if pickler == "pickle" or _plain(obj):
             data = pickle.dumps(obj, protocol=5, buffer_callback=keep)
         else:
-            data = cloudpickle.dumps(obj, protocol=5, buffer_callback=keep)
+            data = codepickle.dumps(obj, protocol=5, buffer_callback=keep)  # keeps code file names
     except Exception as e:
         raise SerializationError(
             f"could not serialize {_describe(obj)}: {type(e).__name__}: {e}"
@@ -196,7 +198,7 @@ class FunctionCache:
         if entry is not None and entry[0] == ids and entry[1] == modules:
             return entry[3]
         try:
-            stand_in = _Pickled(cloudpickle.dumps(f, protocol=5))
+            stand_in = _Pickled(codepickle.dumps(f, protocol=5))
         except Exception:
             return f  # let the caller's own pickling report it
         self._entries[f] = (ids, modules, fingerprint, stand_in)

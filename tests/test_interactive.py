@@ -8,6 +8,7 @@ import subprocess
 import sys
 import time
 
+import noipython
 import pytest
 
 from hpcpar.progress import Progress
@@ -100,8 +101,18 @@ def test_progress_modes(monkeypatch):
     assert bar._widget.bar_style == "success"
 
 
-def test_display_works_on_engines_without_ipython(private_cluster):
-    _, rc = private_cluster
+def test_display_works_on_engines_without_ipython(private_cluster, tmp_path):
+    cluster, rc = private_cluster
+    known = list(rc.ids)
+    engine = noipython.start_engine(noipython.python_without_ipython(tmp_path), cluster, tmp_path / "engine.log")
+    try:
+        eid = noipython.wait_for_new_engine(rc, known)
+        _check_display_without_ipython(rc, eid)
+    finally:
+        noipython.stop_engine(engine)
+
+
+def _check_display_without_ipython(rc, eid):
     code = (
         "class Rich:\n"
         "    def _repr_html_(self):\n        return '<b>rich</b>'\n"
@@ -110,15 +121,15 @@ def test_display_works_on_engines_without_ipython(private_cluster):
         "display(Rich(), {'k': 1})\n"
         "import sys\n'IPython' in sys.modules\n"
     )
-    ar = rc[0].execute(code, silent=False, block=True)
-    assert ar.execute_result == {"text/plain": "False"}  # display() did not import IPython
+    ar = rc[eid].execute(code, silent=False, block=True)
+    assert ar.execute_result["data"] == {"text/plain": "False"}  # display() did not import IPython
     first, second = ar.outputs
     assert first["data"]["text/html"] == "<b>rich</b>" and first["data"]["text/plain"] == "Rich()"
     assert base64.b64decode(first["data"]["image/png"]) == b"\x89PNG fake"
     assert second["data"] == {"text/plain": "{'k': 1}"}
     # and the value of a cell is rich too
-    ar = rc[0].execute("Rich()", silent=False, block=True)
-    assert ar.execute_result["text/html"] == "<b>rich</b>"
+    ar = rc[eid].execute("Rich()", silent=False, block=True)
+    assert ar.execute_result["data"]["text/html"] == "<b>rich</b>"
 
 
 def test_outputs_stream_live_in_order_with_text(rc):

@@ -134,7 +134,7 @@ def display_outputs(client: Client, msg_ids: list[str], groupby: str = "type", r
             p.display(md["engine_id"], out)
 
     def result(md: Any) -> None:
-        p.result(md["engine_id"], md.get("execution_count"), md["execute_result"])
+        p.result(md["engine_id"], md.get("execution_count"), (md["execute_result"] or {}).get("data"))
 
     if result_only:
         for md in mds:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import builtins
 import sys
 import types
+from collections.abc import Callable
 from typing import Any
 
 from ..serialize import Rebinder
@@ -16,6 +17,8 @@ class Namespace:
         # Code that pickles classes defined with execute() looks them up here.
         sys.modules["__main__"] = self.module
         self.rebinder = Rebinder(self.module.__dict__)
+        # Called after each reset: the IPython shell, if any, puts its own names back.
+        self.after_reset: list[Callable[[], None]] = []
         self.reset()
 
     @property
@@ -30,6 +33,8 @@ class Namespace:
         if extra:
             ns.update(extra)
         self.extra = dict(extra or {})
+        for hook in self.after_reset:
+            hook()
 
 
 _current: Namespace | None = None

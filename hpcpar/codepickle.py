@@ -1,0 +1,79 @@
+"""cloudpickle that keeps where code was written, for tracebacks on engines.
+
+cloudpickle renames the file of every code object it ships ``<dynamic-code>``,
+so an error in a function defined in a script or a notebook showed
+``File "<dynamic-code>", line 6`` on the client. Here code objects keep
+their file name, and code written in a notebook or IPython cell (which has no
+file the engine could read: its lines live only in the client's
+``linecache``) carries its lines along, so the engine's traceback shows
+them as it would locally.
+"""
+
+from __future__ import annotations
+
+import copyreg
+import io
+import linecache
+import types
+from collections import ChainMap
+from typing import Any
+
+import cloudpickle
+from cloudpickle import cloudpickle as _cp
+
+_DYNAMIC = "<dynamic-code>"
+MAX_LINES = 400  # a longer function ships without its source lines
+
+
+def _span(code: types.CodeType) -> tuple[int, int]:
+    last = code.co_firstlineno
+    for _, _, line in code.co_lines():
+        if line is not None and line > last:
+            last = line
+    return code.co_firstlineno, last
+
+
+def _reduce_code(code: types.CodeType) -> tuple:
+    make, args = _cp._code_reduce(code)
+    filename = code.co_filename
+    args = tuple(filename if a is _DYNAMIC or a == _DYNAMIC else a for a in args)
+    entry = linecache.cache.get(filename)
+    if entry is None or len(entry) != 4 or entry[1] is not None:
+        return make, args  # a real file (or nothing known): the name is enough
+    first, last = _span(code)
+    if last - first >= MAX_LINES:
+        return make, args
+    return _code_with_source, (filename, first, tuple(entry[2][first - 1:last]), args)
+
+
+def _code_with_source(filename: str, first: int, lines: tuple[str, ...], args: tuple) -> types.CodeType:
+    """On the engine: remember the lines of a cell-defined function for its tracebacks."""
+    remember(filename, first, lines)
+    return types.CodeType(*args)
+
+
+def remember(filename: str, first: int, lines: tuple[str, ...] | list[str]) -> None:
+    """Put ``lines`` (starting at line ``first``) into ``linecache`` for a file that does not exist here."""
+    entry = linecache.cache.get(filename)
+    if entry is not None and (len(entry) != 4 or entry[1] is not None):
+        return  # a real file known here: its own lines win
+    if entry is None and linecache.getlines(filename):
+        return  # a real file readable here
+    known = list(entry[2]) if entry is not None else []
+    end = first - 1 + len(lines)
+    if len(known) < end:
+        known.extend(["\n"] * (end - len(known)))
+    known[first - 1:end] = lines
+    linecache.cache[filename] = (sum(map(len, known)), None, known, filename)
+
+
+class Pickler(cloudpickle.Pickler):
+    dispatch_table = ChainMap({types.CodeType: _reduce_code}, cloudpickle.Pickler._dispatch_table,
+                              copyreg.dispatch_table)
+
+
+def dumps(obj: Any, protocol: int = 5, buffer_callback: Any = None) -> bytes:
+    """``cloudpickle.dumps``, with code objects that keep their file name (and cell lines)."""
+    with io.BytesIO() as file:
+        Pickler(file, protocol=protocol, buffer_callback=buffer_callback).dump(obj)
+        return file.getvalue()
