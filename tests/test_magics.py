@@ -171,7 +171,7 @@ def test_an_error_shows_each_remote_traceback_once(ip):
     res = run(ip, "%%px --no-stream --targets [2,3]\nraise ValueError('bad ' + 'value')\n")
     assert isinstance(res.error_in_exec, hpcpar.CompositeError)
     assert ip.out.text.count("Traceback (most recent call last)") == 2, ip.out.text
-    assert ip.out.text.count("[Engine 2] ValueError: bad value") == 1
+    assert ip.out.text.count("[2:execute]") == 1 and ip.out.text.count("ValueError: bad value") == 2
 
 
 def test_autopx_sends_cells_to_the_engines_until_turned_off(ip):
