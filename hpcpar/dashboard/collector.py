@@ -1,0 +1,204 @@
+"""Reading the cluster a few times a second, as a client of its controller.
+
+Each tick asks the controller two cheap questions (its engine list with task
+totals, and ``queue_status(verbose=True)``, which carries each engine's own
+status report when engines send one) and the hub one (task records finished
+since the last tick, by the controller's receive time, which only grows).
+Failed tasks' remote tracebacks are fetched from the hub, a few per tick.
+Batch jobs are re-read on a slower clock in a thread of their own, because a
+batch system's status command may take seconds.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+from .model import DashboardState, Failure, Sample
+
+log = logging.getLogger("hpcpar.dashboard")
+
+RECORD_KEYS = ["msg_id", "msg_type", "label", "engine_id", "status", "started", "completed", "received",
+               "ename", "evalue"]
+OVERLAP = 2.0  # seconds re-asked each tick: records written late by the hub's batching are not missed
+TRACEBACKS_PER_TICK = 5
+TRACEBACK_WAIT = 15.0
+
+
+def _epoch(value: Any) -> float | None:
+    if value is None:
+        return None
+    if isinstance(value, (int, float)):
+        return float(value)
+    return float(value.timestamp())
+
+
+class Collector:
+    """Polls ``client`` every ``interval`` seconds into ``state`` and hands each update to
+    ``publish``. ``jobs`` (a callable returning job rows) is called every ``jobs_interval``."""
+
+    def __init__(self, client: Any, state: DashboardState, publish: Callable[[dict[str, Any]], None],
+                 interval: float = 0.5, jobs: Callable[[], list[dict[str, Any]]] | None = None,
+                 jobs_interval: float = 10.0, timeout: float = 10.0) -> None:
+        if interval < 0.2:
+            raise ValueError(f"interval={interval} s would poll the controller more than 5 times a "
+                             "second; use 0.2 s or more (the default, 0.5 s, is two updates a second)")
+        self.client = client
+        self.state = state
+        self.publish = publish
+        self.interval = float(interval)
+        self.timeout = timeout
+        self.jobs = jobs
+        self.jobs_interval = jobs_interval
+        self._stop = threading.Event()
+        self._since: float | None = None  # receive time of the newest record seen
+        self._recent: dict[str, float] = {}  # msg_ids already turned into bars, within OVERLAP
+        self._tracebacks: dict[str, tuple[Any, dict[str, Any], float]] = {}  # msg_id -> (ar, rec, asked)
+        self._jobs_rows: list[dict[str, Any]] | None = None
+        self._jobs_new = False
+        self._jobs_lock = threading.Lock()
+        self._threads: list[threading.Thread] = []
+
+    # -- running ---------------------------------------------------------------------
+
+    def start(self) -> None:
+        self._threads = [threading.Thread(target=self._run, name="hpcpar-dashboard-collector", daemon=True)]
+        if self.jobs is not None:
+            self._threads.append(threading.Thread(target=self._run_jobs, name="hpcpar-dashboard-jobs", daemon=True))
+        for t in self._threads:
+            t.start()
+
+    def stop(self, timeout: float = 10.0) -> None:
+        self._stop.set()
+        for t in self._threads:
+            if t is not threading.current_thread():
+                t.join(timeout)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            t0 = time.monotonic()
+            try:
+                self.publish(self.state.apply(self.sample()))
+            except Exception:  # noqa: BLE001 - the dashboard keeps running whatever one tick hits
+                log.exception("dashboard tick failed")
+            self._stop.wait(max(0.05, self.interval - (time.monotonic() - t0)))
+
+    def _run_jobs(self) -> None:
+        assert self.jobs is not None
+        while not self._stop.is_set():
+            try:
+                rows = self.jobs()
+            except Exception as e:  # noqa: BLE001 - shown on the page, not raised
+                rows = [{"system": "?", "id": "-", "role": "-", "state": f"cannot read jobs: {e}"}]
+            with self._jobs_lock:
+                self._jobs_rows, self._jobs_new = rows, True
+            self._stop.wait(self.jobs_interval)
+
+    # -- one tick --------------------------------------------------------------------
+
+    def sample(self) -> Sample:
+        now = time.time()
+        rc = self.client
+        try:
+            reply = rc._request("engines_request", {}, timeout=self.timeout).meta
+            queue = rc.queue_status(verbose=True)
+            finished = self._finished(rc)
+        except Exception as e:  # noqa: BLE001 - a controller that does not answer is shown, not raised
+            return Sample(time=now, engines=[], error=f"the controller did not answer: {e}")
+        unassigned = queue.pop("unassigned", 0)
+        sample = Sample(
+            time=now, engines=list(reply.get("engines") or []), totals=dict(reply.get("tasks") or {}),
+            queue={int(k): v for k, v in queue.items() if isinstance(v, dict)},
+            unassigned=len(unassigned) if isinstance(unassigned, list) else int(unassigned or 0),
+            finished=finished, failures=self._failures(finished),
+        )
+        with self._jobs_lock:
+            if self._jobs_new:
+                sample.jobs, self._jobs_new = self._jobs_rows, False
+        return sample
+
+    def _finished(self, rc: Any) -> list[dict[str, Any]]:
+        if self._since is None:
+            # The first tick: the window's worth of history.
+            query: dict[str, Any] = {"received": {"$gt": time.time() - self.state.window}}
+        else:
+            query = {"received": {"$gt": self._since - OVERLAP}}
+        records = rc.db_query(query, keys=RECORD_KEYS)
+        out = []
+        for rec in records:
+            for key in ("started", "completed", "received"):
+                rec[key] = _epoch(rec.get(key))
+            received = rec.get("received")
+            if received is None or rec["msg_id"] in self._recent:
+                continue
+            self._recent[rec["msg_id"]] = received
+            if self._since is None or received > self._since:
+                self._since = received
+            out.append(rec)
+        if self._since is None:
+            self._since = time.time() - OVERLAP
+        horizon = self._since - 2 * OVERLAP
+        if len(self._recent) > 1000 or out:
+            self._recent = {m: t for m, t in self._recent.items() if t >= horizon}
+        return out
+
+    def _failures(self, finished: list[dict[str, Any]]) -> list[Failure]:
+        """Failures whose traceback has arrived (or that waited long enough without one)."""
+        rc = self.client
+        for rec in finished:
+            if rec.get("status") not in (None, "ok") and len(self._tracebacks) < 200:
+                self._tracebacks[rec["msg_id"]] = (None, rec, 0.0)
+        ready: list[Failure] = []
+        asked = 0
+        now = time.monotonic()
+        for msg_id, (ar, rec, when) in list(self._tracebacks.items()):
+            if ar is None:
+                if asked >= TRACEBACKS_PER_TICK:
+                    continue
+                asked += 1
+                try:
+                    ar = rc.get_result(msg_id, block=False)
+                except Exception as e:  # noqa: BLE001
+                    ready.append(self._failure(rec, f"(traceback not available: {e})"))
+                    del self._tracebacks[msg_id]
+                    continue
+                self._tracebacks[msg_id] = (ar, rec, now)
+                when = now
+            if ar.ready():
+                ready.append(self._failure(rec, _traceback_of(ar)))
+            elif now - when > TRACEBACK_WAIT:
+                ready.append(self._failure(rec, "(the hub did not send the traceback)"))
+            else:
+                continue
+            del self._tracebacks[msg_id]
+        if ready:
+            try:
+                rc.purge_local_results([f.msg_id for f in ready])
+            except Exception:  # noqa: BLE001 - only memory of this client
+                pass
+        return ready
+
+    def _failure(self, rec: dict[str, Any], traceback: str) -> Failure:
+        from .model import task_name
+
+        return Failure(msg_id=rec["msg_id"], engine=rec.get("engine_id"),
+                       time=rec.get("completed") or rec.get("received") or time.time(),
+                       ename=str(rec.get("ename") or "Error"), evalue=str(rec.get("evalue") or ""),
+                       traceback=traceback, name=task_name(rec))
+
+
+def _traceback_of(ar: Any) -> str:
+    try:
+        ar.get(timeout=0)
+    except BaseException as e:  # noqa: BLE001 - the failure is what we came for
+        tb = getattr(e, "traceback", None)
+        if tb:
+            return str(tb)
+        inner = getattr(e, "elist", None)  # a CompositeError of one
+        if inner:
+            return "\n".join(str(getattr(x, "traceback", x)) for x in inner)
+        return f"{type(e).__name__}: {e}"
+    return ""

@@ -1,0 +1,268 @@
+"""The dashboard in a real browser (headless Chromium via Selenium) against real clusters:
+locally and once through the test sshd, plus a synthetic 1,000-engine state.
+
+Set HPCPAR_DASHBOARD_SCREENSHOT=path.png to keep the local test's screenshot (docs/dashboard.png
+was taken that way).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import queue
+import shlex
+import signal
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+from browser import Browser, require_browser
+from cluster_helpers import FAST_HEARTBEAT, hpcpar_cmd
+from systems import require_system
+
+import hpcpar
+from hpcpar.dashboard.model import DashboardState, Sample
+
+pytest.importorskip("tornado", reason="the dashboard extra: pip install -e '.[dashboard]'")
+
+CI_CONFIG = "/opt/hpcpar-ssh/ssh_config"
+
+
+@pytest.fixture(scope="module")
+def browser():
+    require_browser()
+    b = Browser()
+    yield b
+    b.close()
+
+
+class DashboardProcess:
+    """``hpcpar dashboard ...`` as a user runs it; ``url`` is what it printed."""
+
+    def __init__(self, *args: str, timeout: float = 90.0) -> None:
+        self.proc = subprocess.Popen(hpcpar_cmd("dashboard", "--port", "0", *args), stdout=subprocess.PIPE,
+                                     stderr=subprocess.PIPE, text=True)
+        lines: queue.Queue[str] = queue.Queue()
+        threading.Thread(target=lambda: [lines.put(x) for x in self.proc.stdout], daemon=True).start()
+        try:
+            first = lines.get(timeout=timeout)
+        except queue.Empty:
+            self.stop()
+            raise AssertionError(f"hpcpar dashboard printed no URL within {timeout} s: {self.proc.stderr.read()}")
+        assert "http://127.0.0.1:" in first, first + self.proc.stderr.read()
+        self.url = first.split()[-1]
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGINT)
+            try:
+                self.proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=10)
+
+
+def _engine_state(browser: Browser, eid: int) -> str | None:
+    return browser.js("const r = document.querySelector('#engines .engine-row[data-engine=\"' + arguments[0] + '\"]');"
+                      "return r ? r.dataset.state : null;", eid)
+
+
+def _bars(browser: Browser) -> int:
+    return int(browser.js("return document.getElementById('stream').dataset.bars || 0"))
+
+
+def _failure_texts(browser: Browser) -> list[str]:
+    return browser.js("return Array.from(document.querySelectorAll('#failures details')).map(d => d.textContent)")
+
+
+def slow(x):
+    time.sleep(0.3)
+    return x
+
+
+def broken(x):
+    raise ValueError(f"dashboard test failure {x}")
+
+
+@pytest.mark.parametrize("private_cluster", [3], indirect=True)
+def test_page_shows_a_live_local_cluster(private_cluster, browser, tmp_path):
+    cluster, rc = private_cluster
+    profile = cluster.profile_dir.name
+    dash = DashboardProcess("--profile", profile)
+    try:
+        browser.get(dash.url)
+        browser.wait_for("3 engines on the page", lambda: browser.text("n-engines") == "3")
+        assert browser.text("conn") == "live"
+        # the jobs panel: the local engine set the cluster started
+        browser.wait_for("the engine set in the jobs panel",
+                         lambda: "engines" in browser.js("return document.querySelector('#jobs tbody').textContent"))
+
+        # the task stream grows while tasks run
+        before = _bars(browser)
+        view = rc.load_balanced_view()
+        ar = view.map_async(slow, range(60))  # 6 s of work on 3 engines
+        browser.wait_for("a busy engine", lambda: int(browser.text("n-busy")) > 0)
+        browser.wait_for("bars while the map runs", lambda: _bars(browser) > before)
+        assert not ar.ready(), "the stream should grow while the tasks still run"
+        ar.get(timeout=60)
+        browser.wait_for("all 60 tasks in the stream", lambda: _bars(browser) >= before + 60)
+
+        # a failing task shows its remote traceback
+        bad = view.apply_async(broken, 7)
+        with pytest.raises(hpcpar.error.RemoteError):
+            bad.get(timeout=30)
+        texts = browser.wait_for("the failure", lambda: [t for t in _failure_texts(browser) if "failure 7" in t])
+        assert "ValueError" in texts[0] and "in broken" in texts[0], texts[0]
+        assert int(browser.js("return document.getElementById('stream').dataset.failed")) >= 1
+
+        # a SIGKILLed engine turns dead
+        victim = max(rc.ids)
+        pid = rc[victim].apply_sync(os.getpid)
+        os.kill(pid, signal.SIGKILL)
+        browser.wait_for(f"engine {victim} dead", lambda: _engine_state(browser, victim) == "dead", timeout=60)
+        assert browser.text("n-dead") == "1" and browser.text("n-engines") == "2"
+
+        shot = os.environ.get("HPCPAR_DASHBOARD_SCREENSHOT") or str(tmp_path / "dashboard.png")
+        view.map_async(slow, range(12))  # something running in the picture
+        time.sleep(1.5)
+        browser.screenshot(shot)
+        assert Path(shot).stat().st_size > 10_000
+        assert browser.console_errors() == []
+    finally:
+        dash.stop()
+    assert dash.proc.returncode == 0, dash.proc.stderr.read()
+
+
+def test_page_over_ssh(browser, tmp_path):
+    """``hpcpar dashboard --sshserver``: the connection file is fetched and the controller
+    reached through one SSH connection, and batch/process jobs are read over it."""
+    require_system("ssh")
+    cluster = hpcpar.Cluster(n=2, profile_dir=tmp_path / "profile_dash", controller_args=FAST_HEARTBEAT)
+    cluster.start_cluster()
+    try:
+        rc = cluster.wait_for_engines(timeout=60, interactive=False)
+        remote_python = f"env PYTHONPATH={shlex.quote(os.environ.get('PYTHONPATH', ''))} {shlex.quote(sys.executable)}"
+        dash = DashboardProcess("--sshserver", "testhost", "--ssh-config", CI_CONFIG,
+                                "--profile-dir", str(cluster.profile_dir.path), "--remote-python", remote_python)
+        try:
+            browser.get(dash.url)
+            browser.wait_for("2 engines over SSH", lambda: browser.text("n-engines") == "2")
+            assert "via testhost" in browser.text("title")
+            rc.load_balanced_view().map_sync(slow, range(6))
+            browser.wait_for("6 bars", lambda: _bars(browser) >= 6)
+            jobs = browser.wait_for("jobs read over SSH", lambda: browser.js(
+                "return Array.from(document.querySelectorAll('#jobs tbody tr')).map(r => r.textContent)"))
+            assert any("engines" in j and "running" in j for j in jobs), jobs
+            bad = rc.load_balanced_view().apply_async(broken, 9)
+            with pytest.raises(hpcpar.error.RemoteError):
+                bad.get(timeout=30)
+            browser.wait_for("the failure over SSH", lambda: [t for t in _failure_texts(browser) if "failure 9" in t])
+            assert browser.console_errors() == []
+        finally:
+            dash.stop()
+    finally:
+        cluster.stop_cluster()
+
+
+def _synthetic(n: int, t: float, tick: int) -> Sample:
+    engines = [{"id": i, "hostname": f"node{i // 32:03d}", "pid": 10_000 + i, "mpi_rank": i if i < 64 else None,
+                "completed": tick * 3} for i in range(n)]
+    queue = {i: {"queue": [], "tasks": [f"task-{tick}-{i}"] if (i + tick) % 3 else [], "completed": tick * 3,
+                 "status": {"state": "busy" if (i + tick) % 3 else "idle", "task": f"task-{tick}-{i}" if (i + tick) % 3 else None,
+                            "running_for": 0.4, "call": f"model.py:{10 + i % 4} step{i % 4}", "rss": 200 << 20,
+                            "cpu": 97.0, "host": f"node{i // 32:03d}", "pid": 10_000 + i,
+                            "mpi_rank": i if i < 64 else None}} for i in range(n)}
+    finished = [{"msg_id": f"done-{tick}-{i}", "engine_id": i, "started": t - 0.5, "completed": t - 0.1,
+                 "received": t, "status": "ok" if i % 97 else "error", "msg_type": "apply_request",
+                 "label": f"step{i % 4}"} for i in range(0, n, 2)]
+    return Sample(time=t, engines=engines, totals={"finished": tick * n // 2, "pending": n}, queue=queue,
+                  finished=finished)
+
+
+def test_thousand_engines_render_without_freezing(browser):
+    """A synthetic 1,000-engine cluster, updated twice a second: every engine is counted and
+    drawn (one lane each), the list stays virtual, and the page keeps answering."""
+    from hpcpar.dashboard.server import Dashboard
+
+    state = DashboardState(window=120, title="synthetic")
+    t = time.time()
+    for tick in range(20):  # some history: 10,000 task bars
+        state.apply(_synthetic(1000, t - 20 + tick, tick))
+    dash = Dashboard(None, port=0, state=state)
+    url = dash.start()
+    try:
+        browser.get(url)
+        browser.wait_for("1000 engines", lambda: browser.text("n-engines") == "1000")
+        frames = []
+        for tick in range(20, 30):
+            dash.server.publish(state.apply(_synthetic(1000, time.time(), tick)))
+            time.sleep(0.5)
+            # A page that froze would not answer this script (its timeout is 60 s).
+            frames.append(browser.js("const t0 = performance.now(); window.hpcparDashboard.apply({type: 'noop'});"
+                                     "return performance.now() - t0;"))
+        lanes = int(browser.js("return document.getElementById('stream').dataset.lanes"))
+        rows = browser.js("return document.querySelectorAll('#engines .engine-row').length")
+        assert lanes == 1000
+        assert rows < 40, f"{rows} row elements: the engine list should only build the visible rows"
+        assert _bars(browser) > 10_000
+        assert "step" in browser.js("return document.getElementById('mpi').textContent")
+        print(f"full redraw of 1000 engines: median {sorted(frames)[len(frames) // 2]:.1f} ms")
+        assert browser.console_errors() == []
+    finally:
+        dash.stop()
+
+
+def test_client_dashboard_returns_the_url(rc):
+    url = rc.dashboard()
+    try:
+        assert url.startswith("http://127.0.0.1:") and "token=" in url
+        assert "<iframe" in url._repr_html_()
+        state_url = url.replace("/?token=", "/state.json?token=")
+
+        def engines() -> int:
+            with urllib.request.urlopen(state_url, timeout=10) as r:
+                return len(json.loads(r.read())["engines"])
+
+        deadline = time.monotonic() + 30
+        while engines() != 4 and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert engines() == 4
+        with pytest.raises(urllib.error.HTTPError, match="403"):
+            urllib.request.urlopen(url.split("?")[0] + "state.json", timeout=10)
+    finally:
+        url.stop()
+
+
+def test_model_marks_vanished_engines_dead_and_uses_engine_status():
+    state = DashboardState(window=60)
+    t = time.time()
+    two = [{"id": 0, "hostname": "a", "pid": 1}, {"id": 1, "hostname": "b", "pid": 2}]
+    first = state.apply(Sample(time=t, engines=two, queue={0: {"queue": [], "tasks": ["m1"]}}))
+    assert [e["state"] for e in first["engines"]] == ["busy", "idle"]
+    assert first["engines"][0]["task"] == "m1" and first["engines"][0]["since"] == t
+    status = {"state": "draining", "task": "m2", "running_for": 5.0, "call": "f.py:3 step", "rss": 1 << 20,
+              "cpu": 50.0, "host": "a", "pid": 1, "mpi_rank": 3}
+    second = state.apply(Sample(time=t + 1, engines=two[:1], queue={0: {"queue": [], "tasks": ["m2"], "status": status}},
+                                finished=[{"msg_id": "m1", "engine_id": 0, "started": t, "completed": t + 0.5,
+                                           "received": t + 0.5, "status": "ok", "msg_type": "apply_request"}]))
+    rows = {e["id"]: e for e in second["engines"]}
+    assert rows[0]["state"] == "draining" and rows[0]["mpi_rank"] == 3 and rows[0]["since"] == pytest.approx(t - 4)
+    assert rows[1]["state"] == "dead" and rows[1]["dead_at"] == t + 1
+    assert second["tasks"] == [{"id": "m1", "e": 0, "s": round(t, 3), "c": round(t + 0.5, 3), "f": "apply", "ok": True}]
+    third = state.apply(Sample(time=t + 2, engines=two[:1], queue={0: {"status": status}}))
+    assert "engines" not in third  # nothing changed: nothing resent
+    assert state.snapshot()["engines"][1]["state"] == "dead"
+
+
+def test_cli_errors_name_the_fix(tmp_path):
+    r = subprocess.run(hpcpar_cmd("dashboard", "--interval", "0.05"), capture_output=True, text=True, timeout=60)
+    assert r.returncode != 0 and "use 0.2 or more" in r.stderr
+    r = subprocess.run(hpcpar_cmd("dashboard", "--profile-dir", str(tmp_path / "none"), "--timeout", "1"),
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode != 0 and "cannot reach the cluster" in r.stderr and "hpcpar start" in r.stderr, r.stderr
+    r = subprocess.run(hpcpar_cmd("dashboard", "--ssh-config", "x"), capture_output=True, text=True, timeout=60)
+    assert r.returncode != 0 and "go with --sshserver" in r.stderr
