@@ -3,7 +3,7 @@
 # machine: SLURM (+ a compute node in a network namespace), SGE, PBS syntax on
 # SLURM, SSH, network namespaces; optionally an MPI check of a given python.
 #
-#   WANT="slurm sge pbs mpi ssh netns"  parts to bring up (default: all)
+#   WANT="slurm sge pbs mpi ssh netns browser"  parts to bring up (default: all)
 #   INSTALL_USER_SSH_CONFIG=1           also Include our ssh_config in ~/.ssh/config
 #   MPI_PYTHON=/path/to/python          for "mpi": pip install mpi4py mpich into it
 #
@@ -29,6 +29,7 @@ wanted_pkgs() {
   wants sge && sge_pkgs
   if wants ssh || wants netns; then ssh_pkgs; fi
   wants netns && echo iproute2 util-linux
+  wants browser && browser_pkgs
   return 0
 }
 
@@ -93,6 +94,7 @@ main() {
   if wants pbs; then run_part pbs pbs_up; fi
   if wants sge; then run_part sge sge_up; fi
   if wants mpi; then run_part mpi mpi_step; fi
+  if wants browser; then run_part browser browser_up; fi
   write_state
   log "setup done in $(since "$t0"); source $CI_ENV_FILE"
 }

@@ -13,3 +13,5 @@
 . "$CI_DIR/lib/sge.sh"
 # shellcheck source=ci/lib/state.sh
 . "$CI_DIR/lib/state.sh"
+# shellcheck source=ci/lib/browser.sh
+. "$CI_DIR/lib/browser.sh"

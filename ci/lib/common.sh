@@ -8,7 +8,7 @@ CI_LOG_DIR=$CI_STATE_DIR/log
 CI_ENV_FILE=$CI_STATE_DIR/env
 CI_SYSTEMS_JSON=$CI_STATE_DIR/systems.json
 CI_LOCK_FILE=/run/hpcpar-ci.lock
-CI_ALL_PARTS="slurm sge pbs mpi ssh netns"
+CI_ALL_PARTS="slurm sge pbs mpi ssh netns browser"
 HEAD_NODE=$(hostname -s)
 
 export DEBIAN_FRONTEND=noninteractive

@@ -126,9 +126,8 @@ class DashboardState:
     def _engine(self, info: dict[str, Any], queue: dict[str, Any], now: float) -> EngineView:
         eid = int(info["id"])
         status = queue.get("status") if isinstance(queue.get("status"), dict) else None
-        held = list(queue.get("queue") or []) + list(queue.get("tasks") or []) \
-            if isinstance(queue.get("queue", []), list) else []
-        n_held = len(held) if held else int(info.get("queued") or 0) + int(info.get("running_lb") or 0)
+        held = [m for key in ("queue", "tasks") if isinstance(queue.get(key), list) for m in queue[key]]
+        n_held = len(held) or int(info.get("queued") or 0) + int(info.get("running_lb") or 0)
         view = EngineView(
             id=eid, host=info.get("hostname"), pid=info.get("pid"), mpi_rank=info.get("mpi_rank"),
             done=int(info.get("completed") or queue.get("completed") or 0), queued=max(0, n_held - 1),
@@ -138,7 +137,9 @@ class DashboardState:
             view.state = str(status.get("state") or ("busy" if n_held else "idle"))
             view.task = status.get("task")
             running_for = _num(status.get("running_for"))
-            view.since = round(now - running_for, 1) if view.task and running_for is not None else None
+            if view.task and running_for is not None:
+                # Fixed once per task, so a busy engine's row is not resent every tick.
+                view.since = self._first_seen.setdefault((eid, view.task), round(now - running_for, 1))
             view.call = status.get("call")
             view.rss = status.get("rss")
             view.cpu = status.get("cpu")
