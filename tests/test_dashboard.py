@@ -266,3 +266,20 @@ def test_cli_errors_name_the_fix(tmp_path):
     assert r.returncode != 0 and "cannot reach the cluster" in r.stderr and "hpcpar start" in r.stderr, r.stderr
     r = subprocess.run(hpcpar_cmd("dashboard", "--ssh-config", "x"), capture_output=True, text=True, timeout=60)
     assert r.returncode != 0 and "go with --sshserver" in r.stderr
+
+
+@pytest.mark.parametrize("private_cluster", [1], indirect=True)
+def test_cluster_dashboard_reads_its_jobs(private_cluster):
+    cluster, rc = private_cluster
+    url = cluster.dashboard()
+    try:
+        state_url = url.replace("/?token=", "/state.json?token=")
+        deadline = time.monotonic() + 60
+        jobs: list = []
+        while time.monotonic() < deadline and not any(j["role"] == "engines" for j in jobs):
+            time.sleep(0.3)
+            with urllib.request.urlopen(state_url, timeout=10) as r:
+                jobs = json.loads(r.read())["jobs"]
+        assert any(j["role"] == "engines" and j["state"] == "running" and j["system"] == "local" for j in jobs), jobs
+    finally:
+        url.stop()

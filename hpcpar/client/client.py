@@ -377,6 +377,14 @@ class Client(Channel, Submission, HubQueries):
         view.activate(suffix)
         return view
 
+    def dashboard(self, port: int = 0, **kwargs: Any):
+        """Serve a live web dashboard of this cluster on 127.0.0.1 from a thread of this
+        process (``pip install 'hpcpar[dashboard]'``): returns its URL (shown as an IFrame
+        in Jupyter) with ``.stop()``. ``port=0`` picks a free port; see docs/dashboard.md."""
+        from ..dashboard import start_dashboard
+
+        return start_dashboard(self, port=port, **kwargs)
+
     def _auto_activate(self) -> None:
         # As in ipyparallel: a Client made inside IPython gets the %px magics,
         # unless they already point at another live client.

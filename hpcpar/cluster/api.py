@@ -205,6 +205,12 @@ class Cluster(StateMixin, ControllerMixin, EngineSetsMixin):
         self._client = Client(self.profile_dir.client_file(self.cluster_id), timeout=timeout)
         return self._client
 
+    def dashboard(self, port: int = 0, **kwargs: Any):
+        """The cluster's live web dashboard, served from this process (see Client.dashboard)."""
+        from ..dashboard import start_dashboard
+
+        return start_dashboard(url_file=self.profile_dir.client_file(self.cluster_id), port=port, **kwargs)
+
     def _close_client(self) -> None:
         if self._client is not None:
             self._client.close()
