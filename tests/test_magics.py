@@ -263,7 +263,7 @@ def test_pxconfig_sets_defaults(ip):
     assert run(ip, "%pxconfig --targets 1 --noblock").success
     res = run(ip, "%px 1 + 1")
     assert isinstance(res.result, hpcpar.AsyncResult)
-    assert res.result.get(timeout=10) is None and res.result.execute_result["data"] == {"text/plain": "2"}
+    assert res.result.get(timeout=10).data == {"text/plain": "2"} == res.result.execute_result["data"]
     assert res.result.engine_id == 1
     assert run(ip, "%pxconfig --block --targets all --no-stream").success
     assert run(ip, "%px print('blocking again')").success

@@ -14,6 +14,7 @@ from typing import Any
 from .. import serialize, sharedmem, targetset, wire
 from ..error import remote_error
 from .asyncresult import AsyncResult, Metadata, _ts, raise_failures
+from .execute_reply import ExecuteReply
 
 
 class _ShmFiles:
@@ -84,7 +85,9 @@ class Submission:
                 raise KeyError(f"no result for message {msg_id} yet")
             return self._refetch(msg_id)
         meta, payload, buffers = raw
-        if meta.get("status") == "ok":
+        if meta.get("status") == "ok" and "execution_count" in meta:  # an execute(): see execute_reply.py
+            value = ExecuteReply(msg_id, self.metadata.get(msg_id) or Metadata(msg_id=msg_id))
+        elif meta.get("status") == "ok":
             try:
                 value = serialize.loads(payload, buffers)
             except serialize.SerializationError as e:
