@@ -293,6 +293,9 @@ class Client(Channel, Submission, HubQueries):
     def spin_thread(self, interval: float = 1) -> None:
         """A no-op kept for ipyparallel compatibility."""
 
+    def stop_spin_thread(self) -> None:
+        """A no-op kept for ipyparallel compatibility."""
+
     # -- control -----------------------------------------------------------------------------------
 
     def abort(self, jobs: Any = None, targets: Any = None, block: bool | None = None,
@@ -347,12 +350,16 @@ class Client(Channel, Submission, HubQueries):
             self._request("hub_shutdown_request", {})
 
     def purge_local_results(self, jobs: Any = (), targets: Any = ()) -> None:
-        """Forget finished results held by this client (all with jobs='all')."""
+        """Forget finished results held by this client: ``jobs`` are msg_ids, AsyncResults
+        or history indices (one or a list); ``jobs='all'`` forgets every finished one."""
+        everything = isinstance(jobs, str) and jobs == "all"
         with self._lock:
-            if jobs == "all":
+            if everything:
                 msg_ids = [m for m in self.metadata if m not in self.outstanding]
             else:
-                msg_ids = self._msg_ids_of(list(jobs)) if jobs else []
+                if not isinstance(jobs, (str, int, AsyncResult)):
+                    jobs = list(jobs)
+                msg_ids = self._msg_ids_of(jobs) if jobs != [] else []
                 if targets:
                     wanted = set(self._build_targets(targets))
                     msg_ids += [m for m, md in self.metadata.items() if md["engine_id"] in wanted]
@@ -362,7 +369,7 @@ class Client(Channel, Submission, HubQueries):
                 self.results.pop(mid, None)
                 self.metadata.pop(mid, None)
                 self._replies.pop(mid, None)
-            if jobs == "all":
+            if everything:
                 self.history = [m for m in self.history if m in self.outstanding]
 
     # -- lifecycle ----------------------------------------------------------------------------------

@@ -202,7 +202,7 @@ class Cluster(StateMixin, ControllerMixin, EngineSetsMixin):
 
         if self._client is not None:
             return self._client
-        self._client = Client(self.profile_dir.client_file(self.cluster_id), timeout=timeout)
+        self._client = Client(self.profile_dir.client_file(self.cluster_id), timeout=timeout, cluster=self)
         return self._client
 
     def dashboard(self, port: int = 0, **kwargs: Any):

@@ -1,0 +1,183 @@
+"""ipyparallel's DirectView, method by method and behaviour by behaviour (shared cluster of 4 engines)."""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+
+import cloudpickle
+import pytest
+
+import hpcpar as ipp
+
+cloudpickle.register_pickle_by_value(sys.modules[__name__])  # engines cannot import this module
+
+
+def square(x):
+    return x * x
+
+
+def test_map_reads_an_iterator_once(rc):
+    assert rc[:].map_sync(square, iter(range(10))) == [x * x for x in range(10)]
+
+
+def test_map_reads_a_generator_once(rc):
+    assert rc[:].map_sync(square, (x for x in range(10))) == [x * x for x in range(10)]
+
+
+def test_map_takes_any_iterable(rc):
+    assert sorted(rc[:].map_sync(square, {1, 2, 3})) == [1, 4, 9]
+    assert rc[:].map_sync(square, {"a": 2, "b": 3}.values()) == [4, 9]
+
+
+def test_map_stops_at_the_shortest_sequence_like_builtin_map(rc):
+    assert rc[:].map_sync(lambda a, b: (a, b), range(10), iter("abc")) == [(0, "a"), (1, "b"), (2, "c")]
+
+
+def test_map_async_returns_an_async_map_result(rc):
+    ar = rc[:].map_async(square, range(9))
+    assert isinstance(ar, ipp.AsyncMapResult) and len(ar) == 9
+    assert ar.get(timeout=30) == [x * x for x in range(9)]
+
+
+def test_map_uses_every_engine(rc):
+    pids = rc[:].map_sync(lambda _: os.getpid(), range(8))
+    assert len(set(pids)) == 4
+
+
+def test_apply_follows_block_and_single_engine_views_give_one_value(rc):
+    view = rc[:]
+    view.block = False
+    assert isinstance(view.apply(lambda: 1), ipp.AsyncResult)
+    view.block = True
+    assert view.apply(lambda: 1) == [1] * 4
+    assert rc[0].apply_sync(lambda: 2) == 2
+    assert rc[0].apply_async(lambda: 3).get(timeout=30) == 3
+
+
+def test_execute_and_run(rc, tmp_path):
+    view = rc[:]
+    view.execute("a = 5", block=True)
+    assert view.pull("a", block=True) == [5] * 4
+    script = tmp_path / "script.py"
+    script.write_text("b = a + 1\n")
+    view.run(script, block=True)
+    assert view.pull("b", block=True) == [6] * 4
+
+
+def test_push_pull_and_update(rc):
+    view = rc[:]
+    view.push({"x": 1, "y": "two"}, block=True)
+    assert view.pull("x", block=True) == [1] * 4
+    assert view.pull(["x", "y"], block=True) == [[1, "two"]] * 4
+    view.update({"x": 3})
+    view.wait(timeout=30)
+    assert view.pull("x", block=True) == [3] * 4
+
+
+def test_get_always_blocks(rc):
+    view = rc[:]
+    view.push({"z": 9}, block=True)
+    view.block = False
+    assert view.get("z") == [9] * 4
+    assert rc[1].get(["z"]) == [9]
+
+
+def test_item_access_pushes_and_pulls(rc):
+    view = rc[:]
+    view["w"] = [1, 2]
+    assert view["w"] == [[1, 2]] * 4
+
+
+def test_scatter_and_gather(rc):
+    view = rc[:]
+    view.scatter("part", list(range(10)), block=True)
+    assert view.pull("part", block=True) == [[0, 1, 2], [3, 4, 5], [6, 7], [8, 9]]
+    assert view.gather("part", block=True) == list(range(10))
+    view.scatter("one", rc.ids, flatten=True, block=True)
+    assert view.pull("one", block=True) == rc.ids
+
+
+def test_a_target_list_naming_an_engine_twice_runs_it_twice(rc):
+    rc[:].execute("calls = []", block=True)
+    count = ipp.interactive(lambda x: (calls.append(x), len(calls))[1])  # noqa: F821
+    assert rc[[0, 1, 0]].apply_sync(count, 7) == [1, 1, 2]
+    assert rc[0]["calls"] == [7, 7]
+    assert rc[[2, 2]].apply_async(count, 8).get(timeout=30) == [1, 2]
+
+
+def test_use_pickle_keeps_lambdas_and_closures_working(rc):
+    view = rc[:]
+    factor = 3
+    view.use_pickle()
+    try:
+        assert view.apply_sync(lambda: factor * 2) == [6] * 4
+        assert view.map_sync(lambda x: x * factor, range(4)) == [0, 3, 6, 9]
+    finally:
+        view.use_cloudpickle()
+
+
+def test_imap_iterates_results_and_cancel_stops_it(rc):
+    it = rc[:].imap(square, range(8))
+    assert next(it) == 0
+    assert [next(it) for _ in range(3)] == [1, 4, 9]
+    it.cancel()
+    assert list(it) == []
+
+
+def test_wait_and_outstanding(rc):
+    view = rc[:]
+    ar = view.apply_async(time.sleep, 0.3)
+    assert set(ar.msg_ids) <= view.outstanding | set(ar.msg_ids)
+    assert view.wait(timeout=30) is True
+    assert not view.outstanding
+
+
+def test_abort_through_the_view(rc):
+    view = rc[1]
+    blocker = view.apply_async(time.sleep, 1)
+    queued = view.apply_async(lambda: "ran")
+    view.abort(queued)
+    with pytest.raises(ipp.RemoteError):
+        queued.get(timeout=30)
+    blocker.get(timeout=30)
+
+
+def test_clear_through_the_view(rc):
+    view = rc[:]
+    view["gone"] = 1
+    view.clear(block=True)
+    with pytest.raises(ipp.CompositeError):
+        view.pull("gone", block=True)
+
+
+def test_queue_status_through_the_view(rc):
+    status = rc[:].queue_status()
+    assert set(rc.ids) <= set(status)
+
+
+def test_sync_imports(rc):
+    view = rc[:]
+    with view.sync_imports(quiet=True):
+        import json  # noqa: F401
+    assert view.apply_sync(ipp.interactive(lambda: json.dumps([1]))) == ["[1]"] * 4  # noqa: F821
+
+
+def test_set_flags_and_temp_flags(rc):
+    view = rc[:]
+    view.set_flags(block=True, targets=[0, 1])
+    assert view.apply(lambda: 1) == [1, 1]
+    with view.temp_flags(targets=2):
+        assert view.apply(lambda: 1) == 1
+    assert view.targets == [0, 1]
+    with pytest.raises(KeyError, match="invalid flag"):
+        view.set_flags(nonsense=1)
+
+
+def test_len_and_targets(rc):
+    assert len(rc[:]) == 4 and len(rc[1:3]) == 2
+    view = rc[[0, 2]]
+    assert view.targets == [0, 2]
+    view.targets = 3
+    assert view.apply_sync(lambda: 1) == 1

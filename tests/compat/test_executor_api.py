@@ -1,0 +1,54 @@
+"""``view.executor``: a concurrent.futures.Executor over any view, as in ipyparallel."""
+
+from __future__ import annotations
+
+import concurrent.futures
+import os
+import sys
+
+import cloudpickle
+
+import hpcpar as ipp
+
+cloudpickle.register_pickle_by_value(sys.modules[__name__])  # engines cannot import this module
+
+
+def test_executor_is_a_property_returning_an_executor(rc):
+    for view in (rc[:], rc.load_balanced_view(), rc.broadcast_view()):
+        assert isinstance(view.executor, concurrent.futures.Executor)
+
+
+def test_submit_returns_a_future_with_the_result(rc):
+    fut = rc.load_balanced_view().executor.submit(pow, 3, 4)
+    assert isinstance(fut, concurrent.futures.Future)
+    assert fut.result(timeout=30) == 81
+
+
+def test_map_returns_results_in_order(rc):
+    assert list(rc.load_balanced_view().executor.map(abs, iter([-1, -2, -3]))) == [1, 2, 3]
+    assert list(rc[0].executor.map(abs, [-4, -5])) == [4, 5]
+
+
+def test_futures_work_with_concurrent_futures_helpers(rc):
+    ex = rc.load_balanced_view().executor
+    futures = [ex.submit(pow, 2, i) for i in range(6)]
+    done, not_done = concurrent.futures.wait(futures, timeout=30)
+    assert not not_done
+    assert sorted(f.result() for f in concurrent.futures.as_completed(futures, timeout=30)) == [2**i for i in range(6)]
+
+
+def test_with_block_waits_and_leaves_engines_running(rc):
+    with rc.load_balanced_view().executor as ex:
+        fut = ex.submit(os.getpid)
+    assert fut.done()
+    assert len(set(rc[:].apply_sync(os.getpid))) == 4
+
+
+def test_client_executor_takes_targets(rc):
+    ex = rc.executor(targets=[3])
+    assert ex.submit(os.getpid).result(timeout=30) == rc[3].apply_sync(os.getpid)
+
+
+def test_client_wait_takes_executor_futures(rc):
+    fut = rc[:].executor.submit(ipp.interactive(lambda: 1))
+    assert rc.wait([fut], timeout=30) is True

@@ -1,0 +1,106 @@
+"""ipyparallel's LoadBalancedView, method by method and behaviour by behaviour (shared cluster)."""
+
+from __future__ import annotations
+
+import itertools
+import os
+import sys
+import time
+
+import cloudpickle
+import pytest
+
+import hpcpar as ipp
+
+cloudpickle.register_pickle_by_value(sys.modules[__name__])  # engines cannot import this module
+
+
+def square(x):
+    return x * x
+
+
+def test_map_reads_an_iterator_once(rc):
+    lb = rc.load_balanced_view()
+    assert lb.map_sync(square, iter(range(10))) == [x * x for x in range(10)]
+
+
+def test_map_reads_a_generator_once_with_chunks(rc):
+    lb = rc.load_balanced_view()
+    ar = lb.map_async(square, (x for x in range(10)), chunksize=3)
+    assert len(ar.msg_ids) == 4 and len(ar) == 10
+    assert ar.get(timeout=30) == [x * x for x in range(10)]
+
+
+def test_map_unordered_iterates_in_completion_order(rc):
+    lb = rc.load_balanced_view()
+    ar = lb.map_async(lambda t: (time.sleep(t), t)[1], [0.6, 0.0], ordered=False)
+    assert list(ar) == [0.0, 0.6]
+
+
+def test_apply_flavours(rc):
+    lb = rc.load_balanced_view()
+    assert lb.apply_sync(pow, 2, 3) == 8
+    ar = lb.apply_async(pow, 2, 4)
+    assert isinstance(ar, ipp.AsyncResult) and ar.get(timeout=30) == 16
+    lb.block = True
+    assert lb.apply(pow, 3, 2) == 9
+
+
+def test_targets_restrict_where_tasks_run(rc):
+    lb = rc.load_balanced_view(targets=[0, 1])
+    allowed = set(rc[[0, 1]].apply_sync(os.getpid))
+    assert set(lb.map_sync(lambda _: os.getpid(), range(8))) <= allowed
+
+
+def test_imap_is_lazy_over_an_endless_iterable(rc):
+    lb = rc.load_balanced_view()
+    drawn = itertools.count()
+    it = lb.imap(square, (next(drawn) for _ in itertools.count()), max_outstanding=4)
+    assert [next(it) for _ in range(5)] == [0, 1, 4, 9, 16]
+    assert next(drawn) <= 12  # read only a few items ahead of the results taken
+
+
+def test_imap_cancel_stops_reading_and_iterating(rc):
+    lb = rc.load_balanced_view()
+    drawn: list[int] = []
+
+    def endless():
+        for i in itertools.count():
+            drawn.append(i)
+            yield i
+
+    it = lb.imap(lambda x: (time.sleep(0.05), x)[1], endless(), max_outstanding=4)
+    assert next(it) == 0
+    it.cancel()
+    seen = len(drawn)
+    assert list(it) == []
+    assert len(drawn) == seen  # the input is no longer read
+    assert lb.apply_sync(lambda: "still serving") == "still serving"
+
+
+def test_dependency_flags(rc):
+    lb = rc.load_balanced_view()
+    first = lb.apply_async(time.sleep, 0.2)
+    with lb.temp_flags(after=[first], follow=first, timeout=30, retries=1):
+        second = lb.apply_async(os.getpid)
+    pid = second.get(timeout=30)
+    assert first.ready()
+    assert pid == rc[first.metadata["engine_id"]].apply_sync(os.getpid)  # follow: same engine
+    with pytest.raises(ValueError, match="retries"):
+        lb.set_flags(retries=-1)
+
+
+def test_abort_and_wait_through_the_view(rc):
+    lb = rc.load_balanced_view(targets=[2])
+    blocker = lb.apply_async(time.sleep, 1)
+    queued = lb.apply_async(lambda: "ran")
+    lb.abort(queued)
+    with pytest.raises(ipp.RemoteError):
+        queued.get(timeout=30)
+    assert lb.wait(timeout=30) is True
+    assert blocker.ready()
+
+
+def test_len_is_the_engine_count(rc):
+    assert len(rc.load_balanced_view()) == 4
+    assert len(rc.load_balanced_view(targets=[1, 2])) == 2
