@@ -41,6 +41,7 @@ _LAZY = {
     "Reference": "client.reference",
     "remote": "client.remotefunction",
     "parallel": "client.remotefunction",
+    "bind_kernel": "engine.kernel",
 }
 
 
@@ -95,6 +96,7 @@ __all__ = [
     "TaskTimeout",
     "UnmetDependency",
     "ViewExecutor",
+    "bind_kernel",
     "depend",
     "dependent",
     "error",

@@ -50,6 +50,8 @@ class EngineOptions:
 
 
 class Engine:
+    running: Engine | None = None  # the engine of this process, once it serves (for bind_kernel)
+
     def __init__(self, info: ConnectionInfo, options: EngineOptions) -> None:
         self.info = info
         self.options = options
@@ -72,6 +74,7 @@ class Engine:
         self.work: zmq.Socket | None = None
         self.ns = current()
         self.executor = Executor(self.ns)
+        self.kernel: Any = None  # a kernel.BoundKernel after bind_kernel(): served between tasks
         self.pipe_url = f"inproc://engine-pipe-{self.uuid}"
         self._pipe_lock = threading.Lock()
         self.extra_info: dict[str, Any] = {}
@@ -174,10 +177,13 @@ class Engine:
         # A blocking receive with a time-out costs less than poll() then receive,
         # and the loop still looks at its flags every second.
         work.setsockopt(zmq.RCVTIMEO, 1000)
+        Engine.running = self
         while True:
             if self.need_hello:
                 self.need_hello = False
                 self._send_hello(work)
+            if self.kernel is not None and not self.kernel.serve_until(work, 1.0):
+                continue
             try:
                 frames = wire.recv_frames(work)
             except zmq.Again:

@@ -170,6 +170,13 @@ class Executor:
             display.flush_figures()  # like a notebook's inline backend
         return _ExecuteResult(data, md, count)
 
+    def ipython_cells(self) -> Any:
+        """The engine's IPython shell runner (for bind_kernel); a clear error without IPython."""
+        cells = self.cells or self._make_cells()
+        if isinstance(cells, PlainCells):
+            raise RuntimeError("this engine has no IPython: pip install ipython where the engines run")
+        return cells
+
     def _make_cells(self) -> Any:
         """IPython cells when IPython is installed here (imported now, at the first
         execute, never for apply), else plain Python cells."""

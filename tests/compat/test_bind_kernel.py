@@ -1,0 +1,125 @@
+"""bind_kernel: an engine also serves a Jupyter kernel on its namespace, driven
+here by jupyter_client as `jupyter console --existing` would."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+
+import pytest
+from cluster_helpers import start_cluster
+
+import hpcpar
+
+pytest.importorskip("IPython")
+jupyter_client = pytest.importorskip("jupyter_client")
+
+
+@pytest.fixture()
+def kernel_cluster(tmp_path):
+    runtime = tmp_path / "jupyter-runtime"
+    cluster, rc = start_cluster(2, f"bind-kernel-{os.getpid()}", env={"JUPYTER_RUNTIME_DIR": str(runtime)})
+    try:
+        yield rc, runtime
+    finally:
+        cluster.stop_cluster()
+
+
+def _client(connection_file: str):
+    kc = jupyter_client.BlockingKernelClient(connection_file=connection_file)
+    kc.load_connection_file()
+    kc.start_channels()
+    kc.wait_for_ready(timeout=30)
+    return kc
+
+
+def _run(kc, code: str, **kw):
+    outputs: list[tuple[str, dict]] = []
+    reply = kc.execute_interactive(code, timeout=30, output_hook=lambda m: outputs.append(
+        (m["msg_type"], m["content"])), **kw)
+    return reply["content"], outputs
+
+
+def test_kernel_shares_the_engine_namespace(kernel_cluster):
+    rc, runtime = kernel_cluster
+    path = rc[1].apply_sync(hpcpar.bind_kernel)
+    assert os.path.dirname(path) == str(runtime) and "engine-1" in os.path.basename(path)
+    info = json.loads(open(path).read())
+    assert info["ip"] == "127.0.0.1" and info["signature_scheme"] == "hmac-sha256"
+    assert oct(os.stat(path).st_mode & 0o777) == "0o600"
+    assert rc[1].apply_sync(hpcpar.bind_kernel) == path  # binding again: the same kernel
+
+    rc[1].push({"pushed": 41}, block=True)
+    kc = _client(path)
+    try:
+        content, outputs = _run(kc, "print('seen', pushed)\nfrom_console = pushed + 1\nfrom_console * 2")
+        assert content["status"] == "ok"
+        text = "".join(c["text"] for t, c in outputs if t == "stream")
+        assert text == "seen 41\n"
+        results = [c for t, c in outputs if t == "execute_result"]
+        assert results[0]["data"]["text/plain"] == "84"
+        # what the console defined is the engine's too; execution counts are shared
+        assert rc[1].pull("from_console", block=True) == 42
+        reply = rc[1].execute("1", silent=False).get(timeout=30)
+        assert reply.execution_count == content["execution_count"] + 1
+        # magics work in the console as in %px
+        content, outputs = _run(kc, "%time x = 1")
+        assert any("Wall time" in c.get("text", "") for t, c in outputs if t == "stream")
+        # the other engine serves no kernel and is untouched
+        with pytest.raises(hpcpar.RemoteError):
+            rc[0].pull("from_console", block=True)
+    finally:
+        kc.stop_channels()
+
+
+def test_console_features_errors_and_interrupt(kernel_cluster):
+    rc, _ = kernel_cluster
+    rc[0].push({"pushed_value": 1}, block=True)
+    path = rc[0].apply_sync(hpcpar.bind_kernel)
+    kc = _client(path)
+    try:
+        info = kc.kernel_info(reply=True, timeout=10)["content"]
+        assert info["language_info"]["name"] == "python" and info["protocol_version"].startswith("5.")
+        matches = kc.complete("pushed_v", 8, reply=True, timeout=10)["content"]["matches"]
+        assert "pushed_value" in matches
+        assert kc.inspect("pushed_value", 12, reply=True, timeout=10)["content"]["found"]
+        msg_id = kc.is_complete("for i in range(3):")
+        assert kc.get_shell_msg(timeout=10)["content"]["status"] == "incomplete" and msg_id
+
+        content, outputs = _run(kc, "def fails():\n    raise ValueError('in console')\nfails()")
+        assert content["status"] == "error" and content["ename"] == "ValueError"
+        errors = [c for t, c in outputs if t == "error"]
+        assert "raise ValueError('in console')" in "\n".join(errors[0]["traceback"])
+
+        kc.execute("import time\ntime.sleep(60)")
+        time.sleep(1.0)  # the cell is running on the engine's main thread
+        kc.control_channel.send(kc.session.msg("interrupt_request", {}))
+        reply = kc.get_shell_msg(timeout=30)
+        assert reply["content"]["status"] == "error" and reply["content"]["ename"] == "KeyboardInterrupt"
+        assert rc[0].apply_sync(lambda: "still serving") == "still serving"
+    finally:
+        kc.stop_channels()
+
+
+def test_px_binds_and_shutdown_unbinds_but_the_engine_keeps_serving(kernel_cluster):
+    rc, _ = kernel_cluster
+    rc[1].execute("import hpcpar\nconnection = hpcpar.bind_kernel()", block=True)
+    path = rc[1].pull("connection", block=True)
+    assert os.path.exists(path)
+    kc = _client(path)
+    try:
+        kc.shutdown()
+        deadline = time.monotonic() + 20
+        while os.path.exists(path) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not os.path.exists(path)
+    finally:
+        kc.stop_channels()
+    assert rc[1].apply_sync(lambda: 6 * 7) == 42
+    assert os.path.exists(rc[1].apply_sync(hpcpar.bind_kernel))  # can be bound again
+
+
+def test_bind_kernel_outside_an_engine_says_where_it_runs():
+    with pytest.raises(RuntimeError, match="runs on an engine"):
+        hpcpar.bind_kernel()
