@@ -196,10 +196,6 @@ class DirectView(View):
     def clear(self, targets: Any = None, block: bool | None = None) -> Any:
         return self.client.clear(self._targets if targets is None else targets, block=block)
 
-    def shutdown(self, targets: Any = None, restart: bool = False, hub: bool = False,
-                 block: bool | None = None) -> None:
-        return self.client.shutdown(self._targets if targets is None else targets, restart, hub, block)
-
     def send_signal(self, sig: int | str, targets: Any = None, block: bool | None = None) -> Any:
         return self.client.send_signal(sig, self._targets if targets is None else targets, block=block)
 

@@ -133,10 +133,28 @@ class View:
         return self.client.abort(jobs=jobs, targets=targets, block=block)
 
     def queue_status(self, targets: Any = None, verbose: bool = False) -> dict[Any, Any]:
-        return self.client.queue_status(targets if targets is not None else "all", verbose)
+        """The queues of this view's engines (``targets``: others)."""
+        if targets is None:
+            targets = self._targets if self._targets is not None else "all"
+        return self.client.queue_status(targets, verbose)
 
-    def get_result(self, indices_or_msg_ids: Any = None, block: bool | None = None) -> Any:
-        return self.client.get_result(indices_or_msg_ids, block)
+    def get_result(self, indices_or_msg_ids: Any = None, block: bool | None = None, owner: bool = True) -> Any:
+        return self.client.get_result(indices_or_msg_ids, block, owner=owner)
+
+    def result_status(self, msg_ids: Any, status_only: bool = True) -> dict[str, Any]:
+        return self.client.result_status(msg_ids, status_only)
+
+    def purge_results(self, jobs: Any = (), targets: Any = ()) -> None:
+        """Forget finished results here and at the hub (see ``Client.purge_results``)."""
+        self.client.purge_results(jobs, targets)
+
+    def shutdown(self, targets: Any = None, restart: bool = False, hub: bool = False,
+                 block: bool | None = None) -> None:
+        """Stop this view's engines (``targets``: others); with ``hub=True`` also the controller."""
+        return self.client.shutdown(self._targets if targets is None else targets, restart, hub, block)
+
+    def spin(self) -> None:
+        """A no-op kept for ipyparallel compatibility: I/O runs in a background thread."""
 
     def use_cloudpickle(self) -> None:
         self.client.use_cloudpickle()

@@ -181,3 +181,63 @@ def test_len_and_targets(rc):
     assert view.targets == [0, 2]
     view.targets = 3
     assert view.apply_sync(lambda: 1) == 1
+
+
+def test_queue_status_defaults_to_the_views_engines(rc):
+    assert set(rc[[1, 2]].queue_status()) == {1, 2, "unassigned"}
+    assert "queue" in rc[3].queue_status()
+
+
+def test_result_status_and_purge_results_through_the_view(rc):
+    view = rc[0]
+    ar = view.apply_async(lambda: 1)
+    ar.get(timeout=30)
+    assert view.result_status(ar.msg_ids)["completed"] == ar.msg_ids
+    view.purge_results(ar)
+    assert ar.msg_ids[0] not in rc.results
+
+
+def test_get_result_through_the_view(rc):
+    view = rc[1]
+    ar = view.apply_async(lambda: "again")
+    ar.get(timeout=30)
+    assert view.get_result(ar.msg_ids).get(timeout=30) == "again"
+
+
+def test_spin_is_harmless(rc):
+    rc[:].spin()
+    rc.load_balanced_view().spin()
+
+
+def test_shutdown_through_a_view(private_cluster):
+    _, rc = private_cluster
+    victim = rc.ids[-1]
+    rc[victim].shutdown(block=True)
+    deadline = time.monotonic() + 30
+    while victim in rc.ids and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert victim not in rc.ids and rc.ids
+
+
+# -- BroadcastView: a DirectView, so every method above works through it too -----------------
+
+
+def test_broadcast_view_apply_execute_push_pull(rc):
+    bv = rc.broadcast_view()
+    bv.execute("bx = 2", block=True)
+    bv.push({"by": 3}, block=True)
+    assert bv.pull(["bx", "by"], block=True) == [[2, 3]] * 4
+    assert bv.apply_sync(ipp.interactive(lambda: bx * by)) == [6] * 4  # noqa: F821
+
+
+def test_broadcast_view_map_scatter_gather(rc):
+    bv = rc.broadcast_view(is_coalescing=True)
+    assert bv.map_sync(square, iter(range(6))) == [0, 1, 4, 9, 16, 25]
+    bv.scatter("bpart", range(8), block=True)
+    assert bv.gather("bpart", block=True) == list(range(8))
+
+
+def test_broadcast_view_of_some_engines(rc):
+    bv = rc.broadcast_view(targets=[0, 3])
+    assert bv.targets == [0, 3]
+    assert bv.apply_sync(os.getpid) == rc[[0, 3]].apply_sync(os.getpid)
