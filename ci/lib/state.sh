@@ -44,11 +44,14 @@ write_systems_json() {
   mv "$CI_SYSTEMS_JSON.tmp" "$CI_SYSTEMS_JSON"
 }
 
+# hpcpar reads HPCPAR_<SECTION>_<KEY> as configuration and refuses near-misses of those names
+# (HPCPAR_SLURM_NODE vs HPCPAR_SLURM_NODES): facts for tests that could look like one go
+# under HPCPAR_CI_.
 env_slurm() {
   cat <<EOF
 export HPCPAR_SLURM=1
 export HPCPAR_SLURM_PARTITION=debug
-export HPCPAR_SLURM_NODE=$HEAD_NODE
+export HPCPAR_CI_SLURM_NODE=$HEAD_NODE
 export HPCPAR_SLURM_CPUS=16
 EOF
   is_up slurm-netns && cat <<EOF
@@ -86,8 +89,8 @@ export HPCPAR_SSH=1
 export HPCPAR_SSH_CONFIG=$SSH_CONFIG
 export HPCPAR_SSH_KEY=$SSH_KEY
 export HPCPAR_SSH_USER=root
-export HPCPAR_SSH_HOST=testhost
-export HPCPAR_SSH_HOST2=testhost2
+export HPCPAR_CI_SSH_HOST=testhost
+export HPCPAR_CI_SSH_HOST2=testhost2
 export HPCPAR_SSH_ADDR=127.0.0.1
 export HPCPAR_SSH_PORT=$SSH_PORT
 export HPCPAR_SSH_PORT2=$SSH_PORT2

@@ -8,13 +8,14 @@ import sys
 
 from ..config import ConfigError, defaults_text, load_config
 from ..config.loader import DEFAULT_SOURCE
+from . import add_profile_only, profile_dir_from
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser("config", help="show the merged configuration")
     sub = p.add_subparsers(dest="config_command", required=True)
     show = sub.add_parser("show", help="print every setting with the layer it came from")
-    show.add_argument("--profile", default=None)
+    add_profile_only(show)
     show.add_argument("--json", action="store_true", help="machine-readable output")
     show.add_argument(
         "--changed", action="store_true", help="only settings that differ from the built-in defaults"
@@ -41,7 +42,7 @@ def run(args: argparse.Namespace) -> int:
         sys.stdout.write(defaults_text())
         return 0
     try:
-        config = load_config(args.profile)
+        config = load_config(profile_dir=profile_dir_from(args))
     except ConfigError as e:
         print("hpcpar config show: invalid configuration:", file=sys.stderr)
         for problem in e.problems:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from . import profile_name
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
@@ -13,10 +15,10 @@ def register(sub: argparse._SubParsersAction) -> None:
         "until Ctrl-C; with --check, report and exit.",
     )
     p.add_argument("server", help="SSH server: host, user@host or user@host:port (ssh config aliases work)")
-    p.add_argument("--profile", default=None, help="profile of the cluster on the remote host")
+    p.add_argument("--profile", default=None, type=profile_name, help="profile of the cluster on the remote host")
     p.add_argument("--remote-profile-dir", default=None, help="profile directory on the remote host")
     p.add_argument("--cluster-id", default=None, help="cluster id on the remote host")
-    p.add_argument("--local-profile", default=None,
+    p.add_argument("--local-profile", default=None, type=profile_name,
                    help="local profile that gets the tunnelled connection file (default: --profile)")
     p.add_argument("--key", default=None, help="private key file (ssh -i)")
     p.add_argument("--ssh-config", default=None, help="ssh_config file instead of ~/.ssh/config")

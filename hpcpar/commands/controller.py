@@ -4,23 +4,23 @@ from __future__ import annotations
 
 import argparse
 
-from . import add_profile_args, profile_dir_from
+from . import add_profile_args, bind_address, count, profile_dir_from, scheme, seconds
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("controller", help="run a controller in the foreground")
     add_profile_args(p)
-    p.add_argument("--ip", default="127.0.0.1", help="address to listen on for clients ('*' for all)")
+    p.add_argument("--ip", default="127.0.0.1", type=bind_address, help="address to listen on for clients ('*' for all)")
     p.add_argument("--port", type=int, default=0, help="client port (0: pick a free one)")
-    p.add_argument("--engine-ip", default=None, help="address to listen on for engines (default: --ip)")
+    p.add_argument("--engine-ip", default=None, type=bind_address, help="address to listen on for engines (default: --ip)")
     p.add_argument("--engine-port", type=int, default=0, help="engine port (0: pick a free one)")
     p.add_argument("--location", default=None,
                    help="address or host name engines and clients should use (advertised first)")
-    p.add_argument("--heartbeat-interval", type=float, default=1.0, help="seconds between engine heartbeats")
-    p.add_argument("--heartbeat-timeout", type=float, default=6.0,
+    p.add_argument("--heartbeat-interval", type=seconds, default=1.0, help="seconds between engine heartbeats")
+    p.add_argument("--heartbeat-timeout", type=seconds, default=6.0,
                    help="seconds without a heartbeat before an engine is declared dead")
-    p.add_argument("--scheme", default="leastload", help="load-balancing scheme")
-    p.add_argument("--hwm", type=int, default=1, help="load-balanced tasks in flight per engine (0: unlimited)")
+    p.add_argument("--scheme", default="leastload", type=scheme, help="load-balancing scheme")
+    p.add_argument("--hwm", type=count(0, "--hwm"), default=1, help="load-balanced tasks in flight per engine (0: unlimited)")
     p.add_argument("--max-message-size", type=int, default=-1, help="largest accepted frame in bytes (-1: no limit)")
     p.add_argument("--db", default="sqlite", choices=["sqlite", "memory", "none"],
                    help="where the hub records tasks (default: sqlite in the profile directory)")
@@ -36,10 +36,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from ..cli import CommandError
     from ..controller.app import ControllerConfig, run_controller
-    from ..controller.scheduler import SCHEMES
 
-    if args.scheme not in SCHEMES:
-        raise CommandError(f"unknown --scheme {args.scheme!r}; choose one of {', '.join(SCHEMES)}")
     if args.heartbeat_timeout <= args.heartbeat_interval:
         raise CommandError("--heartbeat-timeout must be longer than --heartbeat-interval")
     config = ControllerConfig(

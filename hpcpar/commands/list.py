@@ -5,9 +5,12 @@ from __future__ import annotations
 import argparse
 import json
 
+from . import add_profile_only, profile_dir_from
+
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("list", help="list clusters of every profile")
+    p = sub.add_parser("list", help="list clusters of every profile (or of one: --profile)")
+    add_profile_only(p, help="only the clusters of this profile")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(func=run)
 
@@ -17,8 +20,11 @@ def run(args: argparse.Namespace) -> int:
     from ..launchers.ledger import read_jobs
     from ..paths import ProfileDir
 
+    only = profile_dir_from(args).path.resolve() if (args.profile or args.profile_dir) else None
     rows = []
     for _path, cluster in running_clusters():
+        if only is not None and cluster.profile_dir.path.resolve() != only:
+            continue
         ctl = cluster.controller
         pids = [p.pid for p in getattr(ctl, "processes", [])]
         alive_engines = sum(len(getattr(s, "alive", lambda: [])()) for s in cluster.engine_sets)
@@ -42,7 +48,7 @@ def run(args: argparse.Namespace) -> int:
         print(json.dumps(rows, indent=1))
         return 0
     if not rows:
-        print("no clusters")
+        print("no clusters" + (f" in profile {args.profile or args.profile_dir!r}" if only is not None else ""))
         return 0
     header = f"{'PROFILE':<16} {'CLUSTER ID':<12} {'ENGINES':>7} {'PID':>8} {'RUNNING':<8} {'LAUNCHER':<10} JOBS"
     print(header)

@@ -8,14 +8,14 @@ import sys
 from ..config import ConfigError, load_config
 from ..launchers.base import LauncherError
 from ..launchers.build import render_cluster
-from ..paths import ProfileDir
+from . import add_profile_only, count, profile_dir_from
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser("render", help="print the job scripts `start` would submit, submit nothing")
-    p.add_argument("--profile", default=None)
-    p.add_argument("--cluster-id", default="")
-    p.add_argument("-n", "--n", type=int, default=None, help="number of engines")
+    add_profile_only(p)
+    p.add_argument("--cluster-id", default="", help="cluster id, to run several clusters in one profile")
+    p.add_argument("-n", "--n", type=count(0, "-n"), default=None, help="number of engines")
     add_config_args(p)
     p.set_defaults(func=run)
 
@@ -63,8 +63,9 @@ def cli_overrides(args: argparse.Namespace) -> dict[str, object]:
 
 def run(args: argparse.Namespace) -> int:
     try:
-        config = load_config(args.profile, cli_overrides(args))
-        jobs = render_cluster(config, ProfileDir.for_profile(config.profile), args.cluster_id)
+        pd = profile_dir_from(args)
+        config = load_config(overrides=cli_overrides(args), profile_dir=pd)
+        jobs = render_cluster(config, pd, args.cluster_id or config["cluster.cluster_id"])
     except ConfigError as e:
         print("hpcpar render: invalid configuration:", file=sys.stderr)
         for problem in e.problems:

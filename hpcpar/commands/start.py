@@ -7,7 +7,7 @@ import signal
 import sys
 import time
 
-from . import add_profile_args, profile_dir_from
+from . import add_profile_args, count, profile_dir_from, scheme, seconds
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -15,12 +15,15 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     p = sub.add_parser("start", help="start a cluster (controller + engines)")
     add_profile_args(p)
-    p.add_argument("-n", "--n", type=int, default=None,
-                   help="number of engines (default: [cluster] n, else one per CPU for local engines)")
+    p.add_argument("-n", "--n", type=count(0, "-n"), default=None,
+                   help="number of engines; 0 = a controller only (default: [cluster] n, else one per "
+                   "CPU for local engines)")
     add_config_args(p)  # --engines --controller --queue --walltime --account --ip --mode --set
-    p.add_argument("--scheme", default=None, help="load-balancing scheme (leastload, lru, twobin, weighted, plainrandom)")
-    p.add_argument("--hwm", type=int, default=None, help="load-balanced tasks in flight per engine (0: unlimited)")
-    p.add_argument("--forwarders", type=int, default=None, metavar="K",
+    p.add_argument("--scheme", default=None, type=scheme,
+                   help="load-balancing scheme (leastload, lru, twobin, weighted, plainrandom)")
+    p.add_argument("--hwm", type=count(0, "--hwm"), default=None,
+                   help="load-balanced tasks in flight per engine (0: unlimited)")
+    p.add_argument("--forwarders", type=count(0, "--forwarders"), default=None, metavar="K",
                    help="relay the local engines through K forwarders (one broadcast copy per forwarder; "
                    "default: [cluster] forwarders, 0)")
     p.add_argument("--db", default=None, choices=["sqlite", "memory", "none"], help="task database (default: sqlite)")
@@ -32,7 +35,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--foreground", action="store_true",
                    help="stay until Ctrl-C (which stops the cluster) also with batch engines; the default "
                    "for local engines (batch engines live in the queue: start returns once they are up)")
-    p.add_argument("--timeout", type=float, default=120.0,
+    p.add_argument("--timeout", type=seconds, default=120.0,
                    help="seconds to wait for the engines (time batch jobs spend queued does not count)")
     p.add_argument("--on", default=None, metavar="USER@HOST",
                    help="start the cluster on this host over SSH (e.g. the login node), then wait "
@@ -60,10 +63,12 @@ def run(args: argparse.Namespace) -> int:
     from ..cluster import Cluster, ClusterError
     from ..config import ConfigError
     from ..launchers import LauncherError
+    from .checks import check_local_bind
     from .render import cli_overrides
 
-    if args.n is not None and args.n < 0:
-        raise CommandError("-n must be zero or more engines")
+    if args.wait and not args.daemonize:
+        raise CommandError("--wait only goes with --daemonize (a foreground start always waits for its "
+                           "engines): use 'hpcpar start --daemonize --wait', or leave --wait out")
     if args.on:
         from ..ssh.cli import start_on
 
@@ -87,6 +92,10 @@ def run(args: argparse.Namespace) -> int:
                           controller_args=controller_args, progress=_say,
                           override_source="command line", **overrides)
         cluster.check()
+        if cluster.controller_launcher == "local":
+            why = check_local_bind(cluster.config["controller.ip"], cluster.config.source_of("controller.ip"))
+            if why:
+                raise ConfigError([why])
     except ConfigError as e:
         return config_problem("start", e)
     except (ClusterError, LauncherError, ValueError) as e:

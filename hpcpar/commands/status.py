@@ -16,7 +16,7 @@ import sys
 import time
 from typing import Any
 
-from . import add_profile_args, profile_dir_from
+from . import add_profile_args, profile_dir_from, seconds
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -25,7 +25,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--watch", nargs="?", type=float, const=2.0, default=None, metavar="SECONDS",
                    help="refresh every SECONDS (default 2) until Ctrl-C")
     p.add_argument("--json", action="store_true", help="machine-readable output")
-    p.add_argument("--timeout", type=float, default=5.0,
+    p.add_argument("--timeout", type=seconds, default=5.0,
                    help="seconds to wait for the controller's answer (default 5)")
     p.set_defaults(func=run)
 
@@ -182,9 +182,10 @@ def render(status: dict[str, Any]) -> str:
 
 def run(args: argparse.Namespace) -> int:
     from ..cli import CommandError
+    from .which import resolve_cluster_id
 
     pd = profile_dir_from(args)
-    cluster_id = args.cluster_id or ""
+    cluster_id = resolve_cluster_id(pd, args.cluster_id, "status")
     if not pd.state_file(cluster_id).exists() and not pd.client_file(cluster_id).exists():
         raise CommandError(
             f"no cluster in profile {pd.name!r}" + (f" with cluster id {cluster_id!r}" if cluster_id else "")

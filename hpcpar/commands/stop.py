@@ -1,8 +1,17 @@
-"""``hpcpar stop``: stop a cluster from any process, using its state file."""
+"""``hpcpar stop``: stop a cluster from any process, using its state file.
+
+Which cluster: as for every command (commands/which.py): the profile's only cluster
+when --cluster-id is not given. A controller started by hand (``hpcpar controller``,
+no state file) is stopped through its connection file: asked to shut down (with its
+engines), or, when it no longer answers, signalled by the pid it recorded.
+"""
 
 from __future__ import annotations
 
 import argparse
+import os
+import signal
+import time
 
 from . import add_profile_args, profile_dir_from
 
@@ -22,16 +31,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
-def _cluster_ids(pd) -> list[str]:
-    """Cluster ids with a state file or a job ledger in this profile."""
-    ids: dict[str, None] = {}
-    if pd.run.is_dir():
-        for prefix, paths in (("cluster", pd.run.glob("cluster*.json")), ("jobs", pd.run.glob("jobs*.json"))):
-            for path in sorted(paths):
-                rest = path.name[len(prefix):-len(".json")]
-                if rest == "" or rest.startswith("-"):
-                    ids[rest[1:]] = None
-    return list(ids)
+def _where(pd, cluster_id: str) -> str:
+    return f"profile {pd.name!r}" + (f", cluster id {cluster_id!r}" if cluster_id else "")
 
 
 def stop_one(pd, cluster_id: str, wait_timeout: float = 60.0) -> str:
@@ -45,50 +46,103 @@ def stop_one(pd, cluster_id: str, wait_timeout: float = 60.0) -> str:
     from ..launchers.ledger import read_jobs
 
     path = pd.state_file(cluster_id)
+    if not path.exists() and pd.client_file(cluster_id).exists() and not read_jobs(pd, cluster_id):
+        return stop_hand_started(pd, cluster_id)
     records = read_jobs(pd, cluster_id)
     jobs = [r.job_id for r in records]
     if path.exists():
         Cluster.from_file(path).stop_cluster()  # engines, controller, then the ledger
     stop_recorded_jobs(pd, cluster_id)
-    what = f"profile {pd.name!r}" + (f", cluster id {cluster_id!r}" if cluster_id else "")
     if records and wait_timeout > 0:
         held = wait_released(records, pd, cluster_id, wait_timeout, progress=lambda line: print(line, flush=True))
         if held:
             print(f"hpcpar stop: job(s) {', '.join(held)} cancelled but still held by the batch system after "
                   f"{wait_timeout:g} s; they leave by themselves (check with your scheduler's status command)",
                   file=sys.stderr)
-    return f"stopped cluster ({what})" + (f"; cancelled jobs {', '.join(jobs)}" if jobs else "")
+    return f"stopped cluster ({_where(pd, cluster_id)})" + (f"; cancelled jobs {', '.join(jobs)}" if jobs else "")
+
+
+def _is_controller(pid: int) -> bool:
+    """The pid runs an hpcpar controller (never signal a reused pid)."""
+    try:
+        argv = open(f"/proc/{pid}/cmdline", "rb").read().split(b"\0")
+    except OSError:
+        return False
+    return b"hpcpar" in b" ".join(argv) and b"controller" in argv
+
+
+def _wait_gone(pid: int | None, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while pid and _is_controller(pid) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    return not (pid and _is_controller(pid))
+
+
+def stop_hand_started(pd, cluster_id: str) -> str:
+    """A controller with a connection file but no state file: shut it down (and its engines)."""
+    from ..cli import CommandError
+    from ..client import Client
+    from ..connection import ConnectionInfo
+
+    path = pd.client_file(cluster_id)
+    info = ConnectionInfo.load(path)
+    pid = info.controller_pid
+    local_pid = pid if pid and _is_controller(pid) else None
+    how = "asked to shut down"
+    try:
+        rc = Client(str(path), timeout=5)
+    except Exception as e:  # noqa: BLE001 - not answering: fall back to the recorded pid
+        if local_pid is None:
+            if pid and not os.path.exists(f"/proc/{pid}"):
+                path.unlink(missing_ok=True)
+                return f"no controller was running ({_where(pd, cluster_id)}); removed its stale {path.name}"
+            raise CommandError(f"the controller of {_where(pd, cluster_id)} does not answer ({e}) and is not "
+                               f"a process of this machine (pid {pid}); stop it where it runs") from None
+        os.kill(local_pid, signal.SIGTERM)
+        how = f"sent SIGTERM (pid {local_pid}, not answering)"
+    else:
+        try:
+            n = len(rc.ids)
+            rc.shutdown(hub=True, block=True)
+            how += f" with its {n} engines"
+        finally:
+            rc.close()
+    if not _wait_gone(local_pid, 15.0):
+        os.kill(local_pid, signal.SIGKILL)  # type: ignore[arg-type]
+        how += "; killed after 15 s"
+    return f"stopped the controller started by hand ({_where(pd, cluster_id)}): {how}"
 
 
 def run(args: argparse.Namespace) -> int:
     from ..cli import CommandError
     from ..cluster import ClusterError
     from ..launchers import LauncherError
-    from ..launchers.ledger import ledger_path
     from ..paths import all_profiles
+    from .which import cluster_ids, resolve_cluster_id
 
     if args.on:
         from ..ssh.cli import stop_on
 
         return stop_on(args)
     if args.all:
-        targets = [(pd, cid) for pd in all_profiles() for cid in _cluster_ids(pd)]
+        targets = [(pd, cid) for pd in all_profiles() for cid in cluster_ids(pd)]
         if not targets:
             print("no clusters")
     else:
         pd = profile_dir_from(args)
-        if not pd.state_file(args.cluster_id).exists() and not ledger_path(pd, args.cluster_id).exists():
+        cid = resolve_cluster_id(pd, args.cluster_id, "stop")
+        if cid not in cluster_ids(pd):
             raise CommandError(
                 f"no cluster to stop in profile {pd.name!r}"
-                + (f" with cluster id {args.cluster_id!r}" if args.cluster_id else "")
+                + (f" with cluster id {cid!r}" if cid else "")
                 + " ('hpcpar list' shows running clusters)"
             )
-        targets = [(pd, args.cluster_id)]
+        targets = [(pd, cid)]
     failed = []
     for pd, cid in targets:
         try:
             print(stop_one(pd, cid, args.wait_timeout), flush=True)
-        except (ClusterError, LauncherError) as e:
+        except (ClusterError, LauncherError, CommandError) as e:
             failed.append(str(e))
     if failed:
         raise CommandError("; ".join(failed))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 import glob
 import os
 from collections.abc import Mapping
@@ -182,9 +183,47 @@ def _env_names() -> dict[str, str]:
     return names
 
 
+# HPCPAR_* variables hpcpar reads that are not configuration keys.
+OTHER_ENV = frozenset({
+    "HPCPAR_DIR", SITE_ENV, "HPCPAR_CONNECTION_INFO", "HPCPAR_TASK_ID", "HPCPAR_MPI_JOB",
+    "HPCPAR_SHARED_MEMORY", "HPCPAR_SHARED_MEMORY_THRESHOLD",
+})
+
+
+def _env_sections() -> dict[str, str]:
+    """Variable prefix -> section, longest first (HPCPAR_BATCH_ENGINES_ before HPCPAR_BATCH_)."""
+    prefixes = {ENV_PREFIX + s.upper().replace(".", "_") + "_": s for s in schema.valid_sections()}
+    return dict(sorted(prefixes.items(), key=lambda kv: -len(kv[0])))
+
+
+def misspelled_env(env: Mapping[str, str]) -> list[str]:
+    """Problems for HPCPAR_* variables that look like a configuration variable with a typo
+    (``HPCPAR_BATCH_WALLTME``): set but ignored, they would silently change nothing.
+    Variables that resemble no key are left alone: other tools may use the prefix too."""
+    names = _env_names()
+    problems = []
+    for var in sorted(env):
+        if not var.startswith(ENV_PREFIX) or var in names or var in OTHER_ENV:
+            continue
+        close: list[str] = []
+        for prefix, section in _env_sections().items():
+            if var.startswith(prefix):
+                keys = [k.upper() for k in schema.keys_of(section)]
+                close = [prefix + k for k in difflib.get_close_matches(var[len(prefix):], keys, n=1, cutoff=0.8)]
+                break
+        if not close:
+            close = difflib.get_close_matches(var, list(names), n=1, cutoff=0.9)
+        if close:
+            problems.append(
+                f"unknown environment variable ${var}; did you mean ${close[0]} ({names[close[0]]})? "
+                f"Rename it, or unset it ('unset {var}')"
+            )
+    return problems
+
+
 def _from_environment(env: Mapping[str, str]) -> tuple[dict[str, tuple[Any, str]], list[str]]:
     found: dict[str, tuple[Any, str]] = {}
-    problems: list[str] = []
+    problems: list[str] = misspelled_env(env)
     for var, dotted in _env_names().items():
         if var not in env:
             continue

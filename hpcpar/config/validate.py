@@ -49,6 +49,25 @@ def _port(value: int) -> None:
         raise ValueError(f"must be a port number 0-65535 (0 = any free port), not {value}")
 
 
+def bind_address(value: str) -> None:
+    """"*", an IP address, or a host or interface name; dotted numbers must be a real IPv4 address."""
+    import ipaddress
+
+    if value in ("", "*"):
+        return
+    try:
+        ipaddress.ip_address(value.strip("[]"))
+        return
+    except ValueError:
+        pass
+    if re.fullmatch(r"[\d.]+", value):
+        raise ValueError(f"{value!r} is not an IPv4 address (four numbers 0-255, e.g. 10.1.2.3); "
+                         "use '*' for every interface or 127.0.0.1 for this machine only")
+    if not re.fullmatch(r"[A-Za-z0-9]([A-Za-z0-9_.-]*[A-Za-z0-9])?", value):
+        raise ValueError(f"{value!r} is not an address: use '*', an IP address, a host name or an "
+                         "interface name (e.g. ib0)")
+
+
 def _launcher_name(value: str) -> None:
     if not re.match(r"^[A-Za-z][A-Za-z0-9_.-]*$", value):
         raise ValueError(f"must be a launcher name such as 'local' or 'slurm', not {value!r}")
@@ -100,10 +119,11 @@ def _env_assignments(value: list[str]) -> None:
 
 # Checks beyond the type, by key name (they apply wherever the key may appear).
 CHECKS: dict[str, Callable[[Any], None]] = {
-    "cluster.n": _at_least(0),
+    "cluster.n": _at_least(-1),
     "cluster.forwarders": _at_least(0),
     "cluster.engines": _launcher_name,
     "cluster.controller": _launcher_name,
+    "controller.ip": bind_address,
     "controller.port": _port,
     "controller.engine_port": _port,
     "controller.heartbeat_interval": _at_least(0.01),
