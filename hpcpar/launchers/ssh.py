@@ -208,7 +208,11 @@ class SSHLauncher(Launcher):
         safe = SSHTarget.parse(host).safe_name
         cid = f"{self.cluster_id}-" if self.cluster_id else ""
         lines = ["umask 077", f"d={self._remote_dir()}", 'mkdir -p "$d/log" || exit 3', _SH_FUNCS]
-        lines += [str(line) for line in self.options.get("prologue") or []]
+        for i, line in enumerate(self.options.get("prologue") or []):
+            # A failing prologue line (module load of a missing module ...) stops the start
+            # here, with the line named, instead of engines failing later without it.
+            lines.append(str(line))
+            lines.append(f'hp_rc=$?; if [ "$hp_rc" -ne 0 ]; then echo "{MARK}PROLOGUE {i} $hp_rc"; exit 4; fi')
         for item in self.options.get("env") or []:
             name, _, value = item.partition("=")
             lines.append(f"{name}={shlex.quote(value)}; export {name}")
@@ -246,6 +250,15 @@ class SSHLauncher(Launcher):
                         _, idx, pid, log = line.split(" ", 3)
                         st = ""
                     found.append(RemoteProcess(host, int(pid), st, log.strip(), int(idx)))
+            failed = [line.split() for line in r.stdout.splitlines() if line.startswith(f"{MARK}PROLOGUE ")]
+            if failed:
+                i, rc = int(failed[0][1]), failed[0][2]
+                line = (self.options.get("prologue") or [])[i]
+                raise LauncherError(
+                    f"the [ssh] prologue line {line!r} failed on {host} (exit {rc}): "
+                    f"{(r.stderr.strip() or 'no output')[-800:]}; fix it in [ssh] prologue of the profile's "
+                    "config.toml (no engine was started there)"
+                )
             if r.rc != 0 or len(found) != count:
                 with self._lock:
                     self.processes.extend(found)

@@ -109,13 +109,43 @@ def start_on(args: argparse.Namespace) -> int:
         if n:
             rc.wait_for_engines(n, timeout=args.timeout)
         print(f"cluster ready on {args.on}: {len(rc.ids)} engines. Connect with "
-              f"hpcpar.Client({_client_args(args)}sshserver={args.on!r}); "
-              f"stop with 'hpcpar stop --on {args.on} {shlex.join(_profile_flags(args))}'", flush=True)
+              f"hpcpar.Client({_client_args(args)}sshserver={args.on!r}{_client_ssh_args(args)}); "
+              f"stop with '{stop_command(args)}'", flush=True)
     except TimeoutError as e:
-        raise CommandError(f"{e}; the cluster keeps starting on {args.on} ('hpcpar stop --on {args.on}' stops it)") from None
+        raise CommandError(f"{e}; the cluster keeps starting on {args.on} ('{stop_command(args)}' stops it)") from None
     finally:
         rc.close()
     return 0
+
+
+def _ssh_flags(args: argparse.Namespace) -> list[str]:
+    """The SSH options the user passed, to repeat in commands we print for them to paste."""
+    flags = []
+    if getattr(args, "ssh_config", None):
+        flags += ["--ssh-config", args.ssh_config]
+    if getattr(args, "key", None):
+        flags += ["--key", args.key]
+    if getattr(args, "paramiko", False):
+        flags.append("--paramiko")
+    if getattr(args, "remote_python", None):
+        flags += ["--remote-python", args.remote_python]
+    return flags
+
+
+def stop_command(args: argparse.Namespace) -> str:
+    """``hpcpar stop --on HOST ...`` with the profile and SSH options of this start: works pasted."""
+    return shlex.join(["hpcpar", "stop", "--on", args.on, *_profile_flags(args), *_ssh_flags(args)])
+
+
+def _client_ssh_args(args: argparse.Namespace) -> str:
+    out = ""
+    if getattr(args, "ssh_config", None):
+        out += f", ssh_config={args.ssh_config!r}"
+    if getattr(args, "key", None):
+        out += f", sshkey={args.key!r}"
+    if getattr(args, "paramiko", False):
+        out += ", paramiko=True"
+    return out
 
 
 def _client_args(args: argparse.Namespace) -> str:

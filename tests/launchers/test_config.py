@@ -194,10 +194,13 @@ def test_profile_create_comments_every_key_out(isolated):
     pd = path.parent
     assert {p.name for p in pd.iterdir()} >= {"security", "log", "run", "templates", "config.toml"}
     data = tomllib.loads(path.read_text())
-    assert data == {**{s: {} for s in data}, "cluster": {"engines": "slurm"}}
+    # A batch profile starts as written: the keys it needs are set, and marked REQUIRED.
+    required = {"cluster": {"engines": "slurm", "n": 4}, "controller": {"ip": "*"}}
+    assert data == {**{s: {} for s in data}, **required}
     text = path.read_text()
+    assert text.count("# REQUIRED:") == 3
     for dotted, key in schema().items():
-        assert f"# {key.name} = " in text or dotted == "cluster.engines"
+        assert f"# {key.name} = " in text or dotted in ("cluster.engines", "cluster.n", "controller.ip")
     config = load_config("mine")
     assert config["cluster.engines"] == "slurm"
     with pytest.raises(FileExistsError, match="--force"):

@@ -1,0 +1,124 @@
+"""Every command agrees which cluster it means, and options mean the same everywhere.
+
+Real local clusters (controller and engines as processes on loopback), driven through
+the `hpcpar` command as users type it. No batch system needed: ci/test.sh also runs
+these on the oldest and newest supported Python.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+from cluster_helpers import FAST_HEARTBEAT, hpcpar_cmd
+
+
+def run(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
+    return subprocess.run(hpcpar_cmd(*args), capture_output=True, text=True, timeout=timeout, cwd="/")
+
+
+def ok(*args: str, timeout: float = 120) -> str:
+    r = run(*args, timeout=timeout)
+    assert r.returncode == 0, f"hpcpar {' '.join(args)}: {r.stdout}\n{r.stderr}"
+    assert "Traceback" not in r.stderr, r.stderr
+    return r.stdout
+
+
+def start(profile: str, n: int, cluster_id: str = "") -> None:
+    ids = ["--cluster-id", cluster_id] if cluster_id else []
+    ok("start", "--profile", profile, *ids, "-n", str(n), "--daemonize", "--wait", "--timeout", "90",
+       "--set", f"controller.heartbeat_interval={float(FAST_HEARTBEAT[1])}",
+       "--set", f"controller.heartbeat_timeout={float(FAST_HEARTBEAT[3])}", timeout=150)
+
+
+@pytest.fixture
+def profile(request) -> str:
+    name = f"cmd-{os.getpid()}-{request.node.name[:30]}".replace("[", "-").replace("]", "")
+    yield name
+    from hpcpar.commands.which import cluster_ids
+    from hpcpar.paths import ProfileDir
+
+    for cid in cluster_ids(ProfileDir.for_profile(name)):
+        run("stop", "--profile", name, "--cluster-id", cid, timeout=120)
+
+
+def test_stop_and_status_find_the_only_cluster_of_a_profile(profile):
+    start(profile, 1, cluster_id="only")
+    status = json.loads(ok("status", "--profile", profile, "--json"))
+    assert status["cluster_id"] == "only" and len(status["engines"]) == 1
+    listed = json.loads(ok("list", "--profile", profile, "--json"))
+    assert [r["cluster_id"] for r in listed] == ["only"]
+    assert "stopped cluster (profile" in ok("stop", "--profile", profile)
+    assert json.loads(ok("list", "--profile", profile, "--json")) == []
+
+
+def test_with_several_clusters_stop_and_status_ask_which(profile):
+    start(profile, 1, cluster_id="a")
+    start(profile, 1, cluster_id="b")
+    for command in ("stop", "status", "logs"):
+        r = run(command, "--profile", profile)
+        assert r.returncode == 1 and "Traceback" not in r.stderr
+        assert "has 2 clusters (cluster ids: a, b)" in r.stderr and "--cluster-id" in r.stderr, r.stderr
+    ok("stop", "--profile", profile, "--cluster-id", "a")
+    assert "cluster id 'b'" in ok("stop", "--profile", profile)  # now the only one
+
+
+def test_list_takes_profile_and_shows_only_its_clusters(profile):
+    start(profile, 1)
+    other = ok("list", "--profile", f"{profile}-none")
+    assert "no clusters in profile" in other
+    mine = ok("list", "--profile", profile)
+    assert profile in mine and mine.count("\n") == 2  # header + one row
+
+
+def test_logs_n_is_the_engine_id_and_index_the_launch_slot(profile):
+    start(profile, 2)
+    added = run("engines", "--profile", profile, "-n", "1", "--timeout", "90")
+    assert added.returncode == 0, added.stderr
+    listing = ok("logs", "--profile", profile, "--list")
+    assert "ENGINE ID" in listing
+    # Engine id 2 is the added set's launch slot 0: `logs 2` is that engine's own output.
+    assert "registered as engine 2 via" in ok("logs", "--profile", profile, "2")
+    slot = ok("logs", "--profile", profile, "--set", "1", "--index", "0")
+    assert "registered as engine 2 via" in slot
+    first = ok("logs", "--profile", profile, "--index", "0")
+    assert "registered as engine 2 via" not in first and "registered as engine" in first
+    r = run("logs", "--profile", profile, "9")
+    assert r.returncode == 1 and "no engine id 9" in r.stderr and "engine ids: 0, 1, 2" in r.stderr
+
+
+def test_stop_stops_a_controller_started_by_hand(profile):
+    from hpcpar.paths import ProfileDir
+
+    pd = ProfileDir.for_profile(profile)
+    proc = subprocess.Popen(hpcpar_cmd("controller", "--profile", profile, *FAST_HEARTBEAT),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 60
+        while not pd.client_file().exists() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        status = json.loads(ok("status", "--profile", profile, "--json"))
+        assert status["controller"]["reachable"] and status["controller"]["pid"] == proc.pid
+        out = ok("stop", "--profile", profile)
+        assert "stopped the controller started by hand" in out
+        assert proc.wait(timeout=30) is not None
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout=10)
+    r = run("status", "--profile", profile)
+    assert r.returncode == 1 and "no cluster in profile" in r.stderr
+
+
+def test_render_takes_profile_dir(tmp_path: Path):
+    pd = tmp_path / "myprofile"
+    pd.mkdir()
+    (pd / "config.toml").write_text('[cluster]\nengines = "slurm"\nn = 3\n[controller]\nip = "*"\n'
+                                    '[batch]\nqueue = "fromdir"\n')
+    out = ok("render", "--profile-dir", str(pd))
+    assert "#SBATCH --partition=fromdir" in out and "#SBATCH --array=1-3" in out
+    assert str(pd / "log") in out  # job output goes to that profile directory
