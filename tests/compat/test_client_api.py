@@ -210,3 +210,29 @@ def test_client_from_a_cluster_knows_its_cluster(cluster):
     connect = getattr(cluster, "connect_client_sync", cluster.connect_client)  # the blocking twin
     assert connect().cluster is cluster  # the Cluster's own client: not closed here
     assert ipp.Client(profile="shared", timeout=30).cluster is None  # made by hand: no Cluster
+
+
+def test_constructors_reach_the_same_cluster(cluster):
+    path = cluster.profile_dir.client_file(cluster.cluster_id)
+    clients = [
+        ipp.Client(profile="shared", timeout=30),
+        ipp.Client(str(path), timeout=30),
+        ipp.Client(url_file=str(path), timeout=30),
+        ipp.Client(profile_dir=str(cluster.profile_dir.path), timeout=30),
+    ]
+    try:
+        assert len({c[0].apply_sync(os.getpid) for c in clients}) == 1
+    finally:
+        for c in clients:
+            c.close()
+
+
+def test_shutdown_with_hub_stops_the_controller(private_cluster):
+    c, rc = private_cluster
+    client_file = c.profile_dir.client_file(c.cluster_id)
+    assert client_file.exists()
+    rc.shutdown(hub=True)
+    deadline = time.monotonic() + 30
+    while client_file.exists() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not client_file.exists()  # removed by the controller as it exits cleanly

@@ -104,3 +104,22 @@ def test_abort_and_wait_through_the_view(rc):
 def test_len_is_the_engine_count(rc):
     assert len(rc.load_balanced_view()) == 4
     assert len(rc.load_balanced_view(targets=[1, 2])) == 2
+
+
+def test_imap_unordered_yields_in_completion_order(rc):
+    lb = rc.load_balanced_view()
+    out = list(lb.imap(lambda t: (time.sleep(t), t)[1], [0.8, 0.0, 0.0], ordered=False, max_outstanding=3))
+    assert out[-1] == 0.8 and sorted(out) == [0.0, 0.0, 0.8]
+
+
+def test_imap_return_exceptions_yields_failures_in_place(rc):
+    lb = rc.load_balanced_view()
+
+    def inverse(x):
+        return 1 / x
+
+    out = list(lb.imap(inverse, [1, 0, 2], return_exceptions=True))
+    assert out[0] == 1.0 and out[2] == 0.5
+    assert isinstance(out[1], ipp.RemoteError) and out[1].ename == "ZeroDivisionError"
+    with pytest.raises(ipp.RemoteError):
+        list(lb.imap(inverse, [1, 0]))
