@@ -144,9 +144,31 @@ def test_whole_job_does_not_warn_and_subset_does(mpi) -> None:
         rc.direct_view().apply_sync(lambda: 1)
         rc[1].pull("x", block=True)  # push / pull never run collectives: no warning
     with pytest.warns(MPISubsetWarning, match=r"2 of the 4 ranks .*ranks 0-1.*hpcpar stop"):
+        first = rc[:2].execute("y = comm.allreduce(1)", block=False)
+    with pytest.warns(MPISubsetWarning, match=r"ranks 2-3"):
+        rc[2:].execute("y = comm.allreduce(1)", block=True)  # the other half joins: all four return
+    first.get(timeout=30)
+    assert rc[:]["y"] == [4] * 4
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", MPISubsetWarning)  # no collective: rank-local work on a subset is fine
         rc[:2].execute("y = 1", block=True)
-    with pytest.warns(MPISubsetWarning, match="ranks 3"):
-        rc[3].apply_sync(lambda: 1)
+        assert rc[3].apply_sync(lambda: 1) == 1
+        rc[0].execute("z = mpi_rank + 1", block=True)
+
+
+def test_collective_detection_unit() -> None:
+    from hpcpar.mpi.subset import mentions_collective
+
+    def barrier():
+        comm.Barrier()  # noqa: F821 - engine globals
+
+    def nested():
+        return [comm.allreduce(x) for x in range(2)]  # noqa: F821
+
+    assert mentions_collective("comm.Barrier()") and mentions_collective("y = comm.bcast(x, root=0)")
+    assert mentions_collective(barrier) and mentions_collective(nested)
+    assert not mentions_collective("x = 1") and not mentions_collective("print('Barrier')")
+    assert not mentions_collective(lambda: 1) and not mentions_collective(os.getpid)
 
 
 def test_subset_message_unit() -> None:
@@ -418,7 +440,8 @@ def test_px_magic_runs_a_collective_on_every_rank(mpi) -> None:
     try:
         assert shell.run_cell("%pxmpi px_total = comm.allreduce(mpi_rank + 1)", store_history=False).success
         assert rc[:]["px_total"] == [10] * 4
-        with pytest.warns(MPISubsetWarning):
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", MPISubsetWarning)  # rank-local code: no collective, no warning
             assert shell.run_cell("%pxmpi --targets 0 x = mpi_rank", store_history=False).success
     finally:
         magics._active.pop("mpi", None)

@@ -114,7 +114,7 @@ class DirectView(View):
 
     def _really_apply(self, f: Any, args: tuple = (), kwargs: dict | None = None, block: bool | None = None,
                       targets: Any = None, track: bool | None = None) -> Any:
-        _warn_mpi_subset(self, targets)
+        _warn_mpi_subset(self, targets, f)
         return self._call("apply_request", targets, obj=(f, tuple(args), dict(kwargs or {})), fname=_fname(f),
                           block=self._block(block))
 
@@ -133,7 +133,7 @@ class DirectView(View):
     def execute(self, code: str, silent: bool = True, targets: Any = None, block: bool | None = None) -> AsyncResult:
         """Run code text in each engine's namespace. Returns the AsyncResult
         (after waiting, and raising any error, when blocking)."""
-        _warn_mpi_subset(self, targets)
+        _warn_mpi_subset(self, targets, code)
         block = self._block(block)
         ar = self._send("execute_request", targets, meta={"code": code, "silent": silent}, fname="execute",
                         block=block)
@@ -241,13 +241,14 @@ class DirectView(View):
             self.execute("\n".join(statements), block=True)
 
 
-def _warn_mpi_subset(view: DirectView, targets: Any) -> None:
-    """MPISubsetWarning when code goes to part of an MPI job (a collective there would hang)."""
+def _warn_mpi_subset(view: DirectView, targets: Any, code: Any = None) -> None:
+    """MPISubsetWarning when code that calls an MPI collective goes to part of an MPI job
+    (the collective there would hang); a plain apply on one rank does not warn."""
     if not view.client._mpi_engines:
         return  # the common case, checked in O(1)
     from ..mpi import warn_if_subset
 
-    warn_if_subset(view.client, view._target_list(targets), stacklevel=3)
+    warn_if_subset(view.client, view._target_list(targets), stacklevel=3, code=code)
 
 
 def _rounds(targets: list[int]) -> list[list[int]]:

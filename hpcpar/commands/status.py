@@ -69,6 +69,8 @@ def _engine_row(e: dict[str, Any]) -> dict[str, Any]:
         "queued": held - running,
         "running": running,
         "last_heartbeat": e.get("last_heartbeat_age"),
+        # What it runs now, from its own sampler (engine/status.py): task, running_for, call ...
+        "status": e.get("status"),
     }
 
 
@@ -111,7 +113,10 @@ def gather(pd: Any, cluster_id: str, timeout: float = 5.0) -> dict[str, Any]:
     controller, why = _engines(pd, cluster_id, timeout)
     jobs, jobs_error = _jobs(pd, cluster_id)
     engines = sorted((_engine_row(e) for e in (controller or {}).get("engines", [])), key=lambda r: r["id"])
+    from ..engine.status import describe_activity
+
     return {
+        "activity": describe_activity({e["id"]: e["status"] for e in engines if e.get("status")}),
         "profile": pd.name,
         "cluster_id": cluster_id,
         "time": time.time(),
@@ -163,6 +168,13 @@ def render(status: dict[str, Any]) -> str:
                 for e in engines]
         lines += _table(["ID", "HOST", "PID", "MPI RANK", "STATE", "DONE", "QUEUED", "RUNNING", "HEARTBEAT"],
                         rows, right={0, 2, 3, 5, 6, 7})
+        if status.get("activity"):
+            lines += ["", f"NOW: {status['activity']}"]
+        for e in engines:
+            st = e.get("status") or {}
+            if st.get("task") and st.get("call"):
+                lines.append(f"  engine {e['id']}: task {st['task']} for {st.get('running_for', 0):.0f} s "
+                             f"at {st['call']}")
     lines.append("")
     jobs = status["jobs"]
     lines.append(f"JOBS: {len(jobs)}" + (f" ({status['jobs_error']})" if status.get("jobs_error") else ""))

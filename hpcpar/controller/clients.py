@@ -95,6 +95,7 @@ class ClientRequests:
         targets = msg.meta.get("targets") or self.engines.ids()
         verbose = bool(msg.meta.get("verbose"))
         status: dict[str, Any] = {}
+        now = time.monotonic()
         for eid in targets:
             rec = self.engines.by_id.get(eid)
             if rec is None:
@@ -106,6 +107,8 @@ class ClientRequests:
                 "tasks": lb if verbose else len(lb),
                 "completed": rec.completed,
             }
+            if verbose:
+                status[str(eid)]["status"] = rec.current_status(now)
         queued = self.lb.unassigned()
         status["unassigned"] = queued if verbose else len(queued)
         self.reply_client(ident, "queue_status_reply", msg.msg_id, {"status": status})
@@ -151,6 +154,7 @@ class ClientRequests:
                 running_lb=e.lb_in_flight,
                 completed=e.completed,
                 last_heartbeat_age=round(now - e.last_seen, 3),
+                status=e.current_status(now),
             )
             engines.append(d)
         self.reply_client(ident, "engines_reply", msg.msg_id, {

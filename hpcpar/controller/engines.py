@@ -22,6 +22,18 @@ class EngineRecord:
     last_ping_sent: float = 0.0
     work_ident: bytes | None = None  # routing identity of the socket requests and replies use
     ready: bool = False  # registered and its work socket introduced: it may get requests
+    status: dict[str, Any] | None = None  # the engine's last engine_status (engine/status.py)
+    status_at: float = 0.0  # monotonic time it arrived
+
+    def current_status(self, now: float) -> dict[str, Any] | None:
+        """The last reported status, its running time brought up to ``now``."""
+        if self.status is None:
+            return None
+        st = dict(self.status)
+        if st.get("task") is not None:
+            st["running_for"] = round(float(st.get("running_for") or 0.0) + now - self.status_at, 1)
+        st["age"] = round(now - self.status_at, 1)
+        return st
 
     def describe(self) -> dict[str, Any]:
         return {

@@ -146,6 +146,8 @@ class EngineLifecycle:
                     self.to_client(client, msg.frames)
         elif mt == "unregister_request":
             self.unregister(rec, "shut down")
+        elif mt == "engine_status":
+            rec.status, rec.status_at = dict(msg.meta), now
 
     def on_heartbeat_batch(self, below: tuple[bytes, ...], msg: wire.Message) -> None:
         """A forwarder verified these engines' heartbeats (and answers them itself)."""

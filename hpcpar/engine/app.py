@@ -26,6 +26,7 @@ from ..connection import ConnectionInfo
 from ..mpi import segments as mpi_segments
 from .executor import Executor
 from .namespace import current
+from .status import StatusSampler
 
 log = logging.getLogger("hpcpar.engine")
 
@@ -35,6 +36,8 @@ IMMEDIATE = {"abort_request", "signal_request", "shutdown_request", "interrupt_r
 # controller asking an engine it does not know yet to register again).
 CONTROL_ONLY = IMMEDIATE | {"reregister_request", "register_request"}
 LIVE_OUTPUT_INTERVAL = 0.1  # seconds between live-output messages of a running request
+STATUS_EVERY = 1.0  # seconds between status samples (engine_status goes out on change, or busy)
+STATUS_IDLE_EVERY = 10.0  # an idle engine's unchanged status still goes out this often
 
 
 class RegistrationError(RuntimeError):
@@ -170,6 +173,7 @@ class Engine:
         signal.signal(signal.SIGTERM, self._on_sigterm)
         self._pipe = self.ctx.socket(zmq.PAIR)
         self._pipe.bind(self.pipe_url)
+        self.sampler = StatusSampler(self.executor, threading.get_ident(), self.extra_info.get("mpi_rank"))
         io_thread = threading.Thread(target=self._io_loop, name="hpcpar-engine-io", daemon=True)
         io_thread.start()
         work = self.work
@@ -316,13 +320,21 @@ class Engine:
         poller.register(pull, zmq.POLLIN)
         last_contact = time.monotonic()
         next_beat = time.monotonic()
+        next_status, last_status, last_sent = time.monotonic(), None, 0.0
         hb = self.signer.header  # local alias
         while True:
             now = time.monotonic()
             if now >= next_beat:
                 sock.send_multipart(self.signer.pack(hb("heartbeat")))
                 next_beat = now + self.heartbeat_interval
-            wait = next_beat - now
+            if now >= next_status:
+                next_status = now + STATUS_EVERY
+                st = self.sampler.sample()
+                key = (st["state"], st["task"], st["callee"])
+                if key != last_status or st["task"] is not None or now - last_sent >= STATUS_IDLE_EVERY:
+                    sock.send_multipart(self.signer.pack(hb("engine_status"), st))
+                    last_status, last_sent = key, now
+            wait = min(next_beat, next_status) - now
             if self.executor.live is not None:
                 wait = min(wait, LIVE_OUTPUT_INTERVAL)
             events = dict(poller.poll(max(1, int(wait * 1000))))

@@ -9,9 +9,23 @@ forever: the other ranks never call it. Engines started with ``--mpi`` report
 
 from __future__ import annotations
 
+import re
+import types
 import warnings
 from collections.abc import Iterable, Mapping
 from typing import Any
+
+# mpi4py's collective operations (both spellings), communicator constructors (collective
+# too) and the nonblocking variants: the names that, called on a subset, wait forever.
+_BASE = ("Barrier", "Bcast", "Gather", "Gatherv", "Scatter", "Scatterv", "Allgather", "Allgatherv",
+         "Alltoall", "Alltoallv", "Alltoallw", "Reduce", "Allreduce", "Reduce_scatter",
+         "Reduce_scatter_block", "Scan", "Exscan", "Neighbor_allgather", "Neighbor_alltoall")
+COLLECTIVES = frozenset(
+    [*_BASE, *(n.lower() for n in _BASE), *("I" + n[0].lower() + n[1:] for n in _BASE),
+     *("I" + n for n in _BASE), "Split", "Split_type", "Dup", "Create", "Create_cart", "Create_graph",
+     "Spawn", "Merge", "Fence", "Allocate", "Allocate_shared", "Create_dynamic"]
+)
+_CALL = re.compile(r"\b(" + "|".join(sorted(COLLECTIVES, key=len, reverse=True)) + r")\s*\(")
 
 
 class MPISubsetWarning(UserWarning):
@@ -56,8 +70,30 @@ def subset_message(engines: Mapping[int, Mapping[str, Any]], targets: Iterable[i
     return None
 
 
-def warn_if_subset(client: Any, targets: Iterable[int], stacklevel: int = 3) -> None:
-    """Warn (MPISubsetWarning) when ``targets`` covers only part of an MPI job."""
+def mentions_collective(code: Any) -> bool:
+    """Whether code text, or a function (its code and the code nested in it), names an MPI
+    collective. Unknown kinds of callables count as yes: better a warning than a hang."""
+    if isinstance(code, str):
+        return _CALL.search(code) is not None
+    func = getattr(code, "func", code)  # functools.partial
+    func = getattr(func, "__func__", func)  # bound methods
+    obj = getattr(func, "__code__", None)
+    if obj is None:
+        return not isinstance(func, (types.BuiltinFunctionType, type))
+    stack = [obj]
+    while stack:
+        c = stack.pop()
+        if COLLECTIVES.intersection(c.co_names):
+            return True
+        stack.extend(k for k in c.co_consts if isinstance(k, types.CodeType))
+    return False
+
+
+def warn_if_subset(client: Any, targets: Iterable[int], stacklevel: int = 3, code: Any = None) -> None:
+    """Warn (MPISubsetWarning) when ``targets`` covers only part of an MPI job and ``code``
+    (text or a function; None: unknown) calls an MPI collective."""
+    if code is not None and not mentions_collective(code):
+        return
     engines = getattr(client, "_engines", None)
     if not engines:
         return
