@@ -92,6 +92,19 @@ def test_console_features_errors_and_interrupt(kernel_cluster):
         errors = [c for t, c in outputs if t == "error"]
         assert "raise ValueError('in console')" in "\n".join(errors[0]["traceback"])
 
+        # %debug: a post-mortem of that error, its prompts answered over the stdin channel
+        answers = iter(["p pushed_value + 41", "q"])
+        prompts: list[str] = []
+
+        def answer(msg):
+            prompts.append(msg["content"]["prompt"])
+            kc.input(next(answers))
+
+        content, outputs = _run(kc, "%debug", allow_stdin=True, stdin_hook=answer)
+        text = "".join(c.get("text", "") for t, c in outputs if t == "stream")
+        assert content["status"] == "ok" and prompts == ["ipdb> ", "ipdb> "]
+        assert "raise ValueError('in console')" in text and "\n42\n" in text
+
         kc.execute("import time\ntime.sleep(60)")
         time.sleep(1.0)  # the cell is running on the engine's main thread
         kc.control_channel.send(kc.session.msg("interrupt_request", {}))
