@@ -78,6 +78,13 @@ class Browser:
         self._logs += self.driver.get_log("browser")
         return [e for e in self._logs if e.get("level") == "SEVERE"]
 
+    def reset(self) -> None:
+        """A blank page, and the console read so far forgotten (one test's page must not
+        log into the next test: a closed dashboard's page keeps trying to reconnect)."""
+        self.driver.get("about:blank")
+        self.driver.get_log("browser")
+        self._logs = []
+
     def screenshot(self, path: str) -> None:
         self.driver.save_screenshot(path)
 

@@ -33,11 +33,18 @@ CI_CONFIG = "/opt/hpcpar-ssh/ssh_config"
 
 
 @pytest.fixture(scope="module")
-def browser():
+def chromium():
     require_browser()
     b = Browser()
     yield b
     b.close()
+
+
+@pytest.fixture()
+def browser(chromium):
+    chromium.reset()
+    yield chromium
+    chromium.reset()
 
 
 class DashboardProcess:
@@ -283,3 +290,19 @@ def test_cluster_dashboard_reads_its_jobs(private_cluster):
         assert any(j["role"] == "engines" and j["state"] == "running" and j["system"] == "local" for j in jobs), jobs
     finally:
         url.stop()
+
+
+def test_task_records_name_the_function(rc):
+    """The hub's records carry the applied function's name (what the task stream colours by),
+    for apply and for each chunk of a map."""
+    view = rc.load_balanced_view()
+    a = view.apply_async(slow, 1)
+    m = view.map_async(broken, [1, 2])
+    d = rc[0].apply_async(slow, 2)
+    for ar in (a, d):
+        ar.get(timeout=30)
+    m.wait(timeout=30)
+    recs = rc.db_query({"msg_id": {"$in": a.msg_ids + m.msg_ids + d.msg_ids}}, keys=["msg_id", "fname"])
+    names = {r["msg_id"]: r["fname"] for r in recs}
+    assert [names[x] for x in a.msg_ids + d.msg_ids] == ["slow", "slow"]
+    assert [names[x] for x in m.msg_ids] == ["broken", "broken"]

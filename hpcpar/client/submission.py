@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from .. import serialize, sharedmem, targetset, wire
+from ..engine.builtins import map_chunk
 from ..error import remote_error
 from .asyncresult import AsyncResult, Metadata, _ts, raise_failures
 from .execute_reply import ExecuteReply
@@ -160,8 +161,12 @@ class Submission:
     ) -> tuple[list[str], list[Any], dict[str, Any]]:
         """Build one message (for several targets when ``route='direct'``).
         Returns (msg_ids, frames); the caller registers and sends."""
-        if msg_type == "apply_request" and self._pickler == "cloudpickle" and type(obj) is tuple and len(obj) == 3:
-            obj = (self._functions.wrap(obj[0]), *obj[1:])  # an unchanged function is not pickled again
+        if msg_type == "apply_request" and type(obj) is tuple and len(obj) == 3:
+            # The function's name goes into the hub's task record (db_query's 'fname'; the dashboard).
+            f = obj[1][0] if obj[0] is map_chunk and obj[1] else obj[0]
+            header_extra = {**(header_extra or {}), "fname": getattr(f, "__name__", None) or type(f).__name__}
+            if self._pickler == "cloudpickle":
+                obj = (self._functions.wrap(obj[0]), *obj[1:])  # an unchanged function is not pickled again
         payload, buffers = serialize.dumps(obj, self._pickler) if obj is not None else (b"", [])
         extra = header_extra or {}
         paths: list[Path] = []

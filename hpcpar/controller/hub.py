@@ -222,6 +222,7 @@ class Hub:
             "session": header.get("session"),
             "msg_type": header.get("msg_type"),
             "label": header.get("label"),
+            "fname": header.get("fname"),
             "submitted": stored_time(header.get("date")),
             "engine_id": engine_id,
             "status": "pending" if engine_id is not None else "queued",

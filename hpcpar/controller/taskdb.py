@@ -21,6 +21,7 @@ from typing import Any
 PUBLIC_KEYS = (
     "msg_id", "session", "msg_type", "label", "engine_id", "status", "attempts",
     "submitted", "started", "completed", "received", "stdout", "stderr", "ename", "evalue",
+    "fname",  # the applied function's name (hpcpar's addition: the dashboard colours tasks by it)
 )
 FRAME_KEYS = ("request", "reply")
 ALL_KEYS = PUBLIC_KEYS + FRAME_KEYS
@@ -235,6 +236,10 @@ class SQLiteBackend:
         cols = ", ".join(f"{k} {self._type(k)}" for k in ALL_KEYS if k != "msg_id")
         self.conn.execute(f"CREATE TABLE IF NOT EXISTS tasks (seq INTEGER PRIMARY KEY AUTOINCREMENT, "
                           f"msg_id TEXT UNIQUE, {cols})")
+        have = {row[1] for row in self.conn.execute("PRAGMA table_info(tasks)")}
+        for k in ALL_KEYS:  # a database from an older hpcpar lacks the newer columns
+            if k not in have:
+                self.conn.execute(f"ALTER TABLE tasks ADD COLUMN {k} {self._type(k)}")
         self.conn.execute("CREATE INDEX IF NOT EXISTS tasks_session ON tasks (session)")
         self.conn.execute("CREATE INDEX IF NOT EXISTS tasks_engine ON tasks (engine_id)")
         self.conn.commit()

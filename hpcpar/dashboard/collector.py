@@ -17,11 +17,11 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from .model import DashboardState, Failure, Sample
+from .model import DashboardState, Failure, Sample, task_name
 
 log = logging.getLogger("hpcpar.dashboard")
 
-RECORD_KEYS = ["msg_id", "msg_type", "label", "engine_id", "status", "started", "completed", "received",
+RECORD_KEYS = ["msg_id", "msg_type", "label", "fname", "engine_id", "status", "started", "completed", "received",
                "ename", "evalue"]
 OVERLAP = 2.0  # seconds re-asked each tick: records written late by the hub's batching are not missed
 TRACEBACKS_PER_TICK = 5
@@ -54,6 +54,7 @@ class Collector:
         self.jobs = jobs
         self.jobs_interval = jobs_interval
         self._stop = threading.Event()
+        self._keys = list(RECORD_KEYS)
         self._since: float | None = None  # receive time of the newest record seen
         self._recent: dict[str, float] = {}  # msg_ids already turned into bars, within OVERLAP
         self._tracebacks: dict[str, tuple[Any, dict[str, Any], float]] = {}  # msg_id -> (ar, rec, asked)
@@ -126,7 +127,13 @@ class Collector:
             query: dict[str, Any] = {"received": {"$gt": time.time() - self.state.window}}
         else:
             query = {"received": {"$gt": self._since - OVERLAP}}
-        records = rc.db_query(query, keys=RECORD_KEYS)
+        try:
+            records = rc.db_query(query, keys=self._keys)
+        except ValueError as e:
+            if "fname" not in str(e) or "fname" not in self._keys:
+                raise
+            self._keys = [k for k in self._keys if k != "fname"]  # a controller from before 'fname'
+            records = rc.db_query(query, keys=self._keys)
         out = []
         for rec in records:
             for key in ("started", "completed", "received"):
@@ -182,8 +189,6 @@ class Collector:
         return ready
 
     def _failure(self, rec: dict[str, Any], traceback: str) -> Failure:
-        from .model import task_name
-
         return Failure(msg_id=rec["msg_id"], engine=rec.get("engine_id"),
                        time=rec.get("completed") or rec.get("received") or time.time(),
                        ename=str(rec.get("ename") or "Error"), evalue=str(rec.get("evalue") or ""),
