@@ -115,7 +115,7 @@ def test_wait_for_engines(rc):
 
 
 def test_abort_drops_a_queued_task(rc):
-    blocker = rc[2].apply_async(time.sleep, 1)
+    blocker = rc[2].apply_async(time.sleep, 2)
     queued = rc[2].apply_async(lambda: "ran")
     rc.abort(queued)
     with pytest.raises(ipp.RemoteError):  # TaskAborted, a RemoteError as in ipyparallel
@@ -156,9 +156,18 @@ def test_history_outstanding_results_and_metadata(rc):
     assert rc.metadata[msg_id]["engine_id"] == 1
 
 
-def test_send_signal_interrupts_running_code(rc):
-    ar = rc[3].apply_async(time.sleep, 30)
-    time.sleep(0.5)
+def test_send_signal_interrupts_running_code(rc, tmp_path):
+    started = tmp_path / "started"
+
+    def sleeper(path):
+        open(path, "w").close()
+        time.sleep(30)
+
+    ar = rc[3].apply_async(sleeper, str(started))
+    deadline = time.monotonic() + 30
+    while not started.exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert started.exists()
     rc.send_signal(signal.SIGINT, targets=3, block=True)
     with pytest.raises(ipp.RemoteError) as info:
         ar.get(timeout=30)
