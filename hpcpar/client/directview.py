@@ -177,21 +177,19 @@ class DirectView(View):
     def scatter(self, key: str, seq: Any, dist: str = "b", flatten: bool = False, targets: Any = None,
                 block: bool | None = None, track: bool | None = None) -> Any:
         """Partition ``seq`` across the engines and push each part as ``key``."""
-        if dist != "b":
-            raise ValueError("only dist='b' (contiguous blocks) is supported")
         target_list = self._target_list(targets)
-        parts = partition.split(seq, len(target_list))
+        parts = partition.split(seq, len(target_list), partition.check_dist(dist))
         objs = [(engine_builtins.push, ({key: part[0] if flatten and len(part) == 1 else part},), {})
                 for part in parts]
         return self._per_engine(target_list, objs, "scatter", block, joiner=lambda results: None)
 
     def gather(self, key: str, dist: str = "b", targets: Any = None, block: bool | None = None) -> Any:
         """Pull ``key`` from each engine and join the parts (inverse of scatter)."""
-        if dist != "b":
-            raise ValueError("only dist='b' (contiguous blocks) is supported")
+        partition.check_dist(dist)
         target_list = self._target_list(targets)
         objs = [(engine_builtins.pull, (key,), {})] * len(target_list)
-        return self._per_engine(target_list, objs, "gather", block, joiner=partition.join)
+        return self._per_engine(target_list, objs, "gather", block,
+                                joiner=lambda parts: partition.join(parts, dist))
 
     def clear(self, targets: Any = None, block: bool | None = None) -> Any:
         return self.client.clear(self._targets if targets is None else targets, block=block)

@@ -1,4 +1,8 @@
-"""Splitting sequences across engines (scatter, DirectView.map) and joining them back."""
+"""Splitting sequences across engines (scatter, DirectView.map) and joining them back.
+
+Two layouts, ipyparallel's ``dist`` argument: ``"b"``, contiguous blocks (engine i gets
+the i-th block), and ``"r"``, round robin (engine i gets items i, i + n, i + 2n...).
+"""
 
 from __future__ import annotations
 
@@ -9,8 +13,18 @@ def _is_numpy(obj: Any) -> bool:
     return type(obj).__module__ == "numpy" and hasattr(obj, "shape")
 
 
-def split(seq: Any, n: int) -> list[Any]:
-    """``n`` contiguous parts whose lengths differ by at most one (the first parts are longer).
+DISTS = ("b", "r")
+
+
+def check_dist(dist: str) -> str:
+    if dist not in DISTS:
+        raise ValueError(f"dist must be 'b' (contiguous blocks) or 'r' (round robin), not {dist!r}")
+    return dist
+
+
+def split(seq: Any, n: int, dist: str = "b") -> list[Any]:
+    """``n`` parts whose lengths differ by at most one (the first parts are longer):
+    contiguous blocks (``dist="b"``) or every n-th item (``dist="r"``).
 
     Lists stay lists, tuples stay tuples, numpy arrays are split along axis 0
     as views (dtype and trailing shape kept); other iterables become lists.
@@ -21,6 +35,8 @@ def split(seq: Any, n: int) -> list[Any]:
         seq = list(seq)
     if _is_numpy(seq) and seq.ndim == 0:
         raise TypeError("cannot split a 0-d array; scatter needs a sequence")
+    if check_dist(dist) == "r":
+        return [list(seq[i::n]) if isinstance(seq, range) else seq[i::n] for i in range(n)]
     length = len(seq)
     q, r = divmod(length, n)
     parts = []
@@ -61,8 +77,10 @@ def chunks(seq: Any, size: int) -> list[Any]:
     return [seq[i : i + size] for i in range(0, len(seq), size)]
 
 
-def join(parts: list[Any]) -> Any:
+def join(parts: list[Any], dist: str = "b") -> Any:
     """Inverse of :func:`split`."""
+    if check_dist(dist) == "r" and parts:
+        return _interleave(parts)
     if parts and all(_is_numpy(p) for p in parts):
         import numpy as np
 
@@ -75,3 +93,22 @@ def join(parts: list[Any]) -> Any:
             out.extend(p)
         return out
     return list(parts)
+
+
+def _interleave(parts: list[Any]) -> Any:
+    """Inverse of a round-robin split: item k of part i goes to position i + k * len(parts)."""
+    n = len(parts)
+    if all(_is_numpy(p) for p in parts):
+        import numpy as np
+
+        first = parts[0]
+        out = np.empty((sum(len(p) for p in parts), *first.shape[1:]), dtype=np.result_type(*parts))
+        for i, p in enumerate(parts):
+            out[i::n] = p
+        return out
+    if not all(isinstance(p, (list, tuple)) for p in parts):
+        return list(parts)  # one value per engine (scalars): nothing to interleave
+    out = [None] * sum(len(p) for p in parts)
+    for i, p in enumerate(parts):
+        out[i::n] = list(p)
+    return tuple(out) if all(isinstance(p, tuple) for p in parts) else out

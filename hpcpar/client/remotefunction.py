@@ -37,8 +37,7 @@ class ParallelFunction(RemoteFunction):
 
     def __init__(self, view: Any, func: Any, dist: str = "b", block: bool | None = None,
                  chunksize: int | None = None, ordered: bool = True, **flags: Any) -> None:
-        if dist != "b":
-            raise ValueError(f"only dist='b' (contiguous blocks) is supported, not {dist!r}")
+        partition.check_dist(dist)
         super().__init__(view, func, block=block, **flags)
         self.dist = dist
         self.chunksize = chunksize
@@ -67,12 +66,13 @@ class ParallelFunction(RemoteFunction):
         with self.view.temp_flags(block=block, **self.flags):
             if hasattr(self.view, "_per_engine"):  # a DirectView: one part per engine
                 targets = self.view._target_list()
-                parts = [partition.split(s, len(targets)) for s in seqs]
+                parts = [partition.split(s, len(targets), self.dist) for s in seqs]
                 calls = [(eid, [p[i] for p in parts]) for i, eid in enumerate(targets)]
                 calls = [(eid, args) for eid, args in calls if len(args[0])]  # no call on an empty part
                 objs = [self._call_obj(args, mapping) for _, args in calls]
                 return self.view._per_engine([eid for eid, _ in calls], objs, name, block,
-                                             joiner=partition.join, n_items=n_items)
+                                             joiner=lambda results: partition.join(results, self.dist),
+                                             n_items=n_items)
             chunked = [partition.chunks(s, self.chunksize or 1) for s in seqs]
             objs = [self._call_obj([c[i] for c in chunked], mapping) for i in range(len(chunked[0]))]
             return self.view._per_task(objs, name, block, self.ordered, joiner=partition.join, n_items=n_items)

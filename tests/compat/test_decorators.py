@@ -179,3 +179,17 @@ def test_interactive_functions_see_the_engine_namespace(rc):
         return engine_value  # noqa: F821
 
     assert rc[:].apply_sync(read) == [7] * 4
+
+
+def test_parallel_round_robin_gives_each_engine_every_nth_item(rc):
+    @rc[:].parallel(dist="r", block=True)
+    def tagged(part):
+        return [(x, len(part)) for x in part]
+
+    assert tagged(range(10)) == [(x, 3 if x % 4 < 2 else 2) for x in range(10)]
+
+    @rc[:].parallel(dist="r", block=True)
+    def double(x):
+        return x * 2
+
+    assert double.map(range(10)) == [x * 2 for x in range(10)]

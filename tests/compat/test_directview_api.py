@@ -241,3 +241,22 @@ def test_broadcast_view_of_some_engines(rc):
     bv = rc.broadcast_view(targets=[0, 3])
     assert bv.targets == [0, 3]
     assert bv.apply_sync(os.getpid) == rc[[0, 3]].apply_sync(os.getpid)
+
+
+def test_scatter_and_gather_round_robin(rc):
+    view = rc[:]
+    view.scatter("rr", list(range(10)), dist="r", block=True)
+    assert view.pull("rr", block=True) == [[0, 4, 8], [1, 5, 9], [2, 6], [3, 7]]
+    assert view.gather("rr", dist="r", block=True) == list(range(10))
+    with pytest.raises(ValueError, match="round robin"):
+        view.scatter("rr", [1], dist="x")
+
+
+def test_scatter_and_gather_numpy_arrays_round_robin(rc):
+    np = pytest.importorskip("numpy")
+    view = rc[:]
+    data = np.arange(18.0).reshape(9, 2)
+    view.scatter("arr", data, dist="r", block=True)
+    assert view.pull("arr", block=True)[1].tolist() == data[1::4].tolist()
+    back = view.gather("arr", dist="r", block=True)
+    assert back.dtype == data.dtype and (back == data).all()
