@@ -15,7 +15,6 @@ import copyreg
 import io
 import linecache
 import types
-from collections import ChainMap
 from typing import Any
 
 import cloudpickle
@@ -33,10 +32,14 @@ def _span(code: types.CodeType) -> tuple[int, int]:
     return code.co_firstlineno, last
 
 
+# Where cloudpickle's code reduction puts the file name (it depends on the Python version).
+_AT = _cp._code_reduce(_span.__code__)[1].index(_DYNAMIC)
+
+
 def _reduce_code(code: types.CodeType) -> tuple:
     make, args = _cp._code_reduce(code)
     filename = code.co_filename
-    args = tuple(filename if a is _DYNAMIC or a == _DYNAMIC else a for a in args)
+    args = (*args[:_AT], filename, *args[_AT + 1:])
     entry = linecache.cache.get(filename)
     if entry is None or len(entry) != 4 or entry[1] is not None:
         return make, args  # a real file (or nothing known): the name is enough
@@ -67,13 +70,25 @@ def remember(filename: str, first: int, lines: tuple[str, ...] | list[str]) -> N
     linecache.cache[filename] = (sum(map(len, known)), None, known, filename)
 
 
+def _table() -> dict:
+    # A plain dict, not cloudpickle's ChainMap: the C pickler looks a type up in it for
+    # nearly every object it writes, and a dict answers without running Python code.
+    return {**copyreg.dispatch_table, **cloudpickle.Pickler._dispatch_table, types.CodeType: _reduce_code}
+
+
 class Pickler(cloudpickle.Pickler):
-    dispatch_table = ChainMap({types.CodeType: _reduce_code}, cloudpickle.Pickler._dispatch_table,
-                              copyreg.dispatch_table)
+    dispatch_table = _table()
+
+
+_copyreg_size = len(copyreg.dispatch_table)
 
 
 def dumps(obj: Any, protocol: int = 5, buffer_callback: Any = None) -> bytes:
     """``cloudpickle.dumps``, with code objects that keep their file name (and cell lines)."""
+    global _copyreg_size
+    if len(copyreg.dispatch_table) != _copyreg_size:  # a library registered a reducer since
+        _copyreg_size = len(copyreg.dispatch_table)
+        Pickler.dispatch_table = _table()
     with io.BytesIO() as file:
         Pickler(file, protocol=protocol, buffer_callback=buffer_callback).dump(obj)
         return file.getvalue()
