@@ -115,9 +115,9 @@ def synthetic(cluster: Cluster, ranks: int, timeout: float) -> dict:
 def mpiexec(cluster: Cluster, ranks: int, timeout: float, delay: float) -> dict:
     from hpcpar.launchers.mpi import MPILauncher
 
-    rc = cluster.connect_client(timeout=30)
+    rc = cluster.connect_client_sync(timeout=30)
     launcher = MPILauncher(role="engines", n=ranks, registration_delay=delay)
-    cluster.engine_sets.append(launcher)
+    cluster.engines["bench"] = launcher
     log = cluster.profile_dir.log_file("engine-bench-{index}", cluster.cluster_id)
     t0 = time.time()
     launcher.start(
@@ -184,7 +184,7 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="hpcpar-mpibench-") as tmp:
         os.environ["HPCPAR_DIR"] = tmp
         cluster = Cluster(n=0, profile="mpibench", cluster_id="b")
-        cluster.start_controller()
+        cluster.start_controller_sync()
         try:
             for mode in args.mode:
                 if mode == "synthetic":
@@ -193,7 +193,7 @@ def main(argv: list[str] | None = None) -> int:
                     result = mpiexec(cluster, args.ranks, args.timeout, args.delay)
                 print(json.dumps(result), flush=True)
         finally:
-            cluster.stop_cluster()
+            cluster.stop_cluster_sync()
     return 0
 
 

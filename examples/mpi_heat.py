@@ -125,7 +125,7 @@ def main() -> None:
     cluster = None if args.profile else hpcpar.Cluster(n=args.n, engines="mpi", profile="mpi-heat-example")
     rc = None
     try:
-        rc = hpcpar.Client(profile=args.profile) if cluster is None else cluster.start_and_connect()
+        rc = hpcpar.Client(profile=args.profile) if cluster is None else cluster.start_and_connect_sync()
         view = rc[:]  # every rank: the halo exchange and the allreduce need them all
         view.block = True
         print(f"{len(rc.ids)} MPI engines (ids = ranks {rc.ids}); field {args.ny} x {args.nx}")
@@ -164,7 +164,7 @@ def main() -> None:
         if rc is not None:
             rc.close()
         if cluster is not None:
-            cluster.stop_cluster()
+            cluster.stop_cluster_sync()
 
 
 if __name__ == "__main__":

@@ -47,7 +47,7 @@ def main() -> None:
     cluster = None if args.profile else hpcpar.Cluster(n=args.n, engines="mpi", profile="mpi-pi-example")
     rc = None
     try:
-        rc = hpcpar.Client(profile=args.profile) if cluster is None else cluster.start_and_connect()
+        rc = hpcpar.Client(profile=args.profile) if cluster is None else cluster.start_and_connect_sync()
         print(f"{len(rc.ids)} MPI engines, ids = ranks: {rc.ids}")
         t0 = time.perf_counter()
         pi = estimate(rc, args.darts)
@@ -59,7 +59,7 @@ def main() -> None:
         if rc is not None:
             rc.close()
         if cluster is not None:
-            cluster.stop_cluster()
+            cluster.stop_cluster_sync()
 
 
 if __name__ == "__main__":

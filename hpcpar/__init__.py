@@ -42,6 +42,7 @@ _LAZY = {
     "remote": "client.remotefunction",
     "parallel": "client.remotefunction",
     "bind_kernel": "engine.kernel",
+    "ClusterManager": "cluster",
 }
 
 
@@ -82,6 +83,7 @@ __all__ = [
     "BroadcastView",
     "Client",
     "Cluster",
+    "ClusterManager",
     "CompositeError",
     "Dependency",
     "DirectView",

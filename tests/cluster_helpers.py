@@ -26,9 +26,10 @@ def start_cluster(n: int, profile: str, controller_args_extra: list[str] | None 
     import hpcpar.cluster
 
     args = [*FAST_HEARTBEAT, *(controller_args_extra or [])]
+    kwargs.setdefault("cluster_id", "")  # the profile's default cluster: Client(profile=...) and hpcpar stop find it
     cluster = hpcpar.cluster.Cluster(n=n, profile=profile, controller_args=args, **kwargs)
-    cluster.start_cluster()
-    rc = cluster.wait_for_engines(timeout=60, interactive=False)
+    cluster.start_cluster_sync()
+    rc = cluster.wait_for_engines_sync(timeout=60, interactive=False)
     return cluster, rc
 
 

@@ -34,7 +34,7 @@ def cluster():
     """Four engines shared by the API tests; tests must not kill them."""
     c, rc = start_cluster(4, "shared")
     yield c
-    c.stop_cluster()
+    c.stop_cluster_sync()
 
 
 @pytest.fixture()
@@ -55,4 +55,4 @@ def private_cluster(request):
     n = getattr(request, "param", 2)
     c, client = start_cluster(n, f"private-{os.getpid()}-{request.node.name[:40]}".replace("[", "-").replace("]", ""))
     yield c, client
-    c.stop_cluster()
+    c.stop_cluster_sync()

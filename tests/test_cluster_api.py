@@ -1,5 +1,6 @@
-"""The Python API of Cluster (context managers, async twins, add_engines, config layers and
-overrides) and `hpcpar engines`, on local clusters."""
+"""The Python API of Cluster (context managers, coroutines and their _sync twins, add_engines,
+config layers and overrides) and `hpcpar engines`, on local clusters. The ipyparallel
+compatibility of Cluster is in tests/compat/test_cluster_api.py."""
 
 from __future__ import annotations
 
@@ -62,20 +63,19 @@ def test_context_manager_with_overrides_reaching_the_controller() -> None:
 def test_async_with_and_async_twins() -> None:
     name = f"api-async-{os.getpid()}"
 
-    async def main() -> tuple[list[int], list[int]]:
+    async def main() -> tuple[list[int], list[int], list]:
         async with hpcpar.Cluster(n=2, profile=name, **FAST) as rc:
             first = rc.ids
         cluster = hpcpar.Cluster(n=1, profile=name, **FAST)
-        rc = await cluster.start_and_connect_async()
+        rc = await cluster.start_and_connect()
         try:
-            await cluster.add_engines_async(1, wait=True, timeout=30)
+            await cluster.add_engines(1, wait=True, timeout=30)
             second = rc.ids
         finally:
-            await cluster.stop_cluster_async()
-        return first, second
+            await cluster.stop_cluster()
+        return first, second, list(ProfileDir.for_profile(name).run.glob("cluster*.json"))
 
-    assert asyncio.run(main()) == ([0, 1], [0, 1])
-    assert not ProfileDir.for_profile(name).state_file().exists()
+    assert asyncio.run(main()) == ([0, 1], [0, 1], [])
 
 
 @pytest.mark.timeout(60)
@@ -83,14 +83,15 @@ def test_sync_names_of_ipyparallel_and_add_engines() -> None:
     cluster = Cluster(n=1, profile=f"api-sync-{os.getpid()}", **FAST)
     rc = cluster.start_and_connect_sync()
     try:
-        assert Cluster.start_cluster_sync is Cluster.start_cluster and Cluster.stop_cluster_sync is Cluster.stop_cluster
-        cluster.add_engines(2, wait=True, timeout=30)
+        assert asyncio.iscoroutinefunction(Cluster.start_cluster) and not asyncio.iscoroutinefunction(
+            Cluster.start_cluster_sync)
+        cluster.add_engines_sync(2, wait=True, timeout=30)
         assert rc.ids == [0, 1, 2] and cluster.n == 3
         again = Cluster.from_file(cluster.state_file)  # what `hpcpar stop` sees
         assert [s.n for s in again.engine_sets] == [1, 2] and again.job_states() == []
         refs = engine_refs(rc)
     finally:
-        cluster.stop()
+        cluster.stop_cluster_sync()
     wait_dead(refs, 10)
 
 
@@ -102,8 +103,8 @@ def test_invalid_settings_fail_before_anything_starts() -> None:
         Cluster(n=1, profile=name, walltime="soon")
     cluster = Cluster(n=2, profile=name, engines="slurm")  # loopback controller, batch engines
     with pytest.raises(ConfigError, match="ip"):
-        cluster.start_cluster()
-    assert not cluster.state_file.exists() and not cluster.profile_dir.client_file().exists()
+        cluster.start_cluster_sync()
+    assert not cluster.state_file.exists() and not cluster.profile_dir.client_file(cluster.cluster_id).exists()
 
 
 @pytest.mark.timeout(60)
@@ -114,7 +115,7 @@ def test_engines_follow_controller_timeout_from_the_profile() -> None:
     (pd.path / "config.toml").write_text(
         "[engine]\ncontroller_timeout = 10.0\n[controller]\nheartbeat_interval = 0.25\nheartbeat_timeout = 2.0\n")
     cluster = Cluster(n=2, profile=pd.name)
-    rc = cluster.start_and_connect(timeout=30)
+    rc = cluster.start_and_connect_sync(timeout=30)
     try:
         refs = engine_refs(rc)
         assert flag(cmdline(refs[0].pid), "--controller-timeout") == "10"
@@ -124,7 +125,7 @@ def test_engines_follow_controller_timeout_from_the_profile() -> None:
         took = wait_dead(refs, 30)
         assert 5 < took < 25
     finally:
-        cluster.stop_cluster()
+        cluster.stop_cluster_sync()
 
 
 @pytest.mark.timeout(90)

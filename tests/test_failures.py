@@ -169,13 +169,13 @@ def test_foreground_start_stops_everything_on_ctrl_c(hpcpar_dir):
 def test_two_profiles_run_side_by_side(hpcpar_dir):
     import hpcpar.cluster
 
-    a = hpcpar.cluster.Cluster(n=1, profile="side-a")
-    b = hpcpar.cluster.Cluster(n=1, profile="side-b")
+    a = hpcpar.cluster.Cluster(n=1, profile="side-a", cluster_id="")
+    b = hpcpar.cluster.Cluster(n=1, profile="side-b", cluster_id="")
     try:
-        a.start_cluster()
-        b.start_cluster()
-        ra = a.wait_for_engines(timeout=60, interactive=False)
-        rb = b.wait_for_engines(timeout=60, interactive=False)
+        a.start_cluster_sync()
+        b.start_cluster_sync()
+        ra = a.wait_for_engines_sync(timeout=60, interactive=False)
+        rb = b.wait_for_engines_sync(timeout=60, interactive=False)
         ra[:].push({"who": "a"}, block=True)
         rb[:].push({"who": "b"}, block=True)
         assert ra[:].pull("who", block=True) == ["a"]
@@ -185,11 +185,11 @@ def test_two_profiles_run_side_by_side(hpcpar_dir):
                                  capture_output=True, text=True, timeout=30)
         profiles = {row["profile"] for row in json.loads(listing.stdout)}
         assert {"side-a", "side-b"} <= profiles
-        a.stop_cluster()
+        a.stop_cluster_sync()
         assert rb[0].apply_sync(pow, 2, 2) == 4  # stopping one leaves the other alone
     finally:
-        a.stop_cluster()
-        b.stop_cluster()
+        a.stop_cluster_sync()
+        b.stop_cluster_sync()
 
 
 def test_second_start_in_same_profile_is_refused(hpcpar_dir):

@@ -44,7 +44,7 @@ def tree():
     cluster, rc = start_cluster(8, f"fwd-{os.getpid()}", forwarders=2)
     yield cluster, rc
     rc.close()
-    cluster.stop_cluster()
+    cluster.stop_cluster_sync()
 
 
 def test_engines_behind_forwarders_serve_everything(tree):
@@ -95,7 +95,7 @@ def test_broadcast_leaves_the_controller_once_per_forwarder(tree):
 
 def test_killed_engine_behind_forwarder_and_killed_forwarder(request):
     cluster, rc = start_cluster(6, f"fwd-kill-{os.getpid()}", forwarders=2)
-    request.addfinalizer(cluster.stop_cluster)
+    request.addfinalizer(cluster.stop_cluster_sync)
     request.addfinalizer(rc.close)
     by_pid = dict(zip(rc[:].apply_sync(os.getpid), rc.ids))
     first, second = (sorted(by_pid[p] for p in set_pids(s)) for s in cluster.engine_sets)
@@ -132,9 +132,9 @@ def test_killed_engine_behind_forwarder_and_killed_forwarder(request):
 
 def test_two_level_tree(request, tmp_path):
     """controller <- forwarder a <- forwarder b; two engines below each forwarder."""
-    cluster = hpcpar.cluster.Cluster(n=0, profile=f"fwd-tree-{os.getpid()}", controller_args=FAST_HEARTBEAT)
-    cluster.start_cluster()
-    request.addfinalizer(cluster.stop_cluster)
+    cluster = hpcpar.cluster.Cluster(n=0, profile=f"fwd-tree-{os.getpid()}", cluster_id="", controller_args=FAST_HEARTBEAT)
+    cluster.start_cluster_sync()
+    request.addfinalizer(cluster.stop_cluster_sync)
     pd, procs = cluster.profile_dir, []
 
     def spawn(*args: str) -> None:
@@ -174,7 +174,7 @@ def test_two_level_tree(request, tmp_path):
     assert sorted(rc.load_balanced_view().map_sync(abs, range(-5, 0))) == [1, 2, 3, 4, 5]
     # The controller stopping tells engines and forwarders, through the tree.
     rc.close()
-    cluster.stop_cluster()
+    cluster.stop_cluster_sync()
     for p in procs:
         p.wait(timeout=15)
 
@@ -236,7 +236,7 @@ def test_engines_behind_forwarders_reattach_to_a_restored_controller(tmp_path):
 
 def test_stopped_engine_behind_forwarder_is_declared_lost_then_comes_back(request):
     cluster, rc = start_cluster(2, f"fwd-stop-{os.getpid()}", forwarders=1)
-    request.addfinalizer(cluster.stop_cluster)
+    request.addfinalizer(cluster.stop_cluster_sync)
     request.addfinalizer(rc.close)
     pids = dict(zip(rc.ids, rc[:].apply_sync(os.getpid)))
     victim = rc.ids[0]

@@ -50,9 +50,9 @@ def test_notebook_runs(tmp_path):
         from hpcpar.cluster import Cluster
         from hpcpar.paths import ProfileDir
 
-        state = ProfileDir.for_profile("interactive-example").state_file("")
-        if state.exists():  # the notebook failed before its last cell
-            Cluster.from_file(state).stop_cluster()
+        run = ProfileDir.for_profile("interactive-example").run
+        for state in run.glob("cluster*.json") if run.is_dir() else []:  # the notebook failed before its last cell
+            Cluster.from_file(state).stop_cluster_sync()
 
     start = _cell(nb, "import sys")
     assert "[0, 1]" in _text(start)

@@ -51,12 +51,12 @@ def start_mpi_cluster(n: int, profile: str, config: str = "") -> tuple[Cluster, 
     require_mpi()
     pd = ProfileDir.for_profile(profile, create=True)
     (pd.path / "config.toml").write_text(config)
-    cluster = Cluster(n=n, profile=profile, engines="mpi", controller_args=list(FAST_HEARTBEAT))
-    cluster.start_cluster()
+    cluster = Cluster(n=n, profile=profile, cluster_id="", engines="mpi", controller_args=list(FAST_HEARTBEAT))
+    cluster.start_cluster_sync()
     try:
-        rc = cluster.wait_for_engines(timeout=60, interactive=False)
+        rc = cluster.wait_for_engines_sync(timeout=60, interactive=False)
     except BaseException:
-        cluster.stop_cluster()
+        cluster.stop_cluster_sync()
         raise
     return cluster, rc
 
@@ -66,7 +66,7 @@ def mpi(hpcpar_dir):
     config = '[mpi]\nenv = ["HPCPAR_TEST_FROM_CONFIG=yes", "OMP_NUM_THREADS=1"]\n'
     cluster, rc = start_mpi_cluster(4, f"mpi-{os.getpid()}", config)
     yield cluster, rc
-    cluster.stop_cluster()
+    cluster.stop_cluster_sync()
 
 
 def job_processes(cluster: Cluster) -> list:
@@ -224,9 +224,11 @@ def test_killed_rank_is_reported_and_stop_leaves_no_process(hpcpar_dir) -> None:
         assert rc.ids == []
         assert cluster.engine_sets[0].status() in ("done", "failed")
     finally:
-        cluster.stop_cluster()
-    assert job_processes(cluster) == []
-    assert not any(ref.alive() for ref in (tagged_processes(cluster.engine_sets[0].tag)))
+        launcher = cluster.engine_set
+        cluster.stop_cluster_sync()
+    assert cluster.engines == {}  # stopped sets leave the cluster, as in ipyparallel
+    assert launcher.processes() == []
+    assert not any(ref.alive() for ref in (tagged_processes(launcher.tag)))
 
 
 @pytest.mark.timeout(90)
@@ -288,7 +290,7 @@ def test_stop_leaves_no_mpi_segment_in_dev_shm(hpcpar_dir) -> None:
         assert [p for p in segments if p.exists()] == []
     finally:
         rc.close()
-        cluster.stop_cluster()
+        cluster.stop_cluster_sync()
 
 
 def test_missing_mpi4py_names_the_extra(hpcpar_dir, monkeypatch, capsys) -> None:
@@ -322,8 +324,9 @@ def test_launcher_command_comes_from_config(hpcpar_dir) -> None:
 
     with pytest.raises(ConfigError, match="NAME=value"):
         load_config(profile_dir=pd)
-    with pytest.raises(LauncherError, match="controller"):
-        MPILauncher(role="controller", n=1).check()
+    MPILauncher(role="controller", n=1).check()  # controller="mpi": mpiexec -n 1 (run in tests/compat)
+    with pytest.raises(LauncherError, match="mpi controller: need at least one rank"):
+        MPILauncher(role="controller", n=0).check()
 
 
 # ----- examples --------------------------------------------------------------------------
@@ -405,12 +408,12 @@ def test_controller_takes_a_256_rank_registration_burst(hpcpar_dir) -> None:
     spec = importlib.util.spec_from_file_location("mpi_registration", ROOT / "benchmarks" / "mpi_registration.py")
     bench = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(bench)
-    cluster = Cluster(n=0, profile=f"mpi-burst-{os.getpid()}")
-    cluster.start_controller()
+    cluster = Cluster(n=0, profile=f"mpi-burst-{os.getpid()}", cluster_id="")
+    cluster.start_controller_sync()
     try:
         result = bench.synthetic(cluster, 256, timeout=30)
     finally:
-        cluster.stop_cluster()
+        cluster.stop_cluster_sync()
     assert result["registered"] == 256 and result["id_equals_rank"], result
     assert result["seconds"] < 10, result
 

@@ -38,18 +38,18 @@ def sge_env(monkeypatch):
 
 def run_mpi_job(cls, options: dict, n: int, profile: str, job_var: str) -> None:
     require_mpi()
-    cluster = Cluster(n=0, profile=profile, controller_args=list(FAST_HEARTBEAT))
-    cluster.start_controller()
+    cluster = Cluster(n=0, profile=profile, cluster_id="", controller_args=list(FAST_HEARTBEAT))
+    cluster.start_controller_sync()
     try:
         engine_json = cluster.profile_dir.engine_file("").read_text()
         launcher = cls(role="engines", n=n, profile_dir=cluster.profile_dir,
                        options={**FAST, "mode": "mpi", "mpiexec": default_mpiexec(), **options})
         assert launcher.mpi
-        cluster.engine_sets.append(launcher)
+        cluster.engines["mpi-batch"] = launcher
         log = str(cluster.profile_dir.log_file("engine-0-{index}"))
         launcher.start([sys.executable, "-m", "hpcpar", "engine", "--mpi"], {CONNECTION_ENV: engine_json}, log)
         cluster._save()
-        rc = cluster.connect_client(timeout=30)
+        rc = cluster.connect_client_sync(timeout=30)
         try:
             rc.wait_for_engines(n, timeout=90, interactive=False)
         except TimeoutError:
@@ -67,10 +67,10 @@ def run_mpi_job(cls, options: dict, n: int, profile: str, job_var: str) -> None:
         rc.close()
         cluster._client = None
     except BaseException:
-        cluster.stop_cluster()
+        cluster.stop_cluster_sync()
         raise
     # What `hpcpar stop` does: rebuild the cluster from its state file and stop it.
-    Cluster.from_file(cluster.state_file).stop_cluster()
+    Cluster.from_file(cluster.state_file).stop_cluster_sync()
     check_batch_job_gone(launcher, pids)
 
 

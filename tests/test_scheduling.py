@@ -49,7 +49,7 @@ def test_every_scheme_runs_tasks(scheme, hpcpar_dir):
         if scheme in ("leastload", "lru"):
             assert used == set(rc.ids)
     finally:
-        cluster.stop_cluster()
+        cluster.stop_cluster_sync()
 
 
 def test_after_waits_for_its_dependency(rc):
@@ -251,4 +251,4 @@ def test_dependencies_older_than_the_controller_remembers_are_looked_up(hpcpar_d
             with pytest.raises(hpcpar.ImpossibleDependency):
                 lb.apply_async(engine_pid).get(timeout=10)
     finally:
-        cluster.stop_cluster()
+        cluster.stop_cluster_sync()

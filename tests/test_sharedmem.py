@@ -339,7 +339,7 @@ def test_client_killed_hard_leaves_nothing_after_stop(private_cluster, tmp_path)
     out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=60)
     assert out.stdout.strip() == "1"
     assert len(shm_files(rc)) == 1  # nobody is left to remove it but the cluster
-    cluster.stop_cluster()
+    cluster.stop_cluster_sync()
     assert shm_files(rc) == []
 
 

@@ -51,9 +51,9 @@ def _ssh_processes(marker: str) -> list[str]:
 
 
 def _head_cluster(tmp_path: Path, name: str, n: int = 1) -> Cluster:
-    c = Cluster(n=n, profile_dir=tmp_path / f"profile_{name}", controller_args=[*FAST_HEARTBEAT, "--ip", HEAD])
-    c.start_cluster()
-    c.wait_for_engines(timeout=60, interactive=False)
+    c = Cluster(n=n, profile_dir=tmp_path / f"profile_{name}", cluster_id="", controller_args=[*FAST_HEARTBEAT, "--ip", HEAD])
+    c.start_cluster_sync()
+    c.wait_for_engines_sync(timeout=60, interactive=False)
     c._client.close()
     c._client = None
     return c
@@ -113,7 +113,7 @@ def test_laptop_reaches_controller_only_through_one_tunnel(netns_hosts, tmp_path
         assert after - before == 1  # the file fetch, the probe and all traffic: one SSH login
         assert not _ssh_processes("10.200.0.66")  # the tunnel closed with the client
     finally:
-        c.stop_cluster()
+        c.stop_cluster_sync()
 
 
 # -- engines over SSH ---------------------------------------------------------------------
@@ -303,9 +303,9 @@ def test_start_on_and_stop_on_cancels_the_remote_slurm_jobs(ssh_hosts, tmp_path)
 
 
 def test_reuses_a_live_controlmaster_and_honours_proxyjump(ssh_hosts, tmp_path):
-    c = Cluster(n=1, profile_dir=tmp_path / "profile_cm", controller_args=FAST_HEARTBEAT)
-    c.start_cluster()
-    c.wait_for_engines(timeout=60, interactive=False)
+    c = Cluster(n=1, profile_dir=tmp_path / "profile_cm", cluster_id="", controller_args=FAST_HEARTBEAT)
+    c.start_cluster_sync()
+    c.wait_for_engines_sync(timeout=60, interactive=False)
     import tempfile
 
     short = Path(tempfile.mkdtemp(prefix="hpcm", dir="/tmp"))  # unix socket paths are short
@@ -352,7 +352,7 @@ def test_reuses_a_live_controlmaster_and_honours_proxyjump(ssh_hosts, tmp_path):
     finally:
         master.terminate()
         master.wait(timeout=10)
-        c.stop_cluster()
+        c.stop_cluster_sync()
         import shutil
 
         shutil.rmtree(short, ignore_errors=True)

@@ -242,7 +242,7 @@ def test_many_tasks_keep_controller_memory_bounded(hpcpar_dir, tmp_path):
         later = idle[1:]
         assert max(later) - min(later) < 8 and later[-1] - later[0] < 6, report
     finally:
-        cluster.stop_cluster()
+        cluster.stop_cluster_sync()
 
 
 def test_client_caches_can_be_bounded(cluster):

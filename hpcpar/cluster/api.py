@@ -1,26 +1,28 @@
-"""The Cluster API: start a controller and engines, remember them, stop them.
+"""The Cluster API: start a controller and engines, connect a client, stop them.
 
-Everything comes from the layered configuration (built-in defaults < site < profile <
-environment < arguments): which launcher runs the controller and the engines, the
-controller's address, ports and heartbeat, the engines' timeouts, the batch options.
-An invalid configuration raises :class:`~hpcpar.config.ConfigError` before anything starts.
+Named as ipyparallel's: the plain names are coroutines and each has a blocking ``_sync``
+twin::
 
-What was started is written to ``<profile>/run/cluster[-ID].json`` as soon as it is known,
-and every batch job id to the job ledger ``<profile>/run/jobs[-ID].json`` the moment the
-scheduler answers, so ``hpcpar stop`` works from any process, after any crash.
-
-Sync methods (``start_cluster``, ``stop_cluster``, ``start_and_connect`` ...) block; each
-has an ``_async`` coroutine twin, and the ipyparallel-style ``_sync`` names are aliases::
-
+    rc = await cluster.start_and_connect()       # in async code or a notebook cell
+    rc = cluster.start_and_connect_sync()        # anywhere else
     with hpcpar.Cluster(n=4) as rc: ...
     async with hpcpar.Cluster(n=4) as rc: ...
+
+Everything comes from the layered configuration (built-in defaults < site < profile <
+environment < arguments); an invalid configuration raises
+:class:`~hpcpar.config.ConfigError` before anything starts. What was started is written to
+``<profile>/run/cluster[-ID].json`` as soon as it is known, and every batch job id to the
+job ledger the moment the scheduler answers, so ``hpcpar stop`` works from any process.
 """
 
 from __future__ import annotations
 
 import asyncio
+import atexit
+import logging
 import os
 import sys
+import weakref
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -30,8 +32,21 @@ from ..launchers import Launcher, LauncherError
 from ..paths import ProfileDir
 from .controller import ControllerMixin
 from .engines import EngineSetsMixin
-from .helpers import ClusterError, is_batch_name, jsonable
+from .helpers import ClusterError, is_batch_name, jsonable, new_cluster_id
 from .state import ClusterState, StateMixin
+
+_to_stop_at_exit: weakref.WeakSet[Cluster] = weakref.WeakSet()
+_atexit_registered = False
+
+
+def _stop_clusters_at_exit() -> None:
+    for cluster in list(_to_stop_at_exit):
+        if cluster.shutdown_atexit and cluster.state is not None:
+            print(f"hpcpar: stopping {cluster!r} at exit", file=sys.stderr)
+            try:
+                cluster._stop_cluster()
+            except Exception as e:  # noqa: BLE001 - at exit, report and go on with the others
+                print(f"hpcpar: could not stop {cluster!r}: {e}", file=sys.stderr)
 
 
 class Cluster(StateMixin, ControllerMixin, EngineSetsMixin):
@@ -41,7 +56,12 @@ class Cluster(StateMixin, ControllerMixin, EngineSetsMixin):
     any config key can be given by its dotted name (``**{"batch.memory": "4G"}``) or a
     unique bare name (``queue``, ``walltime``, ``ip``, ``controller_timeout`` ...).
     ``controller_args`` / ``engine_args`` are extra command-line flags appended last.
-    ``progress`` is called with one line of text at each step (``hpcpar start`` prints them).
+
+    ``cluster_id``: by default a new one (``"<epoch>-<4 chars>"``), so several clusters
+    share a profile; ``""`` is the profile's default cluster (``hpcpar start`` without
+    --cluster-id). ``shutdown_atexit``: stop what this object started when Python exits.
+    ``log_level``: of the ``hpcpar.cluster`` logger, which gets each progress line.
+    ``progress`` is also called with each line (``hpcpar start`` prints them).
     """
 
     def __init__(
@@ -50,40 +70,58 @@ class Cluster(StateMixin, ControllerMixin, EngineSetsMixin):
         *,
         profile: str | None = None,
         profile_dir: str | os.PathLike | None = None,
-        cluster_id: str = "",
+        cluster_id: str | None = None,
         engines: str | None = None,
         controller: str | None = None,
         controller_args: list[str] | None = None,
         engine_args: list[str] | None = None,
         env: dict[str, str] | None = None,
         progress: Callable[[str], None] | None = None,
+        log_level: int | str | None = None,
+        shutdown_atexit: bool = True,
         config: Any = None,
         override_source: str = "Cluster() arguments",
         **overrides: Any,
     ) -> None:
-        self.profile_dir = ProfileDir(Path(profile_dir).expanduser()) if profile_dir else ProfileDir.for_profile(profile)
-        self.overrides: dict[str, Any] = {
-            k: v for k, v in {"cluster.engines": engines, "cluster.controller": controller, **overrides}.items()
-            if v is not None
-        }
-        self._n_given = n
+        self._init_fields(
+            profile_dir=ProfileDir(Path(profile_dir).expanduser()) if profile_dir else ProfileDir.for_profile(profile),
+            overrides={k: v for k, v in {"cluster.engines": engines, "cluster.controller": controller,
+                                         **overrides}.items() if v is not None},
+            n_given=n, override_source=override_source, shutdown_atexit=shutdown_atexit,
+            controller_args=controller_args, engine_args=engine_args, env=env, progress=progress,
+        )
+        self._config = config
+        if config is None:
+            self._config = self._load_config()  # ConfigError now: nothing has started
+        if cluster_id is None:
+            cluster_id = self._config["cluster.cluster_id"] or new_cluster_id()
+        self.cluster_id = cluster_id
+        self.engine_launcher: str = self._config["cluster.engines"]
+        self.controller_launcher: str = self._config["cluster.controller"]
+        self.n = self._resolve_n(n)
+        if log_level is not None:
+            self.log.setLevel(log_level if isinstance(log_level, int) else str(log_level).upper())
+
+    def _init_fields(self, *, profile_dir: ProfileDir, overrides: dict[str, Any], n_given: int | None,
+                     override_source: str, shutdown_atexit: bool, controller_args: list[str] | None = None,
+                     engine_args: list[str] | None = None, env: dict[str, str] | None = None,
+                     progress: Callable[[str], None] | None = None) -> None:
+        """The attributes every Cluster has, whether made by __init__ or rebuilt from state."""
+        self.profile_dir = profile_dir
+        self.overrides: dict[str, Any] = overrides
+        self._n_given = n_given
         self._override_source = override_source
+        self.shutdown_atexit = shutdown_atexit
         self.controller_args = list(controller_args or [])
         self.engine_args = list(engine_args or [])
         self.env = dict(env or {})
         self.progress = progress
         self.controller: Launcher | None = None
-        self.engine_sets: list[Launcher] = []
+        self.engines: dict[str, Launcher] = {}
         self.forwarder_sets: list[Launcher] = []  # one local launcher per forwarder (cluster.forwarders)
         self.state: ClusterState | None = None
         self._client: Any = None
-        self._config = config
-        if config is None:
-            self._config = self._load_config()  # ConfigError now: nothing has started
-        self.cluster_id = cluster_id or self._config["cluster.cluster_id"]
-        self.engine_launcher: str = self._config["cluster.engines"]
-        self.controller_launcher: str = self._config["cluster.controller"]
-        self.n = self._resolve_n(n)
+        self._config = None
 
     # -- configuration ------------------------------------------------------------------------
 
@@ -99,6 +137,10 @@ class Cluster(StateMixin, ControllerMixin, EngineSetsMixin):
             self._config = self._load_config()
         return self._config
 
+    @property
+    def log(self) -> logging.Logger:
+        return logging.getLogger(f"hpcpar.cluster.{self.cluster_id or 'default'}")
+
     def _resolve_n(self, n: int | None) -> int:
         if n is not None:
             if n < 0:
@@ -112,10 +154,11 @@ class Cluster(StateMixin, ControllerMixin, EngineSetsMixin):
         from ..launchers.build import is_batch
 
         if is_batch(self.engine_launcher):
-            return 0  # start() refuses: a batch cluster needs an explicit size
+            return 0  # start refuses: a batch cluster needs an explicit size
         return os.cpu_count() or 1
 
     def _say(self, text: str) -> None:
+        self.log.info(text)
         if self.progress is not None:
             self.progress(text)
 
@@ -145,15 +188,9 @@ class Cluster(StateMixin, ControllerMixin, EngineSetsMixin):
         if self.n:
             make_launcher(self.engine_launcher, "engines", self.n, config=self.config)
 
-    # -- starting -------------------------------------------------------------------------------
+    # -- the blocking implementations ---------------------------------------------------------
 
-    def start_controller(self, timeout: float | None = 30.0) -> ConnectionInfo:
-        """Start the controller and wait for its connection file.
-
-        A batch controller writes the file into the profile's security/ directory (on a
-        filesystem shared with the compute nodes); ``timeout`` then counts from the moment
-        its job runs, and None waits as long as the job is queued.
-        """
+    def _start_controller(self, timeout: float | None = 30.0) -> ConnectionInfo:
         self.check()
         self.profile_dir.create()
         self.check_not_running()
@@ -164,6 +201,12 @@ class Cluster(StateMixin, ControllerMixin, EngineSetsMixin):
                                   controller_launcher=self.controller_launcher,
                                   overrides=jsonable(self.overrides))
         self.state.write(self.state_file)
+        if self.shutdown_atexit:
+            global _atexit_registered
+            _to_stop_at_exit.add(self)
+            if not _atexit_registered:
+                atexit.register(_stop_clusters_at_exit)
+                _atexit_registered = True
         try:
             launcher = self._start_controller_launcher()
             return self._wait_for_connection_file(launcher, timeout, since=0.0)
@@ -174,36 +217,40 @@ class Cluster(StateMixin, ControllerMixin, EngineSetsMixin):
     def _stop_quietly(self) -> None:
         """Stop what was started after a failure, without hiding that failure."""
         try:
-            self.stop_cluster()
+            self._stop_cluster()
         except Exception as e:  # noqa: BLE001 - the original error matters more
             print(f"hpcpar: while cleaning up: {e}", file=sys.stderr)
 
-    def start_cluster(self, n: int | None = None) -> None:
-        """Start the controller and the engines; return without waiting for the engines."""
+    def _start_cluster(self, n: int | None = None) -> Cluster:
         if n is not None:
             self.n = n
-        self.start_controller(timeout=None if is_batch_name(self.controller_launcher) else 30.0)
+        if self.controller is None:
+            self._start_controller(timeout=None if is_batch_name(self.controller_launcher) else 30.0)
         if self.n:
             try:
                 k = min(int(self.config["cluster.forwarders"]), self.n)
                 if k:
-                    files = self.start_forwarders(k)
+                    files = self._start_forwarders(k)
                     self._say(f"forwarders: {k} started, {self.n} engines spread over them")
                     for i, path in enumerate(files):
-                        self.start_engines(self.n // k + (1 if i < self.n % k else 0), connection_file=path)
+                        self._start_engines(self.n // k + (1 if i < self.n % k else 0), connection_file=path)
                 else:
-                    self.start_engines(self.n)
+                    self._start_engines(self.n)
             except BaseException:
                 self._stop_quietly()  # the engines could not start: leave no controller behind
                 raise
+        return self
 
-    def connect_client(self, timeout: float = 30.0):
+    def _connect_client(self, timeout: float = 30.0, **client_kwargs: Any):
         from ..client import Client
 
-        if self._client is not None:
+        if self._client is not None and not client_kwargs:
             return self._client
-        self._client = Client(self.profile_dir.client_file(self.cluster_id), timeout=timeout, cluster=self)
-        return self._client
+        client = Client(self.profile_dir.client_file(self.cluster_id), timeout=timeout, cluster=self,
+                        **client_kwargs)  # as ipyparallel: rc.cluster is this cluster
+        if not client_kwargs:
+            self._client = client
+        return client
 
     def dashboard(self, port: int = 0, **kwargs: Any):
         """The cluster's live web dashboard, served from this process (see Client.dashboard)."""
@@ -216,52 +263,29 @@ class Cluster(StateMixin, ControllerMixin, EngineSetsMixin):
             self._client.close()
             self._client = None
 
-    def start_and_connect(self, n: int | None = None, timeout: float | None = 60.0):
-        """Start the cluster, wait for every engine, return a connected Client."""
-        self.start_cluster(n)
+    def _start_and_connect(self, n: int | None = None, activate: bool = False, timeout: float | None = 60.0):
+        self._start_cluster(n)
         try:
-            return self.wait_for_engines(timeout=timeout, interactive=False)
+            rc = self._wait_for_engines(timeout=timeout, interactive=False)
         except BaseException:
             self._stop_quietly()
             raise
+        if activate:
+            rc.activate()  # a blocking DirectView on all engines behind %px, %%px, %autopx
+        return rc
 
-    # -- ipyparallel-style names and async twins ---------------------------------------------
+    def _stop_controller(self) -> None:
+        super()._stop_controller()
+        self.controller = None
+        if self.state is not None and self.state_file.exists():
+            self._save()
 
-    start_and_connect_sync = start_and_connect
-    start_cluster_sync = start_cluster
-    start_controller_sync = start_controller
-    start_engines_sync = EngineSetsMixin.start_engines
-    wait_for_engines_sync = EngineSetsMixin.wait_for_engines
-
-    async def start_cluster_async(self, n: int | None = None) -> None:
-        await asyncio.to_thread(self.start_cluster, n)
-
-    async def start_controller_async(self, timeout: float | None = 30.0) -> ConnectionInfo:
-        return await asyncio.to_thread(self.start_controller, timeout)
-
-    async def start_engines_async(self, n: int | None = None) -> Launcher:
-        return await asyncio.to_thread(self.start_engines, n)
-
-    async def wait_for_engines_async(self, n: int | None = None, timeout: float | None = 60.0):
-        return await asyncio.to_thread(self.wait_for_engines, n, timeout, False)
-
-    async def start_and_connect_async(self, n: int | None = None, timeout: float | None = 60.0):
-        return await asyncio.to_thread(self.start_and_connect, n, timeout)
-
-    async def add_engines_async(self, n: int, wait: bool = False, timeout: float | None = 60.0) -> Launcher:
-        return await asyncio.to_thread(self.add_engines, n, wait, timeout)
-
-    async def stop_cluster_async(self) -> None:
-        await asyncio.to_thread(self.stop_cluster)
-
-    # -- stopping --------------------------------------------------------------------------------
-
-    def stop_cluster(self) -> None:
-        """Stop engines, then the controller, then every job left in the job ledger; remove
-        the state file once nothing is left."""
+    def _stop_cluster(self) -> None:
+        """Engines, then forwarders, then the controller, then every job left in the job
+        ledger; the state file goes once nothing is left."""
         self._close_client()
         errors = []
-        for stop in (self.stop_engines, self._stop_forwarders, self._stop_controller, self._cancel_ledger):
+        for stop in (self._stop_engines, self._stop_forwarders, self._stop_controller, self._cancel_ledger):
             try:
                 stop()
             except (ClusterError, LauncherError) as e:
@@ -269,27 +293,130 @@ class Cluster(StateMixin, ControllerMixin, EngineSetsMixin):
         if errors:
             raise ClusterError("; ".join(errors))
         self.state_file.unlink(missing_ok=True)
+        self.state = None
+        _to_stop_at_exit.discard(self)
 
-    stop_cluster_sync = stop_cluster
-    stop = stop_cluster
+    # -- the public API: coroutines, and their blocking _sync twins -----------------------------
 
-    def start(self, n: int | None = None) -> None:
-        """Alias of :meth:`start_cluster`."""
-        self.start_cluster(n)
+    async def start_controller(self, timeout: float | None = 30.0) -> ConnectionInfo:
+        """Start the controller and wait for its connection file. A batch controller's
+        ``timeout`` counts from the moment its job runs (None: wait while it is queued)."""
+        return await asyncio.to_thread(self._start_controller, timeout)
+
+    def start_controller_sync(self, timeout: float | None = 30.0) -> ConnectionInfo:
+        return self._start_controller(timeout)
+
+    async def start_engines(self, n: int | None = None, engine_set_id: str | None = None) -> str:
+        """Start an engine set of ``n`` engines (default: the cluster's n); return its id,
+        a key of ``cluster.engines``. Does not wait for them: see :meth:`wait_for_engines`."""
+        return await asyncio.to_thread(self._start_engines, n, engine_set_id)
+
+    def start_engines_sync(self, n: int | None = None, engine_set_id: str | None = None) -> str:
+        return self._start_engines(n, engine_set_id)
+
+    async def start_cluster(self, n: int | None = None) -> Cluster:
+        """Start the controller (unless running) and ``n`` engines; return self without
+        waiting for the engines."""
+        return await asyncio.to_thread(self._start_cluster, n)
+
+    def start_cluster_sync(self, n: int | None = None) -> Cluster:
+        return self._start_cluster(n)
+
+    async def connect_client(self, **client_kwargs: Any):
+        """A Client connected to this cluster (``rc.cluster`` is this object)."""
+        return await asyncio.to_thread(self._connect_client, **client_kwargs)
+
+    def connect_client_sync(self, **client_kwargs: Any):
+        return self._connect_client(**client_kwargs)
+
+    async def wait_for_engines(self, n: int | None = None, timeout: float | None = 60.0,
+                               interactive: bool | None = False):
+        """Wait until ``n`` engines (default: all started) registered; return the Client.
+        Time a batch job spends queued does not count against ``timeout``."""
+        return await asyncio.to_thread(self._wait_for_engines, n, timeout, interactive)
+
+    def wait_for_engines_sync(self, n: int | None = None, timeout: float | None = 60.0,
+                              interactive: bool | None = None):
+        return self._wait_for_engines(n, timeout, interactive)
+
+    async def start_and_connect(self, n: int | None = None, activate: bool = False, *,
+                                timeout: float | None = 60.0):
+        """Start the cluster, wait for every engine, return a connected Client; with
+        ``activate``, ``%px`` and friends run on all engines."""
+        return await asyncio.to_thread(self._start_and_connect, n, activate, timeout)
+
+    def start_and_connect_sync(self, n: int | None = None, activate: bool = False, *,
+                               timeout: float | None = 60.0):
+        return self._start_and_connect(n, activate, timeout)
+
+    async def add_engines(self, n: int, wait: bool = False, timeout: float | None = 60.0) -> Launcher:
+        """Start ``n`` more engines in a new engine set; with ``wait``, until they registered."""
+        return await asyncio.to_thread(self._add_engines, n, wait, timeout)
+
+    def add_engines_sync(self, n: int, wait: bool = False, timeout: float | None = 60.0) -> Launcher:
+        return self._add_engines(n, wait, timeout)
+
+    async def signal_engines(self, signum: int | str, engine_set_id: str | list[str] | None = None) -> None:
+        """Send a signal (``signal.SIGINT``, ``"SIGUSR1"``...) to the engines of one set or
+        several (default: all)."""
+        await asyncio.to_thread(self._signal_engines, signum, engine_set_id)
+
+    def signal_engines_sync(self, signum: int | str, engine_set_id: str | list[str] | None = None) -> None:
+        self._signal_engines(signum, engine_set_id)
+
+    async def stop_engines(self, engine_set_id: str | int | list[Any] | None = None) -> None:
+        """Stop engine sets (their ids, default: all) or single engines (engine ids, ints)."""
+        await asyncio.to_thread(self._stop_engines, engine_set_id)
+
+    def stop_engines_sync(self, engine_set_id: str | int | list[Any] | None = None) -> None:
+        self._stop_engines(engine_set_id)
+
+    async def restart_engines(self, engine_set_id: str | list[str] | None = None, timeout: float = 60.0) -> None:
+        """Stop and start again each given engine set (default: all), same id and size; an
+        MPI set gets its old engine ids back. Wait for them with :meth:`wait_for_engines`."""
+        await asyncio.to_thread(self._restart_engines, engine_set_id, timeout)
+
+    def restart_engines_sync(self, engine_set_id: str | list[str] | None = None, timeout: float = 60.0) -> None:
+        self._restart_engines(engine_set_id, timeout)
+
+    async def restart_controller(self, timeout: float = 30.0) -> ConnectionInfo:
+        """Start a new controller for a running cluster whose controller died: same key and
+        ports, same task database; the engines re-attach."""
+        return await asyncio.to_thread(self._restart_controller, timeout)
+
+    def restart_controller_sync(self, timeout: float = 30.0) -> ConnectionInfo:
+        return self._restart_controller(timeout)
+
+    async def stop_controller(self) -> None:
+        """Stop the controller (the engines stay, waiting for a controller)."""
+        await asyncio.to_thread(self._stop_controller)
+
+    def stop_controller_sync(self) -> None:
+        self._stop_controller()
+
+    async def stop_cluster(self) -> None:
+        """Stop the engines, the controller and every job in the job ledger."""
+        await asyncio.to_thread(self._stop_cluster)
+
+    def stop_cluster_sync(self) -> None:
+        self._stop_cluster()
+
+    # -- context managers: start and connect, then stop ---------------------------------------
 
     def __enter__(self):
-        return self.start_and_connect()
+        return self.start_and_connect_sync()
 
     def __exit__(self, *exc: Any) -> None:
-        self.stop_cluster()
+        self.stop_cluster_sync()
 
     async def __aenter__(self):
-        return await self.start_and_connect_async()
+        return await self.start_and_connect()
 
     async def __aexit__(self, *exc: Any) -> None:
-        await self.stop_cluster_async()
+        await self.stop_cluster()
 
     def __repr__(self) -> str:
         cid = f" cluster_id={self.cluster_id!r}" if self.cluster_id else ""
+        sets = f" engine_sets={list(self.engines)}" if self.engines else ""
         return (f"<Cluster profile={self.profile_dir.name!r}{cid} n={self.n} engines={self.engine_launcher!r} "
-                f"controller={self.controller_launcher!r}>")
+                f"controller={self.controller_launcher!r}{sets}>")

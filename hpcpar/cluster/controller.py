@@ -77,7 +77,7 @@ class ControllerMixin:
         raise ClusterError(f"the controller did not start ({launcher.describe()} {launcher.status()}; "
                            f"log {log_path}):\n{tail(log_path)}{job_output(self.profile_dir, self.cluster_id, 'controller')}")
 
-    def restart_controller(self, timeout: float = 30.0) -> ConnectionInfo:
+    def _restart_controller(self, timeout: float = 30.0) -> ConnectionInfo:
         """Start a new controller for a running cluster whose controller died:
         same key and ports, same task database; the engines re-attach."""
         if self.is_running():
@@ -88,6 +88,7 @@ class ControllerMixin:
         return self._wait_for_connection_file(launcher, timeout, since=before)
 
     def is_running(self) -> bool:
+        """Whether the controller runs (or its batch job is queued)."""
         return self.controller is not None and self.controller.status() in ("running", "pending", "held")
 
     def _stop_controller(self) -> None:

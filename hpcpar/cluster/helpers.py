@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import json
+import random
+import string
 import sys
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -15,6 +18,12 @@ FINAL_STATES = ("done", "failed", "cancelled")
 
 class ClusterError(RuntimeError):
     pass
+
+
+def new_cluster_id() -> str:
+    """``"<epoch seconds>-<4 random letters/digits>"``: unique enough for clusters sharing a profile."""
+    suffix = "".join(random.choice(string.ascii_lowercase + string.digits) for _ in range(4))
+    return f"{int(time.time())}-{suffix}"
 
 
 def python_cmd(*args: str) -> list[str]:

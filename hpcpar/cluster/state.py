@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..launchers import Launcher, LauncherError, get_launcher_class
 from ..paths import ProfileDir
-from .helpers import ClusterError
+from .helpers import ClusterError, jsonable
 
 if TYPE_CHECKING:
     from .api import Cluster
@@ -62,7 +62,7 @@ class StateMixin:
     cluster_id: str
     state: ClusterState | None
     controller: Launcher | None
-    engine_sets: list[Launcher]
+    engines: dict[str, Launcher]
     forwarder_sets: list[Launcher]
     n: int
 
@@ -70,12 +70,18 @@ class StateMixin:
     def state_file(self) -> Path:
         return self.profile_dir.state_file(self.cluster_id)
 
+    @property
+    def cluster_file(self) -> str:
+        """The state file's path (ipyparallel's name for it)."""
+        return str(self.state_file)
+
     def _save(self) -> None:
         assert self.state is not None
         self.state.controller = (
             {"launcher": self.controller.name, "state": self.controller.to_dict()} if self.controller else None
         )
-        self.state.engine_sets = [{"launcher": s.name, "state": s.to_dict()} for s in self.engine_sets]
+        self.state.engine_sets = [{"id": set_id, "launcher": s.name, "state": s.to_dict()}
+                                  for set_id, s in self.engines.items()]
         self.state.forwarders = [{"launcher": s.name, "state": s.to_dict()} for s in self.forwarder_sets]
         self.state.n = self.n
         self.state.write(self.state_file)
@@ -91,9 +97,9 @@ class StateMixin:
             raise ClusterError(
                 f"a cluster is already running in profile {self.profile_dir.name!r}{cid} "
                 f"(state in {self.state_file}); stop it with 'hpcpar stop --profile {self.profile_dir.name}{cid}' "
-                "or start another with --cluster-id NAME"
+                "or start another with another cluster id (Cluster(cluster_id=NAME), --cluster-id NAME)"
             )
-        other.stop_cluster()  # leftovers of a crashed cluster
+        other._stop_cluster()  # leftovers of a crashed cluster
 
     def job_states(self) -> list[dict[str, Any]]:
         """Every batch job of this cluster from the job ledger, with its queue state (one
@@ -116,39 +122,88 @@ class StateMixin:
         except LauncherError as e:
             raise ClusterError(str(e)) from None
 
+    # -- rebuilding a Cluster ------------------------------------------------------------------
+
     @classmethod
-    def from_file(cls, path: str | os.PathLike) -> Cluster:
+    def from_file(cls, cluster_file: str | os.PathLike | None = None, *, profile: str | None = None,
+                  profile_dir: str | os.PathLike | None = None, cluster_id: str = "") -> Cluster:
         """The cluster a state file describes (what `hpcpar stop` / `status` / `engines` use).
-        The config is loaded only when needed (adding engines), so an edited config never
-        prevents stopping."""
-        state = ClusterState.read(Path(path))
+
+        Without ``cluster_file``: the one of ``profile`` / ``profile_dir`` (default: the
+        default profile) and ``cluster_id`` (default: "", as ``hpcpar start`` without
+        --cluster-id). The config is loaded only when needed (adding engines), so an edited
+        config never prevents stopping.
+        """
+        if cluster_file is None:
+            pd = ProfileDir(Path(profile_dir).expanduser()) if profile_dir else ProfileDir.for_profile(profile)
+            cluster_file = pd.state_file(cluster_id)
+            if not cluster_file.exists():
+                raise ClusterError(f"no cluster in profile {pd.name!r}"
+                                   + (f" with cluster id {cluster_id!r}" if cluster_id else "")
+                                   + f" (no {cluster_file}); 'hpcpar list' shows running clusters")
+        return cls._from_state(ClusterState.read(Path(cluster_file)))
+
+    @classmethod
+    def from_profile(cls, profile: str | None = None, cluster_id: str = "", *,
+                     profile_dir: str | os.PathLike | None = None) -> Cluster:
+        """``from_file(profile=..., cluster_id=...)``."""
+        return cls.from_file(profile=profile, profile_dir=profile_dir, cluster_id=cluster_id)
+
+    @classmethod
+    def _from_state(cls, state: ClusterState) -> Cluster:
         self = cls.__new__(cls)
-        self.profile_dir = ProfileDir(Path(state.profile_dir))
-        self.overrides = dict(state.overrides)
-        self._n_given = state.n
-        self._override_source = "the cluster's start"
-        self.controller_args, self.engine_args, self.env = [], [], {}
-        self.progress = None
-        self._client = None
-        self._config = None
+        self._init_fields(profile_dir=ProfileDir(Path(state.profile_dir)), overrides=dict(state.overrides),
+                          n_given=state.n, override_source="the cluster's start", shutdown_atexit=False)
         self.cluster_id = state.cluster_id
         self.engine_launcher = state.engines_launcher
         self.controller_launcher = state.controller_launcher
         self.n = state.n
         self.state = state
         self.controller = launcher_from(state.controller) if state.controller else None
-        self.engine_sets = [launcher_from(e) for e in state.engine_sets]
+        self.engines = {str(e.get("id") or i): launcher_from(e) for i, e in enumerate(state.engine_sets)}
         self.forwarder_sets = [launcher_from(e) for e in state.forwarders]
         return self
 
+    def to_dict(self) -> dict[str, Any]:
+        """The cluster as JSON-safe data, laid out as ipyparallel's: ``{"cluster": {...},
+        "controller": {"class", "state"}, "engines": {"class", "sets": {id: ...}}}``;
+        :meth:`from_dict` rebuilds a Cluster that can stop it, in any process."""
+        info = {"class": f"{type(self).__module__}.{type(self).__name__}", "cluster_id": self.cluster_id,
+                "profile_dir": str(self.profile_dir.path), "n": self.n,
+                "created": self.state.created if self.state else None,
+                "starter_pid": self.state.starter_pid if self.state else None,
+                "overrides": jsonable(self.overrides)}
+        d: dict[str, Any] = {"cluster": info}
+        if self.controller is not None:
+            d["controller"] = {"class": self.controller_launcher, "state": self.controller.to_dict()}
+        d["engines"] = {"class": self.engine_launcher,
+                        "sets": {set_id: {"class": s.name, "state": s.to_dict()} for set_id, s in self.engines.items()}}
+        if self.forwarder_sets:
+            d["forwarders"] = [{"class": s.name, "state": s.to_dict()} for s in self.forwarder_sets]
+        return d
+
     @classmethod
-    def from_profile(cls, profile: str | None = None, cluster_id: str = "", *,
-                     profile_dir: str | os.PathLike | None = None) -> Cluster:
-        pd = ProfileDir(Path(profile_dir)) if profile_dir else ProfileDir.for_profile(profile)
-        path = pd.state_file(cluster_id)
-        if not path.exists():
-            raise ClusterError(f"no cluster in profile {pd.name!r}" + (f" with cluster id {cluster_id!r}" if cluster_id else ""))
-        return cls.from_file(path)
+    def from_dict(cls, d: dict[str, Any]) -> Cluster:
+        """The Cluster :meth:`to_dict` described."""
+        try:
+            info = d["cluster"]
+            engines = d.get("engines") or {}
+            controller = d.get("controller")
+            state = ClusterState(
+                profile_dir=info["profile_dir"], cluster_id=info.get("cluster_id", ""), n=int(info.get("n") or 0),
+                created=info.get("created") or time.time(), starter_pid=info.get("starter_pid") or os.getpid(),
+                controller={"launcher": controller["class"], "state": controller["state"]} if controller else None,
+                engine_sets=[{"id": set_id, "launcher": s["class"], "state": s["state"]}
+                             for set_id, s in (engines.get("sets") or {}).items()],
+                forwarders=[{"launcher": s["class"], "state": s["state"]} for s in d.get("forwarders", [])],
+                engines_launcher=engines.get("class", "local"),
+                controller_launcher=controller["class"] if controller else "local",
+                overrides=dict(info.get("overrides") or {}),
+            )
+        except (KeyError, TypeError, ValueError) as e:
+            raise ClusterError(f"not a cluster description ({type(e).__name__}: {e}); "
+                               "from_dict takes what Cluster.to_dict() returned") from None
+        return cls._from_state(state)
 
 
 def running_clusters() -> list[tuple[Path, Cluster]]:

@@ -63,8 +63,8 @@ def run(args: argparse.Namespace) -> int:
 
         check_network(_with_engines(cluster))
         cluster.progress = lambda line: print(line, flush=True)
-        before = len(cluster.connect_client().ids)
-        launcher = cluster.add_engines(args.n)
+        before = len(cluster.connect_client_sync().ids)
+        launcher = cluster.add_engines_sync(args.n)
     except ConfigError as e:
         return config_problem("engines", e)
     except (ClusterError, LauncherError) as e:
@@ -75,7 +75,7 @@ def run(args: argparse.Namespace) -> int:
         cluster._close_client()
         return 0
     try:
-        rc = cluster.wait_for_engines(before + args.n, timeout=args.timeout)
+        rc = cluster.wait_for_engines_sync(before + args.n, timeout=args.timeout)
         print(f"{args.n} engines added: {len(rc.ids)} engines in the cluster", flush=True)
     except (TimeoutError, ClusterError, LauncherError) as e:
         raise CommandError(f"{e}; the engines keep starting ('hpcpar stop' stops the cluster)") from None

@@ -89,7 +89,7 @@ def run(args: argparse.Namespace) -> int:
         if args.forwarders is not None:
             overrides["cluster.forwarders"] = args.forwarders
         cluster = Cluster(n=args.n, profile_dir=pd.path, cluster_id=args.cluster_id,
-                          controller_args=controller_args, progress=_say,
+                          controller_args=controller_args, progress=_say, shutdown_atexit=False,
                           override_source="command line", **overrides)
         cluster.check()
         if cluster.controller_launcher == "local":
@@ -101,7 +101,7 @@ def run(args: argparse.Namespace) -> int:
     except (ClusterError, LauncherError, ValueError) as e:
         raise CommandError(str(e)) from None
     try:
-        cluster.start_cluster()
+        cluster.start_cluster_sync()
     except (ClusterError, LauncherError, ConfigError) as e:
         raise CommandError(str(e)) from None
     where = f"profile {pd.name!r}" + (f", cluster id {cluster.cluster_id!r}" if cluster.cluster_id else "")
@@ -112,7 +112,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"cluster started in {where}: {cluster.n} engines {what}; stop it with '{stop_hint}'", flush=True)
         return 0
     try:
-        cluster.wait_for_engines(timeout=args.timeout)
+        cluster.wait_for_engines_sync(timeout=args.timeout)
     except (ClusterError, LauncherError) as e:  # every engine set ended: nothing left to wait for
         cluster._stop_quietly()
         raise CommandError(f"{e}\nthe cluster was stopped") from None
@@ -150,7 +150,7 @@ def _restore(pd, cluster_id: str, controller_args: list[str]) -> int:
     try:
         cluster = Cluster.from_file(path)
         cluster.controller_args = controller_args
-        cluster.restart_controller()
+        cluster.restart_controller_sync()
     except (ClusterError, LauncherError, ConfigError) as e:
         raise CommandError(str(e)) from None
     print(f"controller restored in profile {pd.name!r}; engines re-attach by themselves")

@@ -51,7 +51,7 @@ def stop_one(pd, cluster_id: str, wait_timeout: float = 60.0) -> str:
     records = read_jobs(pd, cluster_id)
     jobs = [r.job_id for r in records]
     if path.exists():
-        Cluster.from_file(path).stop_cluster()  # engines, controller, then the ledger
+        Cluster.from_file(path).stop_cluster_sync()  # engines, controller, then the ledger
     stop_recorded_jobs(pd, cluster_id)
     if records and wait_timeout > 0:
         held = wait_released(records, pd, cluster_id, wait_timeout, progress=lambda line: print(line, flush=True))

@@ -502,7 +502,11 @@ def init_mpi(engine: Engine) -> None:
     rank, size = comm.Get_rank(), comm.Get_size()
     # One id for the whole job, so a client can tell which engines share COMM_WORLD.
     world = comm.bcast(uuid.uuid4().hex if rank == 0 else None, root=0)
-    engine.options.requested_id = rank
+    try:  # Cluster.restart_engines gives a restarted MPI set its old ids: base + rank
+        id_base = int(os.environ.get("HPCPAR_MPI_ID_BASE") or 0)
+    except ValueError:
+        id_base = 0
+    engine.options.requested_id = id_base + rank
     engine.extra_info.update(mpi_rank=rank, mpi_size=size, mpi_world=world)
     engine.ns.reset({"MPI": MPI, "comm": comm, "mpi_rank": rank, "mpi_size": size})
     # Spread a registration burst of many ranks: rank r waits r * delay / 100 seconds.

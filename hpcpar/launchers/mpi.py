@@ -4,6 +4,7 @@
 --mpi``; every engine joins ``MPI.COMM_WORLD`` and asks for its rank as engine id. The MPI
 starter, its arguments and its environment come from the [mpi] section of the config
 (``mpiexec``, ``srun --mpi=pmi2`` inside an allocation, Open MPI's ``--oversubscribe`` ...).
+``--controller mpi`` runs the controller the same way, as ``mpiexec -n 1``.
 
 Stopping must end the whole job, also from another process after the starter is gone.
 MPI starters put each rank in a session of its own (MPICH's hydra does), so a process
@@ -75,7 +76,8 @@ def tagged_processes(tag: str) -> list[ProcessRef]:
 
 
 class MPILauncher(Launcher):
-    """One MPI job whose ranks are the engines (role "engines" only)."""
+    """One MPI job: its ranks are the engines, or (role "controller") ``mpiexec -n 1``
+    runs the controller, as ipyparallel's ``controller="mpi"``."""
 
     name = "mpi"
     mpi = True  # the engines must be started with --mpi
@@ -125,10 +127,10 @@ class MPILauncher(Launcher):
         return [found]
 
     def check(self) -> None:
-        if self.role != "engines":
-            raise LauncherError("the mpi launcher starts engines only; run the controller with --controller local")
         if self.n < 1:
-            raise LauncherError(f"mpi engines: need at least one rank, got n={self.n}")
+            raise LauncherError(f"mpi {self.role}: need at least one rank, got n={self.n}")
+        if self.role != "engines":
+            return  # the controller does not use MPI itself: no mpi4py needed
         try:
             import mpi4py  # noqa: F401  (the package only: MPI_Init happens in the engines)
         except ImportError:
@@ -140,7 +142,7 @@ class MPILauncher(Launcher):
 
     def start(self, command: list[str], env: dict[str, str], log_path: str) -> None:
         self.check()
-        if "--mpi" not in command:
+        if self.role == "engines" and "--mpi" not in command:
             command = [*command, "--mpi"]
         self.argv = self.full_command(command)
         self.tag = uuid.uuid4().hex
@@ -267,6 +269,8 @@ class MPILauncher(Launcher):
 
     def describe(self) -> str:
         pid = f" pid {self.starter.pid}" if self.starter else ""
+        if self.role != "engines":
+            return f"mpi {self.role} ({self.n} rank{'s' if self.n != 1 else ''}{pid})"
         return f"mpi engines ({self.n} ranks{pid})"
 
 
