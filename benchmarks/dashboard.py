@@ -88,10 +88,10 @@ def main() -> int:
     p.add_argument("--browser", action="store_true", help="a headless Chromium has the page open")
     args = p.parse_args()
     pdir = Path(tempfile.mkdtemp(prefix="hpcpar-bench-dashboard-"))
-    cluster = hpcpar.Cluster(n=args.engines, profile_dir=pdir / "profile_bench")
-    cluster.start_cluster()
+    cluster = hpcpar.Cluster(n=args.engines, profile_dir=pdir / "profile_bench", cluster_id="")
+    cluster.start_cluster_sync()
     try:
-        rc = cluster.wait_for_engines(timeout=120, interactive=False)
+        rc = cluster.wait_for_engines_sync(timeout=120, interactive=False)
         view = rc.load_balanced_view()
         view.map_sync(task, range(500))  # warm up (function cache, sockets)
         controller = cluster.controller.processes[0].pid
@@ -122,7 +122,7 @@ def main() -> int:
         print(f"{args.tasks} tasks on {args.engines} engines, median of {args.rounds}: without {a:.3f} s, "
               f"with {b:.3f} s; ratio {b / a:.3f} (target <= 1.05); controller CPU ratio {cb / ca:.3f}")
     finally:
-        cluster.stop_cluster()
+        cluster.stop_cluster_sync()
         shutil.rmtree(pdir, ignore_errors=True)
     return 0
 

@@ -148,10 +148,10 @@ def test_page_over_ssh(browser, tmp_path):
     """``hpcpar dashboard --sshserver``: the connection file is fetched and the controller
     reached through one SSH connection, and batch/process jobs are read over it."""
     require_system("ssh")
-    cluster = hpcpar.Cluster(n=2, profile_dir=tmp_path / "profile_dash", controller_args=FAST_HEARTBEAT)
-    cluster.start_cluster()
+    cluster = hpcpar.Cluster(n=2, profile_dir=tmp_path / "profile_dash", cluster_id="", controller_args=FAST_HEARTBEAT)
+    cluster.start_cluster_sync()
     try:
-        rc = cluster.wait_for_engines(timeout=60, interactive=False)
+        rc = cluster.wait_for_engines_sync(timeout=60, interactive=False)
         remote_python = f"env PYTHONPATH={shlex.quote(os.environ.get('PYTHONPATH', ''))} {shlex.quote(sys.executable)}"
         dash = DashboardProcess("--sshserver", "testhost", "--ssh-config", CI_CONFIG,
                                 "--profile-dir", str(cluster.profile_dir.path), "--remote-python", remote_python)
@@ -172,7 +172,7 @@ def test_page_over_ssh(browser, tmp_path):
         finally:
             dash.stop()
     finally:
-        cluster.stop_cluster()
+        cluster.stop_cluster_sync()
 
 
 def _synthetic(n: int, t: float, tick: int) -> Sample:

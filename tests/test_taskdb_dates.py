@@ -117,4 +117,4 @@ def test_db_query_datetimes_with_the_memory_database():
         _run_tasks_and_query(rc)
     finally:
         rc.close()
-        cluster.stop_cluster()
+        cluster.stop_cluster_sync()

@@ -23,7 +23,7 @@ def kernel_cluster(tmp_path):
     try:
         yield rc, runtime
     finally:
-        cluster.stop_cluster()
+        cluster.stop_cluster_sync()
 
 
 def _client(connection_file: str):
