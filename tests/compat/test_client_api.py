@@ -21,7 +21,8 @@ def test_top_level_names_match_ipyparallel():
     assert ipp.FIRST_EXCEPTION == concurrent.futures.FIRST_EXCEPTION
     assert ipp.ALL_COMPLETED == concurrent.futures.ALL_COMPLETED
     for name in ("Client", "DirectView", "LoadBalancedView", "BroadcastView", "AsyncResult", "Reference",
-                 "remote", "parallel", "require", "depend", "interactive", "Dependency"):
+                 "remote", "parallel", "require", "depend", "interactive", "Dependency", "View",
+                 "RemoteFunction", "ParallelFunction", "ViewExecutor", "AsyncMapResult"):
         assert name in ipp.__all__ and getattr(ipp, name) is not None, name
 
 

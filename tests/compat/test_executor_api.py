@@ -7,6 +7,7 @@ import os
 import sys
 
 import cloudpickle
+import pytest
 
 import hpcpar as ipp
 
@@ -52,3 +53,21 @@ def test_client_executor_takes_targets(rc):
 def test_client_wait_takes_executor_futures(rc):
     fut = rc[:].executor.submit(ipp.interactive(lambda: 1))
     assert rc.wait([fut], timeout=30) is True
+
+
+def test_shutdown_cancel_futures_drops_tasks_not_started(rc):
+    import time
+
+    ex = rc[1].executor
+    running = ex.submit(time.sleep, 1)
+    queued = ex.submit(ipp.interactive(lambda: "ran"))
+    ex.shutdown(wait=True, cancel_futures=True)
+    assert running.done() and running.exception() is None
+    assert isinstance(queued.exception(timeout=30), ipp.RemoteError)  # aborted before it started
+
+
+def test_submit_after_shutdown_is_refused(rc):
+    ex = rc.load_balanced_view().executor
+    ex.shutdown()
+    with pytest.raises(RuntimeError, match="after shutdown"):
+        ex.submit(int)
