@@ -260,3 +260,32 @@ def test_scatter_and_gather_numpy_arrays_round_robin(rc):
     assert view.pull("arr", block=True)[1].tolist() == data[1::4].tolist()
     back = view.gather("arr", dist="r", block=True)
     assert back.dtype == data.dtype and (back == data).all()
+
+
+def test_send_signal_through_the_view(rc, tmp_path):
+    import signal
+
+    started = tmp_path / "started"
+
+    def sleeper(path):
+        open(path, "w").close()
+        time.sleep(30)
+
+    view = rc[2]
+    ar = view.apply_async(sleeper, str(started))
+    deadline = time.monotonic() + 30
+    while not started.exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    view.send_signal(signal.SIGINT, block=True)
+    with pytest.raises(ipp.RemoteError) as info:
+        ar.get(timeout=30)
+    assert info.value.ename == "KeyboardInterrupt"
+
+
+def test_view_history_outstanding_and_results(rc):
+    view = rc[[0, 1]]
+    ar = view.apply_async(lambda: 4)
+    assert view.history[-2:] == ar.msg_ids
+    ar.get(timeout=30)
+    assert not (view.outstanding & set(ar.msg_ids))
+    assert [view.results[m] for m in ar.msg_ids] == [4, 4]
