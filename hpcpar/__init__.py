@@ -30,6 +30,7 @@ ALL_COMPLETED = "ALL_COMPLETED"
 # Imported on first use: engines import this package and must start fast,
 # without the client side (or the launchers) they never use.
 _LAZY = {
+    "AsyncHubResult": "client",
     "AsyncMapResult": "client",
     "AsyncResult": "client",
     "Client": "client",
@@ -81,6 +82,7 @@ __all__ = [
     "ALL_COMPLETED",
     "FIRST_COMPLETED",
     "FIRST_EXCEPTION",
+    "AsyncHubResult",
     "AsyncMapResult",
     "AsyncResult",
     "BroadcastView",

@@ -8,6 +8,7 @@ client's machinery (zmq sockets, views) they never use.
 from __future__ import annotations
 
 _LAZY = {
+    "AsyncHubResult": "hubqueries",
     "AsyncMapResult": "asyncresult",
     "AsyncResult": "asyncresult",
     "Metadata": "asyncresult",

@@ -94,6 +94,8 @@ class AsyncResult(concurrent.futures.Future):
         fname: str = "unknown",
         targets: Any = None,
         single: bool | None = None,
+        return_exceptions: bool = False,
+        owner: bool = False,
     ) -> None:
         super().__init__()
         self._client = client
@@ -101,11 +103,30 @@ class AsyncResult(concurrent.futures.Future):
         self._fname = fname
         self._targets = targets
         self._single_result = (len(self.msg_ids) == 1) if single is None else single
+        self._return_exceptions = return_exceptions
+        # An owner drops its results and metadata from the client's caches once it has
+        # them (ipyparallel's get_result(owner=True)); it keeps its own copies.
+        self.owner = owner
+        self._owned: set[str] = set(self.msg_ids) if owner else set()  # what release() may drop
+        self._own_metadata: list[Metadata] | None = None
+        self._own_results: list[Any] | None = None
         self._remaining = set(self.msg_ids)
         self._result_cache: Any = None
         self._have_result = False
         if not self._remaining:
             super().set_result(None)
+
+    def _attach(self) -> AsyncResult:
+        """Be told when this result's messages finish (for results made after submission:
+        split, join, hub results)."""
+        client = self._client
+        with client._lock:
+            waiting = [m for m in self.msg_ids if m in client.outstanding]
+            for m in waiting:
+                client._pending.setdefault(m, []).append(self)
+        for m in set(self.msg_ids).difference(waiting):
+            self._msg_done(m)
+        return self
 
     def __repr__(self) -> str:
         state = "finished" if self.ready() else "pending"
@@ -126,10 +147,29 @@ class AsyncResult(concurrent.futures.Future):
     def ready(self) -> bool:
         return super().done()
 
-    def wait(self, timeout: float | None = -1) -> bool:
-        """Wait up to ``timeout`` seconds (-1 or None: forever); return whether ready."""
+    def wait(self, timeout: float | None = -1, return_when: str | None = None) -> Any:
+        """Wait up to ``timeout`` seconds (-1 or None: forever).
+
+        Without ``return_when``, returns whether every message is done. With
+        ``FIRST_COMPLETED``, ``FIRST_EXCEPTION`` or ``ALL_COMPLETED`` (as for
+        ``concurrent.futures.wait``) returns ``(done, pending)``, two sets of msg_ids."""
         if timeout is not None and timeout < 0:
             timeout = None
+        if return_when is None or return_when == concurrent.futures.ALL_COMPLETED:
+            self._wait_all(timeout)
+            if return_when is None:
+                return self.ready()
+        elif return_when == concurrent.futures.FIRST_COMPLETED:
+            self._wait_for(lambda: len(self._done_ids()) > 0 or not self.msg_ids, timeout)
+        elif return_when == concurrent.futures.FIRST_EXCEPTION:
+            self._wait_for(lambda: self._any_failed() or len(self._done_ids()) == len(self.msg_ids), timeout)
+        else:
+            raise ValueError(f"return_when must be FIRST_COMPLETED, FIRST_EXCEPTION or ALL_COMPLETED "
+                             f"(from concurrent.futures), not {return_when!r}")
+        done = self._done_ids()
+        return done, set(self.msg_ids) - done
+
+    def _wait_all(self, timeout: float | None) -> None:
         if not super().done():
             start = time.monotonic()
             self._client._receive_until(super().done, timeout)
@@ -139,7 +179,25 @@ class AsyncResult(concurrent.futures.Future):
             super().result(timeout)
         except concurrent.futures.TimeoutError:
             pass
-        return self.ready()
+
+    def _wait_for(self, predicate: Callable[[], bool], timeout: float | None) -> None:
+        """Receive (or wait for the thread that receives) until ``predicate()`` holds."""
+        client = self._client
+        start = time.monotonic()
+        client._receive_until(predicate, timeout)
+        if timeout is not None:
+            timeout = max(0.0, timeout - (time.monotonic() - start))
+        with client._cond:
+            client._cond.wait_for(predicate, timeout)
+
+    def _done_ids(self) -> set[str]:
+        outstanding = self._client.outstanding
+        return {m for m in self.msg_ids if m not in outstanding}
+
+    def wait_for_output(self, timeout: float | None = -1) -> bool:
+        """Wait until the output (stdout, stderr, displays) is complete: it comes with
+        each task's reply, so this is when the result is ready."""
+        return self.wait(timeout)
 
     def successful(self) -> bool:
         if not self.ready():
@@ -149,23 +207,63 @@ class AsyncResult(concurrent.futures.Future):
     # -- results -------------------------------------------------------------------
 
     def _raw_results(self) -> list[Any]:
+        if self._own_results is not None:
+            return self._own_results
         return [self._client._result(m) for m in self.msg_ids]
 
     def _reconstruct(self, results: list[Any]) -> Any:
         return results[0] if self._single_result else results
 
-    def get(self, timeout: float | None = -1) -> Any:
+    def get(self, timeout: float | None = -1, return_exceptions: bool | None = None,
+            return_when: str | None = None) -> Any:
         """The result(s). Raises builtin TimeoutError if not ready within ``timeout``;
-        re-raises a remote failure (RemoteError, or CompositeError for several)."""
+        re-raises a remote failure (RemoteError, or CompositeError for several).
+
+        ``return_exceptions=True`` returns failures in place of their results instead
+        (default: as given to ``map(..., return_exceptions=)``). ``return_when=FIRST_EXCEPTION``
+        raises as soon as one task failed, without waiting for the others."""
+        if return_exceptions is None:
+            return_exceptions = self._return_exceptions
+        if return_when == concurrent.futures.FIRST_EXCEPTION and not self.ready():
+            done, _pending = self.wait(timeout, return_when=return_when)
+            if not self.ready():
+                failed = [r for r in (self._client._result(m) for m in self.msg_ids if m in done)
+                          if isinstance(r, BaseException)]
+                if failed:
+                    raise_failures(failed, self._single_result, self._fname)
+                raise TimeoutError(f"result of {self._fname} not ready after {timeout} s")
+        elif return_when not in (None, concurrent.futures.ALL_COMPLETED, concurrent.futures.FIRST_COMPLETED,
+                                 concurrent.futures.FIRST_EXCEPTION):
+            raise ValueError(f"return_when must be FIRST_EXCEPTION or ALL_COMPLETED, not {return_when!r}")
         if not self.wait(timeout):
             raise TimeoutError(f"result of {self._fname} not ready after {timeout} s")
         if self._have_result:
             return self._result_cache
         results = self._raw_results()
+        if return_exceptions:
+            return self._reconstruct_with_errors(results)
         raise_failures(results, self._single_result, self._fname)
         self._result_cache = self._reconstruct(results)
         self._have_result = True
+        self._release()
         return self._result_cache
+
+    def _reconstruct_with_errors(self, results: list[Any]) -> Any:
+        return self._reconstruct(results)
+
+    def _release(self) -> None:
+        """For an owner: keep the results and metadata here, drop them from the client."""
+        if not self._owned or self._own_metadata is not None:
+            return
+        client = self._client
+        self._own_metadata = self._metadata_list()
+        self._own_results = self._raw_results()
+        with client._lock:
+            for m in self._owned:
+                if m not in client.outstanding:
+                    client.results.pop(m, None)
+                    client.metadata.pop(m, None)
+                    client._replies.pop(m, None)
 
     def result(self, timeout: float | None = None) -> Any:  # concurrent.futures API
         return self.get(timeout)
@@ -198,6 +296,8 @@ class AsyncResult(concurrent.futures.Future):
     # -- metadata --------------------------------------------------------------------
 
     def _metadata_list(self) -> list[Metadata]:
+        if self._own_metadata is not None:
+            return self._own_metadata
         md = self._client.metadata
         return [md.get(m) or Metadata(msg_id=m) for m in self.msg_ids]
 
@@ -213,8 +313,16 @@ class AsyncResult(concurrent.futures.Future):
         raise AttributeError(f"{type(self).__name__} object has no attribute {key!r}")
 
     def __getitem__(self, key: Any) -> Any:
+        """``ar['stdout']``: metadata (KeyError for a key metadata does not have);
+        ``ar[i]`` / ``ar[i:j]``: results, which must be ready (else TimeoutError)."""
         if isinstance(key, str):
+            if key not in _METADATA_KEYS:
+                raise KeyError(f"{key!r} is not a metadata key; keys: {', '.join(_METADATA_KEYS)}")
             return getattr(self, key)
+        if not isinstance(key, (int, slice)):
+            raise TypeError(f"index an AsyncResult with an int, a slice or a metadata key, not {key!r}")
+        if not self.ready():
+            raise TimeoutError(f"result of {self._fname} not ready: wait() first")
         return self.get()[key]
 
     @property
@@ -226,36 +334,69 @@ class AsyncResult(concurrent.futures.Future):
 
     @property
     def progress(self) -> int:
+        """How many of ``len(self)`` are done (tasks; items for a map)."""
         return len(self.msg_ids) - len(self._remaining)
 
     @property
     def elapsed(self) -> float:
+        """Seconds since the first submission (until the last reply, once ready)."""
+        if self.ready():
+            try:
+                return self.wall_time
+            except (TypeError, ValueError):
+                pass  # times missing (a purged record): fall through
         submitted = [md["submitted"] for md in self._metadata_list() if md["submitted"]]
         if not submitted:
             return 0.0
-        if self.ready():
-            received = [md["received"] for md in self._metadata_list() if md["received"]]
-            end = max(received) if received else datetime.now(timezone.utc)
-        else:
-            end = datetime.now(timezone.utc)
-        return _seconds(end - min(submitted))
+        return _seconds(datetime.now(timezone.utc) - min(submitted))
+
+    def _check_ready(self, what: str) -> None:
+        if not self.ready():
+            raise TimeoutError(f"{what} needs a finished result; wait() first")
 
     @property
     def wall_time(self) -> float:
-        if not self.ready():
-            raise AssertionError("wall_time needs a finished result; wait() first")
+        """Seconds from the first submission to the last reply (raises TimeoutError until ready)."""
+        self._check_ready("wall_time")
         mds = self._metadata_list()
         return _seconds(max(md["received"] for md in mds) - min(md["submitted"] for md in mds))
 
     @property
     def serial_time(self) -> float:
-        if not self.ready():
-            raise AssertionError("serial_time needs a finished result; wait() first")
+        """Sum of each task's run time (raises TimeoutError until ready)."""
+        self._check_ready("serial_time")
         return sum(
             _seconds(md["completed"] - md["started"])
             for md in self._metadata_list()
             if md["completed"] and md["started"]
         )
+
+    # -- splitting and joining ------------------------------------------------------
+
+    def _like(self, msg_ids: list[str], single: bool, sizes: dict[str, int] | None = None) -> AsyncResult:
+        """A result of the same kind over ``msg_ids``, told as they finish (``sizes``: the
+        chunk size of each message, for maps)."""
+        return AsyncResult(self._client, msg_ids, fname=self._fname, single=single,
+                           return_exceptions=self._return_exceptions)._attach()
+
+    def split(self) -> tuple[AsyncResult, ...]:
+        """One AsyncResult per message (e.g. for ``concurrent.futures.wait`` or ``as_completed``)."""
+        if len(self.msg_ids) <= 1:
+            return (self,)
+        return tuple(self._like([m], True) for m in self.msg_ids)
+
+    @classmethod
+    def join(cls, *results: AsyncResult) -> AsyncResult:
+        """One AsyncResult over the messages of several (the inverse of ``split``)."""
+        if not results:
+            raise ValueError("join needs at least one AsyncResult: AsyncResult.join(ar1, ar2, ...)")
+        first = results[0]
+        if any(r._client is not first._client for r in results):
+            raise ValueError("cannot join AsyncResults of different clients")
+        sizes: dict[str, int] = {}
+        for r in results:
+            sizes.update(getattr(r, "_chunk_sizes", None) or {})
+        return first._like([m for r in results for m in r.msg_ids], False, sizes)
 
     def timedelta(self, start: Any, end: Any, start_key: Callable = min, end_key: Callable = max) -> float:
         if isinstance(start, list):
@@ -343,7 +484,7 @@ class AsyncResult(concurrent.futures.Future):
 
 class AsyncMapResult(AsyncResult):
     """Results of a map: each message returns a list (a chunk); results are
-    the chunks joined back in order."""
+    the chunks joined back in order. ``len()`` and ``progress`` count items."""
 
     def __init__(
         self,
@@ -353,11 +494,16 @@ class AsyncMapResult(AsyncResult):
         ordered: bool = True,
         joiner: Callable[[list[Any]], Any] | None = None,
         n_items: int | None = None,
+        return_exceptions: bool = False,
+        chunk_sizes: list[int] | None = None,
     ) -> None:
-        super().__init__(client, msg_ids, fname=fname, single=False)
+        super().__init__(client, msg_ids, fname=fname, single=False, return_exceptions=return_exceptions)
         self.ordered = ordered
         self._joiner = joiner
         self._n_items = n_items
+        if chunk_sizes is not None and len(chunk_sizes) != len(self.msg_ids):
+            raise ValueError(f"{len(chunk_sizes)} chunk sizes for {len(self.msg_ids)} messages")
+        self._chunk_sizes = dict(zip(self.msg_ids, chunk_sizes)) if chunk_sizes is not None else None
 
     def _reconstruct(self, results: list[Any]) -> Any:
         if self._joiner is not None:
@@ -367,8 +513,42 @@ class AsyncMapResult(AsyncResult):
             out.extend(chunk)
         return out
 
+    def _reconstruct_with_errors(self, results: list[Any]) -> Any:
+        """A failed chunk appears as its one exception, in its place (as in ipyparallel)."""
+        if not any(isinstance(r, BaseException) for r in results):
+            return self._reconstruct(results)
+        out: list[Any] = []
+        for chunk in results:
+            if isinstance(chunk, BaseException):
+                out.append(chunk)
+            else:
+                out.extend(chunk)
+        return out
+
     def __len__(self) -> int:
         return self._n_items if self._n_items is not None else len(self.msg_ids)
+
+    @property
+    def progress(self) -> int:
+        """Items done so far, out of ``len(self)``."""
+        done = len(self.msg_ids) - len(self._remaining)
+        if done == len(self.msg_ids):
+            return len(self)
+        if self._chunk_sizes is not None:
+            remaining = self._remaining
+            return sum(n for m, n in self._chunk_sizes.items() if m not in remaining)
+        if self._n_items is None or not self.msg_ids:
+            return done
+        return done * len(self) // len(self.msg_ids)  # chunk sizes unknown: even chunks
+
+    def _like(self, msg_ids: list[str], single: bool, sizes: dict[str, int] | None = None) -> AsyncResult:
+        table = {**(self._chunk_sizes or {}), **(sizes or {})}
+        known = all(m in table for m in msg_ids)
+        sizes_list = [table[m] for m in msg_ids] if known else None
+        n_items = sum(sizes_list) if sizes_list is not None else None
+        return AsyncMapResult(self._client, msg_ids, fname=self._fname, ordered=self.ordered, joiner=self._joiner,
+                              n_items=n_items, return_exceptions=self._return_exceptions,
+                              chunk_sizes=sizes_list)._attach()
 
     def __iter__(self) -> Iterator[Any]:
         if self.ordered:

@@ -95,7 +95,7 @@ class DirectView(View):
         return client._wait_results(msg_ids, single, name)
 
     def _per_engine(self, target_list: list[int], objs: list[Any], fname: str, block: bool | None,
-                    joiner: Any = None, n_items: int | None = None) -> Any:
+                    joiner: Any = None, n_items: int | None = None, **map_options: Any) -> Any:
         """One apply per engine (``objs[i]`` to ``target_list[i]``), results joined as one
         AsyncMapResult: the shape of map, scatter, gather and parallel functions."""
         client = self.client
@@ -106,7 +106,7 @@ class DirectView(View):
                                                  header_extra={"label": self.label})
             msg_ids.extend(ids)
             batches.append((ids, frames, header, eid))
-        ar = AsyncMapResult(client, msg_ids, fname=fname, joiner=joiner, n_items=n_items)
+        ar = AsyncMapResult(client, msg_ids, fname=fname, joiner=joiner, n_items=n_items, **map_options)
         for ids, frames, header, eid in batches:
             client._send_tracked(ids, frames, header, ar, [eid])
         self._record(ar)
@@ -128,7 +128,9 @@ class DirectView(View):
         seqs, n_items = partition.aligned(sequences)
         parts = [partition.split(s, len(target_list)) for s in seqs]
         objs = [(engine_builtins.map_chunk, (f, *[p[i] for p in parts]), {}) for i in range(len(target_list))]
-        return self._per_engine(target_list, objs, _fname(f), block, n_items=n_items)
+        return self._per_engine(target_list, objs, _fname(f), block, n_items=n_items,
+                                return_exceptions=return_exceptions,
+                                chunk_sizes=[min(len(p[i]) for p in parts) for i in range(len(target_list))])
 
     def execute(self, code: str, silent: bool = True, targets: Any = None, block: bool | None = None) -> AsyncResult:
         """Run code text in each engine's namespace. Returns the AsyncResult

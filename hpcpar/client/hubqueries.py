@@ -7,6 +7,7 @@ store thread), not by engines.
 from __future__ import annotations
 
 import logging
+import time
 from typing import Any
 
 from ..controller.taskdb import DATE_KEYS, check_query, normalize_query
@@ -16,28 +17,37 @@ from .asyncresult import AsyncResult, Metadata, _ts
 log = logging.getLogger("hpcpar.client")
 
 
+class AsyncHubResult(AsyncResult):
+    """Results of tasks this client did not submit (or no longer holds), fetched from the
+    hub: those still running arrive when they finish. Metadata comes from the hub's
+    records (``submitted`` included, so ``elapsed`` and ``wall_time`` are right)."""
+
+
 class HubQueries:
     """Client methods backed by the hub's task records (see docs/tasks.md)."""
 
-    def get_result(self, indices_or_msg_ids: Any = None, block: bool | None = None, owner: bool = True) -> AsyncResult:
-        """An AsyncResult for earlier tasks, including other clients' (fetched from the hub)."""
+    def get_result(self, indices_or_msg_ids: Any = None, block: bool | None = None,
+                   owner: bool = True) -> AsyncResult:
+        """An AsyncResult for earlier tasks: this client's (an AsyncResult), or any client's
+        (an AsyncHubResult, fetched from the hub). With ``owner`` (the default, as in
+        ipyparallel) results fetched from the hub are dropped from this client's caches once
+        the AsyncResult has them; results of tasks this client submitted stay."""
         msg_ids = self._msg_ids_of(indices_or_msg_ids if indices_or_msg_ids is not None else -1)
-        ar = AsyncResult(self, msg_ids, fname="get_result")
         foreign = []
         with self._lock:
             for mid in msg_ids:
-                if mid in self.outstanding:
-                    self._pending.setdefault(mid, []).append(ar)
-                elif mid in self.results or mid in self._replies:
-                    pass
-                else:
+                if mid not in self.outstanding and mid not in self.results and mid not in self._replies:
                     foreign.append(mid)
-                    self.outstanding.add(mid)
-                    self._pending.setdefault(mid, []).append(ar)
+                    self.outstanding.add(mid)  # until the hub's reply (or its absence) is known
                     self.metadata.setdefault(mid, Metadata(msg_id=mid))
-        for mid in msg_ids:
-            if mid not in self.outstanding:
-                ar._msg_done(mid)
+        jobs = indices_or_msg_ids
+        # One id gives its result; a list gives a list (of one, for a list of one), as in ipyparallel.
+        single = jobs is None or isinstance(jobs, (str, int)) or (
+            isinstance(jobs, AsyncResult) and jobs._single_result)
+        cls = AsyncHubResult if foreign else AsyncResult
+        ar = cls(self, msg_ids, fname="get_result", owner=owner, single=single and len(msg_ids) == 1)
+        ar._owned = set(foreign) if owner else set()
+        ar._attach()
         if foreign:
             self._fetch(foreign)
         if self.block if block is None else block:
@@ -54,6 +64,19 @@ class HubQueries:
         for mid, why in problems.items():
             # As in ipyparallel: a RemoteError named KeyError (also a KeyError here).
             self._fail_locally(mid, remote_error("KeyError", why))
+        self._apply_records(reply.meta.get("records") or {})
+
+    def _apply_records(self, records: dict[str, dict[str, Any]]) -> None:
+        """Metadata of fetched results from the hub's records (times as datetimes)."""
+        with self._lock:
+            for mid, rec in records.items():
+                md = self.metadata.get(mid)
+                if md is None:
+                    continue
+                for key, value in rec.items():
+                    if value is None:
+                        continue
+                    md[key] = _ts(value) if key in DATE_KEYS else value
 
     def _fail_locally(self, msg_id: str, error: BaseException) -> None:
         with self._cond:
@@ -111,6 +134,12 @@ class HubQueries:
             for key in DATE_KEYS:
                 if isinstance(rec.get(key), (int, float)):
                     rec[key] = _ts(rec[key])
+            for key in ("header", "result_header"):  # their times as datetimes, as ipyparallel's
+                head = rec.get(key)
+                if isinstance(head, dict):
+                    for k in ("date", "started", "completed"):
+                        if isinstance(head.get(k), (int, float)):
+                            head[k] = _ts(head[k])
         return records
 
     def hub_history(self) -> list[str]:
@@ -120,24 +149,21 @@ class HubQueries:
     def resubmit(self, indices_or_msg_ids: Any, block: bool | None = None) -> AsyncResult:
         """Run finished tasks again (from the hub's stored requests) under new msg_ids."""
         old = self._msg_ids_of(indices_or_msg_ids)
+        sent = _ts(time.time())
         # Replies to the new tasks may arrive before this answer; they wait in _replies.
         reply = self._request("resubmit_request", {"msg_ids": old})
         if reply.meta.get("missing"):
-            raise KeyError(f"cannot resubmit {reply.meta['missing']}: the hub has no stored request for them")
+            raise remote_error("KeyError", f"cannot resubmit {reply.meta['missing']}: the hub has no stored "
+                                           "request for them (purged, too large to store, or --db none)")
         mapping = reply.meta["mapping"]
         new = [mapping[m] for m in old if m in mapping]
-        ar = AsyncResult(self, new, fname="resubmit")
         with self._lock:
             for mid in new:
-                if mid in self._replies:
-                    continue
-                self.outstanding.add(mid)
-                self._pending.setdefault(mid, []).append(ar)
-                self.metadata.setdefault(mid, Metadata(msg_id=mid))
+                self.metadata.setdefault(mid, Metadata(msg_id=mid, submitted=sent))
                 self.history.append(mid)
-        for mid in new:
-            if mid not in self.outstanding:
-                ar._msg_done(mid)
+                if mid not in self._replies:
+                    self.outstanding.add(mid)
+        ar = AsyncHubResult(self, new, fname="resubmit")._attach()
         if self.block if block is None else block:
             return ar.get()
         return ar

@@ -75,10 +75,11 @@ class LoadBalancedView(View):
         seqs, n_items = partition.aligned(sequences)
         chunked = [partition.chunks(s, chunksize) for s in seqs]
         objs = [(engine_builtins.map_chunk, (f, *[c[i] for c in chunked]), {}) for i in range(len(chunked[0]))]
-        return self._per_task(objs, _fname(f), block, ordered, n_items=n_items)
+        return self._per_task(objs, _fname(f), block, ordered, n_items=n_items, return_exceptions=return_exceptions,
+                              chunk_sizes=[len(c) for c in chunked[0]])
 
     def _per_task(self, objs: list[Any], fname: str, block: bool | None, ordered: bool = True,
-                  joiner: Any = None, n_items: int | None = None) -> Any:
+                  joiner: Any = None, n_items: int | None = None, **map_options: Any) -> Any:
         """One load-balanced apply per item of ``objs``, results joined as one AsyncMapResult."""
         client = self.client
         batches = []
@@ -87,7 +88,8 @@ class LoadBalancedView(View):
             ids, frames, header = self._submit_one(obj, fname)
             msg_ids.extend(ids)
             batches.append((ids, frames, header))
-        ar = AsyncMapResult(client, msg_ids, fname=fname, ordered=ordered, joiner=joiner, n_items=n_items)
+        ar = AsyncMapResult(client, msg_ids, fname=fname, ordered=ordered, joiner=joiner, n_items=n_items,
+                            **map_options)
         for ids, frames, header in batches:
             client._send_tracked(ids, frames, header, ar)
         self._record(ar)

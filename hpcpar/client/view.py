@@ -138,8 +138,14 @@ class View:
             targets = self._targets if self._targets is not None else "all"
         return self.client.queue_status(targets, verbose)
 
-    def get_result(self, indices_or_msg_ids: Any = None, block: bool | None = None, owner: bool = True) -> Any:
-        return self.client.get_result(indices_or_msg_ids, block, owner=owner)
+    def get_result(self, indices_or_msg_ids: Any = None, block: bool | None = None, owner: bool = False) -> Any:
+        """Like Client.get_result, but integers index this view's history (default: its last)."""
+        jobs = -1 if indices_or_msg_ids is None else indices_or_msg_ids
+        if isinstance(jobs, int):
+            jobs = self.history[jobs]
+        elif isinstance(jobs, (list, tuple, set)):
+            jobs = [self.history[j] if isinstance(j, int) else j for j in jobs]
+        return self.client.get_result(jobs, block, owner=owner)
 
     def result_status(self, msg_ids: Any, status_only: bool = True) -> dict[str, Any]:
         return self.client.result_status(msg_ids, status_only)

@@ -35,6 +35,8 @@ COMMIT_EVERY = 0.05  # seconds: batch writes into one transaction
 # otherwise wait for the GIL until the batch is done (apply_sync p99 4.5-5.2 ms
 # against 2.1-2.3 ms with the yield, on a 2-core machine).
 YIELD_EVERY = 4
+# Record fields sent with fetched results (AsyncHubResult metadata).
+RESULT_FIELDS = ("submitted", "started", "completed", "received", "engine_id", "engine_uuid", "label", "status")
 TRIM_AFTER = 2000  # records written before an idle hub gives freed heap back to the OS (heap.py)
 
 
@@ -45,6 +47,11 @@ def _nbytes(frames: list[Any]) -> int:
 def _storable(header: dict[str, Any], frames: list[Any] | None, limit: int) -> bool:
     """Not too large, and not pointing at shared-memory files (they are removed once delivered)."""
     return frames is not None and not header.get("shm") and _nbytes(frames) <= limit
+
+
+def _header_bytes(frames: list[Any] | None) -> bytes | None:
+    """A message's header frame (JSON), kept for the record's ``header``/``result_header``."""
+    return _as_bytes(frames[1:2])[0] if frames is not None and len(frames) > 1 else None
 
 
 def _as_bytes(frames: list[Any]) -> list[bytes]:
@@ -174,12 +181,13 @@ class Hub:
         if kind == "submitted_many":
             _, ids, header, frames = op
             request = _as_bytes(frames) if _storable(header, frames, self.store_limit) else None
+            head = _header_bytes(frames)
             for msg_id, engine_id in ids:
-                self._add(msg_id, header, engine_id, request)
+                self._add(msg_id, header, engine_id, request, head)
         elif kind == "submitted":
             _, msg_id, header, frames, engine_id = op
             request = _as_bytes(frames) if _storable(header, frames, self.store_limit) else None
-            self._add(msg_id, header, engine_id, request)
+            self._add(msg_id, header, engine_id, request, _header_bytes(frames))
         elif kind == "look_up":
             found: dict[str, Any] = {}
             for msg_id in op[1]:
@@ -202,6 +210,7 @@ class Hub:
                 fields["engine_id"] = header["engine_id"]
             if frames is not None:
                 fields.update(meta_summary(_as_bytes(frames[2:3])[0]))
+                fields["result_header"] = _header_bytes(frames)
                 if _storable(header, frames, self.store_limit):
                     fields["reply"] = _as_bytes(frames)
             self._update(msg_id, fields)
@@ -216,7 +225,8 @@ class Hub:
                 self._reply(ident, "error_reply", parent, {"status": "error", "ename": type(e).__name__,
                                                            "evalue": str(e)})
 
-    def _add(self, msg_id: str, header: dict[str, Any], engine_id: int | None, request: list[bytes] | None) -> None:
+    def _add(self, msg_id: str, header: dict[str, Any], engine_id: int | None, request: list[bytes] | None,
+             head: bytes | None = None) -> None:
         rec = {
             "msg_id": msg_id,
             "session": header.get("session"),
@@ -230,6 +240,10 @@ class Hub:
         }
         if request is not None:
             rec["request"] = request
+        if head is not None:
+            rec["header"] = head
+        if header.get("resubmitted"):  # the old record names its resubmission, as in ipyparallel
+            self._update(header["resubmitted"], {"resubmitted": msg_id})
         self._new.pop(msg_id, None)  # a replaced record moves to the end, as INSERT OR REPLACE does
         self._new[msg_id] = rec
 
@@ -250,12 +264,17 @@ class Hub:
         self._reply(ident, "db_query_reply", parent, {"records": self.backend.find(query, keys)})
 
     def _on_result_request(self, ident: bytes, parent: str, meta: dict[str, Any], extra: dict) -> None:
-        """Send each stored reply as it was signed by the engine, then a summary."""
+        """Send each stored reply as it was signed by the engine, then a summary with each
+        known task's record times (so a fetched result has its ``submitted`` time, and more)."""
         found, missing, unstored = [], [], []
+        records: dict[str, dict[str, Any]] = {}
+        pending = extra.get("pending", ())
         for msg_id in meta.get("msg_ids", []):
-            if msg_id in extra.get("pending", ()):
-                continue
             rec = self.backend.get(msg_id)
+            if rec is not None:
+                records[msg_id] = {k: rec.get(k) for k in RESULT_FIELDS}
+            if msg_id in pending:
+                continue
             if rec is None:
                 missing.append(msg_id)
             elif not rec.get("reply"):
@@ -264,7 +283,7 @@ class Hub:
                 self._send(b"client", ident, *rec["reply"])
                 found.append(msg_id)
         self._reply(ident, "result_reply", parent, {"found": found, "missing": missing, "unstored": unstored,
-                                                    "pending": list(extra.get("pending", ()))})
+                                                    "pending": list(pending), "records": records})
 
     _on_resync_request = _on_result_request  # a reconnected client catching up
 

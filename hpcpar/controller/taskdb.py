@@ -22,7 +22,12 @@ PUBLIC_KEYS = (
     "msg_id", "session", "msg_type", "label", "engine_id", "status", "attempts",
     "submitted", "started", "completed", "received", "stdout", "stderr", "ename", "evalue",
     "fname",  # the applied function's name (hpcpar's addition: the dashboard colours tasks by it)
+    # ipyparallel's TaskRecord keys: the request's and reply's headers (dicts), the engine's
+    # uuid, and on a resubmitted task the msg_id of its resubmission.
+    "engine_uuid", "resubmitted", "header", "result_header",
 )
+HEADER_KEYS = ("header", "result_header")  # stored as the messages' JSON bytes, returned as dicts
+ALIASES = {"client_uuid": "session"}  # ipyparallel's name for the submitting client's session
 FRAME_KEYS = ("request", "reply")
 ALL_KEYS = PUBLIC_KEYS + FRAME_KEYS
 _decode = json.JSONDecoder().decode
@@ -56,14 +61,17 @@ def check_query(query: dict[str, Any], keys: list[str] | None) -> None:
     if not isinstance(query, dict):
         raise QueryError(f"a query is a dict like {{'engine_id': 0}}, not {type(query).__name__}")
     for key, cond in query.items():
-        if key not in PUBLIC_KEYS:
+        if key in HEADER_KEYS and not (isinstance(cond, dict) and set(cond) <= {"$exists"}):
+            raise QueryError(f"{key!r} is returned, not queried (only $exists): query msg_type, label, "
+                             "session... instead")
+        if key not in PUBLIC_KEYS and key not in ALIASES:
             raise QueryError(f"unknown key {key!r} in query; valid keys: {', '.join(PUBLIC_KEYS)}")
         if isinstance(cond, dict):
             for op in cond:
                 if op not in OPERATORS:
                     raise QueryError(f"unknown operator {op!r} for {key!r}; valid: {', '.join(OPERATORS)}")
     for key in keys or ():
-        if key not in ALL_KEYS:
+        if key not in ALL_KEYS and key not in ALIASES:
             raise QueryError(f"unknown key {key!r} in keys; valid keys: {', '.join(ALL_KEYS)}")
     normalize_query(query)
 
@@ -111,6 +119,7 @@ def normalize_query(query: dict[str, Any]) -> dict[str, Any]:
     """The query with every operand in the stored form, so both backends compare times as times."""
     out: dict[str, Any] = {}
     for key, cond in query.items():
+        key = ALIASES.get(key, key)
         if isinstance(cond, dict):
             out[key] = {op: _operand(key, op, arg) for op, arg in cond.items()}
         else:
@@ -159,11 +168,37 @@ def _matches(value: Any, cond: Any) -> bool:
     return True
 
 
+def _wanted(keys: list[str] | None) -> list[str]:
+    """The stored keys to read for ``keys`` (None: every public key, and the aliases)."""
+    if not keys:
+        return list(PUBLIC_KEYS)
+    return list(dict.fromkeys(["msg_id", *(ALIASES.get(k, k) for k in keys)]))
+
+
+def _finish(rec: dict[str, Any], keys: list[str] | None) -> dict[str, Any]:
+    """Headers decoded (with the record's own msg_id: a broadcast shares one header), aliases added."""
+    for k in HEADER_KEYS:
+        raw = rec.get(k)
+        if isinstance(raw, (bytes, str)):
+            try:
+                value = _decode(raw.decode() if isinstance(raw, bytes) else raw)
+            except ValueError:
+                value = None
+            if isinstance(value, dict) and k == "header":
+                value["msg_id"] = rec["msg_id"]
+            rec[k] = value
+    for alias, key in ALIASES.items():
+        if keys is None or not keys or alias in keys:
+            rec[alias] = rec.get(key)
+            if keys and key not in keys:
+                rec.pop(key, None)
+    return rec
+
+
 def _project(rec: dict[str, Any], keys: list[str] | None) -> dict[str, Any]:
-    wanted = keys or PUBLIC_KEYS
-    out = {k: rec.get(k) for k in wanted}
+    out = {k: rec.get(k) for k in _wanted(keys)}
     out["msg_id"] = rec["msg_id"]
-    return out
+    return _finish(out, keys)
 
 
 class MemoryBackend:
@@ -247,7 +282,7 @@ class SQLiteBackend:
 
     @staticmethod
     def _type(key: str) -> str:
-        if key in FRAME_KEYS:
+        if key in FRAME_KEYS or key in HEADER_KEYS:
             return "BLOB"
         if key in ("submitted", "started", "completed", "received"):
             return "REAL"
@@ -320,10 +355,10 @@ class SQLiteBackend:
         return (" WHERE " + " AND ".join(clauses)) if clauses else "", args
 
     def find(self, query: dict[str, Any], keys: list[str] | None = None) -> list[dict[str, Any]]:
-        wanted = list(dict.fromkeys(["msg_id", *(keys or PUBLIC_KEYS)]))
+        wanted = _wanted(keys)
         where, args = self._where(query)
         cur = self.conn.execute(f"SELECT {', '.join(wanted)} FROM tasks{where} ORDER BY seq", args)
-        return [self._row(row, wanted) for row in cur.fetchall()]
+        return [_finish(self._row(row, wanted), keys) for row in cur.fetchall()]
 
     def delete(self, query: dict[str, Any]) -> int:
         where, args = self._where(query)
@@ -359,4 +394,8 @@ def meta_summary(meta_frame: bytes) -> dict[str, Any]:
         return {}
     if not isinstance(meta, dict):
         return {}
-    return {k: meta.get(k) for k in ("stdout", "stderr", "ename", "evalue")}
+    out = {k: meta.get(k) for k in ("stdout", "stderr", "ename", "evalue")}
+    info = meta.get("engine_info")
+    if isinstance(info, dict) and info.get("engine_uuid"):
+        out["engine_uuid"] = info["engine_uuid"]
+    return out
