@@ -384,7 +384,7 @@ def test_shm_result_reaches_its_client_and_another_client_is_told_why(rc, cluste
         rc2.close()
     # afterwards the hub has no copy (recorded unstored), and says so
     with hpcpar.Client(profile="shared", timeout=30) as rc3, pytest.raises(KeyError, match="shared memory"):
-        rc3.get_result(msg_id, block=True)
+        rc3.get_result(msg_id, block=True).get(timeout=30)
     assert wait_no_files(rc) == []
 
 

@@ -29,7 +29,7 @@ class HubQueries:
     def get_result(self, indices_or_msg_ids: Any = None, block: bool | None = None,
                    owner: bool = True) -> AsyncResult:
         """An AsyncResult for earlier tasks: this client's (an AsyncResult), or any client's
-        (an AsyncHubResult, fetched from the hub). With ``owner`` (the default, as in
+        (an AsyncHubResult, fetched from the hub); ``block`` waits for it first. With ``owner`` (the default, as in
         ipyparallel) results fetched from the hub are dropped from this client's caches once
         the AsyncResult has them; results of tasks this client submitted stay."""
         msg_ids = self._msg_ids_of(indices_or_msg_ids if indices_or_msg_ids is not None else -1)
@@ -51,7 +51,7 @@ class HubQueries:
         if foreign:
             self._fetch(foreign)
         if self.block if block is None else block:
-            return ar.get()
+            ar.wait()  # and still return the AsyncResult, as ipyparallel does
         return ar
 
     def _fetch(self, msg_ids: list[str], kind: str = "result_request") -> None:

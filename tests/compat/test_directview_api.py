@@ -201,7 +201,8 @@ def test_get_result_through_the_view(rc):
     view = rc[1]
     ar = view.apply_async(lambda: "again")
     ar.get(timeout=30)
-    assert view.get_result(ar.msg_ids).get(timeout=30) == "again"
+    assert view.get_result(ar.msg_ids).get(timeout=30) == ["again"]  # a list of ids gives a list
+    assert view.get_result(ar.msg_ids[0]).get(timeout=30) == "again"
 
 
 def test_spin_is_harmless(rc):

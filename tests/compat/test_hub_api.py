@@ -85,7 +85,8 @@ def test_view_get_result_indexes_the_views_history_and_takes_owner(rc):
     first = view.apply_async(abs, -6)
     view.apply_async(abs, -7).get(timeout=30)
     rc[0].apply_async(abs, -8).get(timeout=30)  # not in this view's history
-    assert view.get_result(block=True) == 7  # the view's last task, not the client's
+    last = view.get_result(block=True)  # waits, and returns the AsyncResult (as ipyparallel)
+    assert last.ready() and last.get() == 7  # the view's last task, not the client's
     assert view.get_result(0, block=False, owner=False).get(timeout=30) == first.get(timeout=30) == 6
     assert [r.get(timeout=30) for r in [view.get_result([0, -1], block=False)]] == [[6, 7]]
 
