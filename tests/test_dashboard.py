@@ -91,6 +91,11 @@ def slow(x):
     return x
 
 
+def quick(x):
+    time.sleep(0.05)
+    return x
+
+
 def broken(x):
     raise ValueError(f"dashboard test failure {x}")
 
@@ -135,7 +140,8 @@ def test_page_shows_a_live_local_cluster(private_cluster, browser, tmp_path):
 
         shot = os.environ.get("HPCPAR_DASHBOARD_SCREENSHOT") or str(tmp_path / "dashboard.png")
         view.map_async(slow, range(12))  # something running in the picture
-        time.sleep(1.5)
+        view.map_async(quick, range(40))
+        time.sleep(2.5)
         browser.screenshot(shot)
         assert Path(shot).stat().st_size > 10_000
         assert browser.console_errors() == []

@@ -1,8 +1,8 @@
 """Reading the cluster a few times a second, as a client of its controller.
 
-Each tick asks the controller two cheap questions (its engine list with task
-totals, and ``queue_status(verbose=True)``, which carries each engine's own
-status report when engines send one) and the hub one (task records finished
+Each tick asks the controller one cheap question (its engine list with task
+totals and each engine's own status report; for engines too old to report one,
+also ``queue_status(verbose=True)``, which tells which tasks they hold) and the hub one (task records finished
 since the last tick, by the controller's receive time, which only grows).
 Failed tasks' remote tracebacks are fetched from the hub, a few per tick.
 Batch jobs are re-read on a slower clock in a thread of their own, because a
@@ -105,13 +105,17 @@ class Collector:
         rc = self.client
         try:
             reply = rc._request("engines_request", {}, timeout=self.timeout).meta
-            queue = rc.queue_status(verbose=True)
+            engines = list(reply.get("engines") or [])
+            # Engines that report their status (engine/status.py) have it in this reply
+            # already; for older ones, queue_status tells which task each engine holds.
+            reported = bool(engines) and all("status" in e for e in engines)
+            queue = {"unassigned": 0} if reported else rc.queue_status(verbose=True)
             finished = self._finished(rc)
         except Exception as e:  # noqa: BLE001 - a controller that does not answer is shown, not raised
             return Sample(time=now, engines=[], error=f"the controller did not answer: {e}")
         unassigned = queue.pop("unassigned", 0)
         sample = Sample(
-            time=now, engines=list(reply.get("engines") or []), totals=dict(reply.get("tasks") or {}),
+            time=now, engines=engines, totals=dict(reply.get("tasks") or {}),
             queue={int(k): v for k, v in queue.items() if isinstance(v, dict)},
             unassigned=len(unassigned) if isinstance(unassigned, list) else int(unassigned or 0),
             finished=finished, failures=self._failures(finished),

@@ -33,6 +33,7 @@ class EngineView:
     task: str | None = None
     since: float | None = None
     call: str | None = None
+    callee: str | None = None
     rss: int | None = None
     cpu: float | None = None
     done: int = 0
@@ -125,7 +126,8 @@ class DashboardState:
 
     def _engine(self, info: dict[str, Any], queue: dict[str, Any], now: float) -> EngineView:
         eid = int(info["id"])
-        status = queue.get("status") if isinstance(queue.get("status"), dict) else None
+        status = queue.get("status") or info.get("status")
+        status = status if isinstance(status, dict) else None
         held = [m for key in ("queue", "tasks") if isinstance(queue.get(key), list) for m in queue[key]]
         n_held = len(held) or int(info.get("queued") or 0) + int(info.get("running_lb") or 0)
         view = EngineView(
@@ -141,6 +143,7 @@ class DashboardState:
                 # Fixed once per task, so a busy engine's row is not resent every tick.
                 view.since = self._first_seen.setdefault((eid, view.task), round(now - running_for, 1))
             view.call = status.get("call")
+            view.callee = status.get("callee")
             view.rss = status.get("rss")
             view.cpu = status.get("cpu")
             view.host = status.get("host") or view.host
@@ -171,7 +174,7 @@ class DashboardState:
                 continue
             if view.state != "dead":
                 view.state, view.task, view.since, view.dead_at = "dead", None, None, now
-                view.cpu = None
+                view.cpu = view.rss = view.call = view.callee = None
             elif view.dead_at is not None and now - view.dead_at > DEAD_KEEP:
                 del self.engines[eid]
                 self._sent.pop(eid, None)

@@ -15,17 +15,26 @@
   // -- colours -----------------------------------------------------------------------------
   const STATE_COLOURS = { idle: "#9ccc65", busy: "#42a5f5", draining: "#ffb300", dead: "#9e9e9e" };
   const FAIL = "#d32f2f";
-  const hueCache = new Map();
+  // Functions get distinct colours in the order the page meets them, then hashed hues.
+  const PALETTE = ["#1f77b4", "#ff7f0e", "#2ca02c", "#9467bd", "#8c564b", "#e377c2", "#17becf",
+    "#bcbd22", "#7f7f7f", "#393b79", "#637939", "#8c6d31"];
+  const colours = new Map();
   function colourOf(name) {
-    let c = hueCache.get(name);
+    let c = colours.get(name);
     if (c === undefined) {
-      let h = 0;
-      for (let i = 0; i < name.length; i++) h = (h * 31 + name.charCodeAt(i)) >>> 0;
-      c = "hsl(" + (h % 360) + ",55%,52%)";
-      hueCache.set(name, c);
+      if (colours.size < PALETTE.length) c = PALETTE[colours.size];
+      else {
+        let h = 0;
+        for (let i = 0; i < name.length; i++) h = (h * 31 + name.charCodeAt(i)) >>> 0;
+        c = "hsl(" + (h % 360) + ",55%,45%)";
+      }
+      colours.set(name, c);
     }
     return c;
   }
+  // "dir/file.py:12 fn" -> "file.py:12 fn" (the full text is the cell's tooltip)
+  const shortCall = (call) => (call ? call.replace(/^.*\//, "") : "");
+  const callName = (call) => (call ? call.split(" ").pop() : null);
 
   // -- formatting --------------------------------------------------------------------------
   function dur(s) {
@@ -188,7 +197,8 @@
       row.dataset.engine = e.id;
       row.dataset.state = e.state;
       const cells = [e.id, e.host, e.pid, e.mpi_rank, null, e.task ? e.task.slice(0, 12) : "",
-        e.task && e.since ? dur(now - e.since) : "", e.call, bytes(e.rss),
+        e.task && e.since ? dur(now - e.since) : "",
+        e.callee && e.call ? shortCall(e.call) + " \u2192 " + e.callee : shortCall(e.call), bytes(e.rss),
         e.cpu === null || e.cpu === undefined ? "" : e.cpu.toFixed(0) + "%", e.done, e.queued];
       for (let k = 0; k < 12; k++) {
         const span = row.children[k];
@@ -245,7 +255,7 @@
     for (let i = 0; i < S.order.length; i++) {
       const e = S.engines.get(S.order[i]);
       if (!e.task || !e.since) continue;
-      const name = e.call ? e.call.split(" ").pop() : "running";
+      const name = callName(e.call) || "running";
       ctx.fillStyle = colourOf(name);
       const x1 = Math.max(0, xOf(e.since));
       ctx.fillRect(x1, i * lane + pad, Math.max(1, w - x1), Math.max(lane - 2 * pad, 0.5));
@@ -299,16 +309,20 @@
     ctx.clearRect(0, 0, w, h);
     const pts = S.series;
     if (pts.length < 2) return;
-    const t1 = serverNow(), t0 = t1 - S.window;
+    const win = Number($("stream-window").value);
+    const t1 = serverNow(), t0 = t1 - win;
     let maxQ = 1, maxR = 1;
-    for (const p of pts) { maxQ = Math.max(maxQ, p.queued, p.running); maxR = Math.max(maxR, p.rate); }
+    for (const p of pts) { if (p.t < t0) continue; maxQ = Math.max(maxQ, p.queued, p.running); maxR = Math.max(maxR, p.rate); }
     const bottom = h - 14;
     const line = (colour, get, max) => {
       ctx.strokeStyle = colour; ctx.lineWidth = 1.5; ctx.beginPath();
-      pts.forEach((p, k) => {
+      let first = true;
+      for (const p of pts) {
+        if (p.t < t0) continue;
         const x = ((p.t - t0) / (t1 - t0)) * w, y = bottom - (get(p) / max) * (bottom - 12);
-        if (k === 0) ctx.moveTo(x, y); else ctx.lineTo(x, y);
-      });
+        if (first) ctx.moveTo(x, y); else ctx.lineTo(x, y);
+        first = false;
+      }
       ctx.stroke();
     };
     line("#ef6c00", (p) => p.queued, maxQ);
@@ -318,7 +332,7 @@
     ctx.fillText("tasks: " + maxQ, 2, 10);
     const r = "tasks/s: " + maxR.toFixed(1);
     ctx.fillText(r, w - ctx.measureText(r).width - 2, 10);
-    ctx.fillText("-" + Math.round(S.window / 60) + " min", 2, h - 2);
+    ctx.fillText("-" + win + " s", 2, h - 2);
     ctx.fillText("now", w - 22, h - 2);
   }
 
@@ -368,7 +382,7 @@
     const groups = new Map();
     for (const e of S.engines.values()) {
       if (e.mpi_rank === null || e.mpi_rank === undefined || e.state === "dead") continue;
-      const call = e.call || (e.task ? "(running, call not reported)" : "(idle)");
+      const call = e.task ? e.callee || shortCall(e.call) || "(running, call not reported)" : "(" + e.state + ")";
       if (!groups.has(call)) groups.set(call, []);
       groups.get(call).push(e.mpi_rank);
     }
@@ -421,7 +435,7 @@
   }
   setInterval(() => { dirty.stream = dirty.engines = dirty.series = true; schedule(); }, 250);
   $("engines").addEventListener("scroll", () => { dirty.engines = true; schedule(); }, { passive: true });
-  $("stream-window").addEventListener("change", () => { dirty.stream = true; schedule(); });
+  $("stream-window").addEventListener("change", () => { dirty.stream = dirty.series = true; schedule(); });
   window.addEventListener("resize", () => { for (const k in dirty) dirty[k] = true; schedule(); });
 
   // For tests and the curious: the page's state, and a way to feed it messages.
