@@ -142,7 +142,9 @@ def test_page_shows_a_live_local_cluster(private_cluster, browser, tmp_path):
         view.map_async(slow, range(12))  # something running in the picture
         view.map_async(quick, range(40))
         time.sleep(2.5)
+        browser.driver.set_window_size(1400, 1000)  # the page's height: no empty band in the picture
         browser.screenshot(shot)
+        browser.driver.set_window_size(1400, 1400)
         assert Path(shot).stat().st_size > 10_000
         assert browser.console_errors() == []
     finally:
