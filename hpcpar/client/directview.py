@@ -127,10 +127,11 @@ class DirectView(View):
         target_list = self._target_list(targets)
         seqs, n_items = partition.aligned(sequences)
         parts = [partition.split(s, len(target_list)) for s in seqs]
-        objs = [(engine_builtins.map_chunk, (f, *[p[i] for p in parts]), {}) for i in range(len(target_list))]
-        return self._per_engine(target_list, objs, _fname(f), block, n_items=n_items,
+        used = [i for i in range(len(target_list)) if len(parts[0][i])]  # fewer items than engines: no empty calls
+        objs = [(engine_builtins.map_chunk, (f, *[p[i] for p in parts]), {}) for i in used]
+        return self._per_engine([target_list[i] for i in used], objs, _fname(f), block, n_items=n_items,
                                 return_exceptions=return_exceptions,
-                                chunk_sizes=[min(len(p[i]) for p in parts) for i in range(len(target_list))])
+                                chunk_sizes=[len(parts[0][i]) for i in used])
 
     def execute(self, code: str, silent: bool = True, targets: Any = None, block: bool | None = None) -> AsyncResult:
         """Run code text in each engine's namespace. Returns the AsyncResult

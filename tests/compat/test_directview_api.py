@@ -290,3 +290,10 @@ def test_view_history_outstanding_and_results(rc):
     ar.get(timeout=30)
     assert not (view.outstanding & set(ar.msg_ids))
     assert [view.results[m] for m in ar.msg_ids] == [4, 4]
+
+
+def test_map_with_fewer_items_than_engines_sends_no_empty_calls(rc):
+    ar = rc[:].map_async(square, [3, 4])
+    assert len(ar.msg_ids) == 2
+    assert ar.get(timeout=30) == [9, 16]
+    assert rc[:].map_sync(square, []) == []
