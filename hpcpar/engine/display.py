@@ -1,14 +1,15 @@
 """Rich output on engines: ``display()``, IPython display objects and figures.
 
-Engines do not run an IPython kernel, and must not import IPython unless user
-code does. So:
+Engines do not run an IPython kernel, and import IPython only for cells
+(``execute``, see ipython_shell.py) or when user code does. So:
 
 * a small ``display`` is installed as a builtin (as IPython does), which
   formats objects itself: ``_repr_mimebundle_`` / ``_repr_html_`` / ... and
   matplotlib figures as ``image/png``;
 * if user code imports IPython, an import hook points IPython's own
   ``display`` / ``publish_display_data`` / ``update_display`` at this module,
-  and IPython's ``DisplayFormatter`` is used to format objects;
+  and IPython's ``DisplayFormatter`` is used to format objects (the engine
+  shell's own, with the formatters registered on it, once there is one);
 * matplotlib gets a non-interactive backend (``MPLBACKEND``, unless the user
   chose one) whose figures are shown at the end of each executed cell, as the
   notebook's inline backend does.
@@ -117,11 +118,17 @@ def _ipython_format(obj: Any, include: Any, exclude: Any) -> tuple[dict, dict] |
     if "IPython" not in sys.modules:
         return None
     try:
-        if _ipython_formatter is None:
-            from IPython.core.formatters import DisplayFormatter
+        from IPython.core.interactiveshell import InteractiveShell
 
-            _ipython_formatter = DisplayFormatter()
-        data, md = _ipython_formatter.format(obj, include=include, exclude=exclude)
+        if InteractiveShell.initialized():  # the engine's shell: formatters registered on it apply
+            formatter = InteractiveShell.instance().display_formatter
+        else:
+            if _ipython_formatter is None:
+                from IPython.core.formatters import DisplayFormatter
+
+                _ipython_formatter = DisplayFormatter()
+            formatter = _ipython_formatter
+        data, md = formatter.format(obj, include=include, exclude=exclude)
     except Exception:  # a broken formatter must not break display(); fall back
         return None
     return dict(data), dict(md or {})

@@ -222,7 +222,7 @@ class BoundKernel:
         return self._kernel_info()
 
     def _do_execute(self, msg: dict, idents: list) -> dict:
-        from .executor import format_remote_traceback
+        from .tracebacks import format_remote_traceback
 
         content = msg["content"]
         code = content.get("code", "")
