@@ -181,3 +181,11 @@ def test_execute_tracebacks_show_only_the_cell(rc):
     tb = info.value.traceback
     assert "raise ValueError('from the cell')" in tb and "inner()" in tb
     assert HPCPAR not in tb and "IPython" not in tb and "ast.py" not in tb
+
+
+def test_clear_empties_the_namespace_but_keeps_the_shell(rc):
+    rc[2].execute("leftover = 1\nleftover", silent=False, block=True)
+    rc[2].clear(block=True)
+    assert rc[2].execute("%whos", block=True).stdout == "Interactive namespace is empty.\n"
+    ar = rc[2].execute("get_ipython() is not None and Out == {}", silent=False, block=True)
+    assert _value(ar) == "True"  # the old values are gone from Out too
