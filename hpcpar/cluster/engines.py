@@ -322,18 +322,33 @@ class EngineSetsMixin:
             n = int(launcher.n)
             old = self.engine_ids_by_set().get(set_id, [])
             self._stop_engines(set_id)
-            rc = self._connect_client()
-            deadline = time.monotonic() + timeout
-            while set(old) & set(rc.ids):  # an id is free again once its engine unregistered
-                if time.monotonic() > deadline:
-                    raise TimeoutError(f"engines {sorted(set(old) & set(rc.ids))} of set {set_id!r} still "
-                                       f"registered {timeout:g} s after their stop")
-                time.sleep(0.05)
+            self._wait_ids_free(old, set_id, timeout)
             env = {}
             if getattr(launcher, "mpi", False) and old and old == list(range(old[0], old[0] + len(old))):
                 env["HPCPAR_MPI_ID_BASE"] = str(old[0])  # rank r asks for engine id base + r
             self._say(f"engine set {set_id}: restarting {n} engines")
             self._start_engines(n, engine_set_id=set_id, env=env)
+
+    def _wait_ids_free(self, old: list[int], set_id: str, timeout: float) -> None:
+        """Until the stopped engines' ids are free for the restarted set: unregistered, and
+        still so one heartbeat timeout later (a message a dying engine sent last may
+        re-register it briefly)."""
+        rc = self._connect_client()
+        settle = min(float(self.config["controller.heartbeat_timeout"]), 10.0)
+        deadline = time.monotonic() + timeout
+        free_since = None
+        while True:
+            now = time.monotonic()
+            if set(old) & set(rc.ids):
+                free_since = None
+                if now > deadline:
+                    raise TimeoutError(f"engines {sorted(set(old) & set(rc.ids))} of set {set_id!r} still "
+                                       f"registered {timeout:g} s after their stop")
+            elif free_since is None:
+                free_since = now
+            elif now - free_since >= settle:
+                return
+            time.sleep(0.05)
 
     def _stop_forwarders(self) -> None:
         for s in self.forwarder_sets:
