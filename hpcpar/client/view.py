@@ -175,7 +175,8 @@ class View:
         return remote(self, block=block, **flags)
 
     def parallel(self, dist: str = "b", block: bool | None = None, **flags: Any):
-        """Decorator: calling the function maps it over its arguments through this view."""
+        """Decorator: calling the function splits its sequences across this view, one call
+        per part, results concatenated; ``.map`` calls it per element (see ParallelFunction)."""
         from .remotefunction import parallel
 
         return parallel(self, dist=dist, block=block, **flags)
