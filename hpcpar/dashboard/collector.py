@@ -104,13 +104,17 @@ class Collector:
         now = time.time()
         rc = self.client
         try:
-            reply = rc._request("engines_request", {}, timeout=self.timeout).meta
+            msg = rc._request("engines_request", {}, timeout=self.timeout)
+            # The controller's clock, not this machine's (a laptop's may be off by minutes):
+            # task times and the hub's query are in the cluster's time.
+            now = float(msg.header.get("date") or now)
+            reply = msg.meta
             engines = list(reply.get("engines") or [])
             # Engines that report their status (engine/status.py) have it in this reply
             # already; for older ones, queue_status tells which task each engine holds.
             reported = bool(engines) and all("status" in e for e in engines)
             queue = {"unassigned": 0} if reported else rc.queue_status(verbose=True)
-            finished = self._finished(rc)
+            finished = self._finished(rc, now)
         except Exception as e:  # noqa: BLE001 - a controller that does not answer is shown, not raised
             return Sample(time=now, engines=[], error=f"the controller did not answer: {e}")
         unassigned = queue.pop("unassigned", 0)
@@ -125,19 +129,27 @@ class Collector:
                 sample.jobs, self._jobs_new = self._jobs_rows, False
         return sample
 
-    def _finished(self, rc: Any) -> list[dict[str, Any]]:
+    def _query(self, rc: Any, query: dict[str, Any]) -> list[dict[str, Any]]:
+        """db_query without turning times into datetimes (they stay epoch seconds)."""
+        reply = rc._request("db_query_request", {"query": query, "keys": self._keys}, timeout=self.timeout)
+        if reply.msg_type == "error_reply":
+            raise ValueError(reply.meta.get("evalue"))
+        return reply.meta["records"]
+
+    def _finished(self, rc: Any, now: float) -> list[dict[str, Any]]:
+        # From when the dashboard started: the history of a busy cluster can be large,
+        # and fetching it all at once would cost the cluster more than every tick after.
         if self._since is None:
-            # The first tick: the window's worth of history.
-            query: dict[str, Any] = {"received": {"$gt": time.time() - self.state.window}}
-        else:
-            query = {"received": {"$gt": self._since - OVERLAP}}
+            self._since = now
+        # Two-sided, so SQLite searches its index on 'received' rather than scanning every record.
+        query = {"received": {"$gt": self._since - OVERLAP, "$lt": now + 86400.0}}
         try:
-            records = rc.db_query(query, keys=self._keys)
+            records = self._query(rc, query)
         except ValueError as e:
             if "fname" not in str(e) or "fname" not in self._keys:
                 raise
             self._keys = [k for k in self._keys if k != "fname"]  # a controller from before 'fname'
-            records = rc.db_query(query, keys=self._keys)
+            records = self._query(rc, query)
         out = []
         for rec in records:
             for key in ("started", "completed", "received"):
@@ -149,8 +161,6 @@ class Collector:
             if self._since is None or received > self._since:
                 self._since = received
             out.append(rec)
-        if self._since is None:
-            self._since = time.time() - OVERLAP
         horizon = self._since - 2 * OVERLAP
         if len(self._recent) > 1000 or out:
             self._recent = {m: t for m, t in self._recent.items() if t >= horizon}
