@@ -21,7 +21,7 @@ from . import codepickle
 
 # Buffers smaller than this stay inside the pickle: a frame costs more than a copy.
 OUT_OF_BAND_MIN = 1024
-PICKLERS = ("cloudpickle", "pickle")
+PICKLERS = ("cloudpickle", "pickle", "dill")
 # Pickled the same way by both picklers; the plain one skips cloudpickle's set-up,
 # which costs more than the pickling of a small result itself.
 _PLAIN = frozenset({type(None), bool, int, float, complex, str, bytes})
@@ -44,6 +44,10 @@ def dumps(obj: Any, pickler: str = "cloudpickle") -> tuple[bytes, list[memoryvie
     try:
         if pickler == "pickle" or _plain(obj):
             data = pickle.dumps(obj, protocol=5, buffer_callback=keep)
+        elif pickler == "dill":  # use_dill(): loading needs dill imported (it is, once use_dill ran)
+            import dill
+
+            data = dill.dumps(obj, protocol=5, recurse=True, buffer_callback=keep)  # only the globals used
         else:
             data = codepickle.dumps(obj, protocol=5, buffer_callback=keep)  # keeps code file names
     except Exception as e:

@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from .. import targetset, wire
+from .. import datapub, targetset, wire
 from ..connection import ConnectionFileError, ConnectionInfo
 from ..error import HpcparError
 from ..paths import ProfileDir
@@ -194,6 +194,9 @@ class Channel:
         output = msg.meta.get("output")
         md = self.metadata.get(msg_id)
         if msg_id not in self.outstanding or md is None or not isinstance(output, dict):
+            return
+        if datapub.is_data(output):  # publish_data(): into ar.data, not the outputs
+            datapub.take_data([output], md["data"])
             return
         md["outputs"] = md["outputs"] + [output]
         for callback in list(self._display_callbacks):

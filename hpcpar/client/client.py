@@ -448,6 +448,39 @@ class Client(Channel, Submission, HubQueries):
         cloudpickle, so functions, lambdas and closures keep reaching the engines."""
         self._pickler = "cloudpickle"
 
+    def use_dill(self) -> None:
+        """Serialize with dill, here and on the engines (which import it for each such task)."""
+        try:
+            import dill  # noqa: F401
+        except ImportError as e:
+            raise ImportError("use_dill needs dill: pip install dill (here and where the engines run)") from e
+        self._pickler = "dill"
+
+    # -- bridges (hpcpar/bridges/, imported on first use) ------------------------------------------
+
+    def register_joblib_backend(self, name: str = "ipyparallel", make_default: bool = False) -> None:
+        """Make joblib (and scikit-learn's ``n_jobs``) run on this cluster, load-balanced:
+        ``with joblib.parallel_backend("ipyparallel"): ...``. Needs joblib."""
+        self.load_balanced_view().register_joblib_backend(name, make_default)
+
+    def become_dask(self, targets: Any = "all", port: int = 0, nanny: bool = False,
+                    scheduler_args: dict[str, Any] | None = None, **worker_args: Any) -> Any:
+        """A dask scheduler in the controller and a dask worker in each engine of ``targets``;
+        returns a ``distributed.Client`` connected to it. Needs dask.distributed."""
+        from ..bridges import dask_workers
+
+        return dask_workers.become_dask(self, targets, port, nanny, scheduler_args, **worker_args)
+
+    become_distributed = become_dask
+
+    def stop_dask(self, targets: Any = "all") -> None:
+        """Stop the dask workers in the engines and the scheduler in the controller."""
+        from ..bridges import dask_workers
+
+        dask_workers.stop_dask(self, targets)
+
+    stop_distributed = stop_dask
+
 
 def timeout_left(deadline: float | None) -> float | None:
     """Seconds until ``deadline`` (a time.monotonic() value; None: no limit), never negative."""

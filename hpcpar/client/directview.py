@@ -207,6 +207,11 @@ class DirectView(View):
 
         activate(self, suffix)
 
+    @property
+    def importer(self) -> Any:
+        """``with view.importer: import numpy`` imports here and on the engines (sync_imports)."""
+        return self.sync_imports(True)
+
     @contextlib.contextmanager
     def sync_imports(self, local: bool = True, quiet: bool = False) -> Iterator[None]:
         """Imports inside this block also run on the engines::

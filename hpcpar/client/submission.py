@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from .. import serialize, sharedmem, targetset, wire
+from .. import datapub, serialize, sharedmem, targetset, wire
 from ..engine.builtins import map_chunk
 from ..error import remote_error
 from .asyncresult import AsyncResult, Metadata, _ts, raise_failures
@@ -59,7 +59,7 @@ class Submission:
             stdout=m.get("stdout", ""),
             stderr=m.get("stderr", ""),
             execute_result=m.get("execute_result"),
-            outputs=m.get("outputs") or [],
+            outputs=datapub.take_data(m.get("outputs") or [], md["data"]),
         )
         if "execution_count" in m:
             md["execution_count"] = m["execution_count"]

@@ -168,6 +168,17 @@ class View:
     def use_pickle(self) -> None:
         self.client.use_pickle()
 
+    def use_dill(self) -> None:
+        """Serialize with dill (here and on the engines); ``use_pickle()`` goes back."""
+        self.client.use_dill()
+
+    def register_joblib_backend(self, name: str = "ipyparallel", make_default: bool = False) -> None:
+        """Make joblib (and scikit-learn's ``n_jobs``) run on this view's engines:
+        ``with joblib.parallel_backend("ipyparallel"): ...``. Needs joblib."""
+        from ..bridges import joblib_backend
+
+        joblib_backend.register(self, name, make_default)
+
     def remote(self, block: bool | None = None, **flags: Any):
         """Decorator: calling the function runs it through this view."""
         from .remotefunction import remote

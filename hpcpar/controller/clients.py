@@ -18,7 +18,7 @@ from .. import targetset, wire
 
 log = logging.getLogger("hpcpar.controller")
 
-HUB_REQUESTS = ("db_query_request", "hub_history_request")
+HUB_REQUESTS = ("db_query_request", "hub_history_request", "stop_distributed_request")
 
 
 class ClientRequests:
@@ -187,6 +187,11 @@ class ClientRequests:
 
     def on_purge_request(self, ident: bytes, msg: wire.Message) -> None:
         self.hub.request(ident, msg, {"pending": list(self.tasks)})
+
+    def on_become_dask_request(self, ident: bytes, msg: wire.Message) -> None:
+        """The hub starts a dask scheduler on the engines' interface (bridges/dask_workers.py)."""
+        c = self.config
+        self.hub.request(ident, msg, {"host": c.engine_ip or c.ip})
 
     def on_resubmit_request(self, ident: bytes, msg: wire.Message) -> None:
         self._resubmits[msg.msg_id] = {"mapping": {}, "client": ident}

@@ -75,6 +75,7 @@ class Hub:
         # finished (or was assigned) within the batch becomes one INSERT instead of an
         # INSERT and an UPDATE of the same row. Store thread only.
         self._new: dict[str, dict[str, Any]] = {}
+        self._dask: Any = None  # a dask.distributed scheduler, after become_dask (bridges/dask_workers.py)
         self.thread = threading.Thread(target=self._run, name="hpcpar-hub-store", daemon=True)
         self.thread.start()
 
@@ -112,6 +113,8 @@ class Hub:
         self.queue.put(None)
         self._urgent.set()
         self.thread.join(timeout=10)
+        if self._dask is not None:
+            self._dask.stop()
 
     # -- the store thread ------------------------------------------------------------
 
@@ -324,3 +327,24 @@ class Hub:
             info = {"old": msg_id, "engine_id": rec.get("engine_id")}
             self._send(b"resubmit", ident, parent.encode(), json.dumps(info).encode(), *rec["request"])
         self._send(b"resubmit-done", ident, parent.encode(), json.dumps({"missing": missing}).encode())
+
+    # -- dask.distributed (become_dask) ------------------------------------------------------
+
+    def _on_become_dask_request(self, ident: bytes, parent: str, meta: dict[str, Any], extra: dict) -> None:
+        """Start a dask scheduler here (once), where every engine can reach it, as ipyparallel does."""
+        from ..bridges import dask_workers
+
+        if self._dask is None:
+            host = extra.get("host")
+            try:
+                self._dask = dask_workers.start_scheduler(None if host in ("*", "0.0.0.0", "") else host,
+                                                          int(meta.get("port") or 0), meta.get("scheduler_args"))
+            except Exception as e:  # ImportError included: the client is told why
+                raise QueryError(f"{type(e).__name__}: {e}") from None
+        self._reply(ident, "become_dask_reply", parent, dask_workers.scheduler_info(self._dask))
+
+    def _on_stop_distributed_request(self, ident: bytes, parent: str, meta: dict[str, Any], extra: dict) -> None:
+        if self._dask is not None:
+            self._dask.stop()
+            self._dask = None
+        self._reply(ident, "stop_distributed_reply", parent, {"status": "ok"})

@@ -101,6 +101,8 @@ class Executor:
     # -- request types ------------------------------------------------------------
 
     def do_apply(self, msg: wire.Message) -> Any:
+        if msg.header.get("pickler") == "dill":
+            import dill  # noqa: F401 - dill's pickles load only once it is imported (use_dill)
         f, args, kwargs = self.loader.loads(msg.payload, msg.buffers)
         rebind = self.ns.rebinder.rebind
         f = rebind(f)
