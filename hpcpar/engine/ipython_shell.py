@@ -24,6 +24,7 @@ from typing import Any
 
 from IPython.core.displayhook import DisplayHook
 from IPython.core.displaypub import DisplayPublisher
+from IPython.core.error import UsageError
 from IPython.core.interactiveshell import InteractiveShell
 from traitlets.config import Config
 
@@ -110,7 +111,14 @@ class EngineShell(InteractiveShell):
 
     def enable_gui(self, gui: Any = None) -> None:
         if gui not in (None, "inline"):
-            raise RuntimeError(f"an engine has no GUI event loop for {gui!r}; use %matplotlib inline")
+            raise UsageError(f"an engine has no GUI event loop for {gui!r}: use %matplotlib inline "
+                             "(figures are sent to the client)")
+
+    def enable_matplotlib(self, gui: Any = None) -> Any:
+        if gui not in (None, "inline", "agg", "auto"):
+            raise UsageError(f"an engine has no screen for %matplotlib {gui}: use %matplotlib inline "
+                             "(figures are sent to the client)")
+        return super().enable_matplotlib(gui)
 
 
 def _run_command(cmd: str) -> int:

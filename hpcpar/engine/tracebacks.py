@@ -23,7 +23,7 @@ _AST_FILE = ast.__file__
 
 def _hidden(filename: str) -> bool:
     """Frames of the machinery between the user and their code: hpcpar, ``ast``, IPython."""
-    if filename.startswith("<decorator-gen-"):  # how IPython wraps its magics
+    if filename.startswith(("<decorator-gen-", "<frozen importlib")):  # IPython's magic wrappers, imports
         return True
     path = os.path.abspath(filename)
     if path.startswith(_HPCPAR_DIR + os.sep) or path == _AST_FILE:

@@ -72,6 +72,11 @@ def test_unknown_magic_is_a_usage_error_in_one_line(rc):
         rc[2].execute("%no_such_magic", block=True)
     assert info.value.ename == "UsageError"
     assert info.value.traceback == "UsageError: Line magic function `%no_such_magic` not found."
+    pytest.importorskip("matplotlib")
+    with pytest.raises(hpcpar.RemoteError) as info:
+        rc[2].execute("%matplotlib qt", block=True)
+    assert info.value.traceback == ("UsageError: an engine has no screen for %matplotlib qt: "
+                                    "use %matplotlib inline (figures are sent to the client)")
 
 
 def test_matplotlib_inline_and_autoreload(private_cluster, tmp_path):
