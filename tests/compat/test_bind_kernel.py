@@ -136,3 +136,29 @@ def test_px_binds_and_shutdown_unbinds_but_the_engine_keeps_serving(kernel_clust
 def test_bind_kernel_outside_an_engine_says_where_it_runs():
     with pytest.raises(RuntimeError, match="runs on an engine"):
         hpcpar.bind_kernel()
+
+
+def test_console_on_a_live_mpi_rank(tmp_path, monkeypatch):
+    """The use case: attach to one rank of an MPI job and look at its state."""
+    from test_mpi import start_mpi_cluster
+
+    monkeypatch.setenv("JUPYTER_RUNTIME_DIR", str(tmp_path / "runtime"))  # the engines inherit it
+    cluster, rc = start_mpi_cluster(2, f"bind-kernel-mpi-{os.getpid()}")
+    try:
+        rc[:].execute("from mpi4py import MPI\nstate = {'rank': MPI.COMM_WORLD.Get_rank()}", block=True)
+        path = rc[1].apply_sync(hpcpar.bind_kernel)
+        assert path.startswith(str(tmp_path / "runtime"))
+        kc = _client(path)
+        try:
+            content, outputs = _run(kc, "state['rank'], MPI.COMM_WORLD.Get_size()")
+            assert content["status"] == "ok"
+            assert [c["data"]["text/plain"] for t, c in outputs if t == "execute_result"] == ["(1, 2)"]
+            _run(kc, "state['seen_by_console'] = True")
+        finally:
+            kc.stop_channels()
+        # collectives across the ranks still work, and the console's change is there
+        ar = rc[:].execute("total = MPI.COMM_WORLD.allreduce(state['rank'] + 1)\n(total, 'seen_by_console' in state)",
+                           silent=False, block=True)
+        assert [r.data["text/plain"] for r in ar.get()] == ["(3, False)", "(3, True)"]
+    finally:
+        cluster.stop_cluster_sync()
