@@ -23,6 +23,7 @@ import pytest
 from browser import Browser, require_browser
 from cluster_helpers import FAST_HEARTBEAT, hpcpar_cmd
 from systems import require_system
+from test_mpi import mpi  # noqa: F401 - the module-scoped 4-rank MPI cluster
 
 import hpcpar
 from hpcpar.dashboard.model import DashboardState, Sample
@@ -314,3 +315,59 @@ def test_task_records_name_the_function(rc):
     names = {r["msg_id"]: r["fname"] for r in recs}
     assert [names[x] for x in a.msg_ids + d.msg_ids] == ["slow", "slow"]
     assert [names[x] for x in m.msg_ids] == ["broken", "broken"]
+
+
+@pytest.mark.timeout(240)
+def test_jobs_panel_reads_a_real_slurm_job():
+    """A SLURM engine job: system, job id, running, and its walltime counting down (an upper
+    bound, as the job already ran when the dashboard first looked)."""
+    from test_cluster_batch import env_for, make_profile, run, wait_gone
+
+    from hpcpar.dashboard.jobs import LocalJobs
+    from hpcpar.launchers.ledger import read_jobs
+
+    require_system("slurm")
+    pd = make_profile("dash-slurm")
+    env = env_for("slurm")
+    start = run(["start", "--profile", pd.name, "--engines", "slurm", "-n", "2", "--daemonize", "--wait",
+                 "--timeout", "90"], env)
+    try:
+        assert start.returncode == 0, start.stdout + start.stderr
+        [job] = [r.job_id for r in read_jobs(pd)]
+        jobs = LocalJobs(pd.path)
+        [row] = [r for r in jobs() if r["system"] == "slurm"]
+        assert (row["id"], row["role"], row["state"], row["n"]) == (job, "engines", "running", 2)
+        assert row["walltime"] == 300 and 0 < row["walltime_left"] <= 300 and row["walltime_bound"] is True
+        time.sleep(1.5)
+        [again] = [r for r in jobs() if r["system"] == "slurm"]
+        assert again["walltime_left"] < row["walltime_left"]
+    finally:
+        stop = run(["stop", "--profile", pd.name], env, timeout=120)
+    assert stop.returncode == 0, stop.stderr
+    wait_gone("slurm", [job], env)
+
+
+def test_mpi_panel_shows_which_ranks_are_in_which_call(mpi, browser):  # noqa: F811
+    """Two of four MPI ranks stuck in a Barrier: the page groups ranks by their current call."""
+    import warnings
+
+    from hpcpar.mpi import MPISubsetWarning
+
+    cluster, rc = mpi
+    dash = DashboardProcess("--profile", cluster.profile_dir.name)
+    try:
+        browser.get(dash.url)
+        browser.wait_for("4 MPI engines", lambda: browser.text("n-engines") == "4")
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", MPISubsetWarning)
+            stuck = rc[:2].execute("comm.Barrier()", block=False)
+        text = browser.wait_for("ranks 0-1 in comm.Barrier", lambda: (t := browser.text("mpi"))
+                                and "comm.Barrier  ranks 0-1 (2)" in t and t, timeout=60)
+        assert "(idle)  ranks 2-3 (2)" in text, text
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", MPISubsetWarning)
+            rc[2:].execute("comm.Barrier()", block=True)  # the other ranks join: all return
+        stuck.get(timeout=30)
+        assert browser.console_errors() == []
+    finally:
+        dash.stop()
