@@ -35,6 +35,9 @@ def _cells(profile: str) -> list[tuple[str, list[str]]]:
          ["raises-exception"]),
         ("rc[1].execute('6 * 7', silent=False).get()", []),
         ("%px --targets 1 %no_such_magic", ["raises-exception"]),
+        ("%%px\n%%timeit -n 1 -r 1\nsum(range(100))", []),
+        ("%px %load_ext autoreload\n%px %autoreload 2\n%px 'autoreload' in get_ipython().magics_manager.magics['line']",
+         []),
         ("cluster.stop_cluster_sync()", []),
     ]
 
@@ -87,3 +90,5 @@ def test_magics_and_shell_escapes_in_a_notebook(tmp_path):
     assert "<dynamic-code>" not in tb and "hpcpar" + os.sep not in tb
     assert re.search(r"Out\[1:\d+\]: 42", out[10])
     assert "UsageError: Line magic function `%no_such_magic` not found." in out[11]
+    assert len(re.findall(r"^\[stdout:\d\] .* per loop", out[12], re.M)) == 2
+    assert re.findall(r"Out\[(\d):\d+\]: True", out[13]) == ["0", "1"], out[13]
