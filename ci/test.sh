@@ -59,7 +59,15 @@ for version in ${CORE_PYTHONS:-3.10 3.13}; do
   fi
   venv=/opt/hpcpar-core-py$version
   [[ -x $venv/bin/python ]] || "$py" -m venv "$venv"
-  "$venv/bin/python" -m pip install -q "$ROOT" pytest pytest-timeout
+  log=$venv/install.log
+  "$venv/bin/python" -m pip install -v --force-reinstall --no-deps "$ROOT" >"$log" 2>&1 \
+    && "$venv/bin/python" -m pip install -q "$ROOT" pytest pytest-timeout >>"$log" 2>&1 \
+    || { cat "$log" >&2; echo "ci/test.sh: installing hpcpar on Python $version failed" >&2; exit 1; }
+  # setuptools prints deprecation warnings only while building: they must stay at zero.
+  if grep -n "SetuptoolsDeprecationWarning\|SetuptoolsWarning" "$log" >&2; then
+    echo "ci/test.sh: building hpcpar printed setuptools warnings (above, from $log)" >&2
+    status=1
+  fi
   # From another directory and through the venv's own pytest: the checkout must not shadow
   # the installed package.
   (cd /tmp && env -u PYTHONPATH PATH="$venv/bin:$PATH" "$venv/bin/pytest" -q -p no:cacheprovider \

@@ -142,14 +142,18 @@ class Cluster(StateMixin, ControllerMixin, EngineSetsMixin):
         return logging.getLogger(f"hpcpar.cluster.{self.cluster_id or 'default'}")
 
     def _resolve_n(self, n: int | None) -> int:
+        """0 means no engines (a controller only) wherever n comes from; not given (-1 in
+        the config) means one engine per CPU for local engines."""
         if n is not None:
-            if n < 0:
-                from ..config import ConfigError
+            from ..config import ConfigError
 
+            if isinstance(n, bool) or not isinstance(n, int):
+                raise ConfigError([f"n must be a whole number of engines (e.g. n=4), not {type(n).__name__} {n!r}"])
+            if n < 0:
                 raise ConfigError([f"n must be zero or more engines, not {n}"])
             return n
         configured = int(self.config["cluster.n"])
-        if configured > 0:
+        if configured >= 0:
             return configured
         from ..launchers.build import is_batch
 
@@ -165,7 +169,7 @@ class Cluster(StateMixin, ControllerMixin, EngineSetsMixin):
     def check(self) -> None:
         """Everything that can be checked before anything starts: the config, the network,
         the launchers' options. Raises ConfigError / LauncherError / ClusterError."""
-        from ..launchers.build import check_network, is_batch, make_launcher
+        from ..launchers.build import check_network, make_launcher
 
         if self.config["cluster.forwarders"] and self.engine_launcher != "local":
             from ..config import ConfigError
@@ -177,16 +181,24 @@ class Cluster(StateMixin, ControllerMixin, EngineSetsMixin):
                 "(docs/site-admin.md)"
             ])
         check_network(self.config)
-        if self.n == 0 and self._n_given is None and is_batch(self.engine_launcher):
-            from ..config import ConfigError
-
-            raise ConfigError([
-                f"how many engines? {self.engine_launcher!r} engines need a count: pass -n N "
-                "(or n= to Cluster), or set n in [cluster] of the profile's config.toml"
-            ])
+        self._check_batch_count()
         make_launcher(self.controller_launcher, "controller", 1, config=self.config)
         if self.n:
             make_launcher(self.engine_launcher, "engines", self.n, config=self.config)
+
+    def _check_batch_count(self) -> None:
+        from ..launchers.build import is_batch
+
+        if self.n == 0 and is_batch(self.engine_launcher):
+            from ..config import ConfigError
+
+            given = "n=0 was given" if self._n_given == 0 else (
+                "n = 0 in the configuration" if int(self.config["cluster.n"]) == 0 else "no count was given")
+            raise ConfigError([
+                f"how many engines? {self.engine_launcher!r} engines need a count of 1 or more ({given}): "
+                "pass -n N (or n= to Cluster), or set n in [cluster] of the profile's config.toml; "
+                "for a controller alone use local engines with -n 0"
+            ])
 
     # -- the blocking implementations ---------------------------------------------------------
 
@@ -223,7 +235,8 @@ class Cluster(StateMixin, ControllerMixin, EngineSetsMixin):
 
     def _start_cluster(self, n: int | None = None) -> Cluster:
         if n is not None:
-            self.n = n
+            self.n = self._resolve_n(n)
+        self._check_batch_count()
         if self.controller is None:
             self._start_controller(timeout=None if is_batch_name(self.controller_launcher) else 30.0)
         if self.n:

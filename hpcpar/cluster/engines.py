@@ -189,13 +189,17 @@ class EngineSetsMixin:
                         s.poll(force=True)
                 last_have, forced_at = have, time.monotonic()
             states = [(s, s.status()) for s in self.engines.values()]
-            jobs = "; ".join(f"{s.name} job {', '.join(s.job_ids)}: {st}" for s, st in states if is_batch_launcher(s))
-            line = f"engines registered {have}/{want}" + (f"; {jobs}" if jobs else "")
-            now = time.monotonic()
-            # A line when a job changes state, when all are in, else at most one a second.
-            if line != shown and (jobs != shown_jobs or have >= want or now - shown_at >= 1.0):
-                self._say(line)
-                shown, shown_jobs, shown_at = line, jobs, now
+            waiting = getattr(self.progress, "waiting", None)
+            if waiting is not None:  # a live status line that draws itself (hpcpar start)
+                waiting(have, want, list(self.engines.values()))
+            else:
+                jobs = "; ".join(f"{s.name} job {', '.join(s.job_ids)}: {st}" for s, st in states if is_batch_launcher(s))
+                line = f"engines registered {have}/{want}" + (f"; {jobs}" if jobs else "")
+                now = time.monotonic()
+                # A line when a job changes state, when all are in, else at most one a second.
+                if line != shown and (jobs != shown_jobs or have >= want or now - shown_at >= 1.0):
+                    self._say(line)
+                    shown, shown_jobs, shown_at = line, jobs, now
             if have >= want:
                 return rc
             if states and all(st in FINAL_STATES for _, st in states):

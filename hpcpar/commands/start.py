@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import signal
 import sys
 import time
@@ -46,8 +47,16 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
-def _say(line: str) -> None:
-    print(line, flush=True)
+class Hangup(KeyboardInterrupt):
+    """The terminal of a foreground start closed (SIGHUP: the window, or the SSH session to
+    the login node, went away): stop the cluster and cancel its jobs, as Ctrl-C does."""
+
+
+def _on_hangup(signum, frame) -> None:
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    for fd in (1, 2):  # nobody reads them any more; writing to a hung-up tty fails
+        os.dup2(devnull, fd)
+    raise Hangup()
 
 
 def config_problem(command: str, e) -> int:
@@ -80,6 +89,9 @@ def run(args: argparse.Namespace) -> int:
         controller_args += ["--hwm", str(args.hwm)]
     if args.db:
         controller_args += ["--db", args.db]
+    from ..progress import LiveLine
+
+    live = LiveLine()
     pd = profile_dir_from(args)
     if args.restore:
         return _restore(pd, args.cluster_id, controller_args)
@@ -89,7 +101,7 @@ def run(args: argparse.Namespace) -> int:
         if args.forwarders is not None:
             overrides["cluster.forwarders"] = args.forwarders
         cluster = Cluster(n=args.n, profile_dir=pd.path, cluster_id=args.cluster_id,
-                          controller_args=controller_args, progress=_say, shutdown_atexit=False,
+                          controller_args=controller_args, progress=live, shutdown_atexit=False,
                           override_source="command line", **overrides)
         cluster.check()
         if cluster.controller_launcher == "local":
@@ -100,10 +112,17 @@ def run(args: argparse.Namespace) -> int:
         return config_problem("start", e)
     except (ClusterError, LauncherError, ValueError) as e:
         raise CommandError(str(e)) from None
+    if not args.daemonize:  # --daemonize is how a cluster outlives its terminal
+        signal.signal(signal.SIGHUP, _on_hangup)
     try:
         cluster.start_cluster_sync()
     except (ClusterError, LauncherError, ConfigError) as e:
         raise CommandError(str(e)) from None
+    except KeyboardInterrupt:
+        live.done()
+        print("stopping the cluster...", flush=True)
+        cluster._stop_quietly()
+        return 130
     where = f"profile {pd.name!r}" + (f", cluster id {cluster.cluster_id!r}" if cluster.cluster_id else "")
     stop_hint = f"hpcpar stop --profile {pd.name}" + (f" --cluster-id {cluster.cluster_id}" if cluster.cluster_id else "")
     if args.daemonize and not args.wait:
@@ -114,13 +133,16 @@ def run(args: argparse.Namespace) -> int:
     try:
         cluster.wait_for_engines_sync(timeout=args.timeout)
     except (ClusterError, LauncherError) as e:  # every engine set ended: nothing left to wait for
+        live.done()
         cluster._stop_quietly()
         raise CommandError(f"{e}\nthe cluster was stopped") from None
     except TimeoutError as e:
+        live.done()
         if not args.daemonize:
             cluster._stop_quietly()
         raise CommandError(str(e) + ("" if not args.daemonize else f"; the cluster keeps starting ('{stop_hint}' stops it)")) from None
     except KeyboardInterrupt:
+        live.done()
         if args.daemonize:
             print(f"interrupted; the cluster keeps starting ('{stop_hint}' stops it)", file=sys.stderr)
             return 130
@@ -158,15 +180,20 @@ def _restore(pd, cluster_id: str, controller_args: list[str]) -> int:
 
 
 def _foreground(cluster) -> int:
-    """Keep running until Ctrl-C / SIGTERM, or until the controller goes away."""
+    """Keep running until Ctrl-C / SIGTERM / SIGHUP, or until the controller goes away."""
     stop = {"now": False}
 
     def on_signal(signum, frame):
+        if signum == signal.SIGHUP:
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            for fd in (1, 2):
+                os.dup2(devnull, fd)
         stop["now"] = True
 
-    signal.signal(signal.SIGINT, on_signal)
-    signal.signal(signal.SIGTERM, on_signal)
-    print("press Ctrl-C to stop the cluster", flush=True)
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, on_signal)
+    print("press Ctrl-C to stop the cluster (closing this terminal stops it too; --daemonize keeps "
+          "a cluster running without one)", flush=True)
     while not stop["now"]:
         if not cluster.is_running():
             print("the controller exited; stopping the engines", file=sys.stderr)

@@ -405,6 +405,27 @@ class BatchLauncher(Launcher):
         )
         return self.parse_status(result, job_ids)
 
+    # ----- why a job waits (shown by `hpcpar start` while jobs queue) ---------------------
+    def reason_argv(self, job_id: str) -> list[str] | None:
+        """The command that says why ``job_id`` is still queued; None where there is none."""
+        return None
+
+    def parse_reason(self, output: str) -> str:
+        return ""
+
+    def pending_reason(self, job_id: str) -> str:
+        """The scheduler's own words for why ``job_id`` waits; "" when it gives none or
+        cannot be asked (this only decorates a progress line: it never raises)."""
+        argv = self.reason_argv(job_id)
+        if argv is None:
+            return ""
+        try:
+            result = run_command(argv, timeout=min(10.0, float(self.options["command_timeout"])),
+                                 setting=f"{self.name}.status_command")
+        except LauncherError:
+            return ""
+        return self.parse_reason(result.stdout).strip() if result.returncode == 0 else ""
+
     def releasing(self, state: JobState) -> bool:
         """True for a final state the scheduler still holds the job in (SGE's ``dr``)."""
         return False

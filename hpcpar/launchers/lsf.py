@@ -115,3 +115,18 @@ class LSFLauncher(BatchLauncher):
 
     def parse_status(self, result: CommandResult, job_ids: list[str]) -> dict[str, JobState]:
         return parse_bjobs(result, job_ids)
+
+    def reason_argv(self, job_id: str) -> list[str] | None:
+        return [*self.options["status_command"], "-p", job_id]
+
+    def parse_reason(self, output: str) -> str:
+        """The lines under "PENDING REASONS:" of bjobs -p."""
+        lines, inside = [], False
+        for line in output.splitlines():
+            if line.strip().upper().startswith("PENDING REASONS"):
+                inside = True
+            elif inside and not line.strip():
+                break
+            elif inside:
+                lines.append(line.strip().rstrip(";"))
+        return "; ".join(dict.fromkeys(lines))

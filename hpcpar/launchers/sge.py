@@ -131,3 +131,20 @@ class SGELauncher(BatchLauncher):
         if result.returncode != 0:
             raise PollError(result.describe())
         return parse_qstat_xml(result.stdout, job_ids)
+
+    def reason_argv(self, job_id: str) -> list[str] | None:
+        return [*self.options["status_command"], "-j", job_id.split(".")[0]]
+
+    def parse_reason(self, output: str) -> str:
+        """The "scheduling info:" lines of qstat -j (empty when the site turned them off)."""
+        lines: list[str] = []
+        inside = False
+        for line in output.splitlines():
+            if line.startswith("scheduling info:"):
+                inside = True
+                line = line.split(":", 1)[1]
+            elif inside and re.match(r"^\S[^:]*:", line):
+                break
+            if inside and line.strip() and "information is turned off" not in line:
+                lines.append(line.strip())
+        return "; ".join(dict.fromkeys(lines))

@@ -131,6 +131,15 @@ class SlurmLauncher(BatchLauncher):
     def parse_status(self, result: CommandResult, job_ids: list[str]) -> dict[str, JobState]:
         return parse_squeue(result, job_ids)
 
+    def reason_argv(self, job_id: str) -> list[str] | None:
+        return [*self.options["status_command"], "--noheader", f"--jobs={job_id}", "--format=%T|%r"]
+
+    def parse_reason(self, output: str) -> str:
+        """squeue's %r of the pending tasks ("Resources", "Priority", "BeginTime" ...)."""
+        reasons = [line.split("|", 1)[1].strip() for line in output.splitlines()
+                   if line.startswith("PENDING|") and "|" in line]
+        return ", ".join(dict.fromkeys(r for r in reasons if r and r != "None"))
+
 
 def parse_squeue(result: CommandResult, job_ids: list[str]) -> dict[str, JobState]:
     """Group ``%F|%i|%T|%r`` lines by array job id; one state per submitted job."""
