@@ -196,3 +196,20 @@ def test_profile_create_for_a_batch_launcher_marks_and_checks_required_keys():
     assert render.returncode == 0 and "#SBATCH --array=1-4" in render.stdout, render.stderr
     refused(run("profile", "create", "bad/name"), "invalid profile name")
     refused(run("profile", "create", "x", "--launcher", "slrum"), "slrum")
+
+
+# -- MPI mode slots ----------------------------------------------------------------------------
+
+@pytest.mark.parametrize("system, wanted, unwanted", [
+    ("slurm", ["#SBATCH --ntasks=2\n", "#SBATCH --ntasks-per-node=2\n"], ["--ntasks-per-node=4"]),
+    ("pbs", ["#PBS -l select=1:ncpus=2:mpiprocs=2\n"], ["ncpus=4", "mpiprocs=4"]),
+    ("lsf", ["#BSUB -n 2\n", 'span[ptile=2]'], ["ptile=4"]),
+])
+def test_mpi_mode_asks_no_more_slots_than_engines(system, wanted, unwanted):
+    out = run("render", "--engines", system, "-n", "2", "--ip", "*", "--mode", "mpi",
+              "--set", "batch.engines_per_node=4")
+    assert out.returncode == 0, out.stderr
+    for text in wanted:
+        assert text in out.stdout, out.stdout
+    for text in unwanted:
+        assert text not in out.stdout, out.stdout

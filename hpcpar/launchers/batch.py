@@ -198,7 +198,8 @@ class BatchLauncher(Launcher):
         o = self.options
         mode = self.mode
         ntasks = self.n if mode == "mpi" else 1
-        per_node = int(o["engines_per_node"]) if mode == "mpi" else 0
+        # Never more slots per node than engines: -n 2 with engines_per_node = 4 asks for 2.
+        per_node = min(int(o["engines_per_node"]), ntasks) if mode == "mpi" else 0
         nodes = int(o["nodes"]) or (ceil_div(ntasks, per_node) if per_node else 0)
         per_job = self.engines_per_job if self.role == "engines" else 1
         cpus = int(o["cpus_per_engine"])
