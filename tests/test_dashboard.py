@@ -138,6 +138,8 @@ def test_page_shows_a_live_local_cluster(private_cluster, browser, tmp_path):
         os.kill(pid, signal.SIGKILL)
         browser.wait_for(f"engine {victim} dead", lambda: _engine_state(browser, victim) == "dead", timeout=60)
         assert browser.text("n-dead") == "1" and browser.text("n-engines") == "2"
+        rows = browser.js("return Array.from(document.querySelectorAll('#jobs tbody tr')).map(r => r.textContent)")
+        assert any("engines" in r and r.endswith("2 of 3") for r in rows), rows
 
         shot = os.environ.get("HPCPAR_DASHBOARD_SCREENSHOT") or str(tmp_path / "dashboard.png")
         view.map_async(slow, range(12))  # something running in the picture
@@ -341,6 +343,17 @@ def test_jobs_panel_reads_a_real_slurm_job():
         time.sleep(1.5)
         [again] = [r for r in jobs() if r["system"] == "slurm"]
         assert again["walltime_left"] < row["walltime_left"]
+        with hpcpar.Client(profile=pd.name, timeout=30) as rc:  # engines name their job (the page counts them)
+            rc.wait_for_engines(2, timeout=30, interactive=False)
+
+            def job_ids():
+                st = rc.queue_status(verbose=True)
+                return [(st[i].get("status") or {}).get("job_id") for i in rc.ids]
+
+            deadline = time.monotonic() + 30
+            while job_ids() != [job, job] and time.monotonic() < deadline:
+                time.sleep(0.3)
+            assert job_ids() == [job, job]
     finally:
         stop = run(["stop", "--profile", pd.name], env, timeout=120)
     assert stop.returncode == 0, stop.stderr

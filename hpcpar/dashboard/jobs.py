@@ -46,8 +46,11 @@ def _rows_of(role: str, launcher: Any) -> list[dict[str, Any]]:
         state = launcher.status()
     except Exception as e:  # noqa: BLE001
         state = f"unknown ({e})"
-    pids = [str(p.pid) for p in getattr(launcher, "processes", [])]
-    return [{**base, "id": ", ".join(job_ids or pids) or "-", "state": state}]
+    pids = [int(p.pid) for p in getattr(launcher, "processes", [])]
+    row = {**base, "id": ", ".join(job_ids or map(str, pids)) or "-", "state": state}
+    if launcher.name == "local":
+        row["pids"] = pids  # local engines are these processes: the page counts them by pid
+    return [row]
 
 
 def read_jobs(profile_dir: str | Path, cluster_id: str = "") -> list[dict[str, Any]]:

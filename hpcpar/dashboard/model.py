@@ -39,6 +39,7 @@ class EngineView:
     done: int = 0
     queued: int = 0
     dead_at: float | None = None
+    job_id: str | None = None  # the batch job it runs in, when it reports one
 
 
 @dataclass
@@ -144,6 +145,7 @@ class DashboardState:
                 view.since = self._first_seen.setdefault((eid, view.task), round(now - running_for, 1))
             view.call = status.get("call")
             view.callee = status.get("callee")
+            view.job_id = status.get("job_id")
             view.rss = status.get("rss")
             view.cpu = status.get("cpu")
             view.host = status.get("host") or view.host

@@ -56,6 +56,20 @@ def _callee(frame: Any) -> str | None:
     return name if name and len(name) <= 80 and "\n" not in name else None
 
 
+# Where batch systems put the job id (an array's own id first: the job ledger records that).
+_JOB_ID_VARS = ("SLURM_ARRAY_JOB_ID", "SLURM_JOB_ID", "PBS_ARRAY_ID", "PBS_JOBID", "LSB_JOBID")
+
+
+def batch_job_id() -> str | None:
+    """The batch job this engine runs in, or None (the dashboard counts a job's engines by it)."""
+    for name in _JOB_ID_VARS:
+        if os.environ.get(name):
+            return os.environ[name]
+    if os.environ.get("JOB_ID") and os.environ.get("SGE_TASK_ID") is not None:  # Grid Engine
+        return os.environ["JOB_ID"]
+    return None
+
+
 def rss_bytes() -> int:
     try:
         with open("/proc/self/statm") as f:
@@ -75,6 +89,7 @@ class StatusSampler:
         self.state_override: str | None = None  # "draining" while the engine retires
         self.host = socket.gethostname()
         self.pid = os.getpid()
+        self.job_id = batch_job_id()
         self._task: str | None = None
         self._since = time.monotonic()
         self._cpu = self._cpu_seconds()
@@ -110,6 +125,7 @@ class StatusSampler:
             "host": self.host,
             "pid": self.pid,
             "mpi_rank": self.mpi_rank,
+            "job_id": self.job_id,
         }
 
 

@@ -97,7 +97,7 @@
     if (m.seq <= S.seq) return; // already in the snapshot
     S.seq = m.seq;
     if ("error" in m) { S.error = m.error; dirty.summary = true; }
-    if (m.engines) { setEngines(m.engines); dirty.engines = dirty.map = dirty.mpi = dirty.summary = dirty.stream = true; }
+    if (m.engines) { setEngines(m.engines); dirty.engines = dirty.map = dirty.mpi = dirty.summary = dirty.stream = dirty.jobs = true; }
     if (m.removed) {
       for (const id of m.removed) S.engines.delete(id);
       S.order = Array.from(S.engines.keys()).sort((a, b) => a - b);
@@ -336,13 +336,26 @@
     ctx.fillText("now", w - 22, h - 2);
   }
 
+  // Engines a job holds: those reporting its job id (batch), or running as its processes (local).
+  const baseId = (id) => String(id).split(".")[0];
+  function held(j) {
+    let k = 0, reporting = false;
+    for (const e of S.engines.values()) {
+      if (e.state === "dead") continue;
+      if (e.job_id) reporting = true;
+      if ((e.job_id && baseId(e.job_id) === baseId(j.id)) || (j.pids && j.pids.includes(e.pid))) k++;
+    }
+    if (j.role !== "engines") return "";
+    return reporting || j.pids ? k + " of " + show(j.n) : show(j.n);
+  }
+
   function drawJobs() {
     const body = $("jobs").tBodies[0];
     body.innerHTML = "";
     for (const j of S.jobs) {
       const tr = document.createElement("tr");
       const left = j.walltime_left !== undefined ? (j.walltime_bound ? "\u2264 " : "") + dur(j.walltime_left) : "";
-      for (const v of [j.system, j.id, j.role, j.state, left, j.engines !== undefined ? j.engines : j.n]) {
+      for (const v of [j.system, j.id, j.role, j.state, left, held(j)]) {
         const td = document.createElement("td");
         td.textContent = show(v);
         tr.appendChild(td);
