@@ -300,6 +300,7 @@ class Engine:
         # Tell the controller we are leaving so we drop out of rc.ids at once.
         self._to_io(self.signer.pack(self.signer.header("unregister_request")), block=False)
         self._release_mpi_segments()
+        self._remove_kernel_file()
         time.sleep(0.05)  # time for the I/O thread to send it
         os._exit(0)
 
@@ -435,7 +436,13 @@ class Engine:
             sock.send_multipart(self.signer.pack(self.signer.header("unregister_request")))
         sock.close(linger=1000)
         self._release_mpi_segments()
+        self._remove_kernel_file()
         os._exit(0)
+
+    def _remove_kernel_file(self) -> None:
+        # os._exit skips atexit: a bound kernel's connection file (bind_kernel) goes now.
+        if self.kernel is not None:
+            self.kernel._remove_file()
 
 
 def _meta_or_empty(msg: wire.Message) -> dict[str, Any]:

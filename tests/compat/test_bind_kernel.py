@@ -71,6 +71,11 @@ def test_kernel_shares_the_engine_namespace(kernel_cluster):
             rc[0].pull("from_console", block=True)
     finally:
         kc.stop_channels()
+    rc.shutdown(targets=[1], block=True)  # the engine stops (SIGTERM): its kernel file goes with it
+    deadline = time.monotonic() + 20
+    while os.path.exists(path) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not os.path.exists(path)
 
 
 def test_console_features_errors_and_interrupt(kernel_cluster):
