@@ -22,6 +22,7 @@ import atexit
 import logging
 import os
 import sys
+import time
 import weakref
 from collections.abc import Callable
 from pathlib import Path
@@ -35,6 +36,7 @@ from .engines import EngineSetsMixin
 from .helpers import ClusterError, is_batch_name, jsonable, new_cluster_id
 from .state import ClusterState, StateMixin
 
+ENGINE_TIMEOUT: Any = object()  # start_and_connect's default: the cluster's engine_timeout
 _to_stop_at_exit: weakref.WeakSet[Cluster] = weakref.WeakSet()
 _atexit_registered = False
 
@@ -49,6 +51,16 @@ def _stop_clusters_at_exit() -> None:
                 print(f"hpcpar: could not stop {cluster!r}: {e}", file=sys.stderr)
 
 
+def _launcher_name(name: Any, launcher_class: Any, what: str) -> str | None:
+    """``engines="mpi"`` or ipyparallel's ``engine_launcher_class=`` (a name or a launcher class)."""
+    if name is not None and launcher_class is not None:
+        raise TypeError(f"give {what}= or {what.rstrip('s')}_launcher_class=, not both")
+    value = name if name is not None else launcher_class
+    if isinstance(value, type):
+        value = getattr(value, "name", "") or value.__name__
+    return value
+
+
 class Cluster(StateMixin, ControllerMixin, EngineSetsMixin):
     """A controller plus engine sets, started by launchers configured from the profile.
 
@@ -61,6 +73,9 @@ class Cluster(StateMixin, ControllerMixin, EngineSetsMixin):
     share a profile; ``""`` is the profile's default cluster (``hpcpar start`` without
     --cluster-id). ``shutdown_atexit``: stop what this object started when Python exits.
     ``log_level``: of the ``hpcpar.cluster`` logger, which gets each progress line.
+    ipyparallel's ``engine_timeout`` (start_and_connect's wait), ``delay``, ``controller_ip``,
+    ``controller_location``, ``engine_launcher_class``, ``controller_launcher_class`` and
+    ``send_engines_connection_env`` are accepted with their meaning.
     ``progress`` is also called with each line (``hpcpar start`` prints them).
     """
 
@@ -79,14 +94,25 @@ class Cluster(StateMixin, ControllerMixin, EngineSetsMixin):
         progress: Callable[[str], None] | None = None,
         log_level: int | str | None = None,
         shutdown_atexit: bool = True,
+        engine_timeout: float | None = 60.0,
+        delay: float = 0.0,
+        controller_ip: str | None = None,
+        controller_location: str | None = None,
+        engine_launcher_class: Any = None,
+        controller_launcher_class: Any = None,
+        send_engines_connection_env: bool | None = None,
         config: Any = None,
         override_source: str = "Cluster() arguments",
         **overrides: Any,
     ) -> None:
+        engines = _launcher_name(engines, engine_launcher_class, "engines")
+        controller = _launcher_name(controller, controller_launcher_class, "controller")
+        connection = None if send_engines_connection_env is None else ("env" if send_engines_connection_env else "file")
         self._init_fields(
             profile_dir=ProfileDir(Path(profile_dir).expanduser()) if profile_dir else ProfileDir.for_profile(profile),
             overrides={k: v for k, v in {"cluster.engines": engines, "cluster.controller": controller,
-                                         **overrides}.items() if v is not None},
+                                         "controller.ip": controller_ip, "controller.location": controller_location,
+                                         "engine.connection": connection, **overrides}.items() if v is not None},
             n_given=n, override_source=override_source, shutdown_atexit=shutdown_atexit,
             controller_args=controller_args, engine_args=engine_args, env=env, progress=progress,
         )
@@ -99,6 +125,8 @@ class Cluster(StateMixin, ControllerMixin, EngineSetsMixin):
         self.engine_launcher: str = self._config["cluster.engines"]
         self.controller_launcher: str = self._config["cluster.controller"]
         self.n = self._resolve_n(n)
+        self.engine_timeout = engine_timeout
+        self.delay = float(delay)
         if log_level is not None:
             self.log.setLevel(log_level if isinstance(log_level, int) else str(log_level).upper())
 
@@ -122,6 +150,8 @@ class Cluster(StateMixin, ControllerMixin, EngineSetsMixin):
         self.state: ClusterState | None = None
         self._client: Any = None
         self._config = None
+        self.engine_timeout: float | None = 60.0
+        self.delay = 0.0
 
     # -- configuration ------------------------------------------------------------------------
 
@@ -239,6 +269,8 @@ class Cluster(StateMixin, ControllerMixin, EngineSetsMixin):
         self._check_batch_count()
         if self.controller is None:
             self._start_controller(timeout=None if is_batch_name(self.controller_launcher) else 30.0)
+        if self.n and self.delay > 0:
+            time.sleep(self.delay)  # ipyparallel's delay; hpcpar needs none: the controller is up here
         if self.n:
             try:
                 k = min(int(self.config["cluster.forwarders"]), self.n)
@@ -276,7 +308,9 @@ class Cluster(StateMixin, ControllerMixin, EngineSetsMixin):
             self._client.close()
             self._client = None
 
-    def _start_and_connect(self, n: int | None = None, activate: bool = False, timeout: float | None = 60.0):
+    def _start_and_connect(self, n: int | None = None, activate: bool = False, timeout: Any = ENGINE_TIMEOUT):
+        if timeout is ENGINE_TIMEOUT:
+            timeout = self.engine_timeout
         self._start_cluster(n)
         try:
             rc = self._wait_for_engines(timeout=timeout, interactive=False)
@@ -353,13 +387,14 @@ class Cluster(StateMixin, ControllerMixin, EngineSetsMixin):
         return self._wait_for_engines(n, timeout, interactive)
 
     async def start_and_connect(self, n: int | None = None, activate: bool = False, *,
-                                timeout: float | None = 60.0):
-        """Start the cluster, wait for every engine, return a connected Client; with
-        ``activate``, ``%px`` and friends run on all engines."""
+                                timeout: Any = ENGINE_TIMEOUT):
+        """Start the cluster, wait for every engine (``timeout``: default ``engine_timeout``,
+        None = no limit), return a connected Client; with ``activate``, ``%px`` and friends
+        run on all engines."""
         return await asyncio.to_thread(self._start_and_connect, n, activate, timeout)
 
     def start_and_connect_sync(self, n: int | None = None, activate: bool = False, *,
-                               timeout: float | None = 60.0):
+                               timeout: Any = ENGINE_TIMEOUT):
         return self._start_and_connect(n, activate, timeout)
 
     async def add_engines(self, n: int, wait: bool = False, timeout: float | None = 60.0) -> Launcher:

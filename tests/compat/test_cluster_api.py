@@ -352,3 +352,24 @@ def test_signal_names_and_numbers() -> None:
     from hpcpar.cluster.engines import parse_signal
 
     assert parse_signal("SIGINT") == parse_signal("int") == parse_signal(signal.SIGINT) == signal.SIGINT
+
+
+@pytest.mark.timeout(90)
+def test_ipyparallel_constructor_traits_are_accepted() -> None:
+    cluster = Cluster(n=1, profile=name("traits"), engine_timeout=60, delay=0.1, controller_ip="127.0.0.1",
+                      controller_location="127.0.0.1", engine_launcher_class="local",
+                      controller_launcher_class="local", send_engines_connection_env=True, **FAST)
+    with cluster as rc:
+        argv = Path(f"/proc/{cluster.controller.processes[0].pid}/cmdline").read_bytes().split(b"\0")
+        assert argv[argv.index(b"--location") + 1] == b"127.0.0.1" and argv[argv.index(b"--ip") + 1] == b"127.0.0.1"
+        assert rc.ids == [0]
+    with pytest.raises(TypeError, match="engines= or engine_launcher_class="):
+        Cluster(engines="local", engine_launcher_class="local")
+
+
+@pytest.mark.timeout(90)
+def test_engine_timeout_bounds_start_and_connect() -> None:
+    cluster = Cluster(n=1, profile=name("engine-timeout"), engine_timeout=0.001, **FAST)
+    with pytest.raises(TimeoutError, match="0 of 1 engines registered after 0.001 s"):
+        cluster.start_and_connect_sync()
+    assert not cluster.state_file.exists()  # what was started is stopped
