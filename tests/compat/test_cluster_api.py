@@ -373,3 +373,21 @@ def test_engine_timeout_bounds_start_and_connect() -> None:
     with pytest.raises(TimeoutError, match="0 of 1 engines registered after 0.001 s"):
         cluster.start_and_connect_sync()
     assert not cluster.state_file.exists()  # what was started is stopped
+
+
+@pytest.mark.timeout(150)
+def test_restart_engines_recovers_an_mpi_set_hung_in_a_collective() -> None:
+    require_mpi()
+    cluster = Cluster(n=3, profile=name("restart-hung"), engines="mpi", **FAST)
+    with cluster as rc:
+        hung = rc[:].execute("comm.Barrier() if mpi_rank < 2 else None")  # rank 2 never joins
+        with pytest.raises(TimeoutError):
+            hung.get(timeout=1)
+        cluster.restart_engines_sync()
+        rc.wait_for_engines(3, timeout=60, interactive=False)
+        assert rc.ids == [0, 1, 2]
+        with pytest.raises(hpcpar.CompositeError) as info:
+            hung.get(timeout=30)  # the hung ranks' work fails, it is not lost
+        assert {e[0] for e in info.value.elist} == {"EngineError"}
+        rc[:].execute("total = comm.allreduce(mpi_rank)", block=True)
+        assert rc[:].pull("total", block=True) == [3, 3, 3]
