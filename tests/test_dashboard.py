@@ -123,6 +123,8 @@ def test_page_shows_a_live_local_cluster(private_cluster, browser, tmp_path):
         assert not ar.ready(), "the stream should grow while the tasks still run"
         ar.get(timeout=60)
         browser.wait_for("all 60 tasks in the stream", lambda: _bars(browser) >= before + 60)
+        ids = browser.js("return window.hpcparDashboard.state.tasks.map(t => t.id)")
+        assert set(ar.msg_ids) <= set(ids) and len(ids) == len(set(ids)), "each task once in the stream"
 
         # a failing task shows its remote traceback
         bad = view.apply_async(broken, 7)

@@ -23,7 +23,6 @@ log = logging.getLogger("hpcpar.dashboard")
 
 RECORD_KEYS = ["msg_id", "msg_type", "label", "fname", "engine_id", "status", "started", "completed", "received",
                "ename", "evalue"]
-OVERLAP = 2.0  # seconds re-asked each tick: records written late by the hub's batching are not missed
 TRACEBACKS_PER_TICK = 5
 TRACEBACK_WAIT = 15.0
 
@@ -56,7 +55,7 @@ class Collector:
         self._stop = threading.Event()
         self._keys = list(RECORD_KEYS)
         self._since: float | None = None  # receive time of the newest record seen
-        self._recent: dict[str, float] = {}  # msg_ids already turned into bars, within OVERLAP
+        self._at_since: set[str] = set()  # msg_ids received exactly at _since (asked again by $gte)
         self._tracebacks: dict[str, tuple[Any, dict[str, Any], float]] = {}  # msg_id -> (ar, rec, asked)
         self._jobs_rows: list[dict[str, Any]] | None = None
         self._jobs_new = False
@@ -141,8 +140,12 @@ class Collector:
         # and fetching it all at once would cost the cluster more than every tick after.
         if self._since is None:
             self._since = now
-        # Two-sided, so SQLite searches its index on 'received' rather than scanning every record.
-        query = {"received": {"$gt": self._since - OVERLAP, "$lt": now + 86400.0}}
+        # Each record once: the hub answers a query after every reply the controller received
+        # before it (one queue), and 'received' is the controller's receive time, so nothing
+        # can appear later below the newest time seen. $gte (and the ids seen at exactly that
+        # time) covers two replies received in the same microsecond. Two-sided, so SQLite
+        # searches its index on 'received' rather than scanning every record.
+        query = {"received": {"$gte": self._since, "$lt": now + 86400.0}}
         try:
             records = self._query(rc, query)
         except ValueError as e:
@@ -151,19 +154,19 @@ class Collector:
             self._keys = [k for k in self._keys if k != "fname"]  # a controller from before 'fname'
             records = self._query(rc, query)
         out = []
+        newest = self._since
         for rec in records:
             for key in ("started", "completed", "received"):
                 rec[key] = _epoch(rec.get(key))
             received = rec.get("received")
-            if received is None or rec["msg_id"] in self._recent:
+            if received is None or (received == self._since and rec["msg_id"] in self._at_since):
                 continue
-            self._recent[rec["msg_id"]] = received
-            if self._since is None or received > self._since:
-                self._since = received
+            newest = max(newest, received)
             out.append(rec)
-        horizon = self._since - 2 * OVERLAP
-        if len(self._recent) > 1000 or out:
-            self._recent = {m: t for m, t in self._recent.items() if t >= horizon}
+        if newest != self._since:
+            self._at_since = set()
+        self._at_since.update(r["msg_id"] for r in out if r["received"] == newest)
+        self._since = newest
         return out
 
     def _failures(self, finished: list[dict[str, Any]]) -> list[Failure]:
