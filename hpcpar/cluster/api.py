@@ -436,7 +436,8 @@ class Cluster(StateMixin, ControllerMixin, EngineSetsMixin):
         return self._restart_controller(timeout)
 
     async def stop_controller(self) -> None:
-        """Stop the controller (the engines stay, waiting for a controller)."""
+        """Stop the controller (which tells its engines to leave); the engine sets stay in
+        the cluster until :meth:`stop_engines` / :meth:`stop_cluster`."""
         await asyncio.to_thread(self._stop_controller)
 
     def stop_controller_sync(self) -> None:

@@ -391,3 +391,42 @@ def test_restart_engines_recovers_an_mpi_set_hung_in_a_collective() -> None:
         assert {e[0] for e in info.value.elist} == {"EngineError"}
         rc[:].execute("total = comm.allreduce(mpi_rank)", block=True)
         assert rc[:].pull("total", block=True) == [3, 3, 3]
+
+
+@pytest.mark.timeout(120)
+def test_start_controller_connect_client_and_stop_controller() -> None:
+    async def main() -> None:
+        cluster = Cluster(n=0, profile=name("controller"), **FAST)
+        info = await cluster.start_controller()
+        assert info.urls and all(u.startswith("tcp://127.0.0.1:") for u in info.urls)
+        rc = await cluster.connect_client()
+        assert rc.cluster is cluster and rc.ids == []
+        await cluster.start_engines(2)
+        assert await cluster.wait_for_engines(2, timeout=60) is rc
+        pids = engine_pids(rc)
+        controller_pid = cluster.controller.processes[0].pid
+        await cluster.stop_controller()
+        wait_dead([controller_pid])
+        assert cluster.controller is None and cluster.state_file.exists()  # the engine set is still recorded
+        await cluster.stop_cluster()
+        wait_dead(pids)
+        assert not cluster.state_file.exists()
+
+    asyncio.run(main())
+
+
+@pytest.mark.timeout(120)
+def test_restart_controller_after_it_died_engines_reattach() -> None:
+    cluster = Cluster(n=2, profile=name("restart-controller"), **FAST)
+    with cluster as rc:
+        pids = engine_pids(rc)
+        os.kill(cluster.controller.processes[0].pid, signal.SIGKILL)
+        deadline = time.monotonic() + 10
+        while cluster.is_running() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        cluster.restart_controller_sync()
+        with hpcpar.Client(profile=cluster.profile_dir.name, cluster_id=cluster.cluster_id, timeout=20) as fresh:
+            fresh.wait_for_engines(2, timeout=60, interactive=False)
+            assert fresh.ids == [0, 1] and sorted(fresh[:].apply_sync(os.getpid)) == sorted(pids)
+        with pytest.raises(ClusterError, match="is running; nothing to restore"):
+            cluster.restart_controller_sync()
