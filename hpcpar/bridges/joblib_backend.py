@@ -64,6 +64,11 @@ class ViewBackend(AutoBatchingMixin, ParallelBackendBase):
 
 def register(view: Any, name: str = "ipyparallel", make_default: bool = False) -> None:
     """Register ``view`` as joblib backend ``name`` (ipyparallel's default name, so its code
-    runs unchanged)."""
+    runs unchanged). A DirectView's engines are used load-balanced: one batch, one engine."""
+    from ..client.loadbalanced import LoadBalancedView
+
+    if not isinstance(view, LoadBalancedView):  # a DirectView would run each batch on all its engines
+        targets = getattr(view, "_targets", None)
+        view = view.client.load_balanced_view(targets=None if targets == "all" else targets)
     register_parallel_backend(name, lambda *args, **kwargs: ViewBackend(*args, view=view, **kwargs),
                               make_default=make_default)

@@ -54,6 +54,16 @@ def test_joblib_backend_of_a_view_uses_only_its_engines(rc):
     assert {pid for _, pid in out} == {pid1}
 
 
+def test_joblib_backend_of_a_direct_view_runs_each_batch_once(rc):
+    import joblib
+
+    rc[[2, 3]].register_joblib_backend("hpcpar-direct")
+    pids = set(rc[[2, 3]].apply_sync(os.getpid))
+    with joblib.parallel_backend("hpcpar-direct"):
+        out = joblib.Parallel(n_jobs=-1)(joblib.delayed(engine_pid)(i) for i in range(6))
+    assert [x for x, _ in out] == list(range(6)) and {pid for _, pid in out} <= pids
+
+
 def test_joblib_errors_reach_the_caller(rc):
     import joblib  # in the test extra: missing is a failure, not a skip
     rc.register_joblib_backend()
