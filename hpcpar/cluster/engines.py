@@ -39,13 +39,16 @@ def new_engine_set_id(taken: Any) -> str:
 
 def set_pids(launcher: Launcher) -> set[int] | None:
     """The pids of a set's live engine processes on this host, or None when the launcher
-    does not know them (batch jobs, SSH)."""
-    processes = getattr(launcher, "processes", None)
-    if processes is None:
-        return None
-    refs = processes() if callable(processes) else processes
-    starter = getattr(launcher, "starter", None)
-    return {r.pid for r in refs if r.alive() and (starter is None or r.pid != starter.pid)}
+    does not know them (batch jobs, SSH: their processes run on other hosts)."""
+    from ..launchers.local import LocalLauncher
+    from ..launchers.mpi import MPILauncher
+
+    if isinstance(launcher, LocalLauncher):
+        return {r.pid for r in launcher.alive()}
+    if isinstance(launcher, MPILauncher):
+        starter = launcher.starter.pid if launcher.starter is not None else None
+        return {r.pid for r in launcher.processes() if r.pid != starter}
+    return None
 
 
 def parse_signal(sig: int | str) -> int:

@@ -430,3 +430,34 @@ def test_restart_controller_after_it_died_engines_reattach() -> None:
             assert fresh.ids == [0, 1] and sorted(fresh[:].apply_sync(os.getpid)) == sorted(pids)
         with pytest.raises(ClusterError, match="is running; nothing to restore"):
             cluster.restart_controller_sync()
+
+
+@pytest.mark.timeout(240)
+def test_signal_and_restart_engines_of_a_slurm_set(tmp_path) -> None:
+    """Batch engines: signal_engines goes through the controller, restart_engines cancels
+    the job and submits a new one of the same size under the same engine set id."""
+    from systems import require_system
+    from test_cluster_batch import make_profile, queued
+
+    require_system("slurm")
+    pd = make_profile("compat-slurm")
+    cluster = Cluster(n=2, profile=pd.name, engines="slurm")
+    rc = cluster.start_and_connect_sync(timeout=120)
+    try:
+        [set_id] = cluster.engines
+        [old_job] = cluster.engine_set.job_ids
+        _interrupted_by_signal_engines(cluster, rc, tmp_path)
+        old_ids = rc.ids
+        cluster.restart_engines_sync()
+        rc.wait_for_engines(2, timeout=120, interactive=False)
+        assert list(cluster.engines) == [set_id] and cluster.engine_set.job_ids != [old_job]
+        assert len(rc.ids) == 2 and set(rc.ids).isdisjoint(old_ids)  # not MPI: new ids, as ipyparallel
+        assert queued("slurm", [old_job], os.environ) == []
+        assert rc[:].apply_sync(lambda: 6 * 7) == [42, 42]
+        jobs = cluster.engine_set.job_ids
+    finally:
+        cluster.stop_cluster_sync()
+    deadline = time.monotonic() + 60
+    while queued("slurm", jobs, os.environ) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert queued("slurm", jobs, os.environ) == []
