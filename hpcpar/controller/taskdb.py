@@ -28,6 +28,9 @@ PUBLIC_KEYS = (
 )
 HEADER_KEYS = ("header", "result_header")  # stored as the messages' JSON bytes, returned as dicts
 ALIASES = {"client_uuid": "session"}  # ipyparallel's name for the submitting client's session
+# ipyparallel's keys computed from stored ones when read: "queue" ('task' for load-balanced,
+# 'mux' for direct requests) and "error" ({'ename', 'evalue'} of a failed task, else None).
+DERIVED = {"queue": ("header",), "error": ("ename", "evalue")}
 FRAME_KEYS = ("request", "reply")
 ALL_KEYS = PUBLIC_KEYS + FRAME_KEYS
 _decode = json.JSONDecoder().decode
@@ -61,6 +64,8 @@ def check_query(query: dict[str, Any], keys: list[str] | None) -> None:
     if not isinstance(query, dict):
         raise QueryError(f"a query is a dict like {{'engine_id': 0}}, not {type(query).__name__}")
     for key, cond in query.items():
+        if key in DERIVED:
+            raise QueryError(f"{key!r} is returned, not queried: query {', '.join(DERIVED[key])} instead")
         if key in HEADER_KEYS and not (isinstance(cond, dict) and set(cond) <= {"$exists"}):
             raise QueryError(f"{key!r} is returned, not queried (only $exists): query msg_type, label, "
                              "session... instead")
@@ -71,7 +76,7 @@ def check_query(query: dict[str, Any], keys: list[str] | None) -> None:
                 if op not in OPERATORS:
                     raise QueryError(f"unknown operator {op!r} for {key!r}; valid: {', '.join(OPERATORS)}")
     for key in keys or ():
-        if key not in ALL_KEYS and key not in ALIASES:
+        if key not in ALL_KEYS and key not in ALIASES and key not in DERIVED:
             raise QueryError(f"unknown key {key!r} in keys; valid keys: {', '.join(ALL_KEYS)}")
     normalize_query(query)
 
@@ -172,7 +177,10 @@ def _wanted(keys: list[str] | None) -> list[str]:
     """The stored keys to read for ``keys`` (None: every public key, and the aliases)."""
     if not keys:
         return list(PUBLIC_KEYS)
-    return list(dict.fromkeys(["msg_id", *(ALIASES.get(k, k) for k in keys)]))
+    stored: list[str] = ["msg_id"]
+    for k in keys:
+        stored.extend(DERIVED.get(k) or [ALIASES.get(k, k)])
+    return list(dict.fromkeys(stored))
 
 
 def _finish(rec: dict[str, Any], keys: list[str] | None) -> dict[str, Any]:
@@ -187,11 +195,20 @@ def _finish(rec: dict[str, Any], keys: list[str] | None) -> dict[str, Any]:
             if isinstance(value, dict) and k == "header":
                 value["msg_id"] = rec["msg_id"]
             rec[k] = value
+    everything = not keys
+    if everything or "queue" in keys:
+        head = rec.get("header")
+        route = head.get("route") if isinstance(head, dict) else None
+        rec["queue"] = None if route is None else "task" if route == "lb" else "mux"
+    if everything or "error" in keys:
+        ename = rec.get("ename")
+        rec["error"] = None if ename is None else {"ename": ename, "evalue": rec.get("evalue")}
     for alias, key in ALIASES.items():
-        if keys is None or not keys or alias in keys:
+        if everything or alias in keys:
             rec[alias] = rec.get(key)
-            if keys and key not in keys:
-                rec.pop(key, None)
+    if not everything:  # stored keys read only to compute others
+        for k in [k for k in rec if k != "msg_id" and k not in keys]:
+            del rec[k]
     return rec
 
 

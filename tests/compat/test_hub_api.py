@@ -95,7 +95,7 @@ def test_task_records_have_ipyparallels_keys(rc):
     ar = rc[2].apply_async(abs, -9)
     ar.get(timeout=30)
     (rec,) = _records(rc, ar.msg_ids, need=("received", "result_header"))
-    for key in ("msg_id", "header", "result_header", "engine_uuid", "client_uuid", "resubmitted",
+    for key in ("msg_id", "header", "result_header", "engine_uuid", "client_uuid", "resubmitted", "queue", "error",
                 "submitted", "started", "completed", "received", "stdout", "stderr"):
         assert key in rec, key
     assert rec["header"]["msg_id"] == ar.msg_ids[0] and rec["header"]["msg_type"] == "apply_request"
@@ -104,6 +104,13 @@ def test_task_records_have_ipyparallels_keys(rc):
     assert rec["engine_uuid"] == ar.metadata["engine_uuid"] is not None
     assert rec["client_uuid"] == rc.session
     assert rec["resubmitted"] is None
+    assert rec["queue"] == "mux" and rec["error"] is None
+    lb = rc.load_balanced_view().apply_async(lambda: 1 / 0)
+    with pytest.raises(ipp.RemoteError):
+        lb.get(timeout=30)
+    (failed,) = _records(rc, lb.msg_ids, keys=["queue", "error"])
+    assert failed == {"msg_id": lb.msg_ids[0], "queue": "task",
+                      "error": {"ename": "ZeroDivisionError", "evalue": "division by zero"}}
     mine = rc.db_query({"client_uuid": rc.session, "msg_id": ar.msg_ids[0]}, keys=["client_uuid", "header"])
     assert mine == [{"msg_id": ar.msg_ids[0], "client_uuid": rc.session, "header": rec["header"]}]
     with pytest.raises(ValueError, match="returned, not queried"):
