@@ -117,6 +117,18 @@ def main() -> int:
             print(f"round {r + 1}: without {without[-1]:.3f} s (controller cpu {cpu_without[-1]:.2f} s), "
                   f"with the dashboard open {with_dash[-1]:.3f} s (controller cpu {cpu_with[-1]:.2f} s)"
                   + ("" if args.browser else f", {updates} updates pushed"), flush=True)
+        # The fixed cost: an idle cluster's controller, 10 s without and 10 s with a dashboard.
+        c0 = cpu_seconds(controller)
+        time.sleep(10)
+        idle = cpu_seconds(controller) - c0
+        dash = OpenDashboard(cluster.profile_dir.path, args.browser)
+        try:
+            c0 = cpu_seconds(controller)
+            time.sleep(10)
+            idle_with = cpu_seconds(controller) - c0
+        finally:
+            dash.close()
+        print(f"idle controller: {idle * 10:.2f}% of a core without, {idle_with * 10:.2f}% with the dashboard open")
         a, b = statistics.median(without), statistics.median(with_dash)
         ca, cb = statistics.median(cpu_without), statistics.median(cpu_with)
         print(f"{args.tasks} tasks on {args.engines} engines, median of {args.rounds}: without {a:.3f} s, "
