@@ -2,7 +2,8 @@
 
 Two files per cluster in ``<profile>/security/`` (mode 0600): the client file
 names the one client port, the engine file the engine port. Both carry the
-per-cluster HMAC key. Engines on compute nodes may instead receive the engine
+per-cluster HMAC key and, in curve mode, the controller's public Curve key and the
+role's own Curve key pair (security.py). Engines on compute nodes may instead receive the engine
 file's JSON in ``$HPCPAR_CONNECTION_INFO`` so no shared filesystem is needed.
 """
 
@@ -45,6 +46,12 @@ class ConnectionInfo:
     signature_scheme: str = "hmac-sha256"
     ssh: str | None = None
     version: int = FORMAT_VERSION
+    # "hmac" (signed messages) or "curve" (CurveZMQ sessions as well; the keys below, Z85).
+    transport: str = "hmac"
+    curve_server_key: str = ""  # the controller's (or forwarder's) public key
+    curve_public_key: str = ""  # this client's or engine's key pair
+    curve_secret_key: str = ""
+    max_message_size: int = -1  # the controller's frame limit (bytes; -1: none): clients check before sending
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -69,6 +76,15 @@ class ConnectionInfo:
                 f"{source}: unsupported signature_scheme {data['signature_scheme']!r}; "
                 "only 'hmac-sha256' is supported"
             )
+        transport = data.get("transport", "hmac")
+        if transport not in ("hmac", "curve"):
+            raise ConnectionFileError(f"{source}: unknown transport {transport!r}; expected 'hmac' or 'curve'")
+        if transport == "curve":
+            missing = [k for k in ("curve_server_key", "curve_public_key", "curve_secret_key")
+                       if not isinstance(data.get(k), str) or len(data[k]) != 40]
+            if missing:
+                raise ConnectionFileError(f"{source}: transport is 'curve' but {', '.join(missing)} "
+                                          "is missing or not a 40-character Z85 key; copy the whole file again")
         urls = data["urls"]
         if isinstance(urls, str):
             urls = [urls]

@@ -78,6 +78,10 @@ class ProfileDir:
     def engine_file(self, cluster_id: str = "") -> Path:
         return self.security / f"hpcpar{self._suffix(cluster_id)}-engine.json"
 
+    def controller_key_file(self, cluster_id: str = "") -> Path:
+        """The controller's Curve key pair (curve mode), kept for --restore; never given to peers."""
+        return self.security / f"hpcpar{self._suffix(cluster_id)}-controller-keys.json"
+
     def state_file(self, cluster_id: str = "") -> Path:
         return self.run / f"cluster{self._suffix(cluster_id)}.json"
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import itertools
 import json
 import os
 import time
@@ -110,6 +111,8 @@ class Signer:
             raise ValueError("an empty key would disable authentication; refusing")
         self.key = key
         self.session = new_id()
+        # Numbers this sender's messages (header "seq"): receivers drop a replay (security.ReplayGuard).
+        self._seq = itertools.count(1).__next__
         # HMAC-SHA256 (RFC 2104) from its two keyed SHA-256 states, each copied per
         # message: the same digest as hmac.new(key, msg, sha256), without the hmac
         # module's Python wrapper calls (1.7 against 2.9 us per signature; six per apply).
@@ -133,6 +136,7 @@ class Signer:
             "session": self.session,
             "date": now(),
             "version": PROTOCOL_VERSION,
+            "seq": self._seq(),
         }
         hdr.update(fields)
         return hdr

@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import concurrent.futures
 import logging
+import threading
 import time
 from pathlib import Path
 from typing import Any
 
-from .. import datapub, targetset, wire
+from .. import datapub, security, targetset, wire
 from ..connection import ConnectionFileError, ConnectionInfo
 from ..error import HpcparError
 from ..paths import ProfileDir
@@ -62,7 +63,8 @@ class Channel:
         per_url = timeout if len(urls) == 1 else max(1.0, timeout / len(urls))
         last_error: BaseException | None = None
         for url in urls:
-            self._transport = Transport(url, self.session.encode(), self._on_frames, on_reconnect=self._resync)
+            self._transport = Transport(url, self.session.encode(), self._on_frames, on_reconnect=self._resync,
+                                        info=self._info, on_rejected=self._on_rejected)
             try:
                 self._request("connect_request", {}, timeout=per_url, first=True)
             except (TimeoutError, ConnectionRejected) as e:
@@ -91,6 +93,8 @@ class Channel:
         if first:
             if self._transport is None or self._closed:
                 raise RuntimeError("this client is closed; create a new hpcpar.Client()")
+            if self._rejected:
+                raise ConnectionRejected(self._rejected)
             self._transport.send_on_receiving_socket(frames)
         else:
             self._send(frames)
@@ -115,6 +119,8 @@ class Channel:
     def _send(self, frames: list[Any]) -> None:
         if self._transport is None or self._closed:
             raise RuntimeError("this client is closed; create a new hpcpar.Client()")
+        if self._rejected:
+            raise ConnectionRejected(self._rejected)
         self._transport.send(frames)
 
     # -- the I/O thread's side -------------------------------------------------------------
@@ -161,11 +167,23 @@ class Channel:
                 self._engines[int(eng["id"])] = eng
                 self._mpi_engines += bool(eng.get("mpi_world"))
                 self._cond.notify_all()
+        elif mt == "undelivered_notice":
+            # We stopped reading for a while and the controller could not send these
+            # replies: fetch them from the task database (not on this thread: it waits).
+            ids = [m for m in msg.meta.get("msg_ids", []) if m in self.outstanding]
+            if ids:
+                threading.Thread(target=self._fetch_quietly, args=(ids,), name="hpcpar-refetch", daemon=True).start()
         elif mt == "engine_unregistered":
             with self._cond:
                 gone = self._engines.pop(int(msg.meta["engine"]["id"]), None)
                 self._mpi_engines -= bool(gone and gone.get("mpi_world"))
                 self._cond.notify_all()
+
+    def _fetch_quietly(self, msg_ids: list[str]) -> None:
+        try:
+            self._fetch(msg_ids)
+        except Exception as e:  # the tasks stay pending; get_result() asks again
+            log.warning("could not fetch replies the controller held back: %s", e)
 
     def _set_engines(self, engines: list[dict[str, Any]]) -> None:
         with self._cond:
@@ -206,16 +224,21 @@ class Channel:
                 log.exception("a display callback failed")
 
     def _on_rejected(self, reason: str) -> None:
-        self._rejected = (
-            f"the controller at {self._transport.url if self._transport else '?'} rejected this "
-            f"client's messages ({reason}). The key in {self._source} does not match the running "
-            "cluster: it was probably restarted; use its current connection file"
-        )
+        """The controller refused our key (a bad signature, or a refused CurveZMQ handshake):
+        every waiting call and task fails now with ConnectionRejected, and so does every later one."""
+        first = self._rejected is None
+        self._rejected = security.rejection_message(
+            self._transport.url if self._transport else "?", reason, self._source)
+        if first:
+            log.error("%s", self._rejected)
         with self._lock:
             futures = list(self._requests.values())
+            tasks = list(self.outstanding)
         for fut in futures:
             if not fut.done():
                 fut.set_exception(ConnectionRejected(self._rejected))
+        for msg_id in tasks:
+            self._fail_locally(msg_id, ConnectionRejected(self._rejected))
 
     def _parts_refused(self, parent: str) -> list[str]:
         """The controller refused a whole direct request (answering its base msg_id): each

@@ -13,6 +13,7 @@ from typing import Any
 from ..controller.taskdb import DATE_KEYS, check_query, normalize_query
 from ..error import remote_error
 from .asyncresult import AsyncResult, Metadata, _ts
+from .channel import ConnectionRejected
 
 log = logging.getLogger("hpcpar.client")
 
@@ -95,6 +96,8 @@ class HubQueries:
         try:
             # The reply's engine list is applied as it arrives (Client._on_frames).
             self._request("connect_request", {}, first=True)
+        except ConnectionRejected:
+            return  # reported once (Channel._on_rejected); every waiting call has failed with it
         except Exception:
             log.exception("could not refresh the engine list after reconnecting")
         with self._lock:

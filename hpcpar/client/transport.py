@@ -22,6 +22,7 @@ from typing import Any
 
 import zmq
 
+from .. import security
 from ..wire import drain, send_frames
 
 zmq_poll = zmq.zmq_poll
@@ -54,10 +55,15 @@ class Transport:
         on_frames: Callable[[list[Any]], None],
         on_error: Callable[[BaseException], None] | None = None,
         on_reconnect: Callable[[], None] | None = None,
+        info: Any = None,
+        on_rejected: Callable[[str], None] | None = None,
     ) -> None:
         self.url = url
         self.ctx = zmq.Context()
+        # ``info`` (the ConnectionInfo): curve keys, if the cluster uses CurveZMQ, and the frame limit.
+        self.max_frame = getattr(info, "max_message_size", -1) or -1
         self.socket = self.ctx.socket(zmq.DEALER)
+        security.connect_as(self.socket, info)
         self.socket.setsockopt(zmq.IDENTITY, identity)
         self.socket.setsockopt(zmq.LINGER, 0)
         self.socket.setsockopt(zmq.SNDHWM, 0)
@@ -75,6 +81,7 @@ class Transport:
         self.tx.setsockopt(zmq.IDENTITY, identity + b":tx")
         self.tx.setsockopt(zmq.LINGER, 500)
         self.tx.setsockopt(zmq.SNDHWM, 0)
+        security.connect_as(self.tx, info)
         self.tx.connect(url)
         self._lock = threading.Lock()
         # Who may use ``socket``, ``_io_end`` and ``_monitor`` now; see the module docstring.
@@ -88,9 +95,12 @@ class Transport:
         self._on_frames = on_frames
         self._on_error = on_error
         self._on_reconnect = on_reconnect
+        self._on_rejected = on_rejected
+        self._handshake = security.HandshakeWatch(curve=getattr(info, "transport", "hmac") == "curve")
         # Watch the connection: after the controller comes back (a restart, a
-        # network blip), the client asks for anything it may have missed.
-        self._monitor = self.socket.get_monitor_socket(zmq.EVENT_CONNECTED | zmq.EVENT_DISCONNECTED)
+        # network blip), the client asks for anything it may have missed; a refused
+        # handshake (other keys) is reported at once.
+        self._monitor = self.socket.get_monitor_socket(security.HANDSHAKE_EVENTS)
         self._was_disconnected = False
         self.closed = False
         self._poll_items = [(self.socket, zmq.POLLIN), (self._io_end, zmq.POLLIN), (self._monitor, zmq.POLLIN)]
@@ -99,10 +109,20 @@ class Transport:
         self.thread.start()
 
     def send(self, frames: list[Any]) -> None:
+        if self.max_frame > 0 and len(frames) > 3:
+            self._check_size(frames)
         with self._lock:
             if self.closed:
                 raise RuntimeError("this client is closed; create a new hpcpar.Client()")
             send_frames(self.tx, frames)
+
+    def _check_size(self, frames: list[Any]) -> None:
+        for f in frames[3:]:
+            if len(f) > self.max_frame:
+                raise ValueError(
+                    f"a message part of {len(f)} bytes exceeds this cluster's frame limit of {self.max_frame} "
+                    "bytes, so the controller would drop the connection: send the data in smaller pieces, or "
+                    "raise [security] max_message_size in the profile's config.toml and restart the cluster")
 
     def send_on_receiving_socket(self, frames: list[Any]) -> None:
         """Through the I/O thread, on the socket replies come to: the first
@@ -245,6 +265,9 @@ class Transport:
                 event = recv_monitor_message(self._monitor, zmq.NOBLOCK)["event"]
             except zmq.Again:
                 return
+            refused = self._handshake.event(event)
+            if refused is not None and self._on_rejected is not None:
+                self._on_rejected(refused)
             if event == zmq.EVENT_DISCONNECTED:
                 self._was_disconnected = True
             elif event == zmq.EVENT_CONNECTED and self._was_disconnected:

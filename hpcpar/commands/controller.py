@@ -21,7 +21,12 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="seconds without a heartbeat before an engine is declared dead")
     p.add_argument("--scheme", default="leastload", type=scheme, help="load-balancing scheme")
     p.add_argument("--hwm", type=count(0, "--hwm"), default=1, help="load-balanced tasks in flight per engine (0: unlimited)")
-    p.add_argument("--max-message-size", type=int, default=-1, help="largest accepted frame in bytes (-1: no limit)")
+    p.add_argument("--max-message-size", type=int, default=None,
+                   help="largest accepted frame in bytes (-1: no limit; default 2 GiB)")
+    p.add_argument("--transport", default="auto", choices=["auto", "curve", "hmac"],
+                   help="auto: CurveZMQ when listening beyond loopback, else HMAC-signed messages only")
+    p.add_argument("--replay-window", type=seconds, default=None,
+                   help="signed messages older than this many seconds are dropped as replays (default 300)")
     p.add_argument("--db", default="sqlite", choices=["sqlite", "memory", "none"],
                    help="where the hub records tasks (default: sqlite in the profile directory)")
     p.add_argument("--db-store-limit", type=int, default=8 << 20,
@@ -50,12 +55,18 @@ def run(args: argparse.Namespace) -> int:
         heartbeat_timeout=args.heartbeat_timeout,
         scheme=args.scheme,
         hwm=args.hwm,
-        max_message_size=args.max_message_size,
+        transport=args.transport,
         db=args.db,
         db_store_limit=args.db_store_limit,
         restore=args.restore,
         dependency_memory=max(1, args.dependency_memory),
     )
+    if args.max_message_size is not None:
+        config.max_message_size = args.max_message_size
+    if args.replay_window is not None:
+        if args.replay_window < 1:
+            raise CommandError("--replay-window must be at least 1 second")
+        config.replay_window = args.replay_window
     if args.location:
         config.location = config.advertise = args.location
     return run_controller(config)

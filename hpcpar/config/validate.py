@@ -128,6 +128,9 @@ CHECKS: dict[str, Callable[[Any], None]] = {
     "controller.engine_port": _port,
     "controller.heartbeat_interval": _at_least(0.01),
     "controller.heartbeat_timeout": _at_least(0.01),
+    "security.transport": _choice("auto", "curve", "hmac"),
+    "security.max_message_size": lambda v: None if v == -1 else _at_least(1 << 20)(v),
+    "security.replay_window": _at_least(1.0),
     "engine.controller_timeout": _at_least(10),  # the controller answers heartbeats every few seconds
     "engine.connect_timeout": _at_least(0.1),
     "engine.connection": _choice("env", "file"),

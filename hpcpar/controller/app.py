@@ -20,7 +20,7 @@ from typing import Any
 
 import zmq
 
-from .. import sharedmem, wire
+from .. import security, sharedmem, wire
 from ..connection import ConnectionInfo, new_key
 from ..forwarding.routes import Forwarding
 from ..netutil import advertised_addresses, bind_address
@@ -37,6 +37,9 @@ from .tasks import ReplyGroup, Task
 
 log = logging.getLogger("hpcpar.controller")
 
+SENT, GONE, FULL = 1, 0, -1  # what to_client did
+MAX_UNDELIVERED = 1_000_000  # msg_ids remembered per stalled client (then it must resync)
+_NOBLOCK = int(zmq.NOBLOCK)
 DRAIN_BATCH = 256  # messages read from one socket before looking at the others
 COPY_BELOW = 64 << 10  # smaller received frames are copied out of libzmq's buffers (see wire.drain)
 
@@ -61,8 +64,11 @@ class ControllerConfig:
     heartbeat_timeout: float = 6.0
     scheme: str = "leastload"
     hwm: int = 1
-    max_message_size: int = -1  # bytes per frame; -1 = unlimited
+    max_message_size: int = security.DEFAULT_MAX_MESSAGE_SIZE  # bytes per frame; -1 = unlimited
     key: str | None = None
+    transport: str = "auto"  # auto (curve beyond loopback), curve or hmac: see security.py
+    curve_keys: security.CurveKeys | None = None  # None: new ones (--restore: the previous ones)
+    replay_window: float = security.DEFAULT_REPLAY_WINDOW
     db: str = "sqlite"  # sqlite, memory or none
     db_store_limit: int = 8 << 20  # requests/results larger than this are not stored
     restore: bool = False
@@ -91,6 +97,10 @@ class Controller(ClientRequests, Routing, EngineLifecycle):
         if config.restore:
             self._load_previous_connection()
         self.key = config.key or new_key()
+        self.transport = security.resolve_transport(config.transport, config.ip, config.engine_ip or config.ip)
+        self.curve = (config.curve_keys or security.CurveKeys.generate()) if self.transport == "curve" else None
+        self.replay = security.ReplayGuard(config.replay_window)
+        self.undelivered: dict[bytes, list[str]] = {}  # client that cannot take more -> replies it missed
         self.signer = wire.Signer(self.key.encode("ascii"))
         self.shm_prefix = sharedmem.cluster_prefix(config.cluster_id, self.key.encode("ascii"))
         self.engines = EngineRegistry()
@@ -107,8 +117,14 @@ class Controller(ClientRequests, Routing, EngineLifecycle):
         self._bulk_until = 0.0  # heartbeat timeouts are extended until then (large fan-outs)
         self._ping_made = -1e9
         self.ctx = zmq.Context()
-        self.client_socket = self._router()
-        self.engine_socket = self._router()
+        self.auth: security.Authenticator | None = None
+        if self.curve is not None:
+            # Engines may also be started from the client file (load_engine_connection).
+            c = self.curve
+            self.auth = security.Authenticator(self.ctx, {"client": {c.client_public},
+                                                          "engine": {c.engine_public, c.client_public}})
+        self.client_socket = self._router("client")
+        self.engine_socket = self._router("engine")
         self.forwarding = Forwarding(self.engine_socket)  # routes to engines behind forwarders
         self.hub_pipe = self.ctx.socket(zmq.PAIR)
         self.hub_pipe.bind(f"inproc://hpcpar-hub-{id(self)}")
@@ -126,14 +142,14 @@ class Controller(ClientRequests, Routing, EngineLifecycle):
 
     # -- set-up ---------------------------------------------------------------
 
-    def _router(self) -> zmq.Socket:
+    def _router(self, domain: str) -> zmq.Socket:
         s = self.ctx.socket(zmq.ROUTER)
         s.setsockopt(zmq.LINGER, 0)
         s.setsockopt(zmq.ROUTER_MANDATORY, 1)  # tell us when a peer is gone
-        s.setsockopt(zmq.SNDHWM, 0)
-        s.setsockopt(zmq.RCVHWM, 0)
-        if self.config.max_message_size > 0:
-            s.setsockopt(zmq.MAXMSGSIZE, self.config.max_message_size)
+        # Bounded per peer: sends use NOBLOCK and a full peer is handled (to_client, Forwarding._send).
+        security.bound(s, max_message_size=self.config.max_message_size)
+        if self.curve is not None:
+            security.serve(s, self.curve.server_secret, domain)
         return s
 
     def _bind(self, sock: zmq.Socket, ip: str, port: int) -> list[str]:
@@ -159,9 +175,17 @@ class Controller(ClientRequests, Routing, EngineLifecycle):
             "profile": c.profile_dir.name,
             "location": c.location,
             "controller_pid": os.getpid(),
+            "transport": self.transport,
+            "max_message_size": c.max_message_size,
         }
-        ConnectionInfo(urls=self.client_urls, role="client", **common).write(c.profile_dir.client_file(c.cluster_id))
-        ConnectionInfo(urls=self.engine_urls, role="engine", **common).write(c.profile_dir.engine_file(c.cluster_id))
+        client = self.curve.for_role("client") if self.curve else {}
+        engine = self.curve.for_role("engine") if self.curve else {}
+        if self.curve is not None:
+            security.save_keys(c.profile_dir.controller_key_file(c.cluster_id), self.curve, os.getpid())
+        ConnectionInfo(urls=self.client_urls, role="client", **common, **client).write(
+            c.profile_dir.client_file(c.cluster_id))
+        ConnectionInfo(urls=self.engine_urls, role="engine", **common, **engine).write(
+            c.profile_dir.engine_file(c.cluster_id))
 
     def remove_connection_files(self) -> None:
         c = self.config
@@ -171,6 +195,7 @@ class Controller(ClientRequests, Routing, EngineLifecycle):
                     path.unlink()
             except (OSError, ValueError):
                 pass
+        security.remove_keys(c.profile_dir.controller_key_file(c.cluster_id), os.getpid())
 
     # -- main loop --------------------------------------------------------------
 
@@ -207,6 +232,9 @@ class Controller(ClientRequests, Routing, EngineLifecycle):
                 self.check_heartbeats(now)
                 self.forwarding.expire(now, 3 * self.config.heartbeat_timeout + 10.0)
                 self.lb.check_timeouts(now)
+                self.replay.prune(now)
+                if self.undelivered:
+                    self._notify_undelivered()
                 if self._engines_dirty:
                     self._save_engines()
                 next_check = now + check_every
@@ -230,21 +258,42 @@ class Controller(ClientRequests, Routing, EngineLifecycle):
 
     # -- sending ----------------------------------------------------------------
 
-    def _send(self, sock: zmq.Socket, ident: bytes, frames: list[Any]) -> bool:
-        try:
-            wire.send_frames(sock, [ident, *frames])
-            return True
-        except zmq.ZMQError as e:
-            if e.errno == zmq.EHOSTUNREACH:
-                return False
-            raise
-
-    def to_client(self, ident: bytes, frames: list[Any]) -> None:
+    def to_client(self, ident: bytes, frames: list[Any]) -> int:
+        """SENT, GONE (not connected) or FULL: the client has SEND_HWM messages it has not read
+        (it stopped reading); never blocks, so one stalled client cannot stall the controller."""
         if not ident:
-            return
-        if not self._send(self.client_socket, ident, frames):
-            log.info("client %s is not connected; it can fetch this later (get_result)", ident[:8])
-            self.clients.discard(ident)
+            return GONE
+        try:
+            wire.send_frames(self.client_socket, [ident, *frames], _NOBLOCK)
+            return SENT
+        except zmq.ZMQError as e:
+            if e.errno == zmq.EAGAIN:
+                return FULL
+            if e.errno != zmq.EHOSTUNREACH:
+                raise
+        log.info("client %s is not connected; it can fetch this later (get_result)", ident[:8])
+        self.clients.discard(ident)
+        self.undelivered.pop(ident, None)
+        return GONE
+
+    def missed(self, ident: bytes, msg_ids: list[str]) -> None:
+        """Replies a full client did not get: the database has them; it is told once it reads again."""
+        waiting = self.undelivered.get(ident)
+        if waiting is None:
+            log.warning("client %s stopped reading; replies it cannot take stay in the task database "
+                        "and it is told their ids when it reads again", ident[:8])
+            waiting = self.undelivered[ident] = []
+        if len(waiting) < MAX_UNDELIVERED:
+            waiting.extend(msg_ids)
+
+    def _notify_undelivered(self) -> None:
+        for ident, msg_ids in list(self.undelivered.items()):
+            batch = msg_ids[:10_000]
+            frames = self.signer.pack(self.signer.header("undelivered_notice"), {"msg_ids": batch})
+            if self.to_client(ident, frames) == SENT:
+                del msg_ids[:len(batch)]
+                if not msg_ids:
+                    self.undelivered.pop(ident, None)
 
     @staticmethod
     def _address(rec: EngineRecord, control: bool) -> bytes:
@@ -270,6 +319,8 @@ class Controller(ClientRequests, Routing, EngineLifecycle):
         self.client_socket.close(linger=200)
         self.engine_socket.close(linger=200)
         self.hub_pipe.close(linger=0)
+        if self.auth is not None:
+            self.auth.close()
         self.ctx.term()
 
 

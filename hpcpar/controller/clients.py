@@ -25,11 +25,14 @@ class ClientRequests:
     def _unpack(self, frames: list[Any], origin: str) -> tuple[bytes, wire.Message] | None:
         ident = bytes(frames[0])
         try:
-            return ident, self.signer.unpack(frames[1:])
+            msg = self.signer.unpack(frames[1:])
         except wire.BadMessage as e:
             log.warning("dropped a message from a %s (%s)", origin, e)
             self._tell_unauthenticated(origin, ident, str(e))
             return None
+        if not self.replay.fresh(msg.header):
+            return None  # a replay (or far too old): dropped, logged once per sender
+        return ident, msg
 
     def _tell_unauthenticated(self, origin: str, ident: bytes, reason: str) -> None:
         """Answer a bad message once per peer per second, so a client with a
@@ -73,7 +76,6 @@ class ClientRequests:
                     "evalue": f"unknown controller request {msg.msg_type!r}"})
             else:
                 handler(ident, msg)
-
 
     def on_connect_request(self, ident: bytes, msg: wire.Message) -> None:
         self.reply_client(ident, "connect_reply", msg.msg_id, {

@@ -14,7 +14,7 @@ from typing import Any
 
 import zmq
 
-from .. import wire
+from .. import security, wire
 from ..connection import ConnectionFileError, ConnectionInfo
 from ..forwarding import relay
 from .engines import EngineRecord
@@ -35,6 +35,13 @@ class EngineLifecycle:
         except ConnectionFileError as e:
             raise SystemExit(f"cannot restore: {e}") from None
         c.key = client.key
+        c.transport = client.transport  # surviving engines and clients hold keys for this mode
+        if client.transport == "curve":
+            try:
+                c.curve_keys = security.load_keys(c.profile_dir.controller_key_file(c.cluster_id))
+            except (OSError, ValueError, TypeError) as e:
+                raise SystemExit(f"cannot restore: the controller's Curve keys are unreadable ({e}); "
+                                 "start afresh with 'hpcpar start'") from None
         c.port = c.port or int(client.urls[0].rsplit(":", 1)[1])
         c.engine_port = c.engine_port or int(engine.urls[0].rsplit(":", 1)[1])
 
@@ -106,6 +113,8 @@ class EngineLifecycle:
             if not path:
                 self._tell_unauthenticated("engine", ident, str(e))
             return
+        if not self.replay.fresh(msg.header):
+            return  # a replay (or far too old): dropped, logged once per sender
         mt = msg.msg_type
         if mt == "register_request":
             self.forwarding.remember(ident, path)

@@ -16,6 +16,7 @@ from .tasks import ReplyGroup, Task, reply_type_of
 
 # Requests an engine handles on its control socket at once, even while user code runs.
 CONTROL_REQUESTS = frozenset({"signal_request", "shutdown_request", "abort_request", "interrupt_request"})
+FULL = -1  # app.to_client: the client has not read what it was sent
 BULK_BYTES = 16 << 20  # a fan-out this large extends heartbeat timeouts...
 BULK_RATE = 100e6  # ...by its size over this many bytes per second
 
@@ -93,17 +94,20 @@ class Routing:
     def deliver(self, task: Task, frames: list[Any]) -> None:
         """A task's reply to its client (alone, or with its broadcast group) and watchers."""
         for ident in task.watchers:
-            self.to_client(ident, frames)
+            if self.to_client(ident, frames) == FULL:
+                self.missed(ident, [task.msg_id])
         group = task.group
         if group is None:
-            self.to_client(task.client, frames)
+            if self.to_client(task.client, frames) == FULL:
+                self.missed(task.client, [task.msg_id])
             return
         group.parts.append(frames)
+        group.msg_ids.append(task.msg_id)
         group.remaining -= 1
         if group.remaining == 0:
             header = self.signer.header("coalesced_reply", counts=[len(p) for p in group.parts])
-            self.to_client(group.client, self.signer.pack(header, {}, b"", [f for p in group.parts for f in p]))
-
+            if self.to_client(group.client, self.signer.pack(header, {}, b"", [f for p in group.parts for f in p])) == FULL:
+                self.missed(group.client, group.msg_ids)
 
     def on_engine_reply(self, rec: EngineRecord, msg: wire.Message) -> None:
         parent = msg.header.get("parent")

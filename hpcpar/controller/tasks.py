@@ -33,6 +33,7 @@ class ReplyGroup:
     client: bytes
     remaining: int
     parts: list[list[Any]] = field(default_factory=list)
+    msg_ids: list[str] = field(default_factory=list)
 
 
 

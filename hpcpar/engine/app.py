@@ -8,6 +8,7 @@ so signals (SIGINT) interrupt user code where the user expects.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import signal
@@ -21,7 +22,7 @@ from typing import Any
 
 import zmq
 
-from .. import serialize, sharedmem, targetset, wire
+from .. import security, serialize, sharedmem, targetset, wire
 from ..connection import ConnectionInfo
 from ..mpi import segments as mpi_segments
 from .executor import Executor
@@ -114,6 +115,7 @@ class Engine:
                 sock = self.ctx.socket(zmq.DEALER)
                 sock.setsockopt(zmq.IDENTITY, self.uuid.encode())
                 sock.setsockopt(zmq.LINGER, 0)
+                security.connect_as(sock, self.info)
                 sock.connect(url)
                 sock.send_multipart(self._register_message())
                 if sock.poll(int(per_try * 1000)):
@@ -138,6 +140,8 @@ class Engine:
             f"no controller answered at {', '.join(self.info.urls)} within "
             f"{self.options.connect_timeout:.0f} s; is the controller running and reachable "
             "from this host? (set controller.ip to an address engines can reach)"
+            + ("; with transport 'curve' a stale connection file (a restarted cluster) is also refused "
+               "at the handshake: use the current one" if self.info.transport == "curve" else "")
         )
 
     def _open_work_socket(self, deadline: float) -> None:
@@ -148,6 +152,7 @@ class Engine:
         work.setsockopt(zmq.LINGER, 1000)
         work.setsockopt(zmq.SNDHWM, 0)
         work.setsockopt(zmq.RCVHWM, 0)
+        security.connect_as(work, self.info)
         work.connect(self.url)
         while time.monotonic() < deadline:
             self._send_hello(work)
@@ -477,17 +482,16 @@ def _engine_info_via_client_port(info: ConnectionInfo, timeout: float) -> Connec
         sock = ctx.socket(zmq.DEALER)
         sock.setsockopt(zmq.LINGER, 0)
         sock.setsockopt(zmq.IDENTITY, signer.session.encode())  # answers go to the session's socket
+        security.connect_as(sock, info)
         sock.connect(url)
         try:
             sock.send_multipart(signer.pack(signer.header("engine_info_request", route="controller")))
             if sock.poll(int(timeout * 1000)):
                 msg = signer.unpack(sock.recv_multipart(copy=False))
                 if msg.msg_type == "engine_info_reply":
-                    return ConnectionInfo(
-                        key=info.key, urls=list(msg.meta["urls"]), role="engine",
-                        cluster_id=info.cluster_id, profile=info.profile, location=info.location,
-                        controller_pid=info.controller_pid,
-                    )
+                    # The client's Curve keys also open the engine port (the controller allows them).
+                    return dataclasses.replace(info, urls=list(msg.meta["urls"]), role="engine", ssh=None,
+                                               extra={})
         except wire.BadMessage:
             pass
         finally:

@@ -19,7 +19,7 @@ from typing import Any
 
 import zmq
 
-from .. import serialize, targetset, wire
+from .. import security, serialize, targetset, wire
 from ..connection import ConnectionInfo
 
 log = logging.getLogger("hpcpar.engine.simulated")
@@ -53,6 +53,7 @@ class SimulatedEngines:
             uid = uuid.uuid4().hex
             sock.setsockopt(zmq.IDENTITY, uid.encode())
             sock.setsockopt(zmq.LINGER, 0)
+            security.connect_as(sock, info)
             sock.connect(self.urls[i % len(self.urls)])
             sim = _Sim(sock, uid)
             self.sims.append(sim)

@@ -31,7 +31,7 @@ from typing import Any
 
 import zmq
 
-from .. import wire
+from .. import security, wire
 from ..connection import ConnectionInfo
 from ..netutil import advertised_addresses, bind_address
 from .relay import BATCHED, FANOUT, RELAYED, SELF, fanout_spec, is_mark, read_spec
@@ -64,10 +64,20 @@ class Forwarder:
         self.ident = f"fwd-{self.name}-{uuid.uuid4().hex[:8]}".encode()
         self.controller_timeout = controller_timeout
         self.ctx = zmq.Context()
+        self.replay = security.ReplayGuard()  # for the heartbeats it takes itself (the controller checks the rest)
+        self.auth: security.Authenticator | None = None
+        self.server_keys: tuple[str, str] | None = None
         self.down = self.ctx.socket(zmq.ROUTER)
         self.down.setsockopt(zmq.ROUTER_MANDATORY, 1)
-        for opt in (zmq.SNDHWM, zmq.RCVHWM, zmq.LINGER):
-            self.down.setsockopt(opt, 0)
+        self.down.setsockopt(zmq.LINGER, 0)
+        # Bounded intake per peer (a flood stalls, see security.RECEIVE_HWM); sends to engines unbounded.
+        security.bound(self.down, send_hwm=0, max_message_size=upstream.max_message_size)
+        if upstream.transport == "curve":
+            # Our own server key pair; engines below hold the cluster's engine key pair (from our file).
+            public, secret = (k.decode("ascii") for k in zmq.curve_keypair())
+            self.server_keys = (public, secret)
+            self.auth = security.Authenticator(self.ctx, {"engine": {upstream.curve_public_key}})
+            security.serve(self.down, secret, "engine")
         self.down.bind(f"tcp://{bind_address(ip)}:{port}")
         real_port = int(self.down.getsockopt(zmq.LAST_ENDPOINT).decode().rsplit(":", 1)[1])
         self.urls = [f"tcp://{a}:{real_port}" for a in advertised_addresses(ip)]
@@ -75,6 +85,7 @@ class Forwarder:
         self.up.setsockopt(zmq.IDENTITY, self.ident)
         for opt in (zmq.SNDHWM, zmq.RCVHWM, zmq.LINGER):
             self.up.setsockopt(opt, 0)
+        security.connect_as(self.up, upstream)
         self.up.connect(upstream.urls[0])
         self.batches: dict[str, _Batch] = {}  # msg_id -> the batch waiting for its reply
         self.running = False
@@ -91,8 +102,12 @@ class Forwarder:
         """The engine connection file engines below this forwarder use: ours, with our URL."""
         u = self.upstream_info
         # forwarder_pid: an engine on this host can tell a live forwarder's file from a stale one.
+        curve = {} if self.server_keys is None else {
+            "curve_server_key": self.server_keys[0], "curve_public_key": u.curve_public_key,
+            "curve_secret_key": u.curve_secret_key}
         return ConnectionInfo(key=u.key, urls=self.urls, role="engine", cluster_id=u.cluster_id,
                               profile=u.profile, location=u.location, controller_pid=u.controller_pid,
+                              transport=u.transport, max_message_size=u.max_message_size, **curve,
                               extra={"forwarder_pid": os.getpid()})
 
     # -- the loop ---------------------------------------------------------------------
@@ -133,6 +148,8 @@ class Forwarder:
     def close(self) -> None:
         self.down.close(linger=500)  # the controller's last words to our engines
         self.up.close(linger=500)
+        if self.auth is not None:
+            self.auth.close()
         self.ctx.term()
 
     # -- downward ------------------------------------------------------------------------
@@ -225,10 +242,13 @@ class Forwarder:
         """Take an engine's heartbeat here; False (relay it) if it does not verify, so the
         controller rejects it and tells the engine, as for a direct engine."""
         try:
-            if self.signer.unpack(frames[1:]).msg_type != "heartbeat":
-                return False
+            msg = self.signer.unpack(frames[1:])
         except wire.BadMessage:
             return False
+        if msg.msg_type != "heartbeat":
+            return False
+        if not self.replay.fresh(msg.header):
+            return True  # a replayed heartbeat: taken (not relayed) and ignored
         ident = frames[0].bytes
         self.beats.add(ident)
         now = time.monotonic()

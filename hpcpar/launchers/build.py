@@ -106,6 +106,9 @@ def controller_command(config: Config, profile_dir: ProfileDir, cluster_id: str 
         argv += ["--location", config["controller.location"]]
     argv += ["--heartbeat-interval", f"{config['controller.heartbeat_interval']:g}"]
     argv += ["--heartbeat-timeout", f"{config['controller.heartbeat_timeout']:g}"]
+    argv += ["--transport", config["security.transport"]]
+    argv += ["--max-message-size", str(config["security.max_message_size"])]
+    argv += ["--replay-window", f"{config['security.replay_window']:g}"]
     return argv
 
 
