@@ -62,10 +62,13 @@ class ProfileDir:
         return self.path / "run"
 
     def create(self) -> ProfileDir:
+        """Private (0700) all the way: logs, the task database and the run state name tasks and
+        hold signed requests, which are nobody else's business."""
         self.path.mkdir(parents=True, exist_ok=True)
-        for sub, mode in ((self.security, 0o700), (self.log, 0o755), (self.run, 0o755)):
+        os.chmod(self.path, 0o700)
+        for sub in (self.security, self.log, self.run):
             sub.mkdir(exist_ok=True)
-            os.chmod(sub, mode)
+            os.chmod(sub, 0o700)
         return self
 
     @staticmethod
@@ -94,3 +97,11 @@ def all_profiles() -> list[ProfileDir]:
     if not root.is_dir():
         return []
     return [ProfileDir(p) for p in sorted(root.glob("profile_*")) if p.is_dir()]
+
+
+def private_file(path: str | os.PathLike, append: bool = True) -> int:
+    """Open (create) ``path`` for writing, mode 0600 whatever the umask: a file descriptor."""
+    flags = os.O_WRONLY | os.O_CREAT | (os.O_APPEND if append else os.O_TRUNC)
+    fd = os.open(path, flags, 0o600)
+    os.fchmod(fd, 0o600)
+    return fd

@@ -15,6 +15,7 @@ import os
 import signal
 import socket
 import time
+from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -24,7 +25,7 @@ from .. import security, sharedmem, wire
 from ..connection import ConnectionInfo, new_key
 from ..forwarding.routes import Forwarding
 from ..netutil import advertised_addresses, bind_address
-from ..paths import ProfileDir
+from ..paths import ProfileDir, private_file
 from .clients import ClientRequests
 from .engines import EngineRecord, EngineRegistry
 from .hub import Hub
@@ -37,13 +38,21 @@ from .tasks import ReplyGroup, Task
 
 log = logging.getLogger("hpcpar.controller")
 
-SENT, GONE, FULL = 1, 0, -1  # what to_client did
+SENT, GONE, DROPPED = 1, 0, -1  # what to_client did
+CLIENT_SEND_HWM = 32  # messages per client in libzmq's queue; then the backlog below
+BACKLOG_BYTES = 32 << 20  # per client, held here while it does not read; then replies are dropped
 MAX_UNDELIVERED = 1_000_000  # msg_ids remembered per stalled client (then it must resync)
 _NOBLOCK = int(zmq.NOBLOCK)
 DRAIN_BATCH = 256  # messages read from one socket before looking at the others
 COPY_BELOW = 64 << 10  # smaller received frames are copied out of libzmq's buffers (see wire.drain)
 
 __all__ = ["Controller", "ControllerConfig", "ReplyGroup", "Task", "run_controller"]
+
+
+@dataclass(slots=True)
+class _Backlog:
+    items: deque[tuple[list[Any], tuple[str, ...]]] = field(default_factory=deque)
+    nbytes: int = 0
 
 
 class _Stopping(BaseException):  # not caught by the handlers' "except Exception"
@@ -101,6 +110,7 @@ class Controller(ClientRequests, Routing, EngineLifecycle):
         self.curve = (config.curve_keys or security.CurveKeys.generate()) if self.transport == "curve" else None
         self.replay = security.ReplayGuard(config.replay_window)
         self.undelivered: dict[bytes, list[str]] = {}  # client that cannot take more -> replies it missed
+        self.backlog: dict[bytes, _Backlog] = {}  # client whose queue is full -> what waits for it
         self.signer = wire.Signer(self.key.encode("ascii"))
         self.shm_prefix = sharedmem.cluster_prefix(config.cluster_id, self.key.encode("ascii"))
         self.engines = EngineRegistry()
@@ -123,8 +133,8 @@ class Controller(ClientRequests, Routing, EngineLifecycle):
             c = self.curve
             self.auth = security.Authenticator(self.ctx, {"client": {c.client_public},
                                                           "engine": {c.engine_public, c.client_public}})
-        self.client_socket = self._router("client")
-        self.engine_socket = self._router("engine")
+        self.client_socket = self._router("client", CLIENT_SEND_HWM)
+        self.engine_socket = self._router("engine", 0)  # engines are ours and always read
         self.forwarding = Forwarding(self.engine_socket)  # routes to engines behind forwarders
         self.hub_pipe = self.ctx.socket(zmq.PAIR)
         self.hub_pipe.bind(f"inproc://hpcpar-hub-{id(self)}")
@@ -132,6 +142,8 @@ class Controller(ClientRequests, Routing, EngineLifecycle):
         if not config.restore and config.db == "sqlite":
             for suffix in ("", "-wal", "-shm"):
                 config.db_path.with_name(config.db_path.name + suffix).unlink(missing_ok=True)
+        if config.db == "sqlite":
+            os.close(private_file(config.db_path))  # 0600 before SQLite opens it (its -wal/-shm follow)
         backend = open_backend(config.db, config.db_path)
         self.hub = Hub(backend, wire.Signer(self.key.encode("ascii")), self.ctx,
                        f"inproc://hpcpar-hub-{id(self)}", config.db_store_limit)
@@ -142,12 +154,12 @@ class Controller(ClientRequests, Routing, EngineLifecycle):
 
     # -- set-up ---------------------------------------------------------------
 
-    def _router(self, domain: str) -> zmq.Socket:
+    def _router(self, domain: str, send_hwm: int) -> zmq.Socket:
         s = self.ctx.socket(zmq.ROUTER)
         s.setsockopt(zmq.LINGER, 0)
         s.setsockopt(zmq.ROUTER_MANDATORY, 1)  # tell us when a peer is gone
-        # Bounded per peer: sends use NOBLOCK and a full peer is handled (to_client, Forwarding._send).
-        security.bound(s, max_message_size=self.config.max_message_size)
+        # Bounded per peer: a flood stalls on RCVHWM; clients' sends never block (to_client).
+        security.bound(s, send_hwm=send_hwm, max_message_size=self.config.max_message_size)
         if self.curve is not None:
             security.serve(s, self.curve.server_secret, domain)
         return s
@@ -224,6 +236,8 @@ class Controller(ClientRequests, Routing, EngineLifecycle):
                 self._drain(self.client_socket, self.handle_client)
             if self.hub_pipe in events:
                 self._drain(self.hub_pipe, self.handle_hub)
+            if self.backlog:
+                self._flush_backlogs()
             now = time.monotonic()
             if now >= next_check:
                 if self.engines.expected and now > self._expect_until:
@@ -258,26 +272,65 @@ class Controller(ClientRequests, Routing, EngineLifecycle):
 
     # -- sending ----------------------------------------------------------------
 
-    def to_client(self, ident: bytes, frames: list[Any]) -> int:
-        """SENT, GONE (not connected) or FULL: the client has SEND_HWM messages it has not read
-        (it stopped reading); never blocks, so one stalled client cannot stall the controller."""
+    def to_client(self, ident: bytes, frames: list[Any], msg_ids: tuple[str, ...] = ()) -> int:
+        """SENT (or queued here), GONE (not connected) or DROPPED. Never blocks: a client that
+        stops reading fills its CLIENT_SEND_HWM pipe, then a backlog here of at most
+        BACKLOG_BYTES; beyond that its replies (``msg_ids``) are dropped, to be fetched from
+        the task database when it reads again (missed)."""
         if not ident:
             return GONE
-        try:
-            wire.send_frames(self.client_socket, [ident, *frames], _NOBLOCK)
-            return SENT
-        except zmq.ZMQError as e:
-            if e.errno == zmq.EAGAIN:
-                return FULL
-            if e.errno != zmq.EHOSTUNREACH:
-                raise
+        if ident not in self.backlog:
+            try:
+                wire.send_frames(self.client_socket, [ident, *frames], _NOBLOCK)
+                return SENT
+            except zmq.ZMQError as e:
+                if e.errno != zmq.EAGAIN:
+                    if e.errno != zmq.EHOSTUNREACH:
+                        raise
+                    self._client_gone(ident)
+                    return GONE
+        return self._hold(ident, frames, msg_ids)
+
+    def _hold(self, ident: bytes, frames: list[Any], msg_ids: tuple[str, ...]) -> int:
+        held = self.backlog.get(ident)
+        if held is None:
+            held = self.backlog[ident] = _Backlog()
+        size = sum(len(f) for f in frames)
+        if held.nbytes + size > BACKLOG_BYTES:
+            self.missed(ident, msg_ids)
+            return DROPPED
+        held.items.append((frames, msg_ids))
+        held.nbytes += size
+        return SENT
+
+    def _flush_backlogs(self) -> None:
+        """Send what clients could not take before, in order, while they take it."""
+        for ident, held in list(self.backlog.items()):
+            while held.items:
+                frames, _ = held.items[0]
+                try:
+                    wire.send_frames(self.client_socket, [ident, *frames], _NOBLOCK)
+                except zmq.ZMQError as e:
+                    if e.errno == zmq.EAGAIN:
+                        break
+                    if e.errno != zmq.EHOSTUNREACH:
+                        raise
+                    self._client_gone(ident)
+                    break
+                held.items.popleft()
+                held.nbytes -= sum(len(f) for f in frames)
+            else:
+                self.backlog.pop(ident, None)
+
+    def _client_gone(self, ident: bytes) -> None:
         log.info("client %s is not connected; it can fetch this later (get_result)", ident[:8])
         self.clients.discard(ident)
         self.undelivered.pop(ident, None)
-        return GONE
+        self.backlog.pop(ident, None)  # memory back at once; the replies are in the database
 
-    def missed(self, ident: bytes, msg_ids: list[str]) -> None:
-        """Replies a full client did not get: the database has them; it is told once it reads again."""
+    def missed(self, ident: bytes, msg_ids: tuple[str, ...] | list[str]) -> None:
+        """Replies a stalled client did not get: the database keeps them (Hub.finished keep=True);
+        it is told their ids once it reads again."""
         waiting = self.undelivered.get(ident)
         if waiting is None:
             log.warning("client %s stopped reading; replies it cannot take stay in the task database "
@@ -288,12 +341,16 @@ class Controller(ClientRequests, Routing, EngineLifecycle):
 
     def _notify_undelivered(self) -> None:
         for ident, msg_ids in list(self.undelivered.items()):
+            if ident in self.backlog:
+                continue  # after what it is still being sent
             batch = msg_ids[:10_000]
             frames = self.signer.pack(self.signer.header("undelivered_notice"), {"msg_ids": batch})
-            if self.to_client(ident, frames) == SENT:
+            if self.to_client(ident, frames) == SENT and ident not in self.backlog:
                 del msg_ids[:len(batch)]
                 if not msg_ids:
                     self.undelivered.pop(ident, None)
+            elif ident in self.backlog:  # the notice itself is queued: do not queue another
+                self.undelivered.pop(ident, None)
 
     @staticmethod
     def _address(rec: EngineRecord, control: bool) -> bytes:

@@ -93,9 +93,10 @@ class Hub:
     def assigned(self, msg_id: str, engine_id: int, attempt: int) -> None:
         self.queue.put(("assigned", msg_id, engine_id, attempt))
 
-    def finished(self, msg_id: str, header: dict[str, Any], frames: list[Any] | None) -> None:
+    def finished(self, msg_id: str, header: dict[str, Any], frames: list[Any] | None, keep: bool = False) -> None:
+        """``keep``: store the reply whatever its size (its client could not take it now)."""
         self.finished_count += 1
-        self.queue.put(("finished", msg_id, header, frames, time.time()))
+        self.queue.put(("finished", msg_id, header, frames, time.time(), keep))
 
     def look_up(self, msg_ids: list[str]) -> None:
         """Ask for finished tasks' outcomes (dependencies older than the controller remembers)."""
@@ -202,7 +203,7 @@ class Hub:
             _, msg_id, engine_id, attempt = op
             self._update(msg_id, {"engine_id": engine_id, "status": "pending", "attempts": attempt})
         elif kind == "finished":
-            _, msg_id, header, frames, received = op
+            _, msg_id, header, frames, received, keep = op
             fields = {
                 "started": stored_time(header.get("started")),
                 "completed": stored_time(header.get("completed")),
@@ -214,7 +215,7 @@ class Hub:
             if frames is not None:
                 fields.update(meta_summary(_as_bytes(frames[2:3])[0]))
                 fields["result_header"] = _header_bytes(frames)
-                if _storable(header, frames, self.store_limit):
+                if (keep and not header.get("shm")) or _storable(header, frames, self.store_limit):
                     fields["reply"] = _as_bytes(frames)
             self._update(msg_id, fields)
         elif kind == "request":

@@ -16,7 +16,7 @@ from .tasks import ReplyGroup, Task, reply_type_of
 
 # Requests an engine handles on its control socket at once, even while user code runs.
 CONTROL_REQUESTS = frozenset({"signal_request", "shutdown_request", "abort_request", "interrupt_request"})
-FULL = -1  # app.to_client: the client has not read what it was sent
+DROPPED = -1  # app.to_client: a client that stopped reading could not take it
 BULK_BYTES = 16 << 20  # a fan-out this large extends heartbeat timeouts...
 BULK_RATE = 100e6  # ...by its size over this many bytes per second
 
@@ -91,23 +91,25 @@ class Routing:
         if notify:
             self.deliver(task, frames)
 
-    def deliver(self, task: Task, frames: list[Any]) -> None:
-        """A task's reply to its client (alone, or with its broadcast group) and watchers."""
+    def deliver(self, task: Task, frames: list[Any]) -> bool:
+        """A task's reply to its client (alone, or with its broadcast group) and watchers.
+        False if a client that stopped reading had it dropped (the database must keep it)."""
+        ok = True
         for ident in task.watchers:
-            if self.to_client(ident, frames) == FULL:
-                self.missed(ident, [task.msg_id])
+            ok = self.to_client(ident, frames, (task.msg_id,)) != DROPPED and ok
         group = task.group
         if group is None:
-            if self.to_client(task.client, frames) == FULL:
-                self.missed(task.client, [task.msg_id])
-            return
+            return self.to_client(task.client, frames, (task.msg_id,)) != DROPPED and ok
         group.parts.append(frames)
         group.msg_ids.append(task.msg_id)
         group.remaining -= 1
         if group.remaining == 0:
             header = self.signer.header("coalesced_reply", counts=[len(p) for p in group.parts])
-            if self.to_client(group.client, self.signer.pack(header, {}, b"", [f for p in group.parts for f in p])) == FULL:
-                self.missed(group.client, group.msg_ids)
+            packed = self.signer.pack(header, {}, b"", [f for p in group.parts for f in p])
+            # Earlier parts were recorded with keep=False: on a drop the client is told their ids,
+            # and what the database did not keep is reported to it as too large (not lost silently).
+            return self.to_client(group.client, packed, tuple(group.msg_ids)) != DROPPED and ok
+        return ok
 
     def on_engine_reply(self, rec: EngineRecord, msg: wire.Message) -> None:
         parent = msg.header.get("parent")
@@ -135,11 +137,11 @@ class Routing:
                 return
         del self.tasks[parent]
         task.frames = None
-        self.deliver(task, msg.frames)
+        kept = self.deliver(task, msg.frames)
         if msg.header.get("shm") and task.client not in self.clients:
             # Its client closed (or is gone): nobody will map and remove the reply's files.
             sharedmem.unlink(sharedmem.names_in(msg.meta, self.shm_prefix))
-        self.hub.finished(parent, msg.header, msg.frames)
+        self.hub.finished(parent, msg.header, msg.frames, keep=not kept)
         self.lb.task_finished(parent, status == "ok", rec.id)
         if lb:
             self.lb.schedule()

@@ -6,6 +6,7 @@ import os
 import subprocess
 from typing import Any
 
+from ..paths import private_file
 from .base import DONE, RUNNING, Launcher
 from .process import ProcessRef, stop_processes
 
@@ -22,7 +23,7 @@ class LocalLauncher(Launcher):
         full_env = {**os.environ, **env}
         for i in range(self.n):
             path = log_path.replace("{index}", str(i))
-            with open(path, "ab", buffering=0) as log:
+            with open(private_file(path), "ab", buffering=0) as log:  # 0600: logs may show task data
                 # A new session: Ctrl-C in the starting terminal reaches only
                 # `hpcpar start`, which then stops everything in order.
                 proc = subprocess.Popen(

@@ -27,6 +27,7 @@ from typing import Any
 
 from .. import sharedmem
 from ..mpi import segments as mpi_segments
+from ..paths import private_file
 from .base import DONE, FAILED, RUNNING, Launcher, LauncherError
 from .process import ProcessRef
 
@@ -150,7 +151,7 @@ class MPILauncher(Launcher):
         if self.registration_delay > 0:
             full_env[DELAY_ENV] = repr(self.registration_delay)
         path = log_path.replace("{index}", "mpi")
-        with open(path, "ab", buffering=0) as log:
+        with open(private_file(path), "ab", buffering=0) as log:  # 0600: logs may show task data
             try:
                 self._popen = subprocess.Popen(
                     self.argv,

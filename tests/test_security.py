@@ -1,0 +1,277 @@
+"""Transport security on real local clusters, in both modes (issue #15): keys, replays,
+floods, stalled clients, file permissions. Flood sizes prove the point in seconds; the
+big-number versions are in benchmarks/security_flood.py."""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+import time
+from pathlib import Path
+
+import pytest
+import zmq
+from cluster_helpers import start_cluster
+
+import hpcpar
+from hpcpar import serialize, wire
+from hpcpar.client import ConnectionRejected
+
+
+def _append_line(path: str) -> None:
+    with open(path, "a") as f:
+        f.write("ran\n")
+
+
+def _rss(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) << 10
+    raise AssertionError("no VmRSS")
+
+
+@pytest.fixture(scope="module", params=["curve", "hmac"])
+def secure(request):
+    mode = request.param
+    cluster, rc = start_cluster(2, f"sec-{mode}-{os.getpid()}", ["--transport", mode])
+    rc.close()
+    yield mode, cluster
+    cluster.stop_cluster()
+
+
+def _info(cluster) -> dict:
+    return json.loads(cluster.profile_dir.client_file().read_text())
+
+
+def _socket(info: dict, curve: dict | None = None) -> zmq.Socket:
+    """A raw DEALER to the client port; ``curve``: the keys to present (None: none at all)."""
+    s = zmq.Context.instance().socket(zmq.DEALER)
+    s.setsockopt(zmq.LINGER, 0)
+    if curve is not None:
+        s.curve_serverkey = curve["curve_server_key"].encode()
+        s.curve_publickey = curve["curve_public_key"].encode()
+        s.curve_secretkey = curve["curve_secret_key"].encode()
+    s.connect(info["urls"][0])
+    return s
+
+
+def _apply_frames(key: str, marker: Path, **header) -> list:
+    signer = wire.Signer(key.encode())
+    payload, bufs = serialize.dumps((_append_line, (str(marker),), {}))
+    return signer.pack(signer.header("apply_request", route="direct", targets=[0], **header), {}, payload, bufs)
+
+
+def _lines(path: Path) -> int:
+    return len(path.read_text().splitlines()) if path.exists() else 0
+
+
+def test_files_are_private_and_carry_the_mode(secure):
+    mode, cluster = secure
+    pd = cluster.profile_dir
+    info = _info(cluster)
+    assert info["transport"] == mode
+    assert stat.S_IMODE(pd.path.stat().st_mode) == 0o700
+    for sub in (pd.security, pd.log, pd.run):
+        assert stat.S_IMODE(sub.stat().st_mode) == 0o700
+    private = [pd.client_file(), pd.engine_file(), *pd.path.glob("tasks*.db*"), *pd.log.glob("*.log")]
+    assert any(p.name.startswith("tasks") for p in private) and any(p.suffix == ".log" for p in private)
+    for path in private:
+        assert stat.S_IMODE(path.stat().st_mode) == 0o600, path
+    key_file = pd.controller_key_file()
+    if mode == "curve":
+        assert all(len(info[k]) == 40 for k in ("curve_server_key", "curve_public_key", "curve_secret_key"))
+        assert stat.S_IMODE(key_file.stat().st_mode) == 0o600
+        # Clients never get the server's secret key; engines have a key pair of their own.
+        server = json.loads(key_file.read_text())
+        engine = json.loads(pd.engine_file().read_text())
+        assert server["server_secret"] not in pd.client_file().read_text()
+        assert engine["curve_public_key"] != info["curve_public_key"]
+    else:
+        assert not key_file.exists()
+    # The key is not on any process's command line.
+    pid = info["controller_pid"]
+    assert info["key"].encode() not in Path(f"/proc/{pid}/cmdline").read_bytes()
+
+
+def test_wrong_key_client_is_rejected_and_runs_nothing(secure, tmp_path):
+    mode, cluster = secure
+    marker = tmp_path / "ran"
+    info = _info(cluster)
+    wrong = dict(info)
+    if mode == "curve":
+        public, secret = zmq.curve_keypair()
+        wrong.update(curve_public_key=public.decode(), curve_secret_key=secret.decode())
+    else:
+        wrong["key"] = "1" * 64
+    started = time.monotonic()
+    with pytest.raises(ConnectionRejected, match="does not match the running cluster"):
+        hpcpar.Client(wrong, timeout=20)
+    assert time.monotonic() - started < 20  # rejected, not timed out (timeout is 20 s)
+    # A forged request with the right HMAC key but without the cluster's Curve keys (curve), or
+    # signed with a wrong key (hmac): nothing runs.
+    s = _socket(info, curve=None)
+    s.send_multipart(_apply_frames(info["key"] if mode == "curve" else "1" * 64, marker))
+    if mode == "curve":
+        s2 = _socket(info, curve=wrong)
+        s2.send_multipart(_apply_frames(info["key"], marker))
+    time.sleep(1.0)
+    with hpcpar.Client(info, timeout=30) as good:
+        assert good[0].apply_sync(pow, 2, 5) == 32
+    assert not marker.exists()
+
+
+def test_client_left_open_across_a_restart_gets_connection_rejected(tmp_path):
+    """The cluster is stopped and started again on the same ports (new keys): the old client's
+    next call fails within seconds with ConnectionRejected (the refused CurveZMQ handshake)."""
+    profile = f"sec-restart-{os.getpid()}"
+    cluster, rc = start_cluster(1, profile, ["--transport", "curve"])
+    try:
+        info = json.loads(cluster.profile_dir.client_file().read_text())
+        engine_info = json.loads(cluster.profile_dir.engine_file().read_text())
+        port = int(info["urls"][0].rsplit(":", 1)[1])
+        engine_port = int(engine_info["urls"][0].rsplit(":", 1)[1])
+        rc.close()
+        rc = hpcpar.Client(info, timeout=30)  # ours: the Cluster closes the clients it made when it stops
+        assert rc[0].apply_sync(int, 7) == 7
+        cluster.stop_cluster()
+        cluster, rc2 = start_cluster(1, profile, ["--transport", "curve", "--port", str(port),
+                                                  "--engine-port", str(engine_port)])
+        rc2.close()
+        started = time.monotonic()
+        with pytest.raises(ConnectionRejected, match="does not match the running cluster"):
+            rc.queue_status()
+        assert time.monotonic() - started < 30
+    finally:
+        rc.close()
+        cluster.stop_cluster()
+
+
+def test_replays_are_dropped(secure, tmp_path):
+    """A message sent twice, a copy read from the task database and an old one: each runs once or never."""
+    mode, cluster = secure
+    info = _info(cluster)
+    marker = tmp_path / "ran"
+    keys = info if mode == "curve" else None
+    s = _socket(info, keys)
+    frames = _apply_frames(info["key"], marker)
+    s.send_multipart(frames)
+    s.send_multipart(frames)  # the same signed frames again
+    old = _apply_frames(info["key"], marker, date=time.time() - 3600)
+    s.send_multipart(old)
+    deadline = time.monotonic() + 30
+    while _lines(marker) < 1 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    # Frames read from the task database, as another user would try (if the file were readable).
+    with hpcpar.Client(info, timeout=30) as rc:
+        ar = rc[0].apply_async(_append_line, str(marker))
+        ar.get(timeout=30)
+    db = next(cluster.profile_dir.path.glob("tasks*.db"))
+    deadline = time.monotonic() + 20
+    stored: list = []
+    while not stored and time.monotonic() < deadline:
+        stored = _stored_requests(db)
+        time.sleep(0.2)
+    assert stored, "no stored request to replay"
+    for request in stored:
+        s.send_multipart(request)
+    time.sleep(1.5)
+    s.close()
+    assert _lines(marker) == 2  # the first send and the client's own call, nothing else
+
+
+def _stored_requests(db: Path) -> list[list[bytes]]:
+    from hpcpar.controller.taskdb import open_backend
+
+    backend = open_backend("sqlite", db)
+    try:
+        return [r["request"] for r in backend.find({}, ["request"]) if r.get("request")]
+    finally:
+        backend.close()
+
+
+def test_unauthenticated_flood_leaves_the_controller_serving_and_small(secure):
+    """Garbage, bad signatures, truncated messages at both ports: nothing is delivered (curve) or
+    run (hmac), the cluster serves afterwards and the controller's memory comes back."""
+    mode, cluster = secure
+    info = _info(cluster)
+    pid = info["controller_pid"]
+    engine_url = json.loads(cluster.profile_dir.engine_file().read_text())["urls"][0]
+    with hpcpar.Client(info, timeout=30) as rc:
+        rc[0].apply_sync(int)
+        before = _rss(pid)
+        ctx = zmq.Context.instance()
+        for url in (info["urls"][0], engine_url):
+            s = ctx.socket(zmq.DEALER)
+            s.setsockopt(zmq.LINGER, 0)
+            s.setsockopt(zmq.SNDHWM, 0)
+            s.connect(url)
+            for i in range(20_000):
+                kind = i % 4
+                if kind == 0:
+                    _flood(s, [os.urandom(64)])
+                elif kind == 1:
+                    _flood(s, [os.urandom(32), b'{"msg_type":"apply_request"}', b"{}", os.urandom(512)])
+                elif kind == 2:
+                    _flood(s, [b"x", b"y"])
+                else:
+                    _flood(s, [os.urandom(32)] * 6)
+            _flood(s, [os.urandom(32), b"{}", b"{}", b"z" * (64 << 20)])  # one 64 MB frame
+            time.sleep(2.0)
+            s.close()
+        # It still serves, and its memory came back.
+        assert rc[:].apply_sync(pow, 3, 2) == [9, 9]
+        deadline = time.monotonic() + 30
+        while _rss(pid) - before > (20 << 20) and time.monotonic() < deadline:
+            time.sleep(0.5)
+        assert _rss(pid) - before <= (20 << 20), f"controller grew by {(_rss(pid) - before) >> 20} MB"
+
+
+def _flood(s: zmq.Socket, frames: list) -> None:
+    """Send if the socket takes it (in curve mode it never connects: nothing to send to)."""
+    try:
+        s.send_multipart(frames, zmq.NOBLOCK)
+    except zmq.Again:
+        pass
+
+
+def _big_result(n: int) -> bytes:
+    return b"r" * n
+
+
+def test_stalled_client_does_not_grow_the_controller(secure):
+    """A client that stops reading while 200 MB of results are sent to it: the controller holds at
+    most its backlog; the results stay retrievable by id from another client."""
+    mode, cluster = secure
+    info = _info(cluster)
+    pid = info["controller_pid"]
+    with hpcpar.Client(info, timeout=30) as rc:
+        rc[0].apply_sync(int)
+    before = _rss(pid)
+    # A raw client that submits and never reads (its receive queue is one message).
+    keys = info if mode == "curve" else None
+    s = _socket(info, keys)
+    s.setsockopt(zmq.RCVHWM, 1)
+    s.setsockopt(zmq.RCVBUF, 4096)
+    signer = wire.Signer(info["key"].encode())
+    msg_ids = []
+    payload, bufs = serialize.dumps((_big_result, (1 << 20,), {}))
+    for _ in range(200):
+        hdr = signer.header("apply_request", route="lb")
+        msg_ids.append(hdr["msg_id"])
+        s.send_multipart(signer.pack(hdr, {}, payload, bufs))
+    with hpcpar.Client(info, timeout=60) as other:
+        # Every task finishes; meanwhile others are served as usual.
+        assert other[:].apply_sync(int, 5) == [5, 5]
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline:
+            status = other.result_status(msg_ids)
+            if not status["pending"]:
+                break
+            time.sleep(0.5)
+        assert not status["pending"]
+        grown = _rss(pid) - before
+        assert grown < (120 << 20), f"controller grew by {grown >> 20} MB for a stalled client"
+        results = other.get_result(msg_ids[-3:], block=False).get(timeout=60)
+        assert [len(r) for r in results] == [1 << 20] * 3
+    s.close()
