@@ -41,7 +41,7 @@ DEFAULT_REPLAY_WINDOW = 300.0  # seconds
 DEFAULT_MAX_MESSAGE_SIZE = 2 << 30  # bytes per frame: a 2 GiB array per buffer; larger frames are refused
 # Receive/send high-water marks of the controller's and forwarders' sockets, in messages per peer:
 # a flood or a peer that stops reading stalls (TCP back-pressure) instead of growing the process.
-RECEIVE_HWM = 10_000
+RECEIVE_HWM = 256
 SEND_HWM = 10_000
 
 

@@ -26,6 +26,7 @@ from ..connection import ConnectionInfo, new_key
 from ..forwarding.routes import Forwarding
 from ..netutil import advertised_addresses, bind_address
 from ..paths import ProfileDir, private_file
+from . import heap
 from .clients import ClientRequests
 from .engines import EngineRecord, EngineRegistry
 from .hub import Hub
@@ -43,6 +44,7 @@ CLIENT_SEND_HWM = 32  # messages per client in libzmq's queue; then the backlog 
 BACKLOG_BYTES = 32 << 20  # per client, held here while it does not read; then replies are dropped
 MAX_UNDELIVERED = 1_000_000  # msg_ids remembered per stalled client (then it must resync)
 _NOBLOCK = int(zmq.NOBLOCK)
+HUB_BEHIND = 16 << 20  # bytes the store thread may lag behind before the loop stops reading peers
 DRAIN_BATCH = 256  # messages read from one socket before looking at the others
 COPY_BELOW = 64 << 10  # smaller received frames are copied out of libzmq's buffers (see wire.drain)
 
@@ -227,7 +229,24 @@ class Controller(ClientRequests, Routing, EngineLifecycle):
         self._shutdown_engines()
 
     def _loop(self, poller: zmq.Poller, check_every: float, next_check: float) -> None:
+        paused = False
+        hub = self.hub
         while self.running:
+            # Flow control: while the task database lags far behind (say, hundreds of 1 MB
+            # results a second), leave new messages in the peers' queues (bounded by their
+            # high-water marks) instead of growing this process.
+            if (hub.queued_bytes - hub.stored_bytes > HUB_BEHIND) != paused:
+                paused = not paused
+                for sock in (self.engine_socket, self.client_socket):
+                    if paused:
+                        poller.unregister(sock)
+                    else:
+                        poller.register(sock, zmq.POLLIN)
+                if paused:
+                    log.info("the task database is %d MB behind: reading peers again when it catches up",
+                             (hub.queued_bytes - hub.stored_bytes) >> 20)
+                else:  # the heartbeats that waited are read now: a full timeout to do so
+                    self._bulk_until = max(self._bulk_until, time.monotonic() + self.config.heartbeat_timeout)
             timeout = max(0.0, next_check - time.monotonic())
             events = dict(poller.poll(int(timeout * 1000) + 1))
             if self.engine_socket in events:
@@ -243,7 +262,8 @@ class Controller(ClientRequests, Routing, EngineLifecycle):
                 if self.engines.expected and now > self._expect_until:
                     self.engines.expected.clear()  # engines that did not come back after a restart
                     self.lb.schedule()
-                self.check_heartbeats(now)
+                if not paused:  # meanwhile heartbeats wait in the engines' queues
+                    self.check_heartbeats(now)
                 self.forwarding.expire(now, 3 * self.config.heartbeat_timeout + 10.0)
                 self.lb.check_timeouts(now)
                 self.replay.prune(now)
@@ -296,7 +316,7 @@ class Controller(ClientRequests, Routing, EngineLifecycle):
         if held is None:
             held = self.backlog[ident] = _Backlog()
         size = sum(len(f) for f in frames)
-        if held.nbytes + size > BACKLOG_BYTES:
+        if held.items and held.nbytes + size > BACKLOG_BYTES:  # one message always fits
             self.missed(ident, msg_ids)
             return DROPPED
         held.items.append((frames, msg_ids))
@@ -326,7 +346,8 @@ class Controller(ClientRequests, Routing, EngineLifecycle):
         log.info("client %s is not connected; it can fetch this later (get_result)", ident[:8])
         self.clients.discard(ident)
         self.undelivered.pop(ident, None)
-        self.backlog.pop(ident, None)  # memory back at once; the replies are in the database
+        if self.backlog.pop(ident, None) is not None:
+            heap.release()  # its backlog's memory back to the OS at once (the replies are in the database)
 
     def missed(self, ident: bytes, msg_ids: tuple[str, ...] | list[str]) -> None:
         """Replies a stalled client did not get: the database keeps them (Hub.finished keep=True);

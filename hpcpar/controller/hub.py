@@ -44,6 +44,11 @@ def _nbytes(frames: list[Any]) -> int:
     return sum(len(f) for f in frames)
 
 
+def payload_bytes(frames: list[Any] | None) -> int:
+    """What a queued operation holds in memory (payload and buffers), for the loop's flow control."""
+    return sum(len(f) for f in frames[3:]) if frames else 0
+
+
 def _storable(header: dict[str, Any], frames: list[Any] | None, limit: int) -> bool:
     """Not too large, and not pointing at shared-memory files (they are removed once delivered)."""
     return frames is not None and not header.get("shm") and _nbytes(frames) <= limit
@@ -76,6 +81,10 @@ class Hub:
         # INSERT and an UPDATE of the same row. Store thread only.
         self._new: dict[str, dict[str, Any]] = {}
         self._dask: Any = None  # a dask.distributed scheduler, after become_dask (bridges/dask_workers.py)
+        # Bytes of requests/replies handed to the store thread, and those it is done with: the
+        # controller stops reading its sockets while the difference is large (Controller._loop).
+        self.queued_bytes = 0  # written by the controller's thread only
+        self.stored_bytes = 0  # written by the store thread only
         self.thread = threading.Thread(target=self._run, name="hpcpar-hub-store", daemon=True)
         self.thread.start()
 
@@ -83,11 +92,13 @@ class Hub:
 
     def submitted(self, msg_id: str, header: dict[str, Any], frames: list[Any] | None, engine_id: int | None) -> None:
         self.submitted_count += 1
+        self.queued_bytes += payload_bytes(frames)
         self.queue.put(("submitted", msg_id, header, frames, engine_id))
 
     def submitted_many(self, ids: list[tuple[str, int]], header: dict[str, Any], frames: list[Any]) -> None:
         """One request for several engines (a broadcast): one queue entry, one copy of the frames."""
         self.submitted_count += len(ids)
+        self.queued_bytes += payload_bytes(frames)
         self.queue.put(("submitted_many", ids, header, frames))
 
     def assigned(self, msg_id: str, engine_id: int, attempt: int) -> None:
@@ -96,6 +107,7 @@ class Hub:
     def finished(self, msg_id: str, header: dict[str, Any], frames: list[Any] | None, keep: bool = False) -> None:
         """``keep``: store the reply whatever its size (its client could not take it now)."""
         self.finished_count += 1
+        self.queued_bytes += payload_bytes(frames)
         self.queue.put(("finished", msg_id, header, frames, time.time(), keep))
 
     def look_up(self, msg_ids: list[str]) -> None:
@@ -152,6 +164,8 @@ class Hub:
                     written += 1
                 except Exception:
                     log.exception("task database operation %s failed", op[0])
+                if op[0] in ("submitted", "submitted_many", "finished"):
+                    self.stored_bytes += payload_bytes(op[3])
             self._flush()
             try:
                 self.backend.commit()
