@@ -37,7 +37,7 @@ def secure(request):
     cluster, rc = start_cluster(2, f"sec-{mode}-{os.getpid()}", ["--transport", mode])
     rc.close()
     yield mode, cluster
-    cluster.stop_cluster()
+    cluster.stop_cluster_sync()
 
 
 def _info(cluster) -> dict:
@@ -139,7 +139,7 @@ def test_client_left_open_across_a_restart_gets_connection_rejected(tmp_path):
         rc.close()
         rc = hpcpar.Client(info, timeout=30)  # ours: the Cluster closes the clients it made when it stops
         assert rc[0].apply_sync(int, 7) == 7
-        cluster.stop_cluster()
+        cluster.stop_cluster_sync()
         cluster, rc2 = start_cluster(1, profile, ["--transport", "curve", "--port", str(port),
                                                   "--engine-port", str(engine_port)])
         rc2.close()
@@ -149,7 +149,7 @@ def test_client_left_open_across_a_restart_gets_connection_rejected(tmp_path):
         assert time.monotonic() - started < 30
     finally:
         rc.close()
-        cluster.stop_cluster()
+        cluster.stop_cluster_sync()
 
 
 def test_replays_are_dropped(secure, tmp_path):
