@@ -386,3 +386,12 @@ def test_mpi_panel_shows_which_ranks_are_in_which_call(mpi, browser):  # noqa: F
         assert browser.console_errors() == []
     finally:
         dash.stop()
+
+
+def test_the_core_never_imports_the_web_server():
+    """hpcpar, its client, cluster and command line (all parsers built) import no dashboard code."""
+    code = ("import sys, hpcpar, hpcpar.client, hpcpar.cluster, hpcpar.cli; hpcpar.cli.build_parser(); "
+            "print(sorted(m for m in sys.modules if m.startswith(('tornado', 'hpcpar.dashboard'))))")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == "[]"

@@ -115,7 +115,7 @@ class Collector:
             queue = {"unassigned": 0} if reported else rc.queue_status(verbose=True)
             finished = self._finished(rc, now)
         except Exception as e:  # noqa: BLE001 - a controller that does not answer is shown, not raised
-            return Sample(time=now, engines=[], error=f"the controller did not answer: {e}")
+            return Sample(time=now, engines=[], error=f"controller unreachable ({e}); is the cluster still running?")
         unassigned = queue.pop("unassigned", 0)
         sample = Sample(
             time=now, engines=engines, totals=dict(reply.get("tasks") or {}),
