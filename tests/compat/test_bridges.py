@@ -88,6 +88,11 @@ def test_become_dask_runs_dask_work_on_the_engines(rc):
         [{}] * len(rc.ids)
 
 
+def test_become_dask_with_a_nanny_is_a_clear_error(rc):
+    with pytest.raises(NotImplementedError, match="nanny=False"):
+        rc.become_dask(nanny=True)
+
+
 def test_publish_data_fills_ar_data_while_running(rc):
     ar = rc[0].apply_async(publish_progress, 10)
     deadline = time.monotonic() + 30
