@@ -28,8 +28,6 @@ from test_mpi import mpi  # noqa: F401 - the module-scoped 4-rank MPI cluster
 import hpcpar
 from hpcpar.dashboard.model import DashboardState, Sample
 
-pytest.importorskip("tornado", reason="the dashboard extra: pip install -e '.[dashboard]'")
-
 CI_CONFIG = "/opt/hpcpar-ssh/ssh_config"
 
 
@@ -251,8 +249,21 @@ def test_client_dashboard_returns_the_url(rc):
         while engines() != 4 and time.monotonic() < deadline:
             time.sleep(0.2)
         assert engines() == 4
-        with pytest.raises(urllib.error.HTTPError, match="403"):
+        with pytest.raises(urllib.error.HTTPError, match="403"):  # no token
             urllib.request.urlopen(url.split("?")[0] + "state.json", timeout=10)
+        rebound = urllib.request.Request(state_url, headers={"Host": "attacker.example:80"})
+        with pytest.raises(urllib.error.HTTPError, match="403"):  # DNS rebinding: another Host
+            urllib.request.urlopen(rebound, timeout=10)
+        import socket
+
+        port = int(url.split(":")[2].split("/")[0])
+        # Loopback only: not on this host's other addresses (the test network's bridge, which
+        # ci/setup.sh brings up, is the one other address tests may send to).
+        bridge = [a for a in hpcpar.netutil.interface_addresses() if a.startswith("10.200.0.")]
+        if bridge:
+            with socket.socket() as s:
+                s.settimeout(5)
+                assert s.connect_ex((bridge[0], port)) != 0
     finally:
         url.stop()
 
@@ -395,3 +406,24 @@ def test_the_core_never_imports_the_web_server():
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert r.returncode == 0, r.stderr
     assert r.stdout.strip() == "[]"
+
+
+def test_in_jupyter_client_dashboard_shows_the_page_in_an_iframe(rc):
+    """A real kernel (nbclient): ``rc.dashboard()`` as a cell's value renders as an IFrame of
+    the page, which the kernel's own thread serves."""
+    import nbclient
+    import nbformat
+
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [
+        nbformat.v4.new_code_cell("import hpcpar, urllib.request\nrc = hpcpar.Client(profile='shared', timeout=30)"),
+        nbformat.v4.new_code_cell("url = rc.dashboard()\nurl"),
+        nbformat.v4.new_code_cell("print(urllib.request.urlopen(url, timeout=10).read().decode()[:2000])"),
+        nbformat.v4.new_code_cell("url.stop(); rc.close()"),
+    ]
+    nbclient.NotebookClient(nb, timeout=120, kernel_name="python3").execute()
+    [shown] = nb.cells[1].outputs
+    html = shown["data"]["text/html"]
+    url = shown["data"]["text/plain"].strip("'")
+    assert url.startswith("http://127.0.0.1:") and f'<iframe src="{url}"' in html.replace("&amp;", "&")
+    assert "<title>hpcpar dashboard</title>" in nb.cells[2].outputs[0]["text"]
