@@ -100,8 +100,7 @@ def start_worker(address: str, nanny: bool = False, worker_args: dict[str, Any] 
     if running is not None and running.thread.is_alive():
         return running.server.address
     cls = distributed.Nanny if nanny else distributed.Worker
-    host = address.split("://", 1)[-1].rsplit(":", 1)[0]  # the interface that reaches the scheduler
-    args = {"host": host, **(worker_args or {})}
+    args = {"host": _local_ip_towards(address), **(worker_args or {})}
 
     async def make() -> Any:
         return await cls(address, **args)
@@ -110,6 +109,17 @@ def start_worker(address: str, nanny: bool = False, worker_args: dict[str, Any] 
     server.start()
     _workers[address] = server
     return server.server.address
+
+
+def _local_ip_towards(address: str) -> str:
+    """This host's address on the interface that reaches ``address`` (tcp://host:port): where
+    the worker listens, so that the scheduler and the other workers can reach it."""
+    import socket
+
+    host, _, port = address.split("://", 1)[-1].rpartition(":")
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:  # no packet is sent
+        probe.connect((host, int(port)))
+        return probe.getsockname()[0]
 
 
 def stop_worker() -> int:
