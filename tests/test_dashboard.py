@@ -427,3 +427,16 @@ def test_in_jupyter_client_dashboard_shows_the_page_in_an_iframe(rc):
     url = shown["data"]["text/plain"].strip("'")
     assert url.startswith("http://127.0.0.1:") and f'<iframe src="{url}"' in html.replace("&amp;", "&")
     assert "<title>hpcpar dashboard</title>" in nb.cells[2].outputs[0]["text"]
+
+
+def test_a_busy_port_is_named_with_the_fix(rc):
+    import socket
+
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        r = subprocess.run(hpcpar_cmd("dashboard", "--profile", "shared", "--port", str(port)),
+                           capture_output=True, text=True, timeout=60)
+    assert r.returncode == 1, r.stdout + r.stderr
+    assert f"127.0.0.1:{port}" in r.stderr and "--port" in r.stderr and "Traceback" not in r.stderr, r.stderr

@@ -249,8 +249,14 @@ class Dashboard:
             self._shutdown()
 
     def start(self, timeout: float = 30.0) -> DashboardHandle:
-        self._thread = threading.Thread(target=lambda: asyncio.run(self._main()), name="hpcpar-dashboard",
-                                        daemon=True)
+        def serve() -> None:
+            try:
+                asyncio.run(self._main())
+            except BaseException:  # noqa: BLE001 - kept in _error, raised by start() in the caller
+                if self._error is None:
+                    raise
+
+        self._thread = threading.Thread(target=serve, name="hpcpar-dashboard", daemon=True)
         self._thread.start()
         if not self._ready.wait(timeout):
             raise TimeoutError(f"the dashboard server did not start within {timeout} s")
