@@ -243,8 +243,8 @@ class EngineSetsMixin:
 
     def engine_ids_by_set(self) -> dict[str, list[int]]:
         """``{engine set id: [registered engine ids]}``. Engines are matched to local and MPI
-        sets by pid; the others belong to the one set whose processes are not known (a batch
-        or SSH set), when there is exactly one."""
+        sets by pid, to batch sets by the job id they report in their status; what is left
+        belongs to the one remaining set, when there is exactly one."""
         registered = self._registered()
         here = socket.gethostname()
         found: dict[str, list[int]] = {}
@@ -256,10 +256,28 @@ class EngineSetsMixin:
                 continue
             found[set_id] = sorted(eid for eid, info in registered.items()
                                    if info.get("pid") in pids and info.get("hostname", here) == here)
+        if any(getattr(self.engines[s], "job_ids", None) for s in unknown):
+            jobs = self._job_of_engines()
+            for set_id in list(unknown):
+                job_ids = set(getattr(self.engines[set_id], "job_ids", None) or [])
+                mine = sorted(eid for eid, job in jobs.items() if job in job_ids)
+                if mine:
+                    found[set_id] = mine
+                    unknown.remove(set_id)
         if len(unknown) == 1:
             claimed = {eid for ids in found.values() for eid in ids}
             found[unknown[0]] = sorted(set(registered) - claimed)
         return found
+
+    def _job_of_engines(self) -> dict[int, str]:
+        """``{engine id: batch job id}`` from the status engines report (empty if they do not)."""
+        try:
+            statuses = self._connect_client().queue_status(verbose=True)
+        except Exception:  # noqa: BLE001 - an older controller: no status, no attribution
+            return {}
+        return {eid: str(st["status"]["job_id"]) for eid, st in statuses.items()
+                if isinstance(eid, int) and isinstance(st, dict) and isinstance(st.get("status"), dict)
+                and st["status"].get("job_id")}
 
     def _set_ids(self, engine_set_id: str | list[str] | None) -> list[str]:
         if engine_set_id is None:

@@ -461,3 +461,44 @@ def test_signal_and_restart_engines_of_a_slurm_set(tmp_path) -> None:
     while queued("slurm", jobs, os.environ) and time.monotonic() < deadline:
         time.sleep(0.5)
     assert queued("slurm", jobs, os.environ) == []
+
+
+@pytest.mark.timeout(300)
+def test_restart_engines_recovers_a_hung_mpi_job_on_slurm() -> None:
+    """An MPI engine set in one SLURM job (mode = "mpi"), hung in a collective on a subset:
+    restart_engines cancels the job and submits a new one; its ranks get their old ids."""
+    from systems import require_system
+    from test_cluster_batch import CONFIG, queued
+
+    require_system("slurm")
+    require_mpi()
+    from hpcpar.paths import ProfileDir
+
+    pd = ProfileDir.for_profile(name("slurm-mpi"), create=True)
+    (pd.path / "config.toml").write_text(CONFIG.replace("[batch]\n", '[batch]\nmode = "mpi"\n')
+                                         + '[slurm]\nmpi_launcher = "srun"\nmpi_args = ["--mpi=pmi2"]\n')
+    cluster = Cluster(n=2, profile=pd.name, engines="slurm")
+    rc = cluster.start_and_connect_sync(timeout=120)
+    try:
+        first = cluster.engine_set
+        second = cluster.start_engines_sync(2)  # ranks ask for ids 0-1, taken: they get 2-3
+        rc.wait_for_engines(4, timeout=120, interactive=False)
+        [old_job] = cluster.engines[second].job_ids
+        hung = rc[[2, 3]].execute("comm.Barrier() if mpi_rank == 0 else None")
+        with pytest.raises(TimeoutError):
+            hung.get(timeout=1)
+        cluster.restart_engines_sync(second)
+        rc.wait_for_engines(4, timeout=120, interactive=False)
+        assert rc.ids == [0, 1, 2, 3] and cluster.engine_set is first
+        assert cluster.engines[second].job_ids != [old_job] and queued("slurm", [old_job], os.environ) == []
+        with pytest.raises(hpcpar.CompositeError):
+            hung.get(timeout=30)
+        rc[[2, 3]].execute("total = comm.allreduce(mpi_rank)", block=True)
+        assert rc[[2, 3]].pull("total", block=True) == [1, 1] and rc[[2, 3]].pull("mpi_rank", block=True) == [0, 1]
+        jobs = [j for s in cluster.engines.values() for j in s.job_ids]
+    finally:
+        cluster.stop_cluster_sync()
+    deadline = time.monotonic() + 60
+    while queued("slurm", jobs, os.environ) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert queued("slurm", jobs, os.environ) == []
