@@ -227,6 +227,13 @@ def test_thousand_engines_render_without_freezing(browser):
         assert lanes == 1000
         assert rows < 40, f"{rows} row elements: the engine list should only build the visible rows"
         assert _bars(browser) > 10_000
+        # a click on engine 900's square in the map scrolls the list to its row
+        browser.js("const cv = document.getElementById('engine-map'), r = cv.getBoundingClientRect();"
+                   "const {cell, cols} = window.hpcparDashboard.layout(), step = cell + 2;"
+                   "cv.dispatchEvent(new MouseEvent('click', {clientX: r.left + (900 % cols) * step + 2,"
+                   " clientY: r.top + Math.floor(900 / cols) * step + 2}));")
+        browser.wait_for("engine 900's row in view", lambda: browser.js(
+            "return !!document.querySelector('#engines .engine-row[data-engine=\"900\"]:not([style*=\"display: none\"])')"))
         assert "step" in browser.js("return document.getElementById('mpi').textContent")
         print(f"full redraw of 1000 engines: median {sorted(frames)[len(frames) // 2]:.1f} ms")
         assert browser.console_errors() == []

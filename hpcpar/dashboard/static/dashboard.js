@@ -4,6 +4,7 @@
 "use strict";
 (function () {
   const ROW_H = 22;
+  const MAX_TASKS = 50000; // as the server keeps: bounds memory and drawing time
   const S = {
     engines: new Map(), order: [], tasks: [], series: [], failures: [], jobs: [], totals: {},
     seq: -1, offset: 0, window: 300, status: false, error: null, title: "", lastPoint: null,
@@ -73,7 +74,7 @@
   }
   function trimTasks() {
     const horizon = serverNow() - S.window;
-    let i = 0;
+    let i = Math.max(0, S.tasks.length - MAX_TASKS); // a very busy cluster: the newest bars only
     while (i < S.tasks.length && S.tasks[i].c < horizon) i++;
     if (i > 0) S.tasks.splice(0, i);
     let j = 0;
@@ -160,6 +161,7 @@
     while (cell > 3 && Math.ceil(n / Math.floor(w / (cell + 2))) * (cell + 2) > 120) cell--;
     const cols = Math.max(1, Math.floor(w / (cell + 2)));
     const rows = Math.max(1, Math.ceil(n / cols));
+    mapLayout = { cell, cols };
     const { ctx, h } = fitCanvas(cv, rows * (cell + 2));
     ctx.clearRect(0, 0, w, h);
     for (let i = 0; i < n; i++) {
@@ -167,6 +169,15 @@
       ctx.fillStyle = STATE_COLOURS[e.state] || "#ccc";
       ctx.fillRect((i % cols) * (cell + 2), Math.floor(i / cols) * (cell + 2), cell, cell);
     }
+  }
+
+  // A click on an engine's square scrolls the list to its row.
+  let mapLayout = { cell: 12, cols: 1 };
+  function onMapClick(ev) {
+    const r = ev.target.getBoundingClientRect();
+    const step = mapLayout.cell + 2;
+    const idx = Math.floor((ev.clientY - r.top) / step) * mapLayout.cols + Math.floor((ev.clientX - r.left) / step);
+    if (idx >= 0 && idx < S.order.length) { $("engines").scrollTop = idx * ROW_H; dirty.engines = true; schedule(); }
   }
 
   // The engines list: a fixed pool of row elements over a tall spacer (only visible rows exist).
@@ -447,6 +458,7 @@
     };
   }
   setInterval(() => { dirty.stream = dirty.engines = dirty.series = true; schedule(); }, 250);
+  $("engine-map").addEventListener("click", onMapClick);
   $("engines").addEventListener("scroll", () => { dirty.engines = true; schedule(); }, { passive: true });
   $("stream-window").addEventListener("change", () => { dirty.stream = dirty.series = true; schedule(); });
   window.addEventListener("resize", () => { for (const k in dirty) dirty[k] = true; schedule(); });
@@ -456,6 +468,7 @@
     state: S,
     apply(msg) { handle(msg); for (const k in dirty) dirty[k] = true; frame(); },
     disconnect() { if (source) source.close(); },
+    layout() { return mapLayout; },
   };
   connect();
 })();
