@@ -4,11 +4,13 @@ datapub.publish_data + ar.data, view.importer, use_dill."""
 from __future__ import annotations
 
 import os
+import subprocess
 import sys
 import time
 
 import cloudpickle
 import pytest
+from systems import require_system
 
 import hpcpar as ipp
 
@@ -86,6 +88,42 @@ def test_become_dask_runs_dask_work_on_the_engines(rc):
         rc.stop_dask()
     assert rc[:].apply_sync(lambda: __import__("hpcpar.bridges.dask_workers").bridges.dask_workers._workers) == \
         [{}] * len(rc.ids)
+
+
+def test_become_dask_with_engines_on_another_host(tmp_path):
+    """Engines in the compute network namespace (10.200.0.2), controller on the head
+    (10.200.0.1): each dask worker listens on its own host's address."""
+    require_system("netns")
+    import distributed  # noqa: F401 - in the test extra
+
+    pdir = tmp_path / "profile_dask_netns"
+    controller = subprocess.Popen([sys.executable, "-m", "hpcpar", "controller", "--profile-dir", str(pdir),
+                                   "--ip", "10.200.0.1"])
+    engines = [subprocess.Popen(["nsenter", "--net=/run/netns/hp-compute", sys.executable, "-m", "hpcpar",
+                                 "engine", "--profile-dir", str(pdir), "--wait-for-file", "60"])
+               for _ in range(2)]
+    try:
+        deadline = time.monotonic() + 60
+        client_file = pdir / "security" / "hpcpar-client.json"
+        while not client_file.exists() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        with ipp.Client(str(client_file), timeout=30) as rc:
+            rc.wait_for_engines(2, timeout=60, interactive=False)
+            dask_client = rc.become_dask(nthreads=1)
+            try:
+                info = dask_client.scheduler_info()
+                assert info["address"].startswith("tcp://10.200.0.1:")
+                assert len(info["workers"]) == 2
+                assert all(w.startswith("tcp://10.200.0.2:") for w in info["workers"])
+                assert dask_client.submit(abs, -3).result(timeout=30) == 3
+            finally:
+                dask_client.close()
+                rc.stop_dask()
+    finally:
+        for proc in [*engines, controller]:
+            proc.terminate()
+        for proc in [*engines, controller]:
+            proc.wait(timeout=30)
 
 
 def test_become_dask_with_a_nanny_is_a_clear_error(rc):
