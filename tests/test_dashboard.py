@@ -155,7 +155,8 @@ def test_page_shows_a_live_local_cluster(private_cluster, browser, tmp_path):
     assert dash.proc.returncode == 0, dash.proc.stderr.read()
 
 
-def test_page_over_ssh(browser, tmp_path):
+@pytest.mark.parametrize("client", ["openssh", "paramiko"])
+def test_page_over_ssh(browser, tmp_path, client):
     """``hpcpar dashboard --sshserver``: the connection file is fetched and the controller
     reached through one SSH connection, and batch/process jobs are read over it."""
     require_system("ssh")
@@ -165,7 +166,8 @@ def test_page_over_ssh(browser, tmp_path):
         rc = cluster.wait_for_engines_sync(timeout=60, interactive=False)
         remote_python = f"env PYTHONPATH={shlex.quote(os.environ.get('PYTHONPATH', ''))} {shlex.quote(sys.executable)}"
         dash = DashboardProcess("--sshserver", "testhost", "--ssh-config", CI_CONFIG,
-                                "--profile-dir", str(cluster.profile_dir.path), "--remote-python", remote_python)
+                                "--profile-dir", str(cluster.profile_dir.path), "--remote-python", remote_python,
+                                *(["--paramiko"] if client == "paramiko" else []))
         try:
             browser.get(dash.url)
             browser.wait_for("2 engines over SSH", lambda: browser.text("n-engines") == "2")
