@@ -31,6 +31,7 @@ from typing import Any
 from ..connection import ConnectionInfo
 from ..launchers import Launcher, LauncherError
 from ..paths import ProfileDir
+from ..pool.mixin import PoolMixin
 from .controller import ControllerMixin
 from .engines import EngineSetsMixin
 from .helpers import ClusterError, is_batch_name, jsonable, new_cluster_id
@@ -61,7 +62,7 @@ def _launcher_name(name: Any, launcher_class: Any, what: str) -> str | None:
     return value
 
 
-class Cluster(StateMixin, ControllerMixin, EngineSetsMixin):
+class Cluster(StateMixin, ControllerMixin, EngineSetsMixin, PoolMixin):
     """A controller plus engine sets, started by launchers configured from the profile.
 
     ``Cluster(profile="pbs", n=128, engines="pbs", queue="short", walltime="1:00:00")``:
@@ -332,7 +333,8 @@ class Cluster(StateMixin, ControllerMixin, EngineSetsMixin):
         ledger; the state file goes once nothing is left."""
         self._close_client()
         errors = []
-        for stop in (self._stop_engines, self._stop_forwarders, self._stop_controller, self._cancel_ledger):
+        for stop in (self._stop_pool, self._stop_engines, self._stop_forwarders, self._stop_controller,
+                     self._cancel_ledger):
             try:
                 stop()
             except (ClusterError, LauncherError) as e:

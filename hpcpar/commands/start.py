@@ -33,6 +33,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--daemonize", action="store_true",
                    help="return once the controller is up and the engine jobs are submitted and recorded")
     p.add_argument("--wait", action="store_true", help="with --daemonize: also wait for all engines")
+    p.add_argument("--min", type=int, default=None, dest="pool_min", metavar="N",
+                   help="an elastic pool of batch engines: never fewer than N (with --max; -n is the start size)")
+    p.add_argument("--max", type=int, default=None, dest="pool_max", metavar="N",
+                   help="an elastic pool of batch engines: never more than N; grows under a backlog of "
+                   "load-balanced tasks, shrinks when engines idle (docs/launchers.md, Elastic pools)")
     p.add_argument("--foreground", action="store_true",
                    help="stay until Ctrl-C (which stops the cluster) also with batch engines; the default "
                    "for local engines (batch engines live in the queue: start returns once they are up)")
@@ -114,6 +119,10 @@ def run(args: argparse.Namespace) -> int:
         raise CommandError(str(e)) from None
     if not args.daemonize:  # --daemonize is how a cluster outlives its terminal
         signal.signal(signal.SIGHUP, _on_hangup)
+    where = f"profile {pd.name!r}" + (f", cluster id {cluster.cluster_id!r}" if cluster.cluster_id else "")
+    stop_hint = f"hpcpar stop --profile {pd.name}" + (f" --cluster-id {cluster.cluster_id}" if cluster.cluster_id else "")
+    if args.pool_min is not None or args.pool_max is not None:
+        return _start_pool(args, cluster, where, stop_hint)
     try:
         cluster.start_cluster_sync()
     except (ClusterError, LauncherError, ConfigError) as e:
@@ -158,6 +167,43 @@ def run(args: argparse.Namespace) -> int:
         print(f"the engines run as batch jobs; stop them with '{stop_hint}'", flush=True)
         return 0
     return _foreground(cluster)
+
+
+def _start_pool(args: argparse.Namespace, cluster, where: str, stop_hint: str) -> int:
+    """The controller, then an adaptive pool between --min and --max whose manager submits
+    the first -n engines (default --min) as whole jobs; return once they registered."""
+    from ..cli import CommandError
+    from ..cluster import ClusterError
+    from ..config import ConfigError
+    from ..launchers import LauncherError
+    from ..pool import control
+    from .scale import wait_for_engines
+
+    config = cluster.config
+    low = args.pool_min if args.pool_min is not None else int(config["pool.min"])
+    high = args.pool_max if args.pool_max is not None else max(int(config["pool.max"]), low)
+    first = args.n if args.n is not None else low
+    if not 0 <= low <= high or high < 1 or not low <= first <= high:
+        raise CommandError(f"an elastic pool needs 0 <= --min <= -n <= --max and --max >= 1 "
+                           f"(got --min {low}, -n {first}, --max {high})")
+    try:
+        control.new_pool(cluster.profile_dir, cluster.cluster_id, config)  # refuses what cannot be a pool
+        cluster.start_cluster_sync(0)  # the controller only: the pool submits the engines
+        control.adapt(cluster.profile_dir, cluster.cluster_id, low, high, config=config, target=first)
+    except (ClusterError, LauncherError, ConfigError) as e:
+        cluster._stop_quietly()
+        raise CommandError(str(e)) from None
+    print(f"pool started in {where}: adaptive between {low} and {high} {config['cluster.engines']} engines, "
+          f"{first} to start with; stop it with '{stop_hint}'", flush=True)
+    if args.daemonize and not args.wait:
+        return 0
+    try:
+        wait_for_engines(cluster.profile_dir, cluster.cluster_id, first, args.timeout, say=_say)
+    except KeyboardInterrupt:
+        print(f"interrupted; the pool keeps starting ('{stop_hint}' stops it)", file=sys.stderr)
+        return 130
+    print(f"cluster ready in {where}: {first} engines (pool {low}-{high})", flush=True)
+    return 0
 
 
 def _restore(pd, cluster_id: str, controller_args: list[str]) -> int:

@@ -114,8 +114,14 @@ def gather(pd: Any, cluster_id: str, timeout: float = 5.0) -> dict[str, Any]:
     jobs, jobs_error = _jobs(pd, cluster_id)
     engines = sorted((_engine_row(e) for e in (controller or {}).get("engines", [])), key=lambda r: r["id"])
     from ..engine.status import describe_activity
+    from ..pool.control import describe as describe_pool
 
+    try:
+        pool = describe_pool(pd, cluster_id, registered=len(engines) if controller is not None else None)
+    except RuntimeError as e:
+        pool = {"error": str(e)}
     return {
+        "pool": pool,
         "activity": describe_activity({e["id"]: e["status"] for e in engines if e.get("status")}),
         "profile": pd.name,
         "cluster_id": cluster_id,
@@ -182,6 +188,11 @@ def render(status: dict[str, Any]) -> str:
         lines += _table(["JOB ID", "SYSTEM", "ROLE", "N", "STATE"],
                         [[j["id"], j["system"], j["role"], j["n"], j["state"]] for j in jobs], right={3})
     lines.append("")
+    if status.get("pool"):
+        from ..pool.control import render as render_pool
+
+        lines += render_pool(status["pool"]) if "error" not in status["pool"] else [f"POOL: {status['pool']['error']}"]
+        lines.append("")
     t = status["tasks"]
     if t:
         keys = [k for k in ("submitted", "finished", "pending", "unassigned") if k in t]

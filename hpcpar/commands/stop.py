@@ -44,7 +44,9 @@ def stop_one(pd, cluster_id: str, wait_timeout: float = 60.0) -> str:
     from ..cluster import Cluster
     from ..launchers.build import stop_recorded_jobs, wait_released
     from ..launchers.ledger import read_jobs
+    from ..pool.control import stop_manager
 
+    stop_manager(pd, cluster_id)  # first: a pool manager would submit replacements
     path = pd.state_file(cluster_id)
     if not path.exists() and pd.client_file(cluster_id).exists() and not read_jobs(pd, cluster_id):
         return stop_hand_started(pd, cluster_id)

@@ -24,6 +24,7 @@ class EngineRecord:
     ready: bool = False  # registered and its work socket introduced: it may get requests
     status: dict[str, Any] | None = None  # the engine's last engine_status (engine/status.py)
     status_at: float = 0.0  # monotonic time it arrived
+    retiring: str | None = None  # why it takes no new work (walltime drain), or None
 
     def current_status(self, now: float) -> dict[str, Any] | None:
         """The last reported status, its running time brought up to ``now``."""
@@ -40,7 +41,8 @@ class EngineRecord:
             "id": self.id,
             "uuid": self.uuid,
             "registered": self.registered,
-            **{k: v for k, v in self.info.items() if k in ("hostname", "pid", "mpi_rank", "mpi_size", "mpi_world", "host_key")},
+            **{k: v for k, v in self.info.items() if k in ("hostname", "pid", "mpi_rank", "mpi_size", "mpi_world",
+                                                           "host_key", "job_id", "job_end")},
         }
 
 

@@ -157,6 +157,10 @@ class EngineLifecycle:
             self.unregister(rec, "shut down")
         elif mt == "engine_status":
             rec.status, rec.status_at = dict(msg.meta), now
+        elif mt == "engine_draining":
+            rec.retiring = str(msg.meta.get("reason") or "retiring")
+            log.info("engine %d is %s", rec.id, rec.retiring)
+            self.retire_if_idle(rec)
 
     def on_heartbeat_batch(self, below: tuple[bytes, ...], msg: wire.Message) -> None:
         """A forwarder verified these engines' heartbeats (and answers them itself)."""
@@ -223,6 +227,9 @@ class EngineLifecycle:
                 self.engine_died(rec, f"no heartbeat for {now - rec.last_seen:.1f} s")
 
     def engine_died(self, rec: EngineRecord, why: str) -> None:
+        job_end = rec.info.get("job_end")
+        if isinstance(job_end, (int, float)) and time.time() >= job_end - 30:
+            why += f"; its batch job {rec.info.get('job_id', '')} reached its walltime".replace("job  ", "job ")
         log.warning("engine %d (%s pid %s) is lost: %s", rec.id, rec.info.get("hostname"), rec.info.get("pid"), why)
         path = self.forwarding.via.get(rec.ident, ())
         self.unregister(rec, f"died or became unreachable ({why})")
@@ -233,6 +240,13 @@ class EngineLifecycle:
                 self.forwarding.send(rec.ident, self.signer.pack(self.signer.header(mt), {"msg_ids": None}), path)
             except zmq.ZMQError:
                 pass
+
+    def retire_if_idle(self, rec: EngineRecord) -> None:
+        """A draining engine that holds no more work is told to leave (it exits at once)."""
+        if rec.retiring is None or rec.outstanding:
+            return
+        self.to_engine(rec, self.signer.pack(self.signer.header("shutdown_request")), control=True)
+        self.unregister(rec, rec.retiring.replace("retiring: ", "retired: ", 1))
 
     def unregister(self, rec: EngineRecord, why: str) -> None:
         if self.engines.by_id.get(rec.id) is not rec:

@@ -172,7 +172,7 @@ class LoadBalancer:
         ctl = self.ctl
         hwm = ctl.config.hwm
         engines = ctl.engines.ready()
-        free = [e for e in engines if hwm <= 0 or e.lb_in_flight < hwm]
+        free = [e for e in engines if e.retiring is None and (hwm <= 0 or e.lb_in_flight < hwm)]
         skipped: list[Task] = []
         while self.queue and free:
             task = self.queue.popleft()

@@ -45,6 +45,10 @@ class Routing:
             if rec is None or not rec.ready:
                 self.fail_task(task, "EngineError", f"engine {eid} is not registered")
                 continue
+            if rec.retiring is not None:
+                self.fail_task(task, "EngineError", f"engine {eid} is {rec.retiring}: it takes no new work; "
+                               "send it to the other engines (rc.ids); an elastic pool starts replacements")
+                continue
             self.tasks[mid] = task
             rec.outstanding[mid] = False
             dest = self._address(rec, control)
@@ -145,6 +149,8 @@ class Routing:
         self.lb.task_finished(parent, status == "ok", rec.id)
         if lb:
             self.lb.schedule()
+        if rec.retiring is not None:
+            self.retire_if_idle(rec)  # a draining engine leaves once it holds no work
 
 
     def _allow_for_bulk(self, frames: list[Any], copies: int) -> None:

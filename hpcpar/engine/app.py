@@ -28,6 +28,7 @@ from ..mpi import segments as mpi_segments
 from .executor import Executor
 from .namespace import current
 from .status import StatusSampler
+from .walltime import job_clock, retirement_reason
 
 log = logging.getLogger("hpcpar.engine")
 
@@ -82,6 +83,12 @@ class Engine:
         self.pipe_url = f"inproc://engine-pipe-{self.uuid}"
         self._pipe_lock = threading.Lock()
         self.extra_info: dict[str, Any] = {}
+        self.clock = job_clock()  # batch job id and walltime end, from the job script's environment
+        if self.clock.job_id is not None:
+            self.extra_info["job_id"] = self.clock.job_id
+        if self.clock.end is not None:
+            self.extra_info["job_end"] = self.clock.end
+        self.draining = False
         self.socket: zmq.Socket | None = None
         self.url: str | None = None
         # Same-host clients exchange large buffers with us through /dev/shm (sharedmem.py).
@@ -335,6 +342,7 @@ class Engine:
                 next_beat = now + self.heartbeat_interval
             if now >= next_status:
                 next_status = now + STATUS_EVERY
+                self._check_drain(sock)
                 st = self.sampler.sample()
                 key = (st["state"], st["task"], st["callee"])
                 if key != last_status or st["task"] is not None or now - last_sent >= STATUS_IDLE_EVERY:
@@ -356,6 +364,18 @@ class Engine:
                 log.error("no word from the controller for %.0f s; exiting", self.options.controller_timeout)
                 self._release_mpi_segments()
                 os._exit(3)
+
+    def _check_drain(self, sock: zmq.Socket) -> None:
+        """``drain`` seconds before the job's end: tell the controller we retire (walltime.py)."""
+        left = self.clock.seconds_to_drain()
+        if self.draining or left is None or left > 0:
+            return
+        self.draining = True
+        self.sampler.state_override = "draining"
+        reason = retirement_reason(self.clock)
+        log.info("engine %s %s", self.id, reason)
+        sock.send_multipart(self.signer.pack(self.signer.header("engine_draining"),
+                                             {"reason": reason, "job_end": self.clock.end}))
 
     def _send_live_output(self, sock: zmq.Socket) -> None:
         """Forward what the running request printed since last time (stream messages)."""

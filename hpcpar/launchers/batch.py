@@ -292,6 +292,7 @@ class BatchLauncher(Launcher):
             "queue": o["queue"],
             "account": o["account"],
             "walltime_seconds": parse_walltime(o["walltime"]) if o["walltime"] else 0,
+            "drain": int(o.get("drain", 0)),
             "memory_bytes": parse_memory(o["memory"]) if o["memory"] else 0,
             "output": output,
             "error": error,

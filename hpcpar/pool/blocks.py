@@ -1,0 +1,83 @@
+"""The pool's hands: submit one job of ``engines_per_job`` engines, poll the pool's jobs,
+cancel one, all through the configured batch launcher (no scheduler-specific code here).
+
+Every job goes into the job ledger the moment the scheduler answers (the launcher does
+that), so ``hpcpar stop`` cancels pool jobs like any other, from any shell.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from ..config import Config, ConfigError
+from ..launchers.base import LauncherError
+from ..launchers.batch import BatchLauncher, JobState, PollError
+from ..launchers.build import engine_command, engine_env, make_launcher
+from ..launchers.ledger import forget_jobs
+from ..paths import ProfileDir
+from .state import Block
+
+
+class BlockLauncher:
+    """Submits, polls and cancels the pool's jobs for one cluster."""
+
+    def __init__(self, pd: ProfileDir, cluster_id: str, config: Config) -> None:
+        self.pd = pd
+        self.cluster_id = cluster_id
+        self.config = config
+        self.system = str(config["cluster.engines"])
+        self.per_job = max(1, int(config["batch.engines_per_job"]))
+        self.poller = self._launcher(self.per_job)
+
+    def _launcher(self, n: int) -> BatchLauncher:
+        launcher = make_launcher(self.system, "engines", n, config=self.config, profile_dir=self.pd,
+                                 cluster_id=self.cluster_id)
+        if not isinstance(launcher, BatchLauncher):
+            raise ConfigError([f"an elastic pool needs batch engines (slurm, sge, pbs ...), not {self.system!r}"])
+        if launcher.options["mode"] == "mpi":
+            raise ConfigError(['an elastic pool submits jobs of engines_per_job engines each: mode = "mpi" '
+                               'cannot be one (use mode = "jobs" or "array"; for MPI sets see restart_engines)'])
+        launcher.options["mode"] = "jobs"  # one job per block, whatever the cluster's layout
+        return launcher
+
+    def submit(self) -> Block:
+        """One more job of ``engines_per_job`` engines; returns its block."""
+        launcher = self._launcher(self.per_job)
+        env: dict[str, str] = {}
+        if self.config["engine.connection"] == "env":
+            try:
+                engine_json = self.pd.engine_file(self.cluster_id).read_text()
+            except OSError as e:
+                raise LauncherError(f"cannot read the engine connection file ({e}); is the controller up?") from None
+            env.update(engine_env(self.config, engine_json))
+        command = engine_command(self.config, self.pd, self.cluster_id, mpi=False, profile_files=False)
+        log_path = self.pd.log_file("engine-pool-{index}", self.cluster_id)
+        launcher.start(command, env, str(log_path))
+        return Block(job_id=launcher.job_ids[-1], system=self.system, engines=self.per_job, submitted=time.time())
+
+    def poll(self, job_ids: list[str]) -> dict[str, JobState]:
+        """One status call; jobs it does not mention have left the queue ("done")."""
+        if not job_ids:
+            return {}
+        try:
+            found = self.poller.query(job_ids)
+        except (LauncherError, PollError) as e:
+            return {j: JobState("unknown", "", str(e)) for j in job_ids}
+        return {j: found.get(j, JobState("done", "", "no longer in the queue")) for j in job_ids}
+
+    def cancel(self, job_id: str) -> None:
+        self.poller.cancel([job_id])
+        forget_jobs(self.pd, self.cluster_id, {job_id})
+
+    def walltime_seconds(self) -> float:
+        from ..config.units import parse_walltime
+
+        value = self.poller.options.get("walltime") or ""
+        return float(parse_walltime(value)) if value else 0.0
+
+
+def describe_block(block: Block, now: float) -> dict[str, Any]:
+    left = None if block.ends is None else round(block.ends - now)
+    return {"job_id": block.job_id, "state": block.state, "engines": block.engines, "seconds_left": left,
+            "removing": block.removing}
