@@ -105,7 +105,8 @@ def run(args: argparse.Namespace) -> int:
         overrides.pop("cluster.n", None)  # given as n: an explicit -n 0 starts no engines
         if args.forwarders is not None:
             overrides["cluster.forwarders"] = args.forwarders
-        cluster = Cluster(n=args.n, profile_dir=pd.path, cluster_id=args.cluster_id,
+        pool = args.pool_min is not None or args.pool_max is not None
+        cluster = Cluster(n=0 if pool else args.n, profile_dir=pd.path, cluster_id=args.cluster_id,
                           controller_args=controller_args, progress=live, shutdown_atexit=False,
                           override_source="command line", **overrides)
         cluster.check()
@@ -198,7 +199,8 @@ def _start_pool(args: argparse.Namespace, cluster, where: str, stop_hint: str) -
     if args.daemonize and not args.wait:
         return 0
     try:
-        wait_for_engines(cluster.profile_dir, cluster.cluster_id, first, args.timeout, say=_say)
+        wait_for_engines(cluster.profile_dir, cluster.cluster_id, first, args.timeout,
+                         say=cluster.progress or (lambda line: print(line, flush=True)))
     except KeyboardInterrupt:
         print(f"interrupted; the pool keeps starting ('{stop_hint}' stops it)", file=sys.stderr)
         return 130

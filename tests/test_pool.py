@@ -1,0 +1,133 @@
+"""Elastic pools on the real SLURM and Grid Engine of ci/setup.sh: scale up and down in
+whole jobs, adapt grows under a backlog and shrinks when idle, a job that exits at once is
+resubmitted with back-off and then reported with its output. (The 6-minute walltime test
+is tests/test_pool_walltime.py.) In CI a missing system fails these tests."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+
+import pytest
+from systems import CI_ENV, require_system
+from test_cluster_batch import env_for, make_profile, queued, run, wait_gone
+
+import hpcpar
+from hpcpar.launchers.ledger import read_jobs
+from hpcpar.paths import ProfileDir
+from hpcpar.pool.state import read_pool
+
+POOL = "\n[pool]\ninterval = 0.5\nidle_timeout = 2.0\nwait_count = 2\nbackoff = 1.0\nmax_failures = 2\n"
+
+
+def pool_profile(name: str, system: str, prologue: tuple[str, ...] = ()) -> ProfileDir:
+    sge = f'\n[sge]\npe = "{CI_ENV.get("HPCPAR_SGE_PE_SMP", "smp")}"\n' if system == "sge" else ""
+    # Grid Engine jobs do not inherit this environment: the engines must import the hpcpar under test.
+    lines = [f"export PYTHONPATH={os.environ['PYTHONPATH']}"] if os.environ.get("PYTHONPATH") else []
+    lines += prologue
+    return make_profile(f"{name}-{system}", POOL + sge + f"\n[batch.engines]\nprologue = {json.dumps(lines)}\n")
+
+
+def status(pd: ProfileDir, env: dict[str, str]) -> dict:
+    out = run(["status", "--profile", pd.name, "--json"], env, timeout=60)
+    return json.loads(out.stdout)
+
+
+def wait_until(predicate, timeout: float, what: str):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.5)
+    raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")
+
+
+def our_jobs(system: str, pd: ProfileDir, env: dict[str, str]) -> list[str]:
+    return queued(system, [r.job_id for r in read_jobs(pd)], env)
+
+
+@pytest.mark.timeout(300)
+@pytest.mark.parametrize("system", ["slurm", "sge"])
+def test_scale_up_then_down_changes_the_queue(system: str) -> None:
+    require_system(system)
+    pd = pool_profile("scale", system)
+    env = env_for(system)
+    args = ["--profile", pd.name]
+    start = run(["start", *args, "--engines", system, "--min", "1", "--max", "4", "-n", "1", "--timeout", "120"],
+                env, timeout=180)
+    try:
+        assert start.returncode == 0, start.stdout + start.stderr
+        assert "cluster ready" in start.stdout
+        up = run(["scale", "4", *args, "--wait", "--timeout", "120"], env, timeout=180)
+        assert up.returncode == 0, up.stdout + up.stderr
+        assert len(our_jobs(system, pd, env)) == 4  # four jobs of one engine each
+        down = run(["scale", "1", *args, "--wait", "--timeout", "120"], env, timeout=180)
+        assert down.returncode == 0, down.stdout + down.stderr
+        wait_until(lambda: len(our_jobs(system, pd, env)) == 1, 60, "three jobs to leave the queue")
+        st = status(pd, env)
+        assert st["pool"]["target"] == 1 and not st["pool"]["adaptive"] and len(st["engines"]) == 1
+        actions = [d["action"] for d in st["pool"]["decisions"]]
+        assert actions.count("cancel") >= 3 or "cancel" in actions
+        text = run(["status", *args], env, timeout=60).stdout
+        assert "POOL: fixed size, target 1 engines, 1 registered" in text
+    finally:
+        stop = run(["stop", *args], env, timeout=150)
+    assert stop.returncode == 0, stop.stderr
+    assert read_pool(pd) is None and our_jobs(system, pd, env) == []
+
+
+@pytest.mark.timeout(300)
+def test_adapt_grows_under_a_backlog_and_shrinks_when_idle() -> None:
+    require_system("slurm")
+    pd = pool_profile("adapt", "slurm")
+    env = env_for("slurm")
+    args = ["--profile", pd.name]
+    start = run(["start", *args, "--engines", "slurm", "--min", "1", "--max", "3", "-n", "1", "--timeout", "120"],
+                env, timeout=180)
+    try:
+        assert start.returncode == 0, start.stdout + start.stderr
+        with hpcpar.Client(profile=pd.name, timeout=30) as rc:
+            lview = rc.load_balanced_view()
+            ar = lview.map_async(lambda x: __import__("time").sleep(1.5) or x, range(40))
+            grown = wait_until(lambda: len(rc.ids) >= 3, 120, "the pool to grow to 3 engines")
+            assert grown
+            assert ar.get(timeout=120) == list(range(40))
+            assert len(rc.ids) <= 3  # never above max
+            wait_until(lambda: len(rc.ids) == 1, 120, "the pool to shrink back to its minimum")
+        decisions = " | ".join(d["reason"] for d in status(pd, env)["pool"]["decisions"])
+        assert "wait and no engine is idle: grow to" in decisions, decisions
+        assert "idle for over 2 s" in decisions and "shrink to 1 (min 1)" in decisions, decisions
+    finally:
+        stop = run(["stop", *args], env, timeout=150)
+    assert stop.returncode == 0, stop.stderr
+
+
+@pytest.mark.timeout(300)
+@pytest.mark.parametrize("system", ["slurm", "sge"])
+def test_a_job_that_exits_at_once_is_retried_with_backoff_then_reported(system: str) -> None:
+    require_system(system)
+    pd = pool_profile("broken", system, ("echo 'module: not found'", "exit 3"))
+    env = env_for(system)
+    args = ["--profile", pd.name]
+    start = run(["start", *args, "--engines", system, "--min", "1", "--max", "1", "--timeout", "120"],
+                env, timeout=180)
+    try:
+        assert start.returncode != 0
+        assert "the pool stopped: stopped submitting after 2 failed jobs in a row" in start.stderr, start.stderr
+        assert "module: not found" in start.stderr
+        pool = status(pd, env)["pool"]
+        assert pool["stopped"] and pool["failures"] == 2
+        failed = [d for d in pool["decisions"] if d["action"] == "failed"]
+        assert len(failed) == 2 and "next submission in 1 s" in failed[0]["reason"]
+        submits = [d["time"] for d in pool["decisions"] if d["action"] == "submit"]
+        assert len(submits) == 2 and submits[1] - submits[0] >= 1.0  # backed off, no storm
+        text = run(["status", *args], env, timeout=60).stdout
+        assert "STOPPED: stopped submitting after 2 failed jobs" in text and "module: not found" in text
+        time.sleep(3)
+        assert len([d for d in status(pd, env)["pool"]["decisions"] if d["action"] == "submit"]) == 2
+    finally:
+        stop = run(["stop", *args], env, timeout=150)
+    assert stop.returncode == 0, stop.stderr
+    wait_gone(system, [r.job_id for r in read_jobs(pd)], env)
