@@ -220,7 +220,7 @@ class Cluster(StateMixin, ControllerMixin, EngineSetsMixin, PoolMixin):
     def _check_batch_count(self) -> None:
         from ..launchers.build import is_batch
 
-        if self.n == 0 and is_batch(self.engine_launcher):
+        if self.n == 0 and is_batch(self.engine_launcher) and not self.pool_managed:
             from ..config import ConfigError
 
             given = "n=0 was given" if self._n_given == 0 else (

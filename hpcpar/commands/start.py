@@ -109,6 +109,7 @@ def run(args: argparse.Namespace) -> int:
         cluster = Cluster(n=0 if pool else args.n, profile_dir=pd.path, cluster_id=args.cluster_id,
                           controller_args=controller_args, progress=live, shutdown_atexit=False,
                           override_source="command line", **overrides)
+        cluster.pool_managed = pool  # the pool submits the engines: no -n needed here
         cluster.check()
         if cluster.controller_launcher == "local":
             why = check_local_bind(cluster.config["controller.ip"], cluster.config.source_of("controller.ip"))

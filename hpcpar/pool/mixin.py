@@ -15,6 +15,8 @@ class PoolMixin:
     profile_dir: Any
     cluster_id: str
     config: Any
+    # True when an elastic pool submits the engines: the cluster itself starts none.
+    pool_managed: bool = False
 
     def scale(self, n: int) -> None:
         """Keep ``n`` engines, in whole batch jobs of ``engines_per_job`` (adaptive scaling off)."""
