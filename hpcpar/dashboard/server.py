@@ -31,7 +31,7 @@ except ImportError as e:  # pragma: no cover - depends on the installation
 from .model import DashboardState
 
 log = logging.getLogger("hpcpar.dashboard")
-STATIC = Path(__file__).with_name("static")
+STATIC = Path(__file__).parent  # index.html, dashboard.js and dashboard.css sit beside this module
 COOKIE = "hpcpar_dashboard"
 QUEUE_LIMIT = 64  # updates a slow browser may lag behind before it is made to reconnect
 
@@ -72,7 +72,7 @@ class StaticHandler(_Base):
 
     def get(self, name: str) -> None:
         path = STATIC / name
-        if "/" in name or path.suffix not in self.TYPES or not path.is_file():
+        if "/" in name or not name.startswith("dashboard.") or path.suffix not in self.TYPES or not path.is_file():
             raise tornado.web.HTTPError(404)
         self.set_header("Content-Type", self.TYPES[path.suffix] + "; charset=utf-8")
         self.write(path.read_bytes())
