@@ -116,10 +116,10 @@ class HubQueries:
             raise remote_error("KeyError", f"no such task(s) {status['unknown']} in the hub's records "
                                            "(purged, never submitted, or from another cluster)")
         out = {"pending": status["pending"], "completed": status["completed"]}
-        if not status_only:
-            out.update({m: v for m, v in zip(status["completed"], self.get_result(status["completed"]).get())}
-                       if len(status["completed"]) > 1 else
-                       {m: self.get_result(m).get() for m in status["completed"]})
+        if not status_only and status["completed"]:
+            # The results, which stay in this client's cache (as ipyparallel's result_status keeps them).
+            values = self.get_result(list(status["completed"]), owner=False).get()
+            out.update(zip(status["completed"], values))
         return out
 
     def db_query(self, query: dict[str, Any], keys: list[str] | None = None) -> list[dict[str, Any]]:

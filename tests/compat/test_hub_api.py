@@ -143,3 +143,12 @@ def test_purge_local_results_accepts_an_async_result(rc):
     with pytest.raises(RuntimeError, match="not finished"):
         rc.purge_local_results(pending)
     pending.get(timeout=30)
+
+
+def test_result_status_with_results_returns_and_keeps_them(rc, rc2):
+    ar = rc[0].apply_async(abs, -13)
+    ar.get(timeout=30)
+    _records(rc, ar.msg_ids)
+    status = rc2.result_status(ar.msg_ids, status_only=False)
+    assert status["completed"] == ar.msg_ids and status["pending"] == []
+    assert status[ar.msg_ids[0]] == 13 and rc2.results[ar.msg_ids[0]] == 13
