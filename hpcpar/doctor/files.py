@@ -34,7 +34,8 @@ def permission_checks(pd: ProfileDir) -> list[Check]:
     """profile-dir (0700, writable, ours) and secret-files (0600)."""
     q = shlex.quote(str(pd.path))
     if not pd.path.exists():
-        return [Check("profile-dir", OK, f"{pd.path} does not exist yet; 'hpcpar start' creates it")]
+        return [Check("profile-dir", OK, f"{pd.path} does not exist yet; 'hpcpar start' creates it"),
+                Check("secret-files", OK, "no connection files or task database yet")]
     rows: list[Check] = []
     if not os.access(pd.path, os.W_OK | os.X_OK):
         rows.append(Check("profile-dir", FAIL, f"{pd.path} is not writable by you",

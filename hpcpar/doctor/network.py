@@ -158,6 +158,7 @@ def reach_check(listener: Listener, probe: dict | None, ip: str, source: str, ho
         missed = ", ".join(f"{u} ({errors[i]})" if i in errors else u for i, u in enumerate(urls) if i not in reached)
         return Check("controller-reach", WARN,
                      f"{host} reached {ok}, not {missed}",
-                     "engines try the addresses in order, each for up to connect_timeout: set "
-                     "[controller] location to an address the compute nodes reach", details)
+                     "engines try the addresses in order, each for up to connect_timeout: set location = "
+                     f"\"{listener.addresses[reached[0]]}\" in [controller] (or --set controller.location="
+                     f"{listener.addresses[reached[0]]}) so they try it first", details)
     return Check("controller-reach", OK, f"{host} reached {ok}", "", details)
