@@ -1,0 +1,254 @@
+"""What transport security costs, and the big-number flood (issue #15).
+
+Usage (run on demand, never in tests)::
+
+    python benchmarks/security.py cost [--calls 2000] [--mb 256]
+    python benchmarks/security.py raw [--calls 5000] [--mb 512]
+    python benchmarks/security.py flood [--frames 100000] [--big-gb 1.0]
+
+``cost`` starts one local cluster per mode (``--transport hmac`` and ``curve``, 1 engine,
+loopback, a private HPCPAR_DIR) and prints, per mode, the median and p99 of ``apply_sync``
+of a no-op and the rate of a ``push`` of an ``--mb`` MB bytes object to the engine, with
+shared memory off (the bytes cross the sockets, as they do between hosts). Run it on an idle
+machine: the figures are per call.
+
+``raw`` times libzmq alone (a DEALER/ROUTER round trip, a 1 MB-message stream), plain and
+CurveZMQ: the floor of what encryption costs.
+
+``flood`` sends ``--frames`` malformed or unauthenticated messages (random bytes, bad
+signatures, truncated multipart, replays of a signed request) and one ``--big-gb`` GB frame
+to both ports of a cluster in each mode, then prints the controller's RSS before, at its peak
+and once back within 20 MB (at most 60 s later), whether anything ran, and the no-op latency before and after.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import zmq
+
+
+def noop() -> None:
+    return None
+
+
+def touch(path: str) -> None:
+    with open(path, "a") as f:
+        f.write("x\n")
+
+
+def rss(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) << 10
+    return 0
+
+
+def latency(rc, calls: int) -> tuple[float, float]:
+    view = rc[0]
+    for _ in range(50):
+        view.apply_sync(noop)
+    times = []
+    for _ in range(calls):
+        t0 = time.perf_counter()
+        view.apply_sync(noop)
+        times.append(time.perf_counter() - t0)
+    times.sort()
+    return statistics.median(times) * 1e3, times[int(len(times) * 0.99) - 1] * 1e3
+
+
+def cluster(mode: str, n: int = 1):
+    """A local cluster with the default heartbeats (1 s, declared dead after 6 s)."""
+    import hpcpar.cluster
+
+    c = hpcpar.cluster.Cluster(n=n, profile=f"bench-{mode}-{os.getpid()}", cluster_id="",
+                               controller_args=["--transport", mode])
+    c.start_cluster_sync()
+    c.wait_for_engines_sync(timeout=60, interactive=False).close()
+    return c
+
+
+def cost(args: argparse.Namespace) -> None:
+    import numpy
+
+    import hpcpar
+
+    data = numpy.frombuffer(os.urandom(args.mb << 20), dtype="u1")  # out-of-band: the bulk path
+    for mode in ("hmac", "curve"):
+        c = cluster(mode)
+        try:
+            info = json.loads(c.profile_dir.client_file().read_text())
+            with hpcpar.Client(info, shared_memory=False, timeout=60) as rc:
+                med, p99 = latency(rc, args.calls)
+                rc[0].push({"blob": b"warm"}, block=True)
+                rates = []
+                for _ in range(3):
+                    t0 = time.perf_counter()
+                    rc[0].push({"blob": data}, block=True)
+                    rates.append(data.nbytes / (time.perf_counter() - t0) / 1e9)
+                print(f"{mode:5s}: apply_sync median {med:.3f} ms, p99 {p99:.2f} ms; "
+                      f"push {args.mb} MB: {max(rates):.2f} GB/s (best of 3)")
+        finally:
+            c.stop_cluster_sync()
+
+
+def raw(args: argparse.Namespace) -> None:
+    """libzmq alone: a DEALER/ROUTER round trip and a one-way bulk stream, plain and CurveZMQ."""
+    for curve in (False, True):
+        ctx = zmq.Context()
+        server, client = ctx.socket(zmq.ROUTER), ctx.socket(zmq.DEALER)
+        if curve:
+            spub, ssec = zmq.curve_keypair()
+            cpub, csec = zmq.curve_keypair()
+            server.curve_server, server.curve_secretkey = True, ssec
+            client.curve_serverkey, client.curve_publickey, client.curve_secretkey = spub, cpub, csec
+        port = server.bind_to_random_port("tcp://127.0.0.1")
+        client.connect(f"tcp://127.0.0.1:{port}")
+        for _ in range(100):
+            client.send(b"x")
+            server.send_multipart(server.recv_multipart())
+            client.recv()
+        times = []
+        for _ in range(args.calls):
+            t0 = time.perf_counter()
+            client.send(b"x")
+            server.send_multipart(server.recv_multipart())
+            client.recv()
+            times.append(time.perf_counter() - t0)
+        block = b"b" * (1 << 20)
+        t0 = time.perf_counter()
+        for _ in range(args.mb):
+            client.send(block, copy=False)
+        for _ in range(args.mb):
+            server.recv_multipart(copy=False)
+        rate = args.mb * len(block) / (time.perf_counter() - t0) / 1e9
+        print(f"raw {'curve' if curve else 'plain':5s}: round trip median {statistics.median(times) * 1e6:.0f} us; "
+              f"{args.mb} x 1 MB one way: {rate:.2f} GB/s")
+        client.close(0)
+        server.close(0)
+        ctx.term()
+
+
+def _send_all(url: str, messages, curve: dict | None) -> int:
+    s = zmq.Context.instance().socket(zmq.DEALER)
+    s.setsockopt(zmq.LINGER, 0)
+    s.setsockopt(zmq.SNDHWM, 0)
+    if curve:
+        s.curve_serverkey = curve["curve_server_key"].encode()
+        s.curve_publickey = curve["curve_public_key"].encode()
+        s.curve_secretkey = curve["curve_secret_key"].encode()
+    s.connect(url)
+    sent = refused = 0
+    for frames in messages:
+        try:
+            s.send_multipart(frames, zmq.NOBLOCK)
+            sent += 1
+            refused = 0
+        except zmq.Again:  # no connection took it (curve: the handshake never completes)
+            refused += 1
+            if refused > 2000:
+                break
+            time.sleep(0.001)
+    s.close(linger=20_000)  # what was queued (the big frame) is sent before we go
+    return sent
+
+
+def flood(args: argparse.Namespace) -> None:
+    for mode in ("hmac", "curve"):
+        flood_one(mode, args)
+
+
+def flood_one(mode: str, args: argparse.Namespace) -> None:
+    import hpcpar
+    from hpcpar import serialize, wire
+
+    c = cluster(mode)
+    marker = Path(tempfile.mkdtemp()) / "ran"
+    try:
+        info = json.loads(c.profile_dir.client_file().read_text())
+        engine_url = json.loads(c.profile_dir.engine_file().read_text())["urls"][0]
+        pid = info["controller_pid"]
+        with hpcpar.Client(info, timeout=60) as rc:
+            before_lat = latency(rc, 500)[0]
+            signer = wire.Signer(info["key"].encode())
+            payload, bufs = serialize.dumps((touch, (str(marker),), {}))
+            signed = signer.pack(signer.header("apply_request", route="direct", targets=[0]), {}, payload, bufs)
+            rc._send(signed)  # legitimately once: every copy after it is a replay
+            time.sleep(1.0)
+            before = rss(pid)
+            peak = [before]
+            stop = threading.Event()
+
+            def watch() -> None:
+                while not stop.is_set():
+                    peak[0] = max(peak[0], rss(pid))
+                    time.sleep(0.05)
+
+            watcher = threading.Thread(target=watch, daemon=True)
+            watcher.start()
+
+            def messages(n: int):
+                for i in range(n):
+                    k = i % 5
+                    if k == 0:
+                        yield [os.urandom(64)]
+                    elif k == 1:
+                        yield [os.urandom(32), signed[1], signed[2], signed[3]]  # bad signature
+                    elif k == 2:
+                        yield signed[:2]  # truncated
+                    elif k == 3:
+                        yield signed  # a replay
+                    else:
+                        yield [os.urandom(32)] * 7
+                yield [os.urandom(32), b"{}", b"{}", b"z" * int(args.big_gb * 1e9)]
+
+            t0 = time.perf_counter()
+            sent = 0
+            for url in (info["urls"][0], engine_url):
+                # hmac: anyone can connect; curve: even a peer with the HMAC key cannot.
+                sent += _send_all(url, messages(args.frames), None)
+            took = time.perf_counter() - t0
+            settle = time.monotonic()
+            while rss(pid) > before + (20 << 20) and time.monotonic() - settle < 60:
+                time.sleep(0.5)
+            settled = time.monotonic() - settle
+            stop.set()
+            watcher.join()
+            after = rss(pid)
+            after_lat = latency(rc, 500)[0]
+        runs = len(marker.read_text().splitlines()) if marker.exists() else 0
+        print(f"{mode:5s}: {sent} messages handed to libzmq in {took:.1f} s; controller RSS "
+              f"{before >> 20} MB before, peak {peak[0] >> 20} MB, {after >> 20} MB {settled:.0f} s after; "
+              f"executions {runs} (1 legitimate); no-op latency {before_lat:.3f} -> {after_lat:.3f} ms")
+    finally:
+        c.stop_cluster_sync()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    sub = parser.add_subparsers(dest="what", required=True)
+    p = sub.add_parser("cost")
+    p.add_argument("--calls", type=int, default=2000)
+    p.add_argument("--mb", type=int, default=256)
+    p = sub.add_parser("raw")
+    p.add_argument("--calls", type=int, default=5000)
+    p.add_argument("--mb", type=int, default=512)
+    p = sub.add_parser("flood")
+    p.add_argument("--frames", type=int, default=100_000)
+    p.add_argument("--big-gb", type=float, default=1.0)
+    args = parser.parse_args()
+    os.environ.setdefault("HPCPAR_DIR", tempfile.mkdtemp(prefix="hpcpar-bench-"))
+    os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(Path(__file__).resolve().parent),
+                                                             os.environ.get("PYTHONPATH")]))
+    {"cost": cost, "raw": raw, "flood": flood}[args.what](args)
+
+
+if __name__ == "__main__":
+    main()
