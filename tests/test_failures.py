@@ -106,8 +106,11 @@ def test_garbage_truncated_and_oversized_frames_leave_controller_serving(cluster
     s.close()
     # Raw TCP garbage that is not even ZMTP.
     with socket.create_connection((host, int(port)), timeout=5) as raw:
-        raw.sendall(os.urandom(4096))
-        raw.sendall(b"\xff" + b"\x00" * 8 + b"\x7f")  # a truncated greeting
+        try:
+            raw.sendall(os.urandom(4096))
+            raw.sendall(b"\xff" + b"\x00" * 8 + b"\x7f")  # a truncated greeting
+        except (ConnectionResetError, BrokenPipeError):
+            pass  # the controller hung up on the garbage (curve mode does at once): as good
     time.sleep(0.3)
     with hpcpar.Client(profile="shared") as good:
         assert good.ids == [0, 1, 2, 3]
