@@ -449,3 +449,40 @@ def test_a_busy_port_is_named_with_the_fix(rc):
                            capture_output=True, text=True, timeout=60)
     assert r.returncode == 1, r.stdout + r.stderr
     assert f"127.0.0.1:{port}" in r.stderr and "--port" in r.stderr and "Traceback" not in r.stderr, r.stderr
+
+
+@pytest.mark.parametrize("db", ["sqlite", "memory"])
+def test_hub_task_stream_gives_the_newest_rows_since_a_time(db):
+    """The hub's compact read for the dashboard: records received in [since, until), the newest
+    ``limit`` of them, oldest first, as rows; a bad request is a clear error."""
+    import tempfile
+
+    from hpcpar.controller.taskdb import STREAM_KEYS, open_backend
+
+    backend = open_backend(db, Path(tempfile.mkdtemp()) / "tasks.db")
+    t = 1_700_000_000.0
+    for i in range(10):
+        backend.add({"msg_id": f"m{i}", "engine_id": i % 2, "fname": "f", "status": "ok", "submitted": t + i,
+                     "started": t + i, "completed": t + i + 0.5, "received": t + i + 0.6})
+    backend.add({"msg_id": "queued", "status": "queued", "submitted": t})
+    rows = backend.stream(t + 3, t + 100, 1000)
+    assert [r[0] for r in rows] == [f"m{i}" for i in range(3, 10)]
+    assert dict(zip(STREAM_KEYS, rows[0])) == {"msg_id": "m3", "engine_id": 1, "fname": "f", "label": None,
+                                               "msg_type": None, "status": "ok", "started": t + 3,
+                                               "completed": t + 3.5, "received": t + 3.6}
+    assert [r[0] for r in backend.stream(t, t + 100, 3)] == ["m7", "m8", "m9"]
+    assert backend.stream(t + 100, t + 200, 10) == []
+
+
+def test_task_stream_request_through_the_controller(rc):
+    view = rc.load_balanced_view()
+    t0 = time.time() - 1
+    ar = view.map_async(slow, range(4))
+    ar.get(timeout=60)
+    reply = rc._request("task_stream_request", {"since": t0, "until": time.time() + 60, "limit": 1000})
+    assert reply.msg_type == "task_stream_reply"
+    got = [dict(zip(reply.meta["keys"], row)) for row in reply.meta["rows"]]
+    mine = [r for r in got if r["msg_id"] in ar.msg_ids]
+    assert len(mine) == 4 and {r["fname"] for r in mine} == {"slow"} and all(r["status"] == "ok" for r in mine)
+    bad = rc._request("task_stream_request", {"since": "yesterday"})
+    assert bad.msg_type == "error_reply" and "needs 'since' and 'until'" in bad.meta["evalue"]

@@ -18,7 +18,7 @@ from .. import targetset, wire
 
 log = logging.getLogger("hpcpar.controller")
 
-HUB_REQUESTS = ("db_query_request", "hub_history_request", "stop_distributed_request")
+HUB_REQUESTS = ("db_query_request", "hub_history_request", "stop_distributed_request", "task_stream_request")
 
 
 class ClientRequests:

@@ -25,7 +25,7 @@ import zmq
 
 from .. import wire
 from . import heap
-from .taskdb import QueryError, check_query, meta_summary, stored_time
+from .taskdb import STREAM_KEYS, QueryError, check_query, meta_summary, stored_time
 
 log = logging.getLogger("hpcpar.controller.hub")
 
@@ -280,6 +280,18 @@ class Hub:
         if keys and any(k in ("request", "reply") for k in keys):
             raise QueryError("db_query returns record fields; fetch results with get_result(msg_ids)")
         self._reply(ident, "db_query_reply", parent, {"records": self.backend.find(query, keys)})
+
+    def _on_task_stream_request(self, ident: bytes, parent: str, meta: dict[str, Any], extra: dict) -> None:
+        """Tasks received in [since, until), the newest ``limit`` of them, as rows of STREAM_KEYS:
+        what the dashboard polls twice a second, so without a dict or key names per task."""
+        try:
+            since, until, limit = float(meta["since"]), float(meta["until"]), int(meta.get("limit", 1000))
+        except (KeyError, TypeError, ValueError):
+            raise QueryError("task_stream_request needs 'since' and 'until' (epoch seconds) and an int 'limit'") from None
+        if limit < 1:
+            raise QueryError(f"task_stream_request: limit must be at least 1, not {limit}")
+        self._reply(ident, "task_stream_reply", parent,
+                    {"keys": list(STREAM_KEYS), "rows": self.backend.stream(since, until, limit)})
 
     def _on_result_request(self, ident: bytes, parent: str, meta: dict[str, Any], extra: dict) -> None:
         """Send each stored reply as it was signed by the engine, then a summary with each

@@ -40,6 +40,10 @@ DATE_KEYS = ("submitted", "started", "completed", "received")
 NUMBER_KEYS = ("engine_id", "attempts")
 
 
+# What the dashboard's task stream reads per finished task (see ``stream``).
+STREAM_KEYS = ("msg_id", "engine_id", "fname", "label", "msg_type", "status", "started", "completed", "received")
+
+
 class QueryError(ValueError):
     """A db_query that names an unknown key or operator."""
 
@@ -249,6 +253,17 @@ class MemoryBackend:
             if all(_matches(rec.get(k), c) for k, c in query.items())
         ]
 
+    def stream(self, since: float, until: float, limit: int) -> list[list[Any]]:
+        """The newest ``limit`` records received in [since, until), oldest first, as rows of STREAM_KEYS."""
+        rows: list[list[Any]] = []
+        for rec in reversed(self.records.values()):
+            received = rec.get("received")
+            if received is not None and since <= received < until:
+                rows.append([rec.get(k) for k in STREAM_KEYS])
+                if len(rows) >= limit:
+                    break
+        return rows[::-1]
+
     def delete(self, query: dict[str, Any]) -> int:
         query = normalize_query(query)
         doomed = [m for m, rec in self.records.items() if all(_matches(rec.get(k), c) for k, c in query.items())]
@@ -379,6 +394,12 @@ class SQLiteBackend:
         where, args = self._where(query)
         cur = self.conn.execute(f"SELECT {', '.join(wanted)} FROM tasks{where} ORDER BY seq", args)
         return [_finish(self._row(row, wanted), keys) for row in cur.fetchall()]
+
+    def stream(self, since: float, until: float, limit: int) -> list[list[Any]]:
+        """As MemoryBackend.stream: a walk down the index on 'received', no dict per record."""
+        cur = self.conn.execute(f"SELECT {', '.join(STREAM_KEYS)} FROM tasks WHERE received >= ? AND received < ? "
+                                "ORDER BY received DESC LIMIT ?", (since, until, limit))
+        return [list(row) for row in reversed(cur.fetchall())]
 
     def delete(self, query: dict[str, Any]) -> int:
         where, args = self._where(query)

@@ -23,6 +23,7 @@ log = logging.getLogger("hpcpar.dashboard")
 
 RECORD_KEYS = ["msg_id", "msg_type", "label", "fname", "engine_id", "status", "started", "completed", "received",
                "ename", "evalue"]
+STREAM_LIMIT = 1000  # task records per tick at most (2,000 a second shown in full at 2 ticks a second)
 TRACEBACKS_PER_TICK = 5
 TRACEBACK_WAIT = 15.0
 
@@ -54,6 +55,7 @@ class Collector:
         self.jobs_interval = jobs_interval
         self._stop = threading.Event()
         self._keys = list(RECORD_KEYS)
+        self._stream = True  # the hub answers task_stream_request (False: a controller from before it)
         self._since: float | None = None  # receive time of the newest record seen
         self._at_since: set[str] = set()  # msg_ids received exactly at _since (asked again by $gte)
         self._tracebacks: dict[str, tuple[Any, dict[str, Any], float]] = {}  # msg_id -> (ar, rec, asked)
@@ -135,6 +137,25 @@ class Collector:
             raise ValueError(reply.meta.get("evalue"))
         return reply.meta["records"]
 
+    def _records(self, rc: Any, since: float, until: float) -> list[dict[str, Any]]:
+        """Records received in [since, until): the hub's compact task stream (rows, the newest
+        STREAM_LIMIT), or db_query from a controller that predates it."""
+        if self._stream:
+            reply = rc._request("task_stream_request", {"since": since, "until": until, "limit": STREAM_LIMIT},
+                                timeout=self.timeout)
+            if reply.msg_type != "error_reply":
+                keys = reply.meta["keys"]
+                return [dict(zip(keys, row)) for row in reply.meta["rows"]]
+            self._stream = False
+        query = {"received": {"$gte": since, "$lt": until}}
+        try:
+            return self._query(rc, query)
+        except ValueError as e:
+            if "fname" not in str(e) or "fname" not in self._keys:
+                raise
+            self._keys = [k for k in self._keys if k != "fname"]  # a controller from before 'fname'
+            return self._query(rc, query)
+
     def _finished(self, rc: Any, now: float) -> list[dict[str, Any]]:
         # From when the dashboard started: the history of a busy cluster can be large,
         # and fetching it all at once would cost the cluster more than every tick after.
@@ -145,14 +166,7 @@ class Collector:
         # can appear later below the newest time seen. $gte (and the ids seen at exactly that
         # time) covers two replies received in the same microsecond. Two-sided, so SQLite
         # searches its index on 'received' rather than scanning every record.
-        query = {"received": {"$gte": self._since, "$lt": now + 86400.0}}
-        try:
-            records = self._query(rc, query)
-        except ValueError as e:
-            if "fname" not in str(e) or "fname" not in self._keys:
-                raise
-            self._keys = [k for k in self._keys if k != "fname"]  # a controller from before 'fname'
-            records = self._query(rc, query)
+        records = self._records(rc, self._since, now + 86400.0)
         out = []
         newest = self._since
         for rec in records:
@@ -192,7 +206,7 @@ class Collector:
                 self._tracebacks[msg_id] = (ar, rec, now)
                 when = now
             if ar.ready():
-                ready.append(self._failure(rec, _traceback_of(ar)))
+                ready.append(self._failure(rec, *_error_of(ar)))
             elif now - when > TRACEBACK_WAIT:
                 ready.append(self._failure(rec, "(the hub did not send the traceback)"))
             else:
@@ -205,22 +219,22 @@ class Collector:
                 pass
         return ready
 
-    def _failure(self, rec: dict[str, Any], traceback: str) -> Failure:
+    def _failure(self, rec: dict[str, Any], traceback: str, ename: str | None = None,
+                 evalue: str | None = None) -> Failure:
         return Failure(msg_id=rec["msg_id"], engine=rec.get("engine_id"),
                        time=rec.get("completed") or rec.get("received") or time.time(),
-                       ename=str(rec.get("ename") or "Error"), evalue=str(rec.get("evalue") or ""),
+                       ename=str(ename or rec.get("ename") or "Error"), evalue=str(evalue or rec.get("evalue") or ""),
                        traceback=traceback, name=task_name(rec))
 
 
-def _traceback_of(ar: Any) -> str:
+def _error_of(ar: Any) -> tuple[str, str | None, str | None]:
+    """(traceback, ename, evalue) of a failed task's AsyncResult."""
     try:
         ar.get(timeout=0)
     except BaseException as e:  # noqa: BLE001 - the failure is what we came for
+        errors = getattr(e, "errors", None)  # a CompositeError (of one): its error
+        if errors:
+            e = errors[0]
         tb = getattr(e, "traceback", None)
-        if tb:
-            return str(tb)
-        inner = getattr(e, "elist", None)  # a CompositeError of one
-        if inner:
-            return "\n".join(str(getattr(x, "traceback", x)) for x in inner)
-        return f"{type(e).__name__}: {e}"
-    return ""
+        return (str(tb) if tb else f"{type(e).__name__}: {e}"), getattr(e, "ename", None), getattr(e, "evalue", None)
+    return "", None, None
