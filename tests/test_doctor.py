@@ -154,6 +154,11 @@ def test_files_other_users_can_read_fail_the_check() -> None:
     assert checks["profile-dir"]["status"] == "warn" and "0755" in checks["profile-dir"]["result"]
     assert checks["secret-files"]["status"] == "fail" and "tasks.db (0644)" in checks["secret-files"]["result"]
     assert f"chmod 600 {db}" in checks["secret-files"]["fix"]
+    log = pd.log / "controller.log"
+    log.write_text("started\n")
+    os.chmod(log, 0o644)
+    code, checks = doctor(profile, "--no-mpi")
+    assert checks["log-files"]["status"] == "warn" and "controller.log, 0644" in checks["log-files"]["result"]
     os.chmod(pd.path, 0o700)  # behind a private directory the same file is shielded: a warning only
     code, checks = doctor(profile, "--no-mpi")
     assert code == 0 and checks["secret-files"]["status"] == "warn" and checks["profile-dir"]["status"] == "ok"
@@ -202,3 +207,16 @@ def test_ssh_on_host_is_checked() -> None:
     code, checks = doctor(profile, *base, "--on", "nosuchhost.invalid")
     assert code == 1 and checks["ssh nosuchhost.invalid"]["status"] == "fail"
     assert "nosuchhost.invalid" in checks["ssh nosuchhost.invalid"]["result"]
+
+
+@pytest.mark.timeout(60)
+def test_transport_row_follows_the_security_setting() -> None:
+    profile = f"doc-transport-{os.getpid()}"
+    code, checks = doctor(profile, "--no-mpi", "--ip", "*")
+    assert checks["transport"]["status"] == "ok" and checks["transport"]["details"]["transport"] == "curve"
+    code, checks = doctor(profile, "--no-mpi", "--ip", "127.0.0.1")
+    assert checks["transport"]["details"]["transport"] == "hmac" and checks["transport"]["status"] == "ok"
+    code, checks = doctor(profile, "--no-mpi", "--ip", "*", "--set", 'security.transport="hmac"')
+    transport = checks["transport"]
+    assert transport["status"] == "warn" and "unencrypted" in transport["result"] and "curve" in transport["fix"]
+    assert code == 0  # works, only in clear

@@ -12,7 +12,7 @@ from pathlib import Path
 from ..config import Config
 from ..netutil import is_loopback
 from ..paths import ProfileDir
-from .report import FAIL, INFO, OK, WARN, Check
+from .report import FAIL, OK, WARN, Check
 
 
 def _mode(path: Path) -> int:
@@ -48,6 +48,12 @@ def permission_checks(pd: ProfileDir) -> list[Check]:
         mode = f"{_mode(pd.path):04o}"
         rows.append(Check("profile-dir", OK if private else WARN, f"{pd.path} is {mode}",
                           "" if private else f"chmod 700 {q}: other users can read its logs and job scripts"))
+    logs = sorted(p for p in pd.log.glob("*") if p.is_file()) if pd.log.is_dir() else []
+    open_logs = [p for p in logs if _open_to_others(p)]
+    if open_logs and not private:
+        rows.append(Check("log-files", WARN, f"{len(open_logs)} of {len(logs)} log file(s) in {pd.log} are "
+                          f"readable by others (e.g. {open_logs[0].name}, {_mode(open_logs[0]):04o})",
+                          f"chmod 600 {shlex.quote(str(pd.log))}/*"))
     exposed = [p for p in secret_files(pd) if _open_to_others(p)]
     if not exposed:
         n = len(secret_files(pd))
@@ -65,26 +71,34 @@ def permission_checks(pd: ProfileDir) -> list[Check]:
     return rows
 
 
+def effective_transport(config: Config) -> tuple[str, str]:
+    """(the transport `hpcpar start` would use, why it cannot) for this config."""
+    from ..security import TransportError, resolve_transport
+
+    try:
+        return resolve_transport(config.get("security.transport") or "auto", config["controller.ip"]), ""
+    except TransportError as e:
+        return "", str(e)
+
+
 def transport_check(config: Config) -> Check:
-    """The transport: [security] transport when this hpcpar has it, else HMAC signing."""
+    """The transport [security] transport selects for this controller address, and whether
+    this host's libzmq can provide it."""
     ip = config["controller.ip"]
-    local = is_loopback(ip)
-    transport = config.get("security.transport")
-    if transport is None:
-        result = "HMAC-SHA256 signed messages, not encrypted (this hpcpar has no [security] transport)"
-        if local:
-            return Check("transport", OK, result + f"; the controller listens on {ip} only")
-        return Check("transport", INFO, result + f"; the controller listens on {ip}",
-                     "traffic to compute nodes crosses the network in clear; keep data you must not expose "
-                     "off shared networks")
+    choice = config.get("security.transport") or "auto"
     source = config.source_of("security.transport")
-    if transport == "curve":
-        return Check("transport", OK, f"curve (CurveZMQ: encrypted and authenticated; from {source})")
-    if transport in ("", "auto"):
-        effective = "hmac" if local else "curve"
-        return Check("transport", OK, f"{transport or 'default'}: {effective} for a controller on {ip}")
-    if local:
-        return Check("transport", OK, f"{transport} (from {source}); the controller listens on {ip} only")
-    return Check("transport", WARN, f"{transport} (from {source}) while the controller listens on {ip}: "
-                 "traffic crosses the network unencrypted",
-                 "set transport = \"curve\" in [security] of the profile's config.toml")
+    effective, problem = effective_transport(config)
+    if problem:
+        return Check("transport", FAIL, f"{choice} (from {source}): {problem}",
+                     "install pyzmq from PyPI (its wheels include libsodium), or set transport = \"hmac\" "
+                     "in [security] (only on a network you trust)")
+    how = f"transport = {choice!r} ({source})"
+    if effective == "curve":
+        return Check("transport", OK, f"{how}: curve, encrypted and authenticated, for a controller on {ip}",
+                     details={"transport": effective})
+    if is_loopback(ip):
+        return Check("transport", OK, f"{how}: hmac, signed messages, for a controller on {ip} only",
+                     details={"transport": effective})
+    return Check("transport", WARN, f"{how}: hmac while the controller listens on {ip}: traffic crosses the "
+                 "network unencrypted", "set transport = \"curve\" (or \"auto\") in [security] of the "
+                 "profile's config.toml", {"transport": effective})

@@ -191,6 +191,7 @@ def outcome_checks(out: JobOutcome, system: str, listener: Listener, config: Con
                   {"job_id": out.job_id, "host": host})]
     rows.append(_python_check(r, host))
     rows.append(_hpcpar_check(r, host))
+    rows.append(_zmq_check(r, host, config))
     rows.append(reach_check(listener, r, ip, source, host))
     rows.append(_shared_check(r, host, config))
     mpi = r.get("mpi", {})
@@ -222,6 +223,23 @@ def _hpcpar_check(r: dict[str, Any], host: str) -> Check:
     if facts.get("version") != hpcpar.__version__:
         return Check("compute-hpcpar", WARN, text, "install the same hpcpar version on both sides")
     return Check("compute-hpcpar", OK, text)
+
+
+def _zmq_check(r: dict[str, Any], host: str, config: Config) -> Check:
+    """pyzmq on the compute node, with CurveZMQ when the cluster would use curve."""
+    from .files import effective_transport
+
+    facts = r.get("zmq", {})
+    if not facts.get("importable"):
+        return Check("compute-zmq", FAIL, f"{host}: pyzmq cannot be imported ({facts.get('error', '?')})",
+                     "install hpcpar with its dependencies into the compute nodes' Python")
+    text = f"{host}: pyzmq {facts.get('version')} (libzmq {facts.get('libzmq')}), CurveZMQ " + \
+        ("yes" if facts.get("curve") else "no")
+    if effective_transport(config)[0] == "curve" and not facts.get("curve"):
+        return Check("compute-zmq", FAIL, text + "; the cluster would use transport curve",
+                     "install pyzmq from PyPI on the compute nodes (its wheels include libsodium), or set "
+                     "transport = \"hmac\" in [security]")
+    return Check("compute-zmq", OK, text)
 
 
 def _shared_check(r: dict[str, Any], host: str, config: Config) -> Check:

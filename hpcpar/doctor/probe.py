@@ -29,6 +29,15 @@ def hpcpar_facts():
             "path": os.path.dirname(getattr(hpcpar, "__file__", "") or "")}
 
 
+def zmq_facts():
+    try:
+        import zmq
+    except Exception as e:  # noqa: BLE001 - any import failure is the finding
+        return {"importable": False, "error": f"{type(e).__name__}: {e}"}
+    return {"importable": True, "version": zmq.pyzmq_version(), "libzmq": zmq.zmq_version(),
+            "curve": bool(zmq.has("curve"))}
+
+
 def mpi_facts():
     import importlib.util
 
@@ -75,6 +84,7 @@ def main():
         "python": platform.python_version(),
         "python_executable": sys.executable,
         "hpcpar": hpcpar_facts(),
+        "zmq": zmq_facts(),
         "mpi": mpi_facts(),
         "shared": shared_file_facts(orders),
     }

@@ -72,8 +72,8 @@ class Report:
         fix_w = max(16, room - result_w)
         lines: list[str] = []
         for name, result, fix in rows:
-            left = textwrap.wrap(result, result_w) or [""]
-            right = textwrap.wrap(fix, fix_w) or [""]
+            left = textwrap.wrap(result, result_w, break_on_hyphens=False) or [""]
+            right = textwrap.wrap(fix, fix_w, break_on_hyphens=False) or [""]
             for i in range(max(len(left), len(right))):
                 cells = (name if i == 0 else "", left[i] if i < len(left) else "", right[i] if i < len(right) else "")
                 lines.append(f"{cells[0]:<{name_w}}  {cells[1]:<{result_w}}  {cells[2]}".rstrip())
