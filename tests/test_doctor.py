@@ -122,6 +122,25 @@ def test_doctor_catches_a_controller_address_the_netns_node_cannot_reach(ip: str
 
 
 @pytest.mark.timeout(120)
+def test_a_compute_python_without_hpcpar_and_its_dependencies_fails() -> None:
+    """The system Python has no pyzmq (and no hpcpar unless PYTHONPATH reaches the job)."""
+    require_system("slurm")
+    system_python = "/usr/bin/python3"
+    probe = subprocess.run([system_python, "-c", "import zmq"], capture_output=True, timeout=30)
+    if probe.returncode == 0:
+        pytest.skip(f"{system_python} has pyzmq: it is no Python without hpcpar's dependencies")
+    profile = f"doc-nohp-{os.getpid()}"
+    code, checks = doctor(profile, "--engines", "slurm", "--ip", "*", "--timeout", "60", "--no-mpi",
+                          "--set", f"engine.python={system_python!r}", env=env_for("slurm"))
+    assert code == 1
+    hp = checks["compute-hpcpar"]
+    assert hp["status"] == "fail" and "[engine] python" in hp["fix"], hp
+    assert checks["compute-python"]["result"].count(system_python) == 1
+    assert checks["compute-zmq"]["status"] == "fail" and "pyzmq" in checks["compute-zmq"]["result"]
+    assert checks["controller-reach"]["status"] == "ok"  # the probe itself needs nothing but the stdlib
+
+
+@pytest.mark.timeout(120)
 def test_a_test_job_that_does_not_start_is_cancelled_and_reported_queued() -> None:
     require_system("slurm")
     profile = f"doc-queued-{os.getpid()}"

@@ -219,6 +219,11 @@ def _hpcpar_check(r: dict[str, Any], host: str) -> Check:
         return Check("compute-hpcpar", FAIL, f"{host}: hpcpar cannot be imported ({facts.get('error', '?')})",
                      "install hpcpar into the compute nodes' Python (a shared venv), or set [engine] python "
                      "to an interpreter that has it; engines cannot start without it")
+    if facts.get("engine_error"):
+        return Check("compute-hpcpar", FAIL, f"{host}: hpcpar {facts.get('version')} imports, but its engine does "
+                     f"not ({facts['engine_error']})",
+                     "install hpcpar with its dependencies (pip install hpcpar) into the compute nodes' Python, or "
+                     "set [engine] python to an interpreter that has them")
     text = f"{host}: hpcpar {facts.get('version')} ({facts.get('path')}); here {hpcpar.__version__}"
     if facts.get("version") != hpcpar.__version__:
         return Check("compute-hpcpar", WARN, text, "install the same hpcpar version on both sides")

@@ -25,8 +25,13 @@ def hpcpar_facts():
         import hpcpar
     except Exception as e:  # noqa: BLE001 - any import failure is the finding
         return {"importable": False, "error": f"{type(e).__name__}: {e}"}
-    return {"importable": True, "version": getattr(hpcpar, "__version__", "?"),
-            "path": os.path.dirname(getattr(hpcpar, "__file__", "") or "")}
+    facts = {"importable": True, "version": getattr(hpcpar, "__version__", "?"),
+             "path": os.path.dirname(getattr(hpcpar, "__file__", "") or ""), "engine_error": ""}
+    try:  # the engine's own imports (pyzmq ...): `import hpcpar` alone is lazy
+        import hpcpar.engine.app  # noqa: F401
+    except Exception as e:  # noqa: BLE001 - any import failure is the finding
+        facts["engine_error"] = f"{type(e).__name__}: {e}"
+    return facts
 
 
 def zmq_facts():
