@@ -140,6 +140,34 @@ def test_a_compute_python_without_hpcpar_and_its_dependencies_fails() -> None:
     assert checks["controller-reach"]["status"] == "ok"  # the probe itself needs nothing but the stdlib
 
 
+@pytest.mark.timeout(240)
+def test_the_running_controllers_engine_port_is_tested_from_the_netns_node() -> None:
+    """A cluster already runs in the profile: its real engine URLs are tried too. On loopback
+    the netns node cannot reach it (fail) even though doctor's own '*' listener is reached."""
+    require_system("slurm-netns")
+    partition = CI_ENV.get("HPCPAR_SLURM_NETNS_PARTITION", "netns")
+    head = CI_ENV.get("HPCPAR_NETNS_HEAD_ADDR", "10.200.0.1")
+    for ip, expected in (("127.0.0.1", "fail"), ("*", "ok")):
+        profile = f"doc-running-{os.getpid()}-{'lo' if ip.startswith('127') else 'all'}"
+        start = subprocess.run(hpcpar_cmd("start", "--profile", profile, "-n", "0", "--ip", ip, "--daemonize"),
+                               capture_output=True, text=True, timeout=120)
+        assert start.returncode == 0, start.stdout + start.stderr
+        try:
+            code, checks = doctor(profile, "--engines", "slurm", "--queue", partition, "--ip", "*",
+                                  "--timeout", "60", "--no-mpi", env=env_for("slurm"))
+        finally:
+            stop = subprocess.run(hpcpar_cmd("stop", "--profile", profile), capture_output=True, text=True,
+                                  timeout=90)
+        assert stop.returncode == 0, stop.stderr
+        running = checks["running-controller"]
+        assert running["status"] == expected, running
+        assert checks["controller-reach"]["details"]["reached"]  # doctor's own listener on '*' was reached
+        if expected == "fail":
+            assert code == 1 and running["details"]["reached"] == [] and "--ip" in running["fix"]
+        else:
+            assert [u.rsplit(":", 1)[0] for u in running["details"]["reached"]] == [head]
+
+
 @pytest.mark.timeout(120)
 def test_a_test_job_that_does_not_start_is_cancelled_and_reported_queued() -> None:
     require_system("slurm")

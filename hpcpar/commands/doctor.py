@@ -12,6 +12,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("doctor", help="check the scheduler, a test job on a compute node, the network, MPI, "
                        "SSH and file permissions; exit 1 when something would stop 'hpcpar start'")
     add_profile_only(p)
+    p.add_argument("--cluster-id", default="", help="cluster id: its running controller's ports are tested too")
     p.add_argument("--engines", default=None, metavar="SYSTEM",
                    help="batch system to check and submit the test job to (default: [cluster] engines)")
     p.add_argument("--queue", default=None, help="queue / partition for the test job")
@@ -36,7 +37,7 @@ def run(args: argparse.Namespace) -> int:
     args.controller = args.walltime = args.account = None
     overrides = {k: v for k, v in cli_overrides(args).items() if v is not None}
     options = DoctorOptions(profile_dir_from(args), overrides, args.timeout, args.on,
-                            job=not args.no_job, mpi=not args.no_mpi)
+                            job=not args.no_job, mpi=not args.no_mpi, cluster_id=args.cluster_id)
     report = run_doctor(options, _say)
     print(report.to_json() if args.json else report.table(), flush=True)
     return report.exit_code()

@@ -27,6 +27,35 @@ class DoctorOptions:
     on: str | None = None
     job: bool = True
     mpi: bool = True
+    cluster_id: str = ""
+
+
+def running_engine_addresses(pd: ProfileDir, cluster_id: str) -> list[tuple[str, int]]:
+    """(host, port) of the engine URLs of this profile's running controller, or []: a
+    connection file left by a controller that died on this host is ignored."""
+    import os
+    import socket
+    from urllib.parse import urlsplit
+
+    from ..connection import ConnectionFileError, ConnectionInfo
+
+    try:
+        info = ConnectionInfo.load(pd.engine_file(cluster_id))
+    except (ConnectionFileError, OSError, ValueError):
+        return []
+    if info.controller_pid and info.location in ("", socket.gethostname()):
+        try:
+            os.kill(info.controller_pid, 0)
+        except ProcessLookupError:
+            return []
+        except PermissionError:
+            pass
+    found = []
+    for url in info.urls:
+        parts = urlsplit(url)
+        if parts.hostname and parts.port:
+            found.append((parts.hostname, parts.port))
+    return found
 
 
 def config_checks(options: DoctorOptions) -> tuple[Any, list[Check]]:
@@ -100,7 +129,8 @@ def _test_job(config: Any, system: str, options: DoctorOptions, say: Callable[[s
                       "pass --ip '*' or an address of this host")]
     outcome, rows = None, []
     try:
-        outcome = run_test_job(config, system, options.profile_dir, listener, options.timeout, say)
+        running = running_engine_addresses(options.profile_dir, options.cluster_id)
+        outcome = run_test_job(config, system, options.profile_dir, listener, options.timeout, say, running)
         rows = outcome_checks(outcome, system, listener, config)
     except LauncherError as e:
         rows = [Check("test-job", FAIL, f"{system} did not take the test job: {e}",

@@ -77,7 +77,7 @@ def _progress_line(say: Callable[[str], None], launcher: BatchLauncher, state: s
 
 
 def run_test_job(config: Config, system: str, pd: ProfileDir, listener: Listener, timeout: float,
-                 say: Callable[[str], None]) -> JobOutcome:
+                 say: Callable[[str], None], running: list[tuple[str, int]] | None = None) -> JobOutcome:
     """Submit the probe, wait at most ``timeout`` for it to start (and as long again to
     finish), always cancel what is left, and collect the report."""
     token = listener.token
@@ -92,7 +92,7 @@ def run_test_job(config: Config, system: str, pd: ProfileDir, listener: Listener
     report_file = pd.run / f"doctor-{token[:8]}-report.json"
     orders = {"token": token, "addresses": [[a, listener.port] for a in listener.addresses],
               "shared_file": str(shared), "shared_text": shared_text, "report_file": str(report_file),
-              "connect_timeout": 5}
+              "connect_timeout": 5, "running": [list(a) for a in running or []]}
     out = JobOutcome(files=[shared, report_file])
     launcher = probe_launcher(config, system, pd, cluster_id)
     command = [sys.executable, "-c", Path(probe.__file__).read_text()]
@@ -194,6 +194,8 @@ def outcome_checks(out: JobOutcome, system: str, listener: Listener, config: Con
     rows.append(_zmq_check(r, host, config))
     rows.append(reach_check(listener, r, ip, source, host))
     rows.append(_shared_check(r, host, config))
+    if r.get("running"):
+        rows.append(_running_check(r["running"], host))
     mpi = r.get("mpi", {})
     rows.append(Check("compute-mpi", OK if mpi.get("mpiexec") and mpi.get("mpi4py") else SKIP,
                       f"on {host}: mpiexec {mpi.get('mpiexec') or 'not on PATH'}, mpi4py "
@@ -201,6 +203,20 @@ def outcome_checks(out: JobOutcome, system: str, listener: Listener, config: Con
                       "" if mpi.get("mpi4py") else "MPI engines (mode = \"mpi\") need mpi4py in the compute "
                       "nodes' Python: pip install 'hpcpar[mpi]'"))
     return rows
+
+
+def _running_check(entries: list[dict[str, Any]], host: str) -> Check:
+    """The profile's running controller: which of its engine URLs the compute node reaches."""
+    urls = [f"{e['host']}:{e['port']}" for e in entries]
+    reached = [u for u, e in zip(urls, entries) if e.get("reached")]
+    details = {"advertised": urls, "reached": reached}
+    if reached:
+        return Check("running-controller", OK, f"{host} reached the running controller's engine port at "
+                     f"{', '.join(reached)}", "", details)
+    tried = ", ".join(f"{u} ({e.get('error') or '?'})" for u, e in zip(urls, entries))
+    return Check("running-controller", FAIL, f"{host} reached none of the running controller's engine URLs: {tried}",
+                 "its engines cannot register: restart the cluster with --ip '*' (or an address the compute nodes "
+                 "reach), or open its engine port in the firewall", details)
 
 
 def _python_check(r: dict[str, Any], host: str) -> Check:

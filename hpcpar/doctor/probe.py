@@ -70,6 +70,20 @@ def try_addresses(orders):
     return results, kept
 
 
+def try_running(orders):
+    """TCP connect (and close, sending nothing) to a running controller's engine URLs."""
+    results = []
+    for host, port in orders.get("running", []):
+        entry = {"host": host, "port": port, "reached": False, "error": ""}
+        try:
+            socket.create_connection((host, port), timeout=float(orders.get("connect_timeout", 5))).close()
+            entry["reached"] = True
+        except OSError as e:
+            entry["error"] = e.strerror or str(e)
+        results.append(entry)
+    return results
+
+
 def shared_file_facts(orders):
     path = orders.get("shared_file", "")
     try:
@@ -93,6 +107,7 @@ def main():
         "mpi": mpi_facts(),
         "shared": shared_file_facts(orders),
     }
+    report["running"] = try_running(orders)
     report["addresses"], sock = try_addresses(orders)
     text = json.dumps(report)
     if sock is not None:
