@@ -15,6 +15,7 @@ import zmq
 from cluster_helpers import start_cluster
 
 import hpcpar
+import hpcpar.paths
 from hpcpar import serialize, wire
 from hpcpar.client import ConnectionRejected
 
@@ -281,3 +282,43 @@ def test_stalled_client_does_not_grow_the_controller(secure):
         results = other.get_result(msg_ids[-3:], block=False).get(timeout=60)
         assert [len(r) for r in results] == [512 << 10] * 3
     s.close()
+
+
+def test_curve_cluster_restores_and_serves_through_forwarders(tmp_path):
+    """curve end to end with a forwarder between engines and controller, then a controller
+    SIGKILL and `hpcpar start --restore`: the same keys, the open client and the engines carry on."""
+    import signal
+    import subprocess
+
+    from cluster_helpers import hpcpar_cmd
+
+    profile = f"sec-restore-{os.getpid()}"
+    env = {**os.environ, "HPCPAR_SECURITY_TRANSPORT": "curve"}
+    out = subprocess.run(hpcpar_cmd("start", "--profile", profile, "-n", "2", "--forwarders", "1",
+                                    "--daemonize", "--wait"), capture_output=True, text=True, timeout=120, env=env)
+    assert out.returncode == 0, out.stderr
+    try:
+        pd = hpcpar.paths.ProfileDir.for_profile(profile)
+        info = json.loads(pd.client_file().read_text())
+        assert info["transport"] == "curve"
+        forwarder_files = list(pd.security.glob("hpcpar*-forwarder-*.json"))
+        assert forwarder_files, "no forwarder connection file"
+        fwd = json.loads(forwarder_files[0].read_text())
+        # The forwarder serves its engines with a server key of its own, and their own key pair.
+        assert fwd["transport"] == "curve" and fwd["curve_server_key"] != info["curve_server_key"]
+        rc = hpcpar.Client(profile=profile, timeout=30)
+        rc.wait_for_engines(2, timeout=60, interactive=False)
+        assert rc[:].apply_sync(pow, 2, 4) == [16, 16]
+        os.kill(info["controller_pid"], signal.SIGKILL)
+        time.sleep(0.5)
+        out = subprocess.run(hpcpar_cmd("start", "--profile", profile, "--restore"),
+                             capture_output=True, text=True, timeout=60, env=env)
+        assert out.returncode == 0, out.stderr
+        assert json.loads(pd.client_file().read_text())["curve_server_key"] == info["curve_server_key"]
+        deadline = time.monotonic() + 60
+        while sorted(rc.ids) != [0, 1] and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert rc[:].apply_sync(pow, 3, 2) == [9, 9]  # the same client, on the restored controller
+        rc.close()
+    finally:
+        subprocess.run(hpcpar_cmd("stop", "--profile", profile), timeout=60, env=env)
