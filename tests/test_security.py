@@ -322,3 +322,40 @@ def test_curve_cluster_restores_and_serves_through_forwarders(tmp_path):
         rc.close()
     finally:
         subprocess.run(hpcpar_cmd("stop", "--profile", profile), timeout=60, env=env)
+
+
+def test_plain_start_refuses_over_live_engines_of_a_dead_controller():
+    """A controller SIGKILLed while its engines live: plain `hpcpar start` names --restore and
+    leaves them running; --force stops them and starts afresh."""
+    import signal
+    import subprocess
+
+    from cluster_helpers import hpcpar_cmd
+
+    from hpcpar.launchers.process import process_start_time
+
+    profile = f"sec-orphans-{os.getpid()}"
+    start = hpcpar_cmd("start", "--profile", profile, "-n", "1", "--daemonize", "--wait")
+    out = subprocess.run(start, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    try:
+        pd = hpcpar.paths.ProfileDir.for_profile(profile)
+        info = json.loads(pd.client_file().read_text())
+        with hpcpar.Client(profile=profile, timeout=30) as rc:
+            engine_pid = rc[0].apply_sync(os.getpid)
+        os.kill(info["controller_pid"], signal.SIGKILL)
+        time.sleep(0.5)
+        out = subprocess.run(start, capture_output=True, text=True, timeout=120)
+        assert out.returncode != 0
+        assert "--restore" in out.stderr and "--force" in out.stderr, out.stderr
+        assert process_start_time(engine_pid) is not None, "the refused start killed the live engine"
+        out = subprocess.run([*start, "--force"], capture_output=True, text=True, timeout=120)
+        assert out.returncode == 0, out.stderr
+        deadline = time.monotonic() + 30
+        while process_start_time(engine_pid) is not None and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert process_start_time(engine_pid) is None, "--force left the old engine running"
+        with hpcpar.Client(profile=profile, timeout=30) as rc:
+            assert rc[0].apply_sync(os.getpid) != engine_pid
+    finally:
+        subprocess.run(hpcpar_cmd("stop", "--profile", profile), timeout=60)

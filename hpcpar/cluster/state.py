@@ -99,6 +99,15 @@ class StateMixin:
                 f"(state in {self.state_file}); stop it with 'hpcpar stop --profile {self.profile_dir.name}{cid}' "
                 "or start another with another cluster id (Cluster(cluster_id=NAME), --cluster-id NAME)"
             )
+        live = [sid for sid, s in other.engines.items() if _alive(s)]
+        if live and not getattr(self, "force_start", False):
+            cid = f" --cluster-id {self.cluster_id}" if self.cluster_id else ""
+            raise ClusterError(
+                f"the controller of the cluster in profile {self.profile_dir.name!r}{cid} is gone, but its "
+                f"engines still run (engine sets {', '.join(map(str, live))}): 'hpcpar start --profile "
+                f"{self.profile_dir.name}{cid} --restore' brings a controller back to them with the task "
+                "database; 'hpcpar start --force' stops them and starts afresh (their results are lost)"
+            )
         other._stop_cluster()  # leftovers of a crashed cluster
 
     def job_states(self) -> list[dict[str, Any]]:
@@ -219,3 +228,11 @@ def running_clusters() -> list[tuple[Path, Cluster]]:
             except (ClusterError, LauncherError):
                 continue
     return found
+
+
+def _alive(launcher: Any) -> bool:
+    """An engine set whose processes run or whose jobs are queued."""
+    try:
+        return launcher.status() in ("running", "pending", "held")
+    except Exception:  # a launcher that cannot tell: do not block a start on it
+        return False

@@ -30,6 +30,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--db", default=None, choices=["sqlite", "memory", "none"], help="task database (default: sqlite)")
     p.add_argument("--restore", action="store_true",
                    help="restart a crashed controller of a running cluster: engines re-attach, old results stay")
+    p.add_argument("--force", action="store_true",
+                   help="start afresh even if the profile's controller died while its engines live "
+                   "(they are stopped; without --force, start refuses and names --restore)")
     p.add_argument("--daemonize", action="store_true",
                    help="return once the controller is up and the engine jobs are submitted and recorded")
     p.add_argument("--wait", action="store_true", help="with --daemonize: also wait for all engines")
@@ -110,6 +113,7 @@ def run(args: argparse.Namespace) -> int:
                           controller_args=controller_args, progress=live, shutdown_atexit=False,
                           override_source="command line", **overrides)
         cluster.pool_managed = pool  # the pool submits the engines: no -n needed here
+        cluster.force_start = args.force  # over the live engines of a controller that died
         cluster.check()
         if cluster.controller_launcher == "local":
             why = check_local_bind(cluster.config["controller.ip"], cluster.config.source_of("controller.ip"))
