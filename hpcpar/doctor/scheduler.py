@@ -57,8 +57,9 @@ def _pbs_version(cmd: str) -> str:
 
 
 def _lsf_version(cmd: str) -> str:
-    r = _run([cmd, "-V"])
-    return _first_line(r.output) if r and r.returncode == 0 else ""
+    r = _run([cmd, "-V"])  # LSF prints its version on stderr
+    line = _first_line(r.output) if r and r.returncode == 0 else ""
+    return line if "LSF" in line else ""
 
 
 def _condor_version(cmd: str) -> str:
