@@ -117,6 +117,21 @@ def main() -> int:
             print(f"round {r + 1}: without {without[-1]:.3f} s (controller cpu {cpu_without[-1]:.2f} s), "
                   f"with the dashboard open {with_dash[-1]:.3f} s (controller cpu {cpu_with[-1]:.2f} s)"
                   + ("" if args.browser else f", {updates} updates pushed"), flush=True)
+        # What the dashboard adds per finished task, measured alone (steadier than the ratio on a
+        # busy machine): the controller's CPU to read one run's records through the hub's
+        # task stream, as the dashboard does in pieces during a run.
+        t_end = time.time() + 1
+        per_read = []
+        for _ in range(10):
+            c0 = cpu_seconds(controller)
+            reply = rc._request("task_stream_request", {"since": t_end - 3600, "until": t_end,
+                                                        "limit": args.tasks})
+            per_read.append(cpu_seconds(controller) - c0)
+        n_rows = len(reply.meta["rows"])
+        per_task = statistics.median(per_read) / max(1, n_rows)
+        print(f"hub task stream: {per_task * 1e6:.1f} us of controller CPU per finished task "
+              f"({n_rows} rows a read); for a {args.tasks}-task run that is "
+              f"{100 * per_task * args.tasks / statistics.median(cpu_without):.1f}% of its controller CPU")
         # The fixed cost: an idle cluster's controller, 10 s without and 10 s with a dashboard.
         c0 = cpu_seconds(controller)
         time.sleep(10)
