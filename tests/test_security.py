@@ -359,3 +359,20 @@ def test_plain_start_refuses_over_live_engines_of_a_dead_controller():
             assert rc[0].apply_sync(os.getpid) != engine_pid
     finally:
         subprocess.run(hpcpar_cmd("stop", "--profile", profile), timeout=60)
+
+
+def test_client_of_a_dead_controller_says_so_at_once():
+    """The connection file names a controller of this host that is gone: Client() says how to
+    restore it at once, not after its timeout."""
+    import socket
+    import subprocess
+    import sys
+
+    with subprocess.Popen([sys.executable, "-c", "pass"]) as p:
+        p.wait()
+    info = {"key": "0" * 64, "urls": ["tcp://127.0.0.1:9"], "role": "client", "profile": "gone",
+            "location": socket.gethostname(), "controller_pid": p.pid}
+    started = time.monotonic()
+    with pytest.raises(TimeoutError, match="--restore"):
+        hpcpar.Client(info, timeout=30)
+    assert time.monotonic() - started < 10

@@ -59,6 +59,7 @@ class Channel:
         return ConnectionInfo.load(p), str(p)
 
     def _connect(self, timeout: float) -> None:
+        self._check_controller_alive()
         urls = self._info.urls
         per_url = timeout if len(urls) == 1 else max(1.0, timeout / len(urls))
         last_error: BaseException | None = None
@@ -80,6 +81,25 @@ class Channel:
             f"no controller answered at {', '.join(urls)} within {timeout:.0f} s "
             f"(connection file {self._source}); is the cluster running? Check with 'hpcpar list'"
         ) from last_error
+
+    def _check_controller_alive(self) -> None:
+        """A controller of this host that is gone (killed, crashed): say so now, and how to
+        restore it, instead of waiting out the timeout."""
+        import os
+        import socket
+
+        from ..launchers.process import process_start_time
+
+        info = self._info
+        if (not info.controller_pid or info.location != socket.gethostname() or not os.path.isdir("/proc/self")
+                or process_start_time(info.controller_pid) is not None):
+            return
+        profile = f" --profile {info.profile}" if info.profile else ""
+        cid = f" --cluster-id {info.cluster_id}" if info.cluster_id else ""
+        raise TimeoutError(
+            f"the controller of {self._source} (pid {info.controller_pid} on this host) is not running: "
+            f"bring it back to its engines with 'hpcpar start{profile}{cid} --restore', or start afresh "
+            f"with 'hpcpar start{profile}{cid} --force'")
 
     def _request(self, msg_type: str, meta: dict[str, Any], timeout: float | None = None,
                  first: bool = False) -> wire.Message:
