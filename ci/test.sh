@@ -44,7 +44,7 @@ step "core tests on the oldest and newest supported Python"
 # The package as users install it (a wheel, not editable) on Python 3.10 and 3.13, each in a
 # venv of its own, running the tests that need no batch system. The interpreters come with
 # the machine (pyenv); a missing one is a CI failure, never a skip.
-CORE_TESTS=${CORE_TESTS:-"tests/test_cli_options.py tests/test_cli_commands.py tests/test_wire.py tests/test_serialize.py tests/test_directview.py tests/test_loadbalanced.py"}
+CORE_TESTS=${CORE_TESTS:-"tests/test_cli_options.py tests/test_cli_commands.py tests/test_wire.py tests/test_serialize.py tests/test_loadbalanced.py tests/test_asyncresult.py"}
 status=0
 core=()
 for t in $CORE_TESTS; do

@@ -97,9 +97,13 @@ def run(args: argparse.Namespace) -> int:
         controller_args += ["--hwm", str(args.hwm)]
     if args.db:
         controller_args += ["--db", args.db]
+    import logging
+
     from ..progress import LiveLine
 
     live = LiveLine()
+    if args.log_level != "DEBUG":  # the live line says it already; the log would repeat each step
+        logging.getLogger("hpcpar.cluster").setLevel(logging.WARNING)
     pd = profile_dir_from(args)
     if args.restore:
         return _restore(pd, args.cluster_id, controller_args)
