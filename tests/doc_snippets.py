@@ -112,11 +112,12 @@ class Block:
 
 
 def _marks(text: str) -> dict[str, str]:
+    """``needs site; own-cluster; setup: CODE`` -> marks; setup comes last and takes the rest."""
     marks = {}
+    text, _, setup = text.partition("setup:")
+    if setup.strip():
+        marks["setup"] = setup.strip().replace("\\n", "\n")
     for part in filter(None, (p.strip() for p in text.split(";"))):
-        if part.startswith("setup:"):
-            marks["setup"] = part[len("setup:"):].strip().replace("\\n", "\n")
-            continue
         name, _, value = part.partition(" ")
         marks[name] = value.strip()
     return marks

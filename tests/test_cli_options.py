@@ -213,3 +213,36 @@ def test_mpi_mode_asks_no_more_slots_than_engines(system, wanted, unwanted):
         assert text in out.stdout, out.stdout
     for text in unwanted:
         assert text not in out.stdout, out.stdout
+
+
+# -- n = 0 means no engines, everywhere --------------------------------------------------------
+
+def test_cluster_n_must_be_a_whole_number():
+    import hpcpar
+    from hpcpar.config import ConfigError
+
+    with pytest.raises(ConfigError, match="n must be a whole number of engines \\(e.g. n=4\\), not str 'two'"):
+        hpcpar.Cluster(n="two", profile="opts")
+    with pytest.raises(ConfigError, match="not float 2.5"):
+        hpcpar.Cluster(n=2.5, profile="opts")
+
+
+def test_zero_engines_is_a_controller_alone_from_flag_and_config_alike():
+    import hpcpar
+
+    assert hpcpar.Cluster(n=0, profile="opts").n == 0
+    from_config = subprocess.run(
+        [sys.executable, "-c", "import hpcpar; print(hpcpar.Cluster(profile='opts').n)"],
+        capture_output=True, text=True, timeout=60, env={**os.environ, "HPCPAR_CLUSTER_N": "0"})
+    assert from_config.stdout.strip() == "0", from_config.stderr
+    unset = subprocess.run([sys.executable, "-c", "import hpcpar; print(hpcpar.Cluster(profile='opts').n)"],
+                           capture_output=True, text=True, timeout=60)
+    assert unset.stdout.strip() == str(os.cpu_count() or 1), unset.stderr
+
+
+def test_batch_engines_refuse_zero():
+    err = refused(run("start", "--profile", "opts", "--engines", "slurm", "-n", "0", "--ip", "*"),
+                  "nothing was started", "'slurm' engines need a count of 1 or more (n=0 was given)")
+    assert "-n 0" in err  # the way to a controller alone
+    refused(run("start", "--profile", "opts", "--engines", "slurm", "--ip", "*"), "no count was given")
+    nothing_started("opts")

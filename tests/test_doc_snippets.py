@@ -6,7 +6,8 @@ machine's HPCPAR_* settings, as a new user's shell would: its shell commands in 
 (from the repository root), its Python blocks in one IPython session, with a local
 cluster of 4 engines in the default profile started before the first Python block
 (unless the block starts its own). A command that runs in the foreground until Ctrl-C
-(it says "Ctrl-C" stops it) gets a SIGINT once it said so.
+(it says "Ctrl-C" stops it) gets a SIGINT once it said so. Python blocks find `rc`, a client
+of that cluster, defined.
 """
 
 from __future__ import annotations
@@ -173,6 +174,10 @@ def test_page_runs_as_written(page: Path, tmp_path: Path):
         for block in blocks(page):
             if not block.runs:
                 continue
+            if block.lang in ("console", "sh") and cluster_up:
+                # commands start from a clean state, as the reader's would
+                run_command("hpcpar stop --profile default", env, block.where, fails=False)
+                cluster_up = False
             if "cluster" in block.marks:
                 ensure_cluster(env, block, block.marks["cluster"] or "default")
             if block.lang == "toml":
@@ -180,15 +185,17 @@ def test_page_runs_as_written(page: Path, tmp_path: Path):
             elif block.lang in ("console", "sh"):
                 for command in block.commands():
                     run_command(command, env, block.where, fails="fails" in block.marks)
-                cluster_up = False  # the commands may have started or stopped clusters
             else:
+                session = session or PythonSession(env)
                 if "own-cluster" in block.marks:
                     run_command("hpcpar stop --all", env, block.where, fails=False)
                     cluster_up = False
                 elif not cluster_up:
                     ensure_cluster(env, block, "default")
+                    # The page's context (docs/README.md): `rc`, a client of that cluster.
+                    session.run("import hpcpar\nrc = hpcpar.Client()\nrc.wait_for_engines(4, timeout=60)\n",
+                                block.where + " (the page's client)")
                     cluster_up = True
-                session = session or PythonSession(env)
                 if "setup" in block.marks:
                     session.run(block.marks["setup"], block.where + " (setup)")
                 session.run(block.python(), block.where)
