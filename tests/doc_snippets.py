@@ -143,6 +143,7 @@ def blocks(page: Path) -> list[Block]:
         while i < len(lines) and not re.match(rf"^{re.escape(indent)}```\s*$", lines[i]):
             body.append(lines[i][len(indent):] if lines[i].startswith(indent) else lines[i])
             i += 1
+        lang = {"bash": "sh", "shell": "sh"}.get(lang, lang)
         out.append(Block(page, start, lang, "\n".join(body) + "\n", marks))
         i += 1
     return out

@@ -43,7 +43,7 @@ def test_site_examples_render_for_each_profile(site_dir: Path) -> None:
 
 def test_template_override_example_renders(site_dir: Path) -> None:
     text = (DOCS / "site-admin.md").read_text()
-    template = re.search(r"```\n(\{# /etc/hpcpar/templates/slurm/directives.j2 #\}\n.*?)```", text, re.DOTALL).group(1)
+    template = re.search(r"```\w*\n(\{# /etc/hpcpar/templates/slurm/directives.j2 #\}\n.*?)```", text, re.DOTALL).group(1)
     (site_dir / "site.toml").write_text('[controller]\nip = "*"\n[cluster]\nengines = "slurm"\n')
     (site_dir / "templates" / "slurm").mkdir(parents=True)
     (site_dir / "templates" / "slurm" / "directives.j2").write_text(template)
