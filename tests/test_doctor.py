@@ -187,6 +187,21 @@ def test_a_test_job_that_does_not_start_is_cancelled_and_reported_queued() -> No
     assert_left_nothing(profile)
 
 
+@pytest.mark.timeout(120)
+def test_a_held_sge_test_job_is_cancelled_and_reported_held() -> None:
+    require_system("sge")
+    profile = f"doc-held-{os.getpid()}"
+    env = env_for("sge")
+    code, checks = doctor(profile, "--engines", "sge", "--ip", "*", "--timeout", "3", "--no-mpi",
+                          "--set", 'batch.extra_directives=["-h"]', env=env)
+    job = checks["test-job"]
+    assert job["status"] == "warn" and job["details"]["state"] == "held" and "cancelled" in job["result"], job
+    assert "hold" in job["fix"] and code == 0
+    left = subprocess.run(["qstat", "-u", "*"], capture_output=True, text=True, timeout=30, env=env).stdout
+    assert not [line for line in left.splitlines()[2:] if line.split()[:1] == [job["details"]["job_id"]]]
+    assert_left_nothing(profile)
+
+
 # ----- no batch system needed ---------------------------------------------------------------
 @pytest.mark.timeout(60)
 def test_files_other_users_can_read_fail_the_check() -> None:

@@ -172,8 +172,9 @@ def outcome_checks(out: JobOutcome, system: str, listener: Listener, config: Con
     if out.report is None and out.state in (PENDING, HELD):
         reason = f" (reason: {out.reason})" if out.reason else ""
         rows = [Check("test-job", WARN, f"{what} still {out.state} after {out.waited:.0f} s{reason}; cancelled",
-                      "run 'hpcpar doctor' again with a longer --timeout, or pick a queue with free nodes "
-                      "(--queue)", {"job_id": out.job_id, "state": out.state, "reason": out.reason})]
+                      ("a held job never starts by itself: look for a hold in the site's submit defaults or "
+                       "extra_directives, or ask the admins why the scheduler holds it") if out.state == HELD else
+                      "run 'hpcpar doctor' again with a longer --timeout, or pick a queue with free nodes (--queue)", {"job_id": out.job_id, "state": out.state, "reason": out.reason})]
         return rows + [Check(n, SKIP, "the test job did not run") for n in
                        ("compute-python", "compute-hpcpar", "controller-reach", "shared-filesystem")]
     if out.report is None:
