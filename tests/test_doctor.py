@@ -202,6 +202,18 @@ def test_a_held_sge_test_job_is_cancelled_and_reported_held() -> None:
     assert_left_nothing(profile)
 
 
+@pytest.mark.timeout(120)
+def test_a_rejected_test_job_fails_with_the_schedulers_words() -> None:
+    require_system("slurm")
+    profile = f"doc-rejected-{os.getpid()}"
+    code, checks = doctor(profile, "--engines", "slurm", "--ip", "*", "--queue", "nosuchpartition", "--no-mpi",
+                          env=env_for("slurm"))
+    job = checks["test-job"]
+    assert code == 1 and job["status"] == "fail", job
+    assert "invalid partition" in job["result"].lower() and "hpcpar render" in job["fix"]
+    assert_left_nothing(profile)
+
+
 # ----- no batch system needed ---------------------------------------------------------------
 @pytest.mark.timeout(60)
 def test_files_other_users_can_read_fail_the_check() -> None:
