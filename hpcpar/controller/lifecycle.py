@@ -154,7 +154,7 @@ class EngineLifecycle:
                 for client in [task.client, *task.watchers]:
                     self.to_client(client, msg.frames)
         elif mt == "unregister_request":
-            self.unregister(rec, "shut down")
+            self.unregister(rec, "shut down" + self._walltime_note(rec))
         elif mt == "engine_status":
             rec.status, rec.status_at = dict(msg.meta), now
         elif mt == "engine_draining":
@@ -226,10 +226,16 @@ class EngineLifecycle:
             if now - rec.last_seen > limit:
                 self.engine_died(rec, f"no heartbeat for {now - rec.last_seen:.1f} s")
 
-    def engine_died(self, rec: EngineRecord, why: str) -> None:
+    @staticmethod
+    def _walltime_note(rec: EngineRecord) -> str:
+        """"; its batch job 812 reached its walltime" when that is why an engine went."""
         job_end = rec.info.get("job_end")
         if isinstance(job_end, (int, float)) and time.time() >= job_end - 30:
-            why += f"; its batch job {rec.info.get('job_id', '')} reached its walltime".replace("job  ", "job ")
+            return f"; its batch job {rec.info.get('job_id') or ''} reached its walltime".replace("job  ", "job ")
+        return ""
+
+    def engine_died(self, rec: EngineRecord, why: str) -> None:
+        why += self._walltime_note(rec)
         log.warning("engine %d (%s pid %s) is lost: %s", rec.id, rec.info.get("hostname"), rec.info.get("pid"), why)
         path = self.forwarding.via.get(rec.ident, ())
         self.unregister(rec, f"died or became unreachable ({why})")
