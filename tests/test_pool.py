@@ -79,12 +79,13 @@ def test_scale_up_then_down_changes_the_queue(system: str) -> None:
 
 
 @pytest.mark.timeout(300)
-def test_adapt_grows_under_a_backlog_and_shrinks_when_idle() -> None:
-    require_system("slurm")
-    pd = pool_profile("adapt", "slurm")
-    env = env_for("slurm")
+@pytest.mark.parametrize("system", ["slurm", "sge"])
+def test_adapt_grows_under_a_backlog_and_shrinks_when_idle(system: str) -> None:
+    require_system(system)
+    pd = pool_profile("adapt", system)
+    env = env_for(system)
     args = ["--profile", pd.name]
-    start = run(["start", *args, "--engines", "slurm", "--min", "1", "--max", "3", "-n", "1", "--timeout", "120"],
+    start = run(["start", *args, "--engines", system, "--min", "1", "--max", "3", "-n", "1", "--timeout", "120"],
                 env, timeout=180)
     try:
         assert start.returncode == 0, start.stdout + start.stderr
