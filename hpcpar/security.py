@@ -255,6 +255,39 @@ class HandshakeWatch:
         return None
 
 
+def poll_or_refused(sock: zmq.Socket, curve: bool, timeout_ms: int) -> str | None:
+    """Wait up to ``timeout_ms`` for ``sock`` to be readable; in curve mode, return the reason
+    at once if the peer refuses the handshake (None: readable, or the time is up)."""
+    if not curve:
+        sock.poll(timeout_ms)
+        return None
+    from zmq.utils.monitor import recv_monitor_message
+
+    monitor = sock.get_monitor_socket(HANDSHAKE_EVENTS)
+    watch = HandshakeWatch(curve=True)
+    poller = zmq.Poller()
+    poller.register(sock, zmq.POLLIN)
+    poller.register(monitor, zmq.POLLIN)
+    deadline = time.monotonic() + timeout_ms / 1000
+    try:
+        while (left := deadline - time.monotonic()) > 0:
+            events = dict(poller.poll(int(left * 1000) + 1))
+            if sock in events:
+                return None
+            if monitor in events:
+                while True:
+                    try:
+                        reason = watch.event(recv_monitor_message(monitor, zmq.NOBLOCK)["event"])
+                    except zmq.Again:
+                        break
+                    if reason is not None:
+                        return reason
+        return None
+    finally:
+        sock.disable_monitor()
+        monitor.close(linger=0)
+
+
 def rejection_message(url: str, reason: str, source: str) -> str:
     return (f"the controller at {url} rejected this connection ({reason}). The key in {source} does not "
             "match the running cluster: it was probably restarted; use its current connection file "

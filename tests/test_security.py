@@ -376,3 +376,24 @@ def test_client_of_a_dead_controller_says_so_at_once():
     with pytest.raises(TimeoutError, match="--restore"):
         hpcpar.Client(info, timeout=30)
     assert time.monotonic() - started < 10
+
+
+@pytest.mark.parametrize("secure", ["curve"], indirect=True)
+def test_engine_with_stale_curve_keys_fails_fast(secure, tmp_path):
+    """An engine started with keys the controller does not know: a clear error within seconds
+    (curve; in hmac mode the controller answers a bad signature, see the engine's registration)."""
+    import subprocess
+    import sys
+
+    _, cluster = secure
+    engine = json.loads(cluster.profile_dir.engine_file().read_text())
+    public, secret = zmq.curve_keypair()
+    engine.update(curve_public_key=public.decode(), curve_secret_key=secret.decode())
+    path = tmp_path / "stale-engine.json"
+    path.write_text(json.dumps(engine))
+    started = time.monotonic()
+    out = subprocess.run([sys.executable, "-m", "hpcpar", "engine", "--file", str(path), "--connect-timeout", "60"],
+                         capture_output=True, text=True, timeout=90)
+    assert out.returncode != 0
+    assert "refused this engine" in out.stderr and "stale" in out.stderr, out.stderr[-2000:]
+    assert time.monotonic() - started < 45

@@ -125,7 +125,13 @@ class Engine:
                 security.connect_as(sock, self.info)
                 sock.connect(url)
                 sock.send_multipart(self._register_message())
-                if sock.poll(int(per_try * 1000)):
+                refused = security.poll_or_refused(sock, self.info.transport == "curve", int(per_try * 1000))
+                if refused is not None:
+                    sock.close()
+                    raise RegistrationError(
+                        f"the controller at {url} refused this engine ({refused}); the engine's connection "
+                        "file is stale (the cluster was restarted?): use the current one")
+                if sock.poll(0):
                     frames = sock.recv_multipart(copy=False)
                     try:
                         msg = self.signer.unpack(frames)
