@@ -115,12 +115,12 @@ def test_page_shows_a_live_local_cluster(private_cluster, browser, tmp_path):
         # the task stream grows while tasks run
         before = _bars(browser)
         view = rc.load_balanced_view()
-        ar = view.map_async(slow, range(60))  # 6 s of work on 3 engines
+        ar = view.map_async(slow, range(120))  # 12 s of work on 3 engines: the stream grows meanwhile
         browser.wait_for("a busy engine", lambda: int(browser.text("n-busy")) > 0)
         browser.wait_for("bars while the map runs", lambda: _bars(browser) > before)
         assert not ar.ready(), "the stream should grow while the tasks still run"
         ar.get(timeout=60)
-        browser.wait_for("all 60 tasks in the stream", lambda: _bars(browser) >= before + 60)
+        browser.wait_for("all 120 tasks in the stream", lambda: _bars(browser) >= before + 120)
         ids = browser.js("return window.hpcparDashboard.state.tasks.map(t => t.id)")
         assert set(ar.msg_ids) <= set(ids) and len(ids) == len(set(ids)), "each task once in the stream"
 
