@@ -184,6 +184,22 @@ def test_page_over_ssh(browser, tmp_path, client):
             assert browser.console_errors() == []
         finally:
             dash.stop()
+        # From Python: a client that came through the tunnel serves its dashboard through it too.
+        with hpcpar.Client(profile_dir=str(cluster.profile_dir.path), sshserver="testhost", ssh_config=CI_CONFIG,
+                           paramiko=client == "paramiko", timeout=30) as tunnelled:
+            url = tunnelled.dashboard(remote_python=remote_python)
+            try:
+                state_url = url.replace("/?token=", "/state.json?token=")
+                deadline = time.monotonic() + 60
+                state: dict = {}
+                while time.monotonic() < deadline and not (len(state.get("engines", [])) == 2 and state.get("jobs")):
+                    time.sleep(0.3)
+                    with urllib.request.urlopen(state_url, timeout=10) as r:
+                        state = json.loads(r.read())
+                assert len(state["engines"]) == 2
+                assert any(j["role"] == "engines" and j["state"] == "running" for j in state["jobs"]), state["jobs"]
+            finally:
+                url.stop()
     finally:
         cluster.stop_cluster_sync()
 
