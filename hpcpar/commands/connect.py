@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from . import profile_name
+from . import profile_name, seconds
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -24,7 +24,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--ssh-config", default=None, help="ssh_config file instead of ~/.ssh/config")
     p.add_argument("--paramiko", action="store_true", help="use paramiko instead of the ssh program")
     p.add_argument("--check", action="store_true", help="connect, print the engine count, and exit")
-    p.add_argument("--timeout", type=float, default=30.0, help="seconds to wait for the controller")
+    p.add_argument("--timeout", type=seconds, default=30.0, help="seconds to wait for the controller")
     p.add_argument("--log-level", default="WARNING", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     p.set_defaults(func=run)
 

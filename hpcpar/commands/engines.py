@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from . import add_profile_args, profile_dir_from
+from . import add_profile_args, count, profile_dir_from, seconds
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -18,11 +18,11 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     p = sub.add_parser("engines", help="add engines to a running cluster")
     add_profile_args(p)
-    p.add_argument("-n", "--n", type=int, required=True, help="number of engines to add")
+    p.add_argument("-n", "--n", type=count(1, "-n"), required=True, help="number of engines to add")
     add_config_args(p)
     p.add_argument("--no-wait", action="store_true",
                    help="return once the engines are started / their jobs submitted and recorded")
-    p.add_argument("--timeout", type=float, default=120.0,
+    p.add_argument("--timeout", type=seconds, default=120.0,
                    help="seconds to wait for the new engines (time batch jobs spend queued does not count)")
     p.set_defaults(func=run)
 
