@@ -132,3 +132,37 @@ def test_a_job_that_exits_at_once_is_retried_with_backoff_then_reported(system: 
         stop = run(["stop", *args], env, timeout=150)
     assert stop.returncode == 0, stop.stderr
     wait_gone(system, [r.job_id for r in read_jobs(pd)], env)
+
+
+@pytest.mark.timeout(300)
+def test_python_api_scale_adapt_and_stop_with_two_engines_per_job() -> None:
+    """Cluster.scale / adapt / stop_adapt / pool_status on a cluster rebuilt from its file,
+    jobs of 2 engines each; stop_cluster_sync stops the manager first and forgets the pool."""
+    from hpcpar.cluster import Cluster
+    from hpcpar.launchers.process import ProcessRef
+
+    require_system("slurm")
+    pd = make_profile("pyapi-slurm", POOL + "\n[batch.engines]\nengines_per_job = 2\n")
+    env = env_for("slurm")
+    start = run(["start", "--profile", pd.name, "--engines", "slurm", "--min", "2", "--max", "6", "-n", "2",
+                 "--timeout", "120"], env, timeout=180)
+    assert start.returncode == 0, start.stdout + start.stderr
+    cluster = Cluster.from_file(profile_dir=pd.path)
+    try:
+        cluster.scale(5)  # 5 engines in jobs of 2: three jobs, six engines
+        with hpcpar.Client(profile=pd.name, timeout=30) as rc:
+            wait_until(lambda: len(rc.ids) == 6, 120, "six engines")
+        assert len(our_jobs("slurm", pd, env)) == 3
+        st = cluster.pool_status()
+        assert (st["target"], st["adaptive"], st["engines_per_job"]) == (5, False, 2)
+        cluster.adapt(minimum=2, maximum=4)
+        assert cluster.pool_status()["adaptive"] and cluster.pool_status()["target"] == 4
+        cluster.stop_adapt()
+        assert not cluster.pool_status()["adaptive"]
+        manager = ProcessRef.of(read_pool(pd).manager_pid)
+        assert manager.alive()
+    finally:
+        cluster.stop_cluster_sync()
+    wait_until(lambda: not manager.alive(), 30, "the pool manager to exit")
+    assert read_pool(pd) is None
+    wait_until(lambda: our_jobs("slurm", pd, env) == [], 60, "the pool's jobs to leave the queue")

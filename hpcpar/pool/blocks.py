@@ -27,7 +27,8 @@ class BlockLauncher:
         self.cluster_id = cluster_id
         self.config = config
         self.system = str(config["cluster.engines"])
-        self.per_job = max(1, int(config["batch.engines_per_job"]))
+        # As the engine jobs see it: [batch] < [<system>] < [batch.engines].
+        self.per_job = max(1, int(config.launcher_options(self.system, "engines").get("engines_per_job", 1)))
         self.poller = self._launcher(self.per_job)
 
     def _launcher(self, n: int) -> BatchLauncher:
