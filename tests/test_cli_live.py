@@ -216,3 +216,23 @@ def test_pending_reason_parsers():
                " New job is waiting for scheduling: 1 host;\n Not enough job slot(s): 3 hosts;\n\n")
     assert lsf.parse_reason(bjobs_p) == ("New job is waiting for scheduling: 1 host; "
                                          "Not enough job slot(s): 3 hosts")
+
+
+@pytest.mark.timeout(240)
+def test_the_batch_mpi_config_of_docs_mpi_md_starts_on_slurm():
+    """docs/mpi.md's `mode = "mpi"` profile, as printed there, with fewer engines than its
+    engines_per_node: one job asking for exactly those slots, every rank registered."""
+    require_system("slurm")
+    from doc_snippets import ROOT, blocks
+
+    [block] = [b for b in blocks(ROOT / "docs" / "mpi.md") if b.lang == "toml" and 'mode = "mpi"' in b.text]
+    pd = make_profile("doc-mpi")
+    (pd.path / "config.toml").write_text(block.text + "\n[engine]\ncontroller_timeout = 20.0\n")
+    env = env_for("slurm")
+    start = run(["start", "--profile", pd.name, "-n", "2", "--timeout", "120"], env, timeout=200)
+    try:
+        assert start.returncode == 0, start.stdout + start.stderr
+        assert "one job of 2 MPI ranks" in start.stdout and "engines registered 2/2" in start.stdout
+    finally:
+        stop = run(["stop", "--profile", pd.name], env, timeout=150)
+    assert stop.returncode == 0, stop.stderr
