@@ -144,11 +144,11 @@ def test_controller_restart_with_restore(hpcpar_dir):
         before = dict(zip(rc.ids, rc[:].apply_sync(os.getpid)))
         finished = rc[0].apply_async(labelled, 3)
         finished.get(timeout=10)
-        in_flight = rc[1].apply_async(time.sleep, 30)
+        in_flight = rc[1].apply_async(time.sleep, 5)
         attempts = hpcpar_dir / "restore-attempts"
         lb = rc.load_balanced_view(targets=[0])
         with lb.temp_flags(retries=1):
-            retried = lb.apply_async(record_attempt_then_sleep, str(attempts), 30)
+            retried = lb.apply_async(record_attempt_then_sleep, str(attempts), 5)
         time.sleep(0.5)
         info = json.loads((hpcpar_dir / "profile_restore/security/hpcpar-client.json").read_text())
         os.kill(info["controller_pid"], signal.SIGKILL)
@@ -156,11 +156,9 @@ def test_controller_restart_with_restore(hpcpar_dir):
         out = subprocess.run(hpcpar_cmd("start", "--profile", "restore", "--restore"),
                              capture_output=True, text=True, timeout=60)
         assert out.returncode == 0, out.stderr
-        # The task that was running when the controller died is reported, not left pending.
-        start = time.monotonic()
-        with pytest.raises(hpcpar.EngineError, match="restarted") as info:
-            in_flight.get(timeout=30)
-        assert time.monotonic() - start < 10, info.value
+        # The task that was running when the controller died delivers its result (the engine
+        # keeps it and sends it after re-attaching; test_crash_recovery.py has more).
+        assert in_flight.get(timeout=60) is None
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:  # the controller's view, then ours
             registered = {k for k in rc.queue_status() if k != "unassigned"}
@@ -170,9 +168,9 @@ def test_controller_restart_with_restore(hpcpar_dir):
         assert dict(zip(rc.ids, rc[:].apply_sync(os.getpid))) == before  # same engines, same ids
         with hpcpar.Client(profile="restore") as rc2:
             assert rc2.get_result(finished.msg_ids[0]).get(timeout=10) == 30
-        # A load-balanced task with retries left runs again after the restart, same msg_id.
-        assert retried.get(timeout=30) == 2
-        assert len(attempts.read_text().split()) == 2
+        # A load-balanced task running at the crash is not run again: its engine's result counts.
+        assert retried.get(timeout=30) == 1
+        assert len(attempts.read_text().split()) == 1
         rc.close()
     finally:
         subprocess.run(hpcpar_cmd("stop", "--profile", "restore"), timeout=60)

@@ -32,6 +32,7 @@ from .engines import EngineRecord, EngineRegistry
 from .hub import Hub
 from .lifecycle import EngineLifecycle
 from .loadbalancer import LoadBalancer
+from .recovery import Recovery
 from .routing import Routing
 from .scheduler import get_scheme
 from .taskdb import open_backend
@@ -99,9 +100,10 @@ class ControllerConfig:
 
 
 
-class Controller(ClientRequests, Routing, EngineLifecycle):
+class Controller(ClientRequests, Routing, EngineLifecycle, Recovery):
     """The controller's sockets and poll loop; its roles are mixins: client
-    requests (clients.py), routing (routing.py), engine lifecycle (lifecycle.py)."""
+    requests (clients.py), routing (routing.py), engine lifecycle (lifecycle.py),
+    crash recovery (recovery.py)."""
 
     def __init__(self, config: ControllerConfig) -> None:
         self.config = config
@@ -151,6 +153,7 @@ class Controller(ClientRequests, Routing, EngineLifecycle):
                        f"inproc://hpcpar-hub-{id(self)}", config.db_store_limit)
         self.client_urls: list[str] = []
         self.engine_urls: list[str] = []
+        self._recovery_init()
         if config.restore:
             self._restore_state(backend)
 
@@ -262,6 +265,8 @@ class Controller(ClientRequests, Routing, EngineLifecycle):
                 if self.engines.expected and now > self._expect_until:
                     self.engines.expected.clear()  # engines that did not come back after a restart
                     self.lb.schedule()
+                self.check_recovery(now)
+                self.send_acks()
                 if not paused:  # meanwhile heartbeats wait in the engines' queues
                     self.check_heartbeats(now)
                 self.forwarding.expire(now, 3 * self.config.heartbeat_timeout + 10.0)

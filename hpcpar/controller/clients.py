@@ -178,7 +178,9 @@ class ClientRequests:
         """Results of any client's tasks: finished ones from the store, pending
         ones when they finish (the asking client is added as a watcher)."""
         msg_ids = list(msg.meta.get("msg_ids") or [])
-        self.hub.request(ident, msg, {"pending": self._pending_of(msg_ids, ident)})
+        # After --restore, what the database does not know may still come from an engine (recovery.py).
+        self.hub.request(ident, msg, {"pending": self._pending_of(msg_ids, ident),
+                                      "watch_missing": self.recovery_open})
 
     def on_resync_request(self, ident: bytes, msg: wire.Message) -> None:
         """A client reconnected: resend what it may have missed."""
@@ -206,6 +208,8 @@ class ClientRequests:
         ident = bytes(frames[1])
         if kind == b"client":
             self.to_client(ident, frames[2:])
+        elif kind == b"watch":
+            self.watch_orphans(ident, json.loads(bytes(frames[2])))
         elif kind == b"looked-up":
             self.lb.looked_up(json.loads(bytes(frames[2])))
         elif kind == b"resubmit":

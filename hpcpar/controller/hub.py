@@ -76,6 +76,7 @@ class Hub:
         self.ctx = ctx
         self.submitted_count = 0
         self.finished_count = 0
+        self.committed_finished = 0  # finished ops committed to disk (store thread): engines' stored_ack
         # Records submitted in the current batch, written at its end: a task that also
         # finished (or was assigned) within the batch becomes one INSERT instead of an
         # INSERT and an UPDATE of the same row. Store thread only.
@@ -104,11 +105,14 @@ class Hub:
     def assigned(self, msg_id: str, engine_id: int, attempt: int) -> None:
         self.queue.put(("assigned", msg_id, engine_id, attempt))
 
-    def finished(self, msg_id: str, header: dict[str, Any], frames: list[Any] | None, keep: bool = False) -> None:
-        """``keep``: store the reply whatever its size (its client could not take it now)."""
+    def finished(self, msg_id: str, header: dict[str, Any], frames: list[Any] | None, keep: bool = False,
+                 recovered: bool = False) -> None:
+        """``keep``: store the reply whatever its size (its client could not take it now).
+        ``recovered``: a reply replayed after --restore (recovery.py): its record is created if
+        the crash lost it, and a completed record is left as it is."""
         self.finished_count += 1
         self.queued_bytes += payload_bytes(frames)
-        self.queue.put(("finished", msg_id, header, frames, time.time(), keep))
+        self.queue.put(("finished", msg_id, header, frames, time.time(), keep, recovered))
 
     def look_up(self, msg_ids: list[str]) -> None:
         """Ask for finished tasks' outcomes (dependencies older than the controller remembers)."""
@@ -136,6 +140,7 @@ class Hub:
         self.pipe.connect(self.pipe_url)
         get, urgent = self.queue.get, self._urgent
         written = 0  # operations since the heap was last trimmed
+        finished_done = 0
         running = True
         while running:
             try:  # sleep until there is work (after a burst, only briefly: see below)
@@ -166,9 +171,11 @@ class Hub:
                     log.exception("task database operation %s failed", op[0])
                 if op[0] in ("submitted", "submitted_many", "finished"):
                     self.stored_bytes += payload_bytes(op[3])
+                    finished_done += op[0] == "finished"
             self._flush()
             try:
                 self.backend.commit()
+                self.committed_finished = finished_done  # engines may now forget these replies
             except Exception:
                 log.exception("task database commit failed")
         self.backend.close()
@@ -217,7 +224,9 @@ class Hub:
             _, msg_id, engine_id, attempt = op
             self._update(msg_id, {"engine_id": engine_id, "status": "pending", "attempts": attempt})
         elif kind == "finished":
-            _, msg_id, header, frames, received, keep = op
+            _, msg_id, header, frames, received, keep, recovered = op
+            if recovered and self._recovered_done(msg_id, header):
+                return
             fields = {
                 "started": stored_time(header.get("started")),
                 "completed": stored_time(header.get("completed")),
@@ -242,6 +251,18 @@ class Hub:
             except (QueryError, ValueError, TypeError, KeyError) as e:
                 self._reply(ident, "error_reply", parent, {"status": "error", "ename": type(e).__name__,
                                                            "evalue": str(e)})
+
+    def _recovered_done(self, msg_id: str, header: dict[str, Any]) -> bool:
+        """A replayed reply (recovery.py): True if its record is complete already; creates a lost one."""
+        if msg_id in self._new:
+            return self._new[msg_id].get("completed") is not None
+        rec = self.backend.get(msg_id)
+        if rec is None:
+            method = str(header.get("msg_type") or "apply_reply").removesuffix("_reply")
+            self._add(msg_id, {"session": header.get("client"), "msg_type": method + "_request",
+                               "date": header.get("started")}, header.get("engine_id"), None)
+            return False
+        return rec.get("completed") is not None
 
     def _add(self, msg_id: str, header: dict[str, Any], engine_id: int | None, request: list[bytes] | None,
              head: bytes | None = None) -> None:
@@ -296,7 +317,7 @@ class Hub:
     def _on_result_request(self, ident: bytes, parent: str, meta: dict[str, Any], extra: dict) -> None:
         """Send each stored reply as it was signed by the engine, then a summary with each
         known task's record times (so a fetched result has its ``submitted`` time, and more)."""
-        found, missing, unstored = [], [], []
+        found, missing, unstored, watch = [], [], [], []
         records: dict[str, dict[str, Any]] = {}
         pending = extra.get("pending", ())
         for msg_id in meta.get("msg_ids", []):
@@ -305,15 +326,19 @@ class Hub:
                 records[msg_id] = {k: rec.get(k) for k in RESULT_FIELDS}
             if msg_id in pending:
                 continue
-            if rec is None:
+            if rec is None and extra.get("watch_missing"):
+                watch.append(msg_id)  # after --restore an engine may still hold it (recovery.py)
+            elif rec is None:
                 missing.append(msg_id)
             elif not rec.get("reply"):
                 unstored.append(msg_id)
             else:
                 self._send(b"client", ident, *rec["reply"])
                 found.append(msg_id)
+        if watch:
+            self._send(b"watch", ident, json.dumps(watch).encode())
         self._reply(ident, "result_reply", parent, {"found": found, "missing": missing, "unstored": unstored,
-                                                    "pending": list(pending), "records": records})
+                                                    "pending": [*pending, *watch], "records": records})
 
     _on_resync_request = _on_result_request  # a reconnected client catching up
 

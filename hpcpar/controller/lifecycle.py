@@ -18,7 +18,6 @@ from .. import security, wire
 from ..connection import ConnectionFileError, ConnectionInfo
 from ..forwarding import relay
 from .engines import EngineRecord
-from .tasks import Task, reply_type_of
 
 log = logging.getLogger("hpcpar.controller")
 
@@ -52,38 +51,7 @@ class EngineLifecycle:
             known = {}
         self.engines.expect({uuid: int(eid) for uuid, eid in known.get("engines", {}).items()},
                             int(known.get("next_id", 0)))
-        # Tasks in flight when the old controller died will never be answered by
-        # the engines. Load-balanced ones whose retries allow run again (same
-        # msg_id, so the waiting client gets the result); the others fail, and
-        # the failure is stored so a client that asks (or resyncs) gets it.
-        lost = backend.find({"completed": {"$exists": False}},
-                            ["msg_id", "session", "msg_type", "engine_id", "request"])
-        retried = 0
-        for rec in lost:
-            if self._retry_after_restart(rec):
-                retried += 1
-                continue
-            task = Task(rec["session"].encode() if rec.get("session") else b"", rec["msg_id"],
-                        reply_type_of(rec.get("msg_type") or "apply_request"), rec.get("engine_id"), False, {})
-            self.fail_task(task, "EngineError", "the controller restarted while this task was in flight; "
-                           "resubmit it (rc.resubmit) if it should run", notify=False)
-        if lost:
-            log.warning("restored: of %d tasks in flight at the crash, %d run again (retries), %d failed",
-                        len(lost), retried, len(lost) - retried)
-
-    def _retry_after_restart(self, rec: dict[str, Any]) -> bool:
-        try:
-            msg = self.signer.unpack(rec.get("request") or [])
-        except wire.BadMessage:
-            return False
-        retries = int(msg.header.get("retries") or 0)
-        if msg.header.get("route") != "lb" or retries <= 0 or msg.msg_id != rec["msg_id"]:
-            return False
-        self.route_lb(msg.header.get("session", "").encode(), msg)
-        task = self.tasks.get(msg.msg_id)
-        if task is not None:
-            task.retries_left = retries - 1  # the lost attempt counts
-        return True
+        self.restore_tasks(backend)  # recovery.py
 
     def _save_engines(self) -> None:
         data = {"engines": {e.uuid: e.id for e in self.engines.by_id.values()}, "next_id": self.engines.next_id}
@@ -148,6 +116,9 @@ class EngineLifecycle:
                 self.forwarding.send(ident, self._ping_frames(now))
         elif mt.endswith("_reply"):
             self.on_engine_reply(rec, msg)
+            self.note_reply(rec, msg.header.get("parent"))  # stored_ack once committed (recovery.py)
+        elif mt == "resync_answer":
+            self.on_resync_answer(rec, msg)
         elif mt in ("stream", "display_data"):
             task = self.tasks.get(msg.header.get("parent"))
             if task is not None:
@@ -186,11 +157,7 @@ class EngineLifecycle:
         returning = not known and str(m.get("uuid", "")) in self.engines.expected
         rec = self.engines.register(ident, str(m.get("uuid", "")), m.get("requested_id"), dict(m.get("info") or {}))
         if returning:
-            # Whatever it holds was reported failed (or re-queued) at the restart: drop it,
-            # stop it. Sent before the register_reply, so the engine drops exactly what
-            # reaches it before we answer its work_hello, never the work we send after.
-            for mt in ("abort_request", "interrupt_request"):
-                self.forwarding.send(ident, self.signer.pack(self.signer.header(mt), {"msg_ids": None}))
+            self.engine_returning(rec)  # it keeps its work; recovery.py asks what it holds
         reply = self.signer.header("register_reply", parent=msg.msg_id)
         self.forwarding.send(ident, self.signer.pack(reply, {
             "id": rec.id,
@@ -217,6 +184,7 @@ class EngineLifecycle:
             rec.ready = True
             log.info("engine %d registered (%s pid %s)", rec.id, rec.info.get("hostname"), rec.info.get("pid"))
             self.notify_clients("engine_registered", {"engine": rec.describe()})
+            self.engine_back(rec)
             self.lb.schedule()
 
 

@@ -119,11 +119,14 @@ class Routing:
         parent = msg.header.get("parent")
         task = self.tasks.get(parent)
         if task is None:
+            self.orphan_reply(rec, msg)  # after --restore, maybe a reply the database lost (recovery.py)
             # Already failed on the engine's behalf (e.g. declared dead then back): nobody
             # will read this reply, so its shared-memory files go now.
             if msg.header.get("shm"):
                 sharedmem.unlink(sharedmem.names_in(msg.meta, self.shm_prefix))
             return
+        if task.engine_id != rec.id:
+            self.reply_elsewhere(task, rec)  # a reply replayed after --restore (recovery.py)
         lb = rec.outstanding.pop(parent, False)
         rec.completed += 1
         status = msg.header.get("status", "ok")

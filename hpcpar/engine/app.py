@@ -27,6 +27,7 @@ from ..connection import ConnectionInfo
 from ..mpi import segments as mpi_segments
 from .executor import Executor
 from .namespace import current
+from .outbox import Outbox
 from .status import StatusSampler
 from .walltime import job_clock, retirement_reason
 
@@ -77,6 +78,7 @@ class Engine:
         self.drop_until: str | None = None
         self.need_hello = False  # set by the I/O thread after a re-registration
         self.work: zmq.Socket | None = None
+        self.outbox = Outbox()  # replies until the controller has stored them (outbox.py)
         self.ns = current()
         self.executor = Executor(self.ns)
         self.kernel: Any = None  # a kernel.BoundKernel after bind_kernel(): served between tasks
@@ -241,6 +243,11 @@ class Engine:
         if mt == "work_hello_reply":
             if self.drop_until is not None and msg.header.get("parent") == self.drop_until:
                 self.drop_until = None  # what follows is the new controller's work
+            for held in self.outbox.pending():  # replies a dead controller may not have stored
+                wire.send_frames(self.work, self.outbox.resigned(self.signer, held))
+        elif mt == "engine_resync":  # a restored controller: which of its tasks never reached us?
+            unknown = self.outbox.unknown(list(msg.meta.get("msg_ids") or []))
+            wire.send_frames(self.work, self.signer.pack(self.signer.header("resync_answer"), {"msg_ids": unknown}))
         elif mt.endswith("_request") and mt not in CONTROL_ONLY:
             self._run_one(msg, self._dropping())
 
@@ -282,7 +289,9 @@ class Engine:
         )
         if shm_reply:
             header["shm"] = True
-        wire.send_frames(self.work, self.signer.pack(header, meta, payload, buffers))
+        frames = self.signer.pack(header, meta, payload, buffers)
+        self.outbox.keep(msg_id, frames)
+        wire.send_frames(self.work, frames)
 
     def _attach_shm(self, msg: wire.Message) -> str | None:
         """Put a request's shared-memory buffers in place; the problem's text if that fails."""
@@ -420,6 +429,9 @@ class Engine:
             return
         if mt == "reregister_request":
             sock.send_multipart(self._register_message())
+            return
+        if mt == "stored_ack":
+            self.outbox.ack(list(msg.meta.get("msg_ids") or []))
             return
         if mt in IMMEDIATE:
             getattr(self, "_" + mt)(sock, msg)

@@ -1,0 +1,201 @@
+"""Nothing lost at a controller crash: stored acknowledgements and `--restore` recovery.
+
+The hub writes records in batches (hub.py), so when a controller is SIGKILLed the last
+fraction of a second of records is gone. Instead of a disk write per message, engines
+keep every reply until this controller tells them it is committed ("stored_ack", a
+few times a second, many ids per message; engine/outbox.py). After ``--restore``:
+
+- tasks the database shows queued (no engine) are queued again;
+- tasks it shows on an engine wait for that engine to re-attach. The engine sends the
+  replies it still holds, then answers an "engine_resync" naming the tasks it never
+  received: those run again (load-balanced) or are sent to it again (direct);
+- replies for tasks the database never recorded (the submission was in the lost batch)
+  are recorded and go to the client that asks for them (its resync after reconnecting);
+- what no engine returns within the re-attach window fails with a clear error.
+
+A mixin of Controller (app.py), like routing.py and lifecycle.py.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import deque
+from typing import Any
+
+from .. import targetset, wire
+from .engines import EngineRecord
+from .tasks import Task, reply_type_of
+
+log = logging.getLogger("hpcpar.controller")
+
+
+class Recovery:
+    def _recovery_init(self) -> None:
+        self.acks: deque[tuple[int, EngineRecord, str]] = deque()  # (hub op count, engine, msg_id)
+        self.recovering: dict[int, dict[str, Task]] = {}  # engine id -> tasks it held at the crash
+        self.returning: set[int] = set()  # engines of the old controller, re-attached, not resynced yet
+        self.resyncing: set[int] = set()  # asked "engine_resync", not answered yet
+        self.orphan_watch: dict[str, bytes] = {}  # msg_id the database does not know -> client waiting
+        self.orphans: dict[str, list[Any]] = {}  # replies replayed while recovering (for late watches)
+        self.recovery_open = bool(self.config.restore)
+
+    # -- acknowledgements (every controller) --------------------------------------------
+
+    def note_reply(self, rec: EngineRecord, msg_id: str) -> None:
+        """The engine may forget this reply once the hub has committed what was queued up to now."""
+        self.acks.append((self.hub.finished_count, rec, msg_id))
+
+    def send_acks(self) -> None:
+        """Called a few times a second: one "stored_ack" per engine for what the hub committed."""
+        acks, done = self.acks, self.hub.committed_finished
+        if not acks or acks[0][0] > done:
+            return
+        by_engine: dict[int, tuple[EngineRecord, list[str]]] = {}
+        while acks and acks[0][0] <= done:
+            _, rec, msg_id = acks.popleft()
+            by_engine.setdefault(id(rec), (rec, []))[1].append(msg_id)
+        for rec, msg_ids in by_engine.values():
+            if self.engines.by_id.get(rec.id) is rec:
+                self.to_engine(rec, self.signer.pack(self.signer.header("stored_ack"), {"msg_ids": msg_ids}),
+                               control=True)
+
+    # -- after --restore --------------------------------------------------------------
+
+    def restore_tasks(self, backend: Any) -> None:
+        """Tasks the old controller had not finished, as its database shows them."""
+        lost = backend.find({"completed": {"$exists": False}},
+                            ["msg_id", "session", "msg_type", "engine_id", "request"])
+        queued = held = failed = 0
+        for rec in lost:
+            mid, eid = rec["msg_id"], rec.get("engine_id")
+            client = rec["session"].encode() if rec.get("session") else b""
+            try:
+                msg: wire.Message | None = self.signer.unpack(rec.get("request") or [])
+            except wire.BadMessage:
+                msg = None  # not stored (too large, or in shared memory)
+            lb = msg.header.get("route") == "lb" if msg is not None else eid is None
+            if msg is not None and mid != (msg.msg_id if lb else targetset.task_id(msg.msg_id, eid)):
+                msg = None
+            task = Task(client, mid, reply_type_of(rec.get("msg_type") or "apply_request"), eid, lb,
+                        msg.header if msg is not None else {}, msg.frames if msg is not None else None)
+            if eid is None:
+                if msg is None or not lb:
+                    self.fail_task(task, "EngineError", "the controller died before this task was sent to an "
+                                   "engine, and its request was not stored; resubmit it", notify=False)
+                    failed += 1
+                    continue
+                self.tasks[mid] = task
+                self.lb.submit(task)
+                queued += 1
+                continue
+            if lb:
+                task.retries_left = int(task.header.get("retries") or 0)
+            self.tasks[mid] = task
+            self.recovering.setdefault(int(eid), {})[mid] = task
+            held += 1
+        if lost:
+            log.warning("restored: of %d unfinished tasks, %d queued again, %d wait for their engines to "
+                        "re-attach, %d failed", len(lost), queued, held, failed)
+
+    def engine_returning(self, rec: EngineRecord) -> None:
+        """An engine of the old controller registers again (on_register)."""
+        self.returning.add(rec.id)
+
+    def engine_back(self, rec: EngineRecord) -> None:
+        """Its work socket is introduced: it holds the tasks it held at the crash; ask which it never got."""
+        if rec.id not in self.returning:
+            return
+        self.returning.discard(rec.id)
+        held = [t for t in self.recovering.pop(rec.id, {}).values() if self.tasks.get(t.msg_id) is t]
+        for task in held:
+            rec.outstanding[task.msg_id] = task.lb
+            if task.lb:
+                rec.lb_in_flight += 1
+        self.resyncing.add(rec.id)
+        self.to_engine(rec, self.signer.pack(self.signer.header("engine_resync"),
+                                             {"msg_ids": [t.msg_id for t in held]}))
+
+    def on_resync_answer(self, rec: EngineRecord, msg: wire.Message) -> None:
+        """The tasks this engine never received: sent again (its replies held are in already)."""
+        self.resyncing.discard(rec.id)
+        for mid in msg.meta.get("msg_ids") or []:
+            task = self.tasks.get(mid)
+            if task is None or rec.outstanding.pop(mid, None) is None:
+                continue
+            if task.frames is None:
+                self.fail_task(task, "EngineError", f"engine {rec.id} never received task {mid} before the "
+                               "controller died, and its request was not stored; resubmit it")
+            elif task.lb:
+                rec.lb_in_flight -= 1
+                self.lb.retry(task, None, avoid_engine=False)
+            else:
+                rec.outstanding[mid] = False
+                self.to_engine(rec, task.frames)
+        self.lb.schedule()
+        self._maybe_close_recovery()
+
+    def reply_elsewhere(self, task: Task, rec: EngineRecord) -> None:
+        """A replayed reply from ``rec`` for a task queued again meanwhile: take it off
+        the queue or the engine it went to (that run's reply will be dropped)."""
+        other = self.engines.by_id.get(task.engine_id) if task.engine_id is not None else None
+        if other is not None and other is not rec and other.outstanding.pop(task.msg_id, None) is not None:
+            if task.lb:
+                other.lb_in_flight -= 1
+
+    def orphan_reply(self, rec: EngineRecord, msg: wire.Message) -> None:
+        """A reply for no task in flight. While recovering it may be one the database
+        never recorded: record it (unless the record is complete) and give it to its client."""
+        if not self.recovery_open:
+            return
+        parent = msg.header.get("parent")
+        self.hub.finished(parent, msg.header, msg.frames, keep=True, recovered=True)
+        self.orphans[parent] = msg.frames
+        ident = self.orphan_watch.pop(parent, None)
+        if ident is not None:
+            self.to_client(ident, msg.frames, (parent,))
+
+    def watch_orphans(self, ident: bytes, msg_ids: list[str]) -> None:
+        """A reconnected client waits for tasks the database does not know: an engine may hold them."""
+        for mid in msg_ids:
+            frames = self.orphans.get(mid)
+            if frames is not None:  # replayed while the hub answered
+                self.to_client(ident, frames, (mid,))
+            else:
+                self.orphan_watch[mid] = ident
+        if not self.recovery_open:
+            self._fail_orphans()
+
+    def check_recovery(self, now: float) -> None:
+        if not self.recovery_open:
+            return
+        if now > self._expect_until:
+            for eid, tasks in list(self.recovering.items()):
+                for task in tasks.values():
+                    if self.tasks.get(task.msg_id) is not task:
+                        continue
+                    if task.lb and task.retries_left > 0 and task.frames is not None:
+                        task.retries_left -= 1
+                        self.lb.retry(task, None, avoid_engine=False)
+                    else:
+                        self.fail_task(task, "EngineError", f"engine {eid} held task {task.msg_id} when the "
+                                       "controller died and did not re-attach after the restore")
+            self.recovering.clear()
+            self.returning.clear()
+            self.resyncing.clear()
+            self.lb.schedule()
+        self._maybe_close_recovery()
+
+    def _maybe_close_recovery(self) -> None:
+        if self.recovering or self.returning or self.resyncing or self.engines.expected:
+            return
+        self.recovery_open = False
+        log.info("restore complete: every engine of the old controller is back or given up")
+        self._fail_orphans()
+
+    def _fail_orphans(self) -> None:
+        for mid, ident in list(self.orphan_watch.items()):
+            task = Task(ident, mid, "apply_reply", None, False, {})
+            self.fail_task(task, "EngineError", f"the controller died before it recorded task {mid}, and no "
+                           "engine returned its result after the restore; resubmit it")
+        self.orphan_watch.clear()
+        self.orphans.clear()
