@@ -59,8 +59,8 @@ def test_stop_and_status_find_the_only_cluster_of_a_profile(profile):
 def test_with_several_clusters_stop_and_status_ask_which(profile):
     start(profile, 1, cluster_id="a")
     start(profile, 1, cluster_id="b")
-    for command in ("stop", "status", "logs"):
-        r = run(command, "--profile", profile)
+    for command in (["stop"], ["status"], ["logs"], ["engines", "-n", "1"], ["restart", "--engines"]):
+        r = run(*command, "--profile", profile)
         assert r.returncode == 1 and "Traceback" not in r.stderr
         assert "has 2 clusters (cluster ids: a, b)" in r.stderr and "--cluster-id" in r.stderr, r.stderr
     ok("stop", "--profile", profile, "--cluster-id", "a")

@@ -34,15 +34,15 @@ def run(args: argparse.Namespace) -> int:
     from ..launchers import LauncherError
     from .render import cli_overrides
     from .start import config_problem
+    from .which import resolve_cluster_id
 
-    if args.n < 1:
-        raise CommandError("-n must be one or more engines")
     pd = profile_dir_from(args)
-    path = pd.state_file(args.cluster_id)
+    cid = resolve_cluster_id(pd, args.cluster_id, "engines")
+    path = pd.state_file(cid)
     if not path.exists():
         raise CommandError(
             f"no running cluster in profile {pd.name!r}"
-            + (f" with cluster id {args.cluster_id!r}" if args.cluster_id else "")
+            + (f" with cluster id {cid!r}" if cid else "")
             + "; start one with 'hpcpar start' ('hpcpar list' shows running clusters)"
         )
     try:

@@ -29,9 +29,12 @@ def run(args: argparse.Namespace) -> int:
     if args.engines is None:
         raise CommandError("what to restart? 'hpcpar restart --engines' restarts every engine set "
                            "('--engines SET ...' only those)")
+    from .which import resolve_cluster_id
+
     pd = profile_dir_from(args)
+    cid = resolve_cluster_id(pd, args.cluster_id, "restart")
     try:
-        cluster = Cluster.from_file(profile_dir=pd.path, cluster_id=args.cluster_id or "")
+        cluster = Cluster.from_file(profile_dir=pd.path, cluster_id=cid)
         cluster.progress = lambda line: print(line, flush=True)
         sets = args.engines or None
         before = cluster.engine_ids_by_set()

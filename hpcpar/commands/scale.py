@@ -29,9 +29,10 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from ..cli import CommandError
     from ..pool import control
+    from .which import resolve_cluster_id
 
     pd = profile_dir_from(args)
-    cid = args.cluster_id or ""
+    cid = resolve_cluster_id(pd, args.cluster_id, "scale")
     if args.n is None and args.minimum is None and args.maximum is None:
         raise CommandError("give N engines (hpcpar scale 8) or --min/--max for an adaptive pool")
     if args.n is not None:
