@@ -207,7 +207,7 @@ def test_bad_forwarder_input_is_named(tmp_path):
     assert r.returncode == 1 and "needs the engine file" in r.stderr
     r = subprocess.run(hpcpar_cmd("start", "-n", "2", "--forwarders", "-1"), env=env, capture_output=True,
                        text=True, timeout=60)
-    assert r.returncode == 1 and "forwarders" in r.stderr
+    assert r.returncode == 2 and "--forwarders must be at least 0, not -1" in r.stderr  # a usage error
     r = subprocess.run(hpcpar_cmd("start", "-n", "2", "--forwarders", "1", "--engines", "slurm"), env=env,
                        capture_output=True, text=True, timeout=60)
     assert r.returncode == 1 and "hpcpar forwarder" in r.stderr
