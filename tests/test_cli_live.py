@@ -199,6 +199,7 @@ def test_live_line_groups_many_jobs_and_asks_reasons_sparingly():
 def test_pending_reason_parsers():
     from hpcpar.config import load_config
     from hpcpar.launchers.lsf import LSFLauncher
+    from hpcpar.launchers.pbs import PBSLauncher
     from hpcpar.launchers.sge import SGELauncher
     from hpcpar.launchers.slurm import SlurmLauncher
 
@@ -211,6 +212,11 @@ def test_pending_reason_parsers():
                "dropped because it is full\n")
     assert sge.parse_reason(qstat_j) == ('cannot run in PE "smp" because it only offers 0 slots; '
                                          'queue instance "all.q@n1" dropped because it is full')
+    pbs = PBSLauncher.from_config("engines", 2, cfg)
+    qstat_f = ("Job Id: 12.pbs\n    job_state = Q\n    comment = Not Running: Insufficient amount of reso\n"
+               "\turce: ncpus (R: 64 A: 16 T: 16)\n    etime = Thu Dec  3 08:00:00 2026\n")
+    assert pbs.parse_reason(qstat_f) == "Not Running: Insufficient amount of resource: ncpus (R: 64 A: 16 T: 16)"
+    assert pbs.parse_reason("Job Id: 13\n    job_state = Q\n") == ""
     lsf = LSFLauncher.from_config("engines", 2, cfg)
     bjobs_p = ("JOBID USER STAT QUEUE\n12 alice PEND normal\n PENDING REASONS:\n"
                " New job is waiting for scheduling: 1 host;\n Not enough job slot(s): 3 hosts;\n\n")

@@ -189,6 +189,14 @@ class PBSLauncher(BatchLauncher):
         check_qstat_result(result)
         return parse_qstat_full(result.stdout, job_ids)
 
+    def reason_argv(self, job_id: str) -> list[str] | None:
+        return [*self.options["status_command"], "-f", job_id]
+
+    def parse_reason(self, output: str) -> str:
+        """The scheduler's ``comment`` of qstat -f ("Not Running: Insufficient amount of resource: ncpus")."""
+        m = re.search(r"^\s*comment = (.*(?:\n\t.*)*)", output, re.MULTILINE)
+        return re.sub(r"\s*\n\t\s*", "", m.group(1)).strip() if m else ""
+
     def cancel_tolerated(self, result: CommandResult) -> bool:
         # SLURM's qdel wrapper exits 1 silently for a finished job; real PBS explains itself.
         return not result.output.strip() or super().cancel_tolerated(result)
