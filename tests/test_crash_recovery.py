@@ -82,3 +82,38 @@ def test_controller_sigkill_loses_nothing(tmp_path):
         rc.close()
     finally:
         subprocess.run(hpcpar_cmd("stop", "--profile", profile), timeout=90)
+
+
+def _farm_task(i, path):
+    import time
+
+    time.sleep(0.005)
+    with open(path, "a") as f:
+        f.write(f"{i}\n")
+    return i * 3
+
+
+def test_farm_survives_controller_sigkill_mid_run(tmp_path):
+    """500 load-balanced tasks, the controller SIGKILLed once half have returned, then restored:
+    every task's result reaches the same client, none fails, each ran (benchmarks/crash_recovery.py
+    runs 2,000)."""
+    profile = f"crashfarm-{os.getpid()}"
+    runs = tmp_path / "runs.txt"
+    info = _start(profile, 4)
+    try:
+        rc = hpcpar.Client(profile=profile, timeout=30)
+        rc.wait_for_engines(4, timeout=60, interactive=False)
+        view = rc.load_balanced_view()
+        ars = [view.apply_async(_farm_task, i, str(runs)) for i in range(500)]
+        deadline = time.monotonic() + 120
+        while sum(ar.ready() for ar in ars) < 250 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert not all(ar.ready() for ar in ars), "the farm finished before the controller was killed"
+        _kill_and_restore(info, profile)
+        results = [ar.get(timeout=120) for ar in ars]  # an EngineError or a timeout fails the test
+        assert results == [i * 3 for i in range(500)]
+        ran = {int(x) for x in runs.read_text().split()}
+        assert ran == set(range(500))
+        rc.close()
+    finally:
+        subprocess.run(hpcpar_cmd("stop", "--profile", profile), timeout=90)

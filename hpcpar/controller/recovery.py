@@ -19,6 +19,7 @@ A mixin of Controller (app.py), like routing.py and lifecycle.py.
 from __future__ import annotations
 
 import logging
+import time
 from collections import deque
 from typing import Any
 
@@ -27,6 +28,8 @@ from .engines import EngineRecord
 from .tasks import Task, reply_type_of
 
 log = logging.getLogger("hpcpar.controller")
+
+REQUEUE_AFTER = 10.0  # seconds after a restore that queued tasks wait at most for returning engines
 
 
 class Recovery:
@@ -37,6 +40,10 @@ class Recovery:
         self.resyncing: set[int] = set()  # asked "engine_resync", not answered yet
         self.orphan_watch: dict[str, bytes] = {}  # msg_id the database does not know -> client waiting
         self.orphans: dict[str, list[Any]] = {}  # replies replayed while recovering (for late watches)
+        # Tasks the database shows queued: held until the engines' replays are in (the crash may
+        # have lost the record of their dispatch), or REQUEUE_AFTER seconds, then queued again.
+        self.requeue: list[Task] = []
+        self.requeue_at = time.monotonic() + REQUEUE_AFTER
         self.recovery_open = bool(self.config.restore)
 
     # -- acknowledgements (every controller) --------------------------------------------
@@ -85,7 +92,7 @@ class Recovery:
                     failed += 1
                     continue
                 self.tasks[mid] = task
-                self.lb.submit(task)
+                self.requeue.append(task)
                 queued += 1
                 continue
             if lb:
@@ -165,9 +172,18 @@ class Recovery:
         if not self.recovery_open:
             self._fail_orphans()
 
+    def _release_requeue(self) -> None:
+        """Queue again what the database shows queued and no returning engine has answered."""
+        tasks, self.requeue = self.requeue, []
+        for task in tasks:
+            if self.tasks.get(task.msg_id) is task:
+                self.lb.submit(task)
+
     def check_recovery(self, now: float) -> None:
         if not self.recovery_open:
             return
+        if self.requeue and now > self.requeue_at:
+            self._release_requeue()
         if now > self._expect_until:
             for eid, tasks in list(self.recovering.items()):
                 for task in tasks.values():
@@ -186,7 +202,10 @@ class Recovery:
         self._maybe_close_recovery()
 
     def _maybe_close_recovery(self) -> None:
-        if self.recovering or self.returning or self.resyncing or self.engines.expected:
+        if self.returning or self.resyncing or self.engines.expected:
+            return
+        self._release_requeue()
+        if self.recovering:
             return
         self.recovery_open = False
         log.info("restore complete: every engine of the old controller is back or given up")
