@@ -54,6 +54,7 @@ def test_controller_sigkill_loses_nothing(tmp_path):
         time.sleep(1.0)
         queued = [view.apply_async(_slow, 100 + i, 0.01) for i in range(6)]
         direct = rc[0].apply_async(_slow, 7, 0.01)  # behind a running task on engine 0
+        broadcast = rc[:].apply_async(_slow, 5, 0.01)  # one reply from each engine
         time.sleep(0.5)  # the database has these records (the hub commits 20 times a second)
         # Results the client receives right before the crash: their records may not be on disk.
         quick_ids = []
@@ -67,6 +68,7 @@ def test_controller_sigkill_loses_nothing(tmp_path):
         assert [ar.get(timeout=120) for ar in running] == [0, 10]
         assert [ar.get(timeout=120) for ar in queued] == [(100 + i) * 10 for i in range(6)]
         assert direct.get(timeout=120) == 70
+        assert broadcast.get(timeout=120) == [50, 50]
         # A new client fetches every result the first one received, from the restored hub.
         other = hpcpar.Client(profile=profile, timeout=30)
         assert other.get_result(quick_ids, block=False).get(timeout=60) == [i * i for i in range(20)]
