@@ -119,3 +119,22 @@ def test_farm_survives_controller_sigkill_mid_run(tmp_path):
         rc.close()
     finally:
         subprocess.run(hpcpar_cmd("stop", "--profile", profile), timeout=90)
+
+
+def test_requests_the_dead_controller_never_recorded_are_sent_again(tmp_path):
+    """The controller SIGKILLed right after a burst of submissions (the hub records in batches,
+    so some requests are nowhere on disk): the client's resync sends those again, every task runs."""
+    profile = f"crashburst-{os.getpid()}"
+    runs = tmp_path / "runs.txt"
+    info = _start(profile, 2)
+    try:
+        rc = hpcpar.Client(profile=profile, timeout=30)
+        rc.wait_for_engines(2, timeout=60, interactive=False)
+        view = rc.load_balanced_view()
+        ars = [view.apply_async(_farm_task, i, str(runs)) for i in range(300)]
+        _kill_and_restore(info, profile)
+        assert [ar.get(timeout=120) for ar in ars] == [i * 3 for i in range(300)]
+        assert {int(x) for x in runs.read_text().split()} == set(range(300))
+        rc.close()
+    finally:
+        subprocess.run(hpcpar_cmd("stop", "--profile", profile), timeout=90)

@@ -20,6 +20,7 @@ from ..error import NoEnginesRegistered
 from .asyncresult import AsyncResult, Metadata
 from .channel import Channel, ConnectionRejected
 from .hubqueries import HubQueries
+from .resend import SentRequests
 from .submission import Submission, _ShmFiles
 from .transport import Transport
 
@@ -105,6 +106,7 @@ class Client(Channel, Submission, HubQueries):
         self._finished: collections.deque[str] = collections.deque()
         self.history: list[str] = []
         self.outstanding: set[str] = set()
+        self._sent = SentRequests()  # requests until their results arrive, for a restored controller
         self._transport: Transport | None = None
         try:
             self._connect(timeout)

@@ -12,6 +12,7 @@ from typing import Any
 
 from ..controller.taskdb import DATE_KEYS, check_query, normalize_query
 from ..error import remote_error
+from ..redeliver import resigned
 from .asyncresult import AsyncResult, Metadata, _ts
 from .channel import ConnectionRejected
 
@@ -58,8 +59,10 @@ class HubQueries:
     def _fetch(self, msg_ids: list[str], kind: str = "result_request") -> None:
         """Ask the hub for stored replies; pending ones arrive when they finish."""
         reply = self._request(kind, {"msg_ids": msg_ids})
-        problems = {m: f"no task {m} in the hub's records (purged, or from another cluster)"
-                    for m in reply.meta.get("missing", [])}
+        missing = list(reply.meta.get("missing", []))
+        if kind == "resync_request":  # a restored controller that lost these requests: send them again
+            missing = self._resend_lost(missing, list(reply.meta.get("unrecorded", [])))
+        problems = {m: f"no task {m} in the hub's records (purged, or from another cluster)" for m in missing}
         problems.update({m: f"the result of {m} was too large to be stored by the hub (or went through "
                             "shared memory); only the client that submitted it received it" for m in reply.meta.get("unstored", [])})
         for mid, why in problems.items():
@@ -79,7 +82,18 @@ class HubQueries:
                         continue
                     md[key] = _ts(value) if key in DATE_KEYS else value
 
+    def _resend_lost(self, missing: list[str], unrecorded: list[str]) -> list[str]:
+        """Send again the requests the hub does not know (client/resend.py); the ids still missing."""
+        requests, covered = self._sent.to_resend(missing + unrecorded)
+        for frames in requests:
+            self._send(resigned(self._signer, frames))
+        if covered:
+            log.warning("sent %d request(s) again: the restored controller had not recorded them", len(requests))
+        done = set(covered)
+        return [m for m in missing if m not in done]
+
     def _fail_locally(self, msg_id: str, error: BaseException) -> None:
+        self._sent.done(msg_id)
         with self._cond:
             if msg_id not in self.outstanding:
                 return

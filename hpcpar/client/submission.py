@@ -34,6 +34,7 @@ class Submission:
     def _on_task_reply(self, msg_id: str, msg: wire.Message) -> None:
         h, m = msg.header, msg.meta
         self._release_shm(msg_id)
+        self._sent.done(msg_id)
         buffers = msg.buffers
         if m.get("shm") is not None:
             try:
@@ -241,6 +242,7 @@ class Submission:
         """Register and send a request; ``ar`` (None for a blocking call, see
         ``_wait_results``) is told as its messages finish."""
         self._track(msg_ids, header, ar, targets)
+        self._sent.keep(msg_ids, frames, header)  # resend.py
         self._send(frames)
         return ar
 

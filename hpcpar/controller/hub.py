@@ -338,7 +338,8 @@ class Hub:
         if watch:
             self._send(b"watch", ident, json.dumps(watch).encode())
         self._reply(ident, "result_reply", parent, {"found": found, "missing": missing, "unstored": unstored,
-                                                    "pending": [*pending, *watch], "records": records})
+                                                    "pending": [*pending, *watch], "unrecorded": watch,
+                                                    "records": records})
 
     _on_resync_request = _on_result_request  # a reconnected client catching up
 

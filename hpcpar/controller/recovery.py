@@ -179,6 +179,11 @@ class Recovery:
             if self.tasks.get(task.msg_id) is task:
                 self.lb.submit(task)
 
+    def resent(self, *msg_ids: str) -> None:
+        """A client sends again a request the database did not know: it runs as a new one."""
+        for mid in msg_ids:
+            self.orphan_watch.pop(mid, None)
+
     def check_recovery(self, now: float) -> None:
         if not self.recovery_open:
             return

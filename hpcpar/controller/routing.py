@@ -31,6 +31,8 @@ class Routing:
                 "status": "error", "ename": "ValueError", "evalue": f"malformed direct request: {e}"})
             return
         msg_ids = [targetset.task_id(msg.msg_id, eid) for eid in targets]
+        if self.orphan_watch:
+            self.resent(*msg_ids)  # a client sending again what the crash lost (recovery.py)
         reply_type = reply_type_of(msg.msg_type)
         self.hub.submitted_many(list(zip(msg_ids, targets)), h, msg.frames)
         self._allow_for_bulk(msg.frames, len(targets))
@@ -59,6 +61,8 @@ class Routing:
             self.engine_died(by_ident[dest], "its connection is gone")
 
     def route_lb(self, ident: bytes, msg: wire.Message) -> None:
+        if self.orphan_watch:
+            self.resent(msg.msg_id)  # a client sending again what the crash lost (recovery.py)
         task = Task(ident, msg.msg_id, reply_type_of(msg.msg_type), None, True, msg.header, msg.frames)
         self.tasks[msg.msg_id] = task
         self.hub.submitted(msg.msg_id, msg.header, msg.frames, None)

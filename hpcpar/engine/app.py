@@ -25,6 +25,7 @@ import zmq
 from .. import security, serialize, sharedmem, targetset, wire
 from ..connection import ConnectionInfo
 from ..mpi import segments as mpi_segments
+from ..redeliver import resigned
 from .executor import Executor
 from .namespace import current
 from .outbox import Outbox
@@ -244,7 +245,7 @@ class Engine:
             if self.drop_until is not None and msg.header.get("parent") == self.drop_until:
                 self.drop_until = None  # what follows is the new controller's work
             for held in self.outbox.pending():  # replies a dead controller may not have stored
-                wire.send_frames(self.work, self.outbox.resigned(self.signer, held))
+                wire.send_frames(self.work, resigned(self.signer, held))
         elif mt == "engine_resync":  # a restored controller: which of its tasks never reached us?
             unknown = self.outbox.unknown(list(msg.meta.get("msg_ids") or []))
             wire.send_frames(self.work, self.signer.pack(self.signer.header("resync_answer"), {"msg_ids": unknown}))

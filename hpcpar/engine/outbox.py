@@ -14,7 +14,6 @@ The main thread adds replies, the I/O thread removes acknowledged ones (under a 
 
 from __future__ import annotations
 
-import json
 import logging
 import threading
 from collections import OrderedDict, deque
@@ -68,17 +67,6 @@ class Outbox:
         """The replies to send again, oldest first."""
         with self._lock:
             return list(self.held.values())
-
-    @staticmethod
-    def resigned(signer: Any, frames: list[Any]) -> list[Any]:
-        """A held reply with a new sequence number and date: the controller's replay guard
-        (security.ReplayGuard) may have seen the first copy arrive before we re-registered."""
-        header = json.loads(bytes(frames[1]))
-        fresh = signer.header(header["msg_type"])
-        header.update(seq=fresh["seq"], date=fresh["date"])
-        h = json.dumps(header, separators=(",", ":")).encode()
-        meta, payload = frames[2], frames[3]
-        return [signer.signature(h, bytes(meta), bytes(payload)), h, meta, payload, *frames[4:]]
 
     def _seen(self, msg_id: str) -> None:
         if len(self.recent) == self.recent.maxlen:
