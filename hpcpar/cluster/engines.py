@@ -120,7 +120,7 @@ class EngineSetsMixin:
                        connection_file: Path | None = None, env: dict[str, str] | None = None) -> str:
         """Start one more engine set of ``n`` engines (default: the cluster's n); return its
         id. With ``connection_file`` (a forwarder's), they connect through that forwarder."""
-        from ..launchers.build import engine_command, engine_env, make_launcher
+        from ..launchers.build import batch_engine_env, engine_command, make_launcher
 
         n = self.n if n is None else n
         if self.state is None:
@@ -134,13 +134,10 @@ class EngineSetsMixin:
         batch = is_batch_launcher(launcher)
         env = {**self.env, **(env or {})}
         if batch:
-            engine_json = None
-            if self.config["engine.connection"] == "env":
-                try:
-                    engine_json = self.profile_dir.engine_file(self.cluster_id).read_text()
-                except OSError as e:
-                    raise ClusterError(f"cannot read the engine connection file ({e}); is the controller up?") from None
-            env.update(engine_env(self.config, engine_json))
+            try:
+                env.update(batch_engine_env(self.config, self.profile_dir, self.cluster_id))
+            except LauncherError as e:
+                raise ClusterError(str(e)) from None
         command = engine_command(self.config, self.profile_dir, self.cluster_id,
                                  mpi=bool(getattr(launcher, "mpi", False)), profile_files=not batch)
         index = len(self.engines)

@@ -143,6 +143,17 @@ def engine_env(config: Config, engine_json: str | None) -> dict[str, str]:
     return {CONNECTION_ENV: engine_json if engine_json is not None else RENDER_PLACEHOLDER}
 
 
+def batch_engine_env(config: Config, profile_dir: ProfileDir, cluster_id: str) -> dict[str, str]:
+    """``engine_env`` for jobs submitted now: the running controller's engine file, read here."""
+    if config["engine.connection"] != "env":
+        return {}
+    try:
+        engine_json = profile_dir.engine_file(cluster_id).read_text()
+    except OSError as e:
+        raise LauncherError(f"cannot read the engine connection file ({e}); is the controller up?") from None
+    return engine_env(config, engine_json)
+
+
 def render_cluster(
     config: Config, profile_dir: ProfileDir, cluster_id: str = "", n: int | None = None
 ) -> list[RenderedJob]:

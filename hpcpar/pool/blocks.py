@@ -13,7 +13,7 @@ from typing import Any
 from ..config import Config, ConfigError
 from ..launchers.base import LauncherError
 from ..launchers.batch import BatchLauncher, JobState, PollError
-from ..launchers.build import engine_command, engine_env, make_launcher
+from ..launchers.build import batch_engine_env, engine_command, make_launcher
 from ..launchers.ledger import forget_jobs
 from ..paths import ProfileDir
 from .state import Block
@@ -45,13 +45,7 @@ class BlockLauncher:
     def submit(self) -> Block:
         """One more job of ``engines_per_job`` engines; returns its block."""
         launcher = self._launcher(self.per_job)
-        env: dict[str, str] = {}
-        if self.config["engine.connection"] == "env":
-            try:
-                engine_json = self.pd.engine_file(self.cluster_id).read_text()
-            except OSError as e:
-                raise LauncherError(f"cannot read the engine connection file ({e}); is the controller up?") from None
-            env.update(engine_env(self.config, engine_json))
+        env = batch_engine_env(self.config, self.pd, self.cluster_id)
         command = engine_command(self.config, self.pd, self.cluster_id, mpi=False, profile_files=False)
         log_path = self.pd.log_file("engine-pool-{index}", self.cluster_id)
         launcher.start(command, env, str(log_path))
