@@ -44,6 +44,7 @@ class Recovery:
         # have lost the record of their dispatch), or REQUEUE_AFTER seconds, then queued again.
         self.requeue: list[Task] = []
         self.requeue_at = time.monotonic() + REQUEUE_AFTER
+        self.held_direct: list[tuple[bytes, wire.Message]] = []  # requests for engines not back yet
         self.recovery_open = bool(self.config.restore)
 
     # -- acknowledgements (every controller) --------------------------------------------
@@ -121,6 +122,8 @@ class Recovery:
         self.resyncing.add(rec.id)
         self.to_engine(rec, self.signer.pack(self.signer.header("engine_resync"),
                                              {"msg_ids": [t.msg_id for t in held]}))
+        if self.held_direct:
+            self._release_direct()  # those for engines still away are held again
 
     def on_resync_answer(self, rec: EngineRecord, msg: wire.Message) -> None:
         """The tasks this engine never received: sent again (its replies held are in already)."""
@@ -179,6 +182,21 @@ class Recovery:
             if self.tasks.get(task.msg_id) is task:
                 self.lb.submit(task)
 
+    def hold_for_returning(self, ident: bytes, msg: wire.Message, targets: list[int]) -> bool:
+        """A request for an engine of the old controller that has not re-attached yet waits for it
+        (until the re-attach window closes), instead of failing with "not registered"."""
+        coming = set(self.engines.expected.values()) | self.returning
+        coming |= {e.id for e in self.engines.by_id.values() if not e.ready}
+        if not coming.intersection(targets):
+            return False
+        self.held_direct.append((ident, msg))
+        return True
+
+    def _release_direct(self) -> None:
+        held, self.held_direct = self.held_direct, []
+        for ident, msg in held:
+            self.route_direct(ident, msg)
+
     def resent(self, *msg_ids: str) -> None:
         """A client sends again a request the database did not know: it runs as a new one."""
         for mid in msg_ids:
@@ -203,6 +221,9 @@ class Recovery:
             self.recovering.clear()
             self.returning.clear()
             self.resyncing.clear()
+            self.recovery_open = False  # what is still held fails as usual now
+            self._release_direct()
+            self.recovery_open = True
             self.lb.schedule()
         self._maybe_close_recovery()
 
@@ -214,6 +235,7 @@ class Recovery:
             return
         self.recovery_open = False
         log.info("restore complete: every engine of the old controller is back or given up")
+        self._release_direct()
         self._fail_orphans()
 
     def _fail_orphans(self) -> None:

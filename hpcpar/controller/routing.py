@@ -30,6 +30,8 @@ class Routing:
             self.reply_client(ident, "error_reply", msg.msg_id, {
                 "status": "error", "ename": "ValueError", "evalue": f"malformed direct request: {e}"})
             return
+        if self.recovery_open and self.hold_for_returning(ident, msg, targets):
+            return  # sent when its engines are back from the restore (recovery.py)
         msg_ids = [targetset.task_id(msg.msg_id, eid) for eid in targets]
         if self.orphan_watch:
             self.resent(*msg_ids)  # a client sending again what the crash lost (recovery.py)
