@@ -70,6 +70,21 @@ class _Displays:
         self.kernel._publish("display_data", content, self.parent)
 
 
+def _console_exit(kernel: BoundKernel) -> Any:
+    """``exit`` / ``quit(keep_kernel=True)`` in a console cell: tell the console to quit.
+
+    The engine's own shell would just set its exit flag; a console learns it
+    should leave from an ``ask_exit`` payload in the execute reply.
+    """
+    from IPython.core.autocall import ExitAutocall
+
+    class ConsoleExit(ExitAutocall):
+        def __call__(self, keep_kernel: bool = False) -> None:
+            kernel._payload.append({"source": "ask_exit", "keepkernel": bool(keep_kernel)})
+
+    return ConsoleExit(kernel.runner.shell)
+
+
 class BoundKernel:
     """The Jupyter kernel side of one engine (see the module docstring)."""
 
@@ -88,6 +103,7 @@ class BoundKernel:
         self.stdin_sock = self._bind(zmq.ROUTER)
         self.iopub = self._bind(zmq.PUB)
         self.control_port, self.hb_port = self._free_port(), self._free_port()
+        self._payload: list[dict] = []
         self.stopping = threading.Event()
         self._io_ready = threading.Event()
         self._io = threading.Thread(target=self._io_loop, name="hpcpar-kernel-io", daemon=True)
@@ -237,6 +253,10 @@ class BoundKernel:
         display._current = _Displays(self, msg)  # type: ignore[assignment]
         if content.get("allow_stdin", False):
             builtins.input = lambda prompt="": self._input(str(prompt), msg, idents)
+        ns = shell.user_ns
+        saved_exits = {name: ns[name] for name in ("exit", "quit") if name in ns}
+        ns["exit"] = ns["quit"] = _console_exit(self)
+        self._payload = []
         try:
             data, md, count = self.runner.run(code, silent)
             display.flush_figures()
@@ -247,9 +267,15 @@ class BoundKernel:
         finally:
             executor.running = None
             sys.stdout, sys.stderr, builtins.input, display._current = saved
+            for name in ("exit", "quit"):
+                if name in saved_exits:
+                    ns[name] = saved_exits[name]
+                else:
+                    ns.pop(name, None)
         if data is not None:
             self._publish("execute_result", {"data": data, "metadata": md or {}, "execution_count": count}, msg)
-        return {"status": "ok", "execution_count": count, "user_expressions": {}, "payload": []}
+        return {"status": "ok", "execution_count": count, "user_expressions": {},
+                "payload": self._payload}
 
     def _input(self, prompt: str, parent: dict, idents: list) -> str:
         """input() in a console cell: ask the console over the stdin channel."""

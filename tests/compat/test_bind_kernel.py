@@ -167,3 +167,65 @@ def test_console_on_a_live_mpi_rank(tmp_path, monkeypatch):
         assert [r.data["text/plain"] for r in ar.get()] == ["(3, False)", "(3, True)"]
     finally:
         cluster.stop_cluster_sync()
+
+
+def _console(path: str, tmp_path):
+    pexpect = pytest.importorskip("pexpect")
+    pytest.importorskip("jupyter_console")
+    import shutil
+    import sys
+
+    jupyter = shutil.which("jupyter", path=os.path.dirname(sys.executable)) or shutil.which("jupyter")
+    assert jupyter, "jupyter (jupyter_core) is not installed next to this Python"
+    env = {**os.environ, "JUPYTER_CONFIG_DIR": str(tmp_path / "cfg"), "IPYTHONDIR": str(tmp_path / "ipython"),
+           "TERM": "dumb"}
+    child = pexpect.spawn(jupyter, ["console", "--existing", path, "--simple-prompt"], env=env,
+                          encoding="utf-8", timeout=60, dimensions=(40, 200))
+    child.expect(r"hpcpar engine \d+ on ")  # the kernel's banner
+    child.expect(r"In \[\d+\]: ")
+    return child
+
+
+def test_real_jupyter_console_attaches(kernel_cluster, tmp_path):
+    """`jupyter console --existing FILE` as a user runs it: a real process at a pty."""
+    import pexpect
+
+    rc, _ = kernel_cluster
+    rc[1].push({"pushed_from_client": [1, 2, 3]}, block=True)
+    path = rc[1].apply_sync(hpcpar.bind_kernel)
+    child = _console(path, tmp_path)
+    try:
+        child.sendline("print('sum is', sum(pushed_from_client)); made_in_console = 'yes'")
+        child.expect("sum is 6")
+        child.expect(r"In \[\d+\]: ")
+        child.sendline("len(pushed_from_client) * 7")
+        child.expect(r"Out\[\d+\]: 21")
+        child.expect(r"In \[\d+\]: ")
+        child.sendline("quit(keep_kernel=True)")  # detach: the kernel stays bound
+        child.expect("keeping kernel alive")
+        child.expect(pexpect.EOF)
+    finally:
+        child.close(force=True)
+    assert child.exitstatus == 0, child.before
+    assert rc[1].pull("made_in_console", block=True) == "yes"
+    assert os.path.exists(path)
+    assert rc[1].apply_sync(lambda: 6 * 7) == 42
+
+    child = _console(path, tmp_path)  # attach again; plain `exit` shuts the kernel down
+    try:
+        child.sendline("made_in_console")
+        child.expect(r"Out\[\d+\]: 'yes'")
+        child.expect(r"In \[\d+\]: ")
+        child.sendline("exit")
+        child.expect("Shutting down kernel")
+        child.expect(pexpect.EOF)
+    finally:
+        child.close(force=True)
+    assert child.exitstatus == 0, child.before
+    deadline = time.monotonic() + 20
+    while os.path.exists(path) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not os.path.exists(path)
+    rc[1].execute("exit_kind = type(exit).__name__", block=True)  # the engine's own exit is back
+    assert rc[1].pull("exit_kind", block=True) == "ExitAutocall"
+    assert rc[1].apply_sync(lambda: 6 * 7) == 42
