@@ -22,7 +22,7 @@ from typing import Any
 log = logging.getLogger("hpcpar.engine")
 
 MAX_BYTES = 512 << 20  # replies held beyond this (a controller gone for long) drop the oldest
-RECENT = 100_000  # msg_ids of requests run, remembered to answer a restored controller's resync
+RECENT = 10_000  # msg_ids of requests run (beyond those held), for a restored controller's resync
 
 
 class Outbox:
@@ -76,4 +76,4 @@ class Outbox:
 
     def unknown(self, msg_ids: list[str]) -> list[str]:
         """Of these tasks, the ones this engine never ran (a restored controller may send them again)."""
-        return [m for m in msg_ids if m not in self._recent_set]
+        return [m for m in msg_ids if m not in self._recent_set and m not in self.held]
