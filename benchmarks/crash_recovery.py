@@ -3,6 +3,7 @@
 Usage (run on demand, never in tests)::
 
     python benchmarks/crash_recovery.py [--tasks 2000] [--engines 4] [--kill-at 0.5] [--work 0.005]
+                                        [--forwarders N]
 
 Starts a local cluster in a private HPCPAR_DIR, submits ``--tasks`` load-balanced tasks
 (each sleeps ``--work`` seconds and appends its index to a file: how often it really ran),
@@ -39,12 +40,13 @@ def hpcpar_cmd(*args: str) -> list[str]:
     return [sys.executable, "-m", "hpcpar", *args]
 
 
-def run(tasks: int, engines: int, kill_at: float, delay: float, wait: float) -> dict:
+def run(tasks: int, engines: int, kill_at: float, delay: float, wait: float, forwarders: int = 0) -> dict:
     import hpcpar
 
     profile = "crashbench"
     runs = os.path.join(os.environ["HPCPAR_DIR"], "runs.txt")
-    out = subprocess.run(hpcpar_cmd("start", "--profile", profile, "-n", str(engines), "--daemonize", "--wait"),
+    extra = ["--forwarders", str(forwarders)] if forwarders else []
+    out = subprocess.run(hpcpar_cmd("start", "--profile", profile, "-n", str(engines), *extra, "--daemonize", "--wait"),
                          capture_output=True, text=True, timeout=300)
     if out.returncode:
         raise SystemExit(out.stderr)
@@ -79,7 +81,7 @@ def run(tasks: int, engines: int, kill_at: float, delay: float, wait: float) -> 
         recovered = time.monotonic() - killed
         counts = Counter(int(x) for x in open(runs).read().split())
         rc.close()
-        return {"tasks": tasks, "engines": engines, "done_at_kill": done_at_kill, "failed": failed,
+        return {"tasks": tasks, "engines": engines, "forwarders": forwarders, "done_at_kill": done_at_kill, "failed": failed,
                 "lost": lost, "wrong": wrong, "run_twice": sum(1 for c in counts.values() if c > 1),
                 "never_ran": tasks - len(counts), "seen_twice": 0, "kill_to_last_result_s": round(recovered, 2)}
     finally:
@@ -92,11 +94,12 @@ def main() -> None:
     p.add_argument("--engines", type=int, default=4)
     p.add_argument("--kill-at", type=float, default=0.5, help="fraction of results returned before the SIGKILL")
     p.add_argument("--work", type=float, default=0.005, help="seconds each task sleeps")
+    p.add_argument("--forwarders", type=int, default=0, help="engines reach the controller through these")
     p.add_argument("--wait", type=float, default=300.0, help="seconds to wait for every result after the restore")
     a = p.parse_args()
     with tempfile.TemporaryDirectory(prefix="hpcpar-crash-") as d:
         os.environ["HPCPAR_DIR"] = d
-        print(json.dumps(run(a.tasks, a.engines, a.kill_at, a.work, a.wait), indent=1))
+        print(json.dumps(run(a.tasks, a.engines, a.kill_at, a.work, a.wait, a.forwarders), indent=1))
 
 
 if __name__ == "__main__":
