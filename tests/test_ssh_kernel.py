@@ -1,0 +1,99 @@
+"""A laptop client reaches an engine's bound kernel over its SSH connection
+(Client(sshserver=...) against the CI sshd 'testhost'), driven by jupyter_client
+and by a real `hpcpar console`."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+
+import pytest
+from cluster_helpers import FAST_HEARTBEAT, hpcpar_cmd
+from systems import require_system
+
+import hpcpar
+from hpcpar.cluster import Cluster
+
+CI_CONFIG = "/opt/hpcpar-ssh/ssh_config"
+jupyter_client = pytest.importorskip("jupyter_client")
+
+
+@pytest.fixture()
+def ssh_cluster(tmp_path, monkeypatch):
+    require_system("ssh")
+    monkeypatch.setenv("JUPYTER_RUNTIME_DIR", str(tmp_path / "engine-runtime"))  # the engines inherit it
+    c = Cluster(n=2, profile_dir=tmp_path / "profile", cluster_id="", controller_args=FAST_HEARTBEAT)
+    c.start_cluster_sync()
+    try:
+        c.wait_for_engines_sync(timeout=60, interactive=False)
+        yield c
+    finally:
+        c.stop_cluster_sync()
+
+
+@pytest.mark.parametrize("client", ["openssh", "paramiko"])
+def test_kernel_forwarded_over_the_clients_ssh_connection(ssh_cluster, tmp_path, client):
+    with hpcpar.Client(profile_dir=ssh_cluster.profile_dir.path, sshserver="testhost", ssh_config=CI_CONFIG,
+                       paramiko=client == "paramiko", timeout=20) as rc:
+        assert rc._tunnel is not None
+        rc.wait_for_engines(2, timeout=30, interactive=False)
+        rc[1].push({"pushed_over_ssh": 20}, block=True)
+        local = str(tmp_path / "laptop" / "kernel.json")
+        assert rc.kernel_connection_file(1, path=local) == local
+        info = json.loads(open(local).read())
+        remote_file = rc[1].apply_sync(hpcpar.bind_kernel)
+        remote = json.loads(open(remote_file).read())
+        assert info["ip"] == "127.0.0.1" and info["key"] == remote["key"]
+        assert oct(os.stat(local).st_mode & 0o777) == "0o600"
+        ports = ("shell_port", "iopub_port", "stdin_port", "control_port", "hb_port")
+        assert all(info[p] != remote[p] for p in ports)  # local ends of the forwards, not the engine's
+        assert all(p in rc._tunnel.session.forwards for p in (info[n] for n in ports))
+
+        kc = jupyter_client.BlockingKernelClient(connection_file=local)
+        kc.load_connection_file()
+        kc.start_channels()
+        try:
+            kc.wait_for_ready(timeout=30)
+            assert kc.is_alive()  # heartbeats cross the forward too
+            outputs: list[tuple[str, dict]] = []
+            reply = kc.execute_interactive("print('over ssh', pushed_over_ssh)\nviewed = pushed_over_ssh + 1\nviewed",
+                                           timeout=30, output_hook=lambda m: outputs.append((m["msg_type"], m["content"])))
+            assert reply["content"]["status"] == "ok"
+            assert "".join(c["text"] for t, c in outputs if t == "stream") == "over ssh 20\n"
+            assert [c["data"]["text/plain"] for t, c in outputs if t == "execute_result"] == ["21"]
+        finally:
+            kc.stop_channels()
+        assert rc[1].pull("viewed", block=True) == 21
+
+        with pytest.raises(ValueError, match="no engine 7"):
+            rc.kernel_connection_file(7)
+
+
+def test_hpcpar_console_command(ssh_cluster, tmp_path):
+    """`hpcpar console 0 --sshserver testhost`: the real jupyter console, through the forward."""
+    pexpect = pytest.importorskip("pexpect")
+    pytest.importorskip("jupyter_console")
+    with hpcpar.Client(profile_dir=ssh_cluster.profile_dir.path, timeout=20) as rc:
+        rc[0].push({"pushed_here": "hello"}, block=True)
+    env = {**os.environ, "JUPYTER_CONFIG_DIR": str(tmp_path / "cfg"), "IPYTHONDIR": str(tmp_path / "ipython"),
+           "JUPYTER_RUNTIME_DIR": str(tmp_path / "laptop-runtime"), "TERM": "dumb"}
+    cmd = hpcpar_cmd("console", "0", "--profile-dir", str(ssh_cluster.profile_dir.path), "--sshserver", "testhost",
+                     "--ssh-config", CI_CONFIG, "--console-args=--simple-prompt")
+    child = pexpect.spawn(cmd[0], cmd[1:], env=env, encoding="utf-8", timeout=60, dimensions=(40, 200))
+    try:
+        child.expect(r"hpcpar engine \d+ on ")
+        child.expect(r"In \[\d+\]: ")
+        child.sendline("pushed_here.upper()")
+        child.expect(r"Out\[\d+\]: 'HELLO'")
+        child.expect(r"In \[\d+\]: ")
+        child.sendline("quit(keep_kernel=True)")
+        child.expect(pexpect.EOF)
+    finally:
+        child.close(force=True)
+    assert child.exitstatus == 0, child.before
+    assert os.listdir(tmp_path / "laptop-runtime") == []  # the command removes its local file
+
+    bad = subprocess.run(hpcpar_cmd("console", "5", "--profile-dir", str(ssh_cluster.profile_dir.path)),
+                         capture_output=True, text=True, timeout=60)
+    assert bad.returncode == 1 and "no engine 5" in bad.stderr and "internal error" not in bad.stderr
