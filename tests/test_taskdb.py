@@ -253,3 +253,81 @@ def test_client_caches_can_be_bounded(cluster):
         first = rc.get_result(ars[0].msg_ids[0])
         assert first.get(timeout=10) == 0
         assert first.stdout == "value 0\n"
+
+
+def first_len(x):
+    return len(x)
+
+
+@pytest.mark.parametrize("backend", ["memory", "sqlite"])
+def test_a_broadcast_request_is_stored_once(tmp_path, backend):
+    db = MemoryBackend() if backend == "memory" else SQLiteBackend(tmp_path / "t.db")
+    request = [b"sig", b"{}", b"{}", b"x" * 100_000]
+    for eid in range(4):
+        db.add({"msg_id": f"b-{eid}", "engine_id": eid, "request": request, "request_ref": "b"})
+    db.add({"msg_id": "solo", "engine_id": 0, "request": [b"sig", b"{}", b"{}", b"solo"]})
+    db.commit()
+    assert all(db.get(f"b-{eid}")["request"] == request for eid in range(4))
+    assert [r["request"] for r in db.find({"engine_id": 2}, ["msg_id", "request"])] == [request]
+    assert db.get("solo")["request"][-1] == b"solo"
+    if backend == "sqlite":
+        conn = db.conn
+        own = conn.execute("SELECT SUM(LENGTH(request)) FROM tasks").fetchone()[0]
+        shared = conn.execute("SELECT SUM(LENGTH(request)) FROM requests").fetchone()[0]
+        assert 100_000 < own + shared < 200_000  # once, not four times
+        assert db.delete({"msg_id": {"$in": ["b-0", "b-1", "b-2"]}}) == 3
+        assert db.get("b-3")["request"] == request  # still referenced: kept
+        assert db.delete({"msg_id": "b-3"}) == 1
+        assert conn.execute("SELECT COUNT(*) FROM requests").fetchone()[0] == 0
+    else:
+        assert len({id(rec["request"]) for rec in db.records.values() if rec.get("request_ref")}) == 1
+
+
+def test_old_sqlite_file_gains_the_shared_request_table(tmp_path):
+    import sqlite3
+
+    path = tmp_path / "old.db"
+    conn = sqlite3.connect(path)
+    conn.execute("CREATE TABLE tasks (seq INTEGER PRIMARY KEY AUTOINCREMENT, msg_id TEXT UNIQUE, request BLOB)")
+    conn.execute("INSERT INTO tasks (msg_id, request) VALUES ('old', NULL)")
+    conn.commit()
+    conn.close()
+    db = SQLiteBackend(path)
+    assert db.get("old")["msg_id"] == "old"
+    db.add({"msg_id": "new-0", "request": [b"a", b"b"], "request_ref": "new"})
+    db.add({"msg_id": "new-1", "request": [b"a", b"b"], "request_ref": "new"})
+    db.commit()
+    assert db.get("new-1")["request"] == [b"a", b"b"]
+
+
+def test_broadcast_to_four_engines_stores_its_megabyte_once(rc, cluster):
+    import sqlite3
+
+    big = b"\x01" * (1 << 20)
+    ar = rc[:].apply_async(first_len, big)
+    assert ar.get(timeout=60) == [1 << 20] * 4
+    assert len(ar.msg_ids) == 4
+    db = cluster.profile_dir.path / "tasks.db"
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:  # records are written in batches off the hot path
+        if len(rc.db_query({"msg_id": {"$in": ar.msg_ids}, "completed": {"$exists": True}}, ["msg_id"])) == 4:
+            break
+        time.sleep(0.1)
+    conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+    try:
+        marks = ",".join("?" * 4)
+        own = conn.execute(f"SELECT COALESCE(SUM(LENGTH(request)), 0) FROM tasks WHERE msg_id IN ({marks})",
+                           ar.msg_ids).fetchone()[0]
+        refs = [r[0] for r in conn.execute(f"SELECT DISTINCT request_ref FROM tasks WHERE msg_id IN ({marks})",
+                                           ar.msg_ids)]
+        shared = conn.execute(f"SELECT COALESCE(SUM(LENGTH(request)), 0) FROM requests WHERE id IN "
+                              f"({','.join('?' * len(refs))})", refs).fetchone()[0]
+    finally:
+        conn.close()
+    stored = own + shared
+    assert (1 << 20) <= stored < 1.5 * (1 << 20), f"{stored} bytes stored for one 1 MB broadcast to 4 engines"
+    for msg_id in ar.msg_ids:  # each engine's task still fetches and resubmits on its engine
+        assert rc.get_result(msg_id).get(timeout=30) == 1 << 20
+        again = rc.resubmit(msg_id)
+        assert again.get(timeout=60) == 1 << 20
+        assert again.engine_id == rc.db_query({"msg_id": msg_id}, ["engine_id"])[0]["engine_id"]

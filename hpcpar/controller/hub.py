@@ -25,7 +25,7 @@ import zmq
 
 from .. import wire
 from . import heap
-from .taskdb import STREAM_KEYS, QueryError, check_query, meta_summary, stored_time
+from .taskdb import SHARED_REF, STREAM_KEYS, QueryError, check_query, meta_summary, stored_time
 
 log = logging.getLogger("hpcpar.controller.hub")
 
@@ -207,8 +207,12 @@ class Hub:
             _, ids, header, frames = op
             request = _as_bytes(frames) if _storable(header, frames, self.store_limit) else None
             head = _header_bytes(frames)
+            # One stored copy of the request for all the engines (taskdb.SHARED_REF).
+            ref = (header.get("msg_id") or ids[0][0]) if request is not None and len(ids) > 1 else None
             for msg_id, engine_id in ids:
                 self._add(msg_id, header, engine_id, request, head)
+                if ref is not None:
+                    self._new[msg_id][SHARED_REF] = ref
         elif kind == "submitted":
             _, msg_id, header, frames, engine_id = op
             request = _as_bytes(frames) if _storable(header, frames, self.store_limit) else None

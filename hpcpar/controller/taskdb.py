@@ -33,6 +33,10 @@ ALIASES = {"client_uuid": "session"}  # ipyparallel's name for the submitting cl
 DERIVED = {"queue": ("header",), "error": ("ename", "evalue")}
 FRAME_KEYS = ("request", "reply")
 ALL_KEYS = PUBLIC_KEYS + FRAME_KEYS
+# A broadcast's records share one request (the same frames for every engine): a record may
+# carry ``request_ref`` (the broadcast's msg_id) and SQLite keeps those frames once, in the
+# table ``requests``, not once per engine. The memory backend shares the list object itself.
+SHARED_REF = "request_ref"
 _decode = json.JSONDecoder().decode
 OPERATORS = ("$lt", "$gt", "$lte", "$gte", "$eq", "$ne", "$in", "$nin", "$exists", "$glob")
 # Stored as epoch seconds (float); queries may give datetimes, ISO 8601 text or numbers.
@@ -312,8 +316,13 @@ class SQLiteBackend:
         # "finished since T" (the dashboard, twice a second): a range on this index instead
         # of a scan of every record (SQLite picks it for a two-sided range: $gt with $lt).
         self.conn.execute("CREATE INDEX IF NOT EXISTS tasks_received ON tasks (received)")
+        # A broadcast's request, stored once for all its engines' records (SHARED_REF).
+        self.conn.execute("CREATE TABLE IF NOT EXISTS requests (id TEXT PRIMARY KEY, request BLOB)")
+        if SHARED_REF not in have:  # an older file gains the column in place
+            self.conn.execute(f"ALTER TABLE tasks ADD COLUMN {SHARED_REF} TEXT")
         self.conn.commit()
         self._inserts: dict[tuple[str, ...], str] = {}  # INSERT statement per set of keys
+        self._shared: str | None = None  # the last shared request written (a broadcast's records come together)
 
     @staticmethod
     def _type(key: str) -> str:
@@ -334,7 +343,14 @@ class SQLiteBackend:
     def add(self, rec: dict[str, Any]) -> None:
         # Once per task, on the hub thread that shares the GIL with the controller's loop:
         # the statement is built once per set of keys, and values are encoded inline.
-        keys = tuple(k for k in ALL_KEYS if k in rec)
+        ref = rec.get(SHARED_REF)
+        if ref is not None and rec.get("request") is not None:
+            if ref != self._shared:  # the first of a broadcast's records writes its frames
+                self.conn.execute("INSERT OR IGNORE INTO requests (id, request) VALUES (?, ?)",
+                                  (ref, pack_frames(rec["request"])))
+                self._shared = ref
+            rec = {k: v for k, v in rec.items() if k != "request"}
+        keys = tuple(k for k in (*ALL_KEYS, SHARED_REF) if k in rec)
         sql = self._inserts.get(keys)
         if sql is None:
             sql = self._inserts[keys] = (f"INSERT OR REPLACE INTO tasks ({', '.join(keys)}) "
@@ -357,8 +373,14 @@ class SQLiteBackend:
                 rec[k] = unpack_frames(rec[k])
         return rec
 
+    @staticmethod
+    def _columns(keys: list[str] | tuple[str, ...]) -> str:
+        """SELECT list for ``keys``: a record's request is its own or the broadcast's shared one."""
+        return ", ".join(f"COALESCE(request, (SELECT r.request FROM requests r WHERE r.id = tasks.{SHARED_REF}))"
+                         if k == "request" else k for k in keys)
+
     def get(self, msg_id: str) -> dict[str, Any] | None:
-        cur = self.conn.execute(f"SELECT {', '.join(ALL_KEYS)} FROM tasks WHERE msg_id = ?", (msg_id,))
+        cur = self.conn.execute(f"SELECT {self._columns(ALL_KEYS)} FROM tasks WHERE msg_id = ?", (msg_id,))
         row = cur.fetchone()
         return self._row(row, list(ALL_KEYS)) if row else None
 
@@ -392,7 +414,7 @@ class SQLiteBackend:
     def find(self, query: dict[str, Any], keys: list[str] | None = None) -> list[dict[str, Any]]:
         wanted = _wanted(keys)
         where, args = self._where(query)
-        cur = self.conn.execute(f"SELECT {', '.join(wanted)} FROM tasks{where} ORDER BY seq", args)
+        cur = self.conn.execute(f"SELECT {self._columns(wanted)} FROM tasks{where} ORDER BY seq", args)
         return [_finish(self._row(row, wanted), keys) for row in cur.fetchall()]
 
     def stream(self, since: float, until: float, limit: int) -> list[list[Any]]:
@@ -404,6 +426,10 @@ class SQLiteBackend:
     def delete(self, query: dict[str, Any]) -> int:
         where, args = self._where(query)
         cur = self.conn.execute(f"DELETE FROM tasks{where}", args)
+        if cur.rowcount:  # shared requests no record refers to any more
+            self.conn.execute(f"DELETE FROM requests WHERE id NOT IN "
+                              f"(SELECT {SHARED_REF} FROM tasks WHERE {SHARED_REF} IS NOT NULL)")
+            self._shared = None
         return cur.rowcount
 
     def history(self) -> list[str]:
