@@ -158,6 +158,44 @@ def test_pbs_syntax_start_run_status_stop(system_env) -> None:
     start_use_stop("pbs", make_profile("pbs-cli"), 4)
 
 
+def secrets_of(pd: ProfileDir) -> set[str]:
+    """The cluster key and any Curve secret key in the engines' connection info."""
+    info = json.loads(pd.engine_file("").read_text())
+    found = {info["key"]}
+    found.update(v for k, v in info.items() if "secret" in k and isinstance(v, str) and v)
+    return {s for s in found if len(s) >= 16}
+
+
+@pytest.mark.timeout(150)
+@pytest.mark.parametrize("system", ["slurm", "sge"])
+def test_job_scripts_left_in_the_profile_do_not_carry_the_key(system: str, system_env) -> None:
+    """connection = "env" (the default): the scheduler took its copy of the script at submission,
+    the file left on the shared disk is rewritten without the key, and the engines still register."""
+    require_system(system)
+    system_env(system)
+    pd = make_profile(f"{system}-scrub")
+    config = pd.path / "config.toml"  # "env" is the default; said here so the test keeps its meaning
+    config.write_text(config.read_text().replace("[engine]\n", '[engine]\nconnection = "env"\n'))
+    env, args = env_for(system), ["--profile", pd.name]
+    start = run(["start", *args, "--engines", system, "-n", "2", "--daemonize", "--wait", "--timeout", "90"], env)
+    try:
+        assert start.returncode == 0, start.stdout + start.stderr
+        assert "engines registered 2/2" in start.stdout
+        secrets = secrets_of(pd)
+        scripts = [Path(r.script) for r in read_jobs(pd)]
+        assert scripts and all(p.is_file() and p.is_relative_to(pd.path) for p in scripts)
+        assert "HPCPAR_CONNECTION_INFO" in scripts[0].read_text()  # the line is there, its value is not
+        leaks = [str(p) for p in pd.path.rglob("*") if p.is_file() and p.parent.name != "security"
+                 and any(s.encode() in p.read_bytes() for s in secrets)]
+        assert leaks == [], f"the cluster key is in {leaks}"
+        with hpcpar.Client(profile=pd.name, timeout=30) as rc:
+            rc.wait_for_engines(2, timeout=30, interactive=False)
+            assert rc[:].apply_sync(lambda: 7) == [7, 7]
+    finally:
+        stop = run(["stop", *args], env, timeout=90)
+    assert stop.returncode == 0, stop.stderr
+
+
 @pytest.mark.timeout(150)
 def test_sigkilled_start_with_a_batch_controller_is_still_fully_stopped() -> None:
     """Controller and engines both SLURM jobs; `hpcpar start` (foreground) is SIGKILLed once

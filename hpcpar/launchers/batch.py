@@ -27,6 +27,8 @@ from .templating import render_template, template_search_path
 
 FINAL = frozenset({DONE, FAILED, CANCELLED})
 # When one job (or array) has tasks in several states, the first listed wins.
+# What a submitted script says in place of the connection info (see BatchLauncher.scrub).
+SCRUBBED = "<removed after submission: the scheduler holds its own copy of this job>"
 _PRECEDENCE = (RUNNING, PENDING, HELD, UNKNOWN, FAILED, CANCELLED, DONE)
 
 
@@ -343,23 +345,40 @@ class BatchLauncher(Launcher):
             directory.mkdir(parents=True, exist_ok=True)
         else:
             directory = Path(tempfile.mkdtemp(prefix="hpcpar-"))
-        paths: dict[str, Path] = {}
+        paths = {name: directory / name for name in job.files}
+        self._rewrite(job, paths)
+        return paths
+
+    @staticmethod
+    def _rewrite(job: RenderedJob, paths: dict[str, Path]) -> None:
         for name, text in job.files.items():
-            path = directory / name
             mode = 0o700 if name.endswith(".sh") else 0o600
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+            fd = os.open(paths[name], os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
             with os.fdopen(fd, "w") as f:
                 f.write(text)
-            os.chmod(path, mode)
-            paths[name] = path
-        return paths
+            os.chmod(paths[name], mode)
 
     def start(self, command: list[str], env: dict[str, str], log_path: str) -> None:
         job = self.render(command, env, log_path)
         paths = self.write_files(job)
         path = paths[job.submit_file]
-        for _ in range(job.copies):
-            self.submit(path, job.script)
+        try:
+            for _ in range(job.copies):
+                self.submit(path, job.script)
+        finally:
+            self.scrub(command, env, log_path, paths)
+
+    def scrub(self, command: list[str], env: dict[str, str], log_path: str, paths: dict[str, Path]) -> None:
+        """Rewrite the files without the connection info (it holds the cluster key) once submitted.
+
+        The scheduler keeps its own copy of a submitted script (sbatch and qsub spool it, the
+        PBS wrappers go through sbatch, bsub reads stdin, HPC Pack reads the job file at
+        submission), so the file left on the shared disk need not carry the key.
+        """
+        from ..connection import CONNECTION_ENV
+
+        if env.get(CONNECTION_ENV) is not None:
+            self._rewrite(self.render(command, {**env, CONNECTION_ENV: SCRUBBED}, log_path), paths)
 
     def submit(self, path: Path, text: str) -> str:
         """Submit one file, record the id in the ledger at once, return the id."""
