@@ -49,6 +49,9 @@ def test_kernel_forwarded_over_the_clients_ssh_connection(ssh_cluster, tmp_path,
         ports = ("shell_port", "iopub_port", "stdin_port", "control_port", "hb_port")
         assert all(info[p] != remote[p] for p in ports)  # local ends of the forwards, not the engine's
         assert all(p in rc._tunnel.session.forwards for p in (info[n] for n in ports))
+        n_forwards = len(rc._tunnel.session.forwards)
+        again = json.loads(open(rc.kernel_connection_file(1, path=str(tmp_path / "again.json"))).read())
+        assert again == info and len(rc._tunnel.session.forwards) == n_forwards  # nothing forwarded twice
 
         kc = jupyter_client.BlockingKernelClient(connection_file=local)
         kc.load_connection_file()

@@ -12,10 +12,13 @@ from __future__ import annotations
 import json
 import os
 import socket
+import weakref
 from typing import Any
 
 PORTS = ("shell_port", "iopub_port", "stdin_port", "control_port", "hb_port")
 WILDCARDS = ("0.0.0.0", "*", "", "::")
+# per tunnel: (host, remote port) -> local port, so asking again forwards nothing new
+_forwarded: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
 def engine_kernel_info(ip: str = "127.0.0.1") -> dict:
@@ -53,8 +56,12 @@ def kernel_connection_file(client: Any, engine_id: int, path: str | None = None,
     remote = bound["info"]
     host = bound["host"] if remote["ip"] in WILDCARDS else remote["ip"]
     local = dict(remote, ip="127.0.0.1")
+    known = _forwarded.setdefault(tunnel, {})
     for name in PORTS:
-        local[name] = tunnel.session.forward(host, int(remote[name]))
+        dest = (host, int(remote[name]))
+        if dest not in known or known[dest] not in tunnel.session.forwards:
+            known[dest] = tunnel.session.forward(*dest)
+        local[name] = known[dest]
     if path is None:
         from jupyter_core.paths import jupyter_runtime_dir
 
