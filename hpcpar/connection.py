@@ -118,6 +118,10 @@ class ConnectionInfo:
         raw = os.environ.get(CONNECTION_ENV)
         if not raw:
             return None
+        if raw.startswith("<"):  # a rendered or scrubbed job script's placeholder (launchers/batch.py)
+            raise ConnectionFileError(f"${CONNECTION_ENV} holds a placeholder, not the connection info: {raw} "
+                                      "Submit engine jobs with 'hpcpar start' or 'hpcpar engines', or set it "
+                                      "from the profile's security/hpcpar-engine.json")
         try:
             data = json.loads(raw)
         except json.JSONDecodeError as e:

@@ -137,3 +137,12 @@ def test_render_refuses_forwarder_per_node_where_it_cannot_work(engines, mode, m
     assert code == 1
     err = capsys.readouterr().err
     assert message in err and "forwarder_per_node" in err
+
+
+def test_a_scrubbed_script_run_by_hand_says_what_happened(monkeypatch):
+    from hpcpar.connection import CONNECTION_ENV, ConnectionFileError, ConnectionInfo
+    from hpcpar.launchers.batch import SCRUBBED
+
+    monkeypatch.setenv(CONNECTION_ENV, SCRUBBED)
+    with pytest.raises(ConnectionFileError, match="placeholder.*hpcpar start"):
+        ConnectionInfo.from_env()
