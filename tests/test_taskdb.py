@@ -333,3 +333,24 @@ def test_broadcast_to_four_engines_stores_its_megabyte_once(rc, cluster):
         again = rc.resubmit(msg_id)
         assert again.get(timeout=60) == 1 << 20
         assert again.engine_id == rc.db_query({"msg_id": msg_id}, ["engine_id"])[0]["engine_id"]
+
+
+def test_db_query_returns_buffers_of_requests_and_replies(rc):
+    from hpcpar import serialize
+
+    ar = rc[:].apply_async(first_len, b"\x02" * 50_000)
+    assert ar.get(timeout=30) == [50_000] * 4
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        recs = rc.db_query({"msg_id": {"$in": ar.msg_ids}, "completed": {"$exists": True}},
+                           keys=["msg_id", "buffers", "result_buffers"])
+        if len(recs) == 4:
+            break
+        time.sleep(0.1)
+    assert len(recs) == 4
+    for rec in recs:  # a broadcast's shared request comes back for each engine's record
+        assert any(b"\x02" * 50_000 in b for b in rec["buffers"])
+        assert all(isinstance(b, bytes) for b in rec["buffers"] + rec["result_buffers"])
+        assert serialize.loads(rec["result_buffers"][0], rec["result_buffers"][1:]) == 50_000
+    with pytest.raises(ValueError, match="unknown key 'bufers'"):
+        rc.db_query({}, keys=["bufers"])

@@ -148,6 +148,9 @@ class HubQueries:
             raise ValueError(reply.meta.get("evalue"))
         records = reply.meta["records"]
         for rec in records:
+            for key in ("buffers", "result_buffers"):  # indices into the reply's frames (hub.py)
+                if isinstance(rec.get(key), list):
+                    rec[key] = [bytes(reply.buffers[i]) for i in rec[key]]
             for key in DATE_KEYS:
                 if isinstance(rec.get(key), (int, float)):
                     rec[key] = _ts(rec[key])

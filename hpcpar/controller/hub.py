@@ -25,7 +25,15 @@ import zmq
 
 from .. import wire
 from . import heap
-from .taskdb import SHARED_REF, STREAM_KEYS, QueryError, check_query, meta_summary, stored_time
+from .taskdb import (
+    BUFFER_KEYS,
+    SHARED_REF,
+    STREAM_KEYS,
+    QueryError,
+    check_query,
+    meta_summary,
+    stored_time,
+)
 
 log = logging.getLogger("hpcpar.controller.hub")
 
@@ -304,7 +312,15 @@ class Hub:
         check_query(query, keys)
         if keys and any(k in ("request", "reply") for k in keys):
             raise QueryError("db_query returns record fields; fetch results with get_result(msg_ids)")
-        self._reply(ident, "db_query_reply", parent, {"records": self.backend.find(query, keys)})
+        records = self.backend.find(query, keys)
+        frames: list[bytes] = []
+        for rec in records:  # buffers travel as frames; the record names their positions
+            for k in BUFFER_KEYS:
+                if k in rec:
+                    data, rec[k] = rec[k], list(range(len(frames), len(frames) + len(rec[k])))
+                    frames.extend(data)
+        header = self.signer.header("db_query_reply", parent=parent)
+        self._send(b"client", ident, *self.signer.pack(header, {"records": records}, b"", frames))
 
     def _on_task_stream_request(self, ident: bytes, parent: str, meta: dict[str, Any], extra: dict) -> None:
         """Tasks received in [since, until), the newest ``limit`` of them, as rows of STREAM_KEYS:

@@ -32,6 +32,9 @@ ALIASES = {"client_uuid": "session"}  # ipyparallel's name for the submitting cl
 # 'mux' for direct requests) and "error" ({'ename', 'evalue'} of a failed task, else None).
 DERIVED = {"queue": ("header",), "error": ("ename", "evalue")}
 FRAME_KEYS = ("request", "reply")
+# ipyparallel's db_query keys for a request's and a reply's data: the payload and buffers of the
+# stored message, sent as extra frames of the reply (a record holds their indices there).
+BUFFER_KEYS = {"buffers": "request", "result_buffers": "reply"}
 ALL_KEYS = PUBLIC_KEYS + FRAME_KEYS
 # A broadcast's records share one request (the same frames for every engine): a record may
 # carry ``request_ref`` (the broadcast's msg_id) and SQLite keeps those frames once, in the
@@ -84,7 +87,7 @@ def check_query(query: dict[str, Any], keys: list[str] | None) -> None:
                 if op not in OPERATORS:
                     raise QueryError(f"unknown operator {op!r} for {key!r}; valid: {', '.join(OPERATORS)}")
     for key in keys or ():
-        if key not in ALL_KEYS and key not in ALIASES and key not in DERIVED:
+        if key not in ALL_KEYS and key not in ALIASES and key not in DERIVED and key not in BUFFER_KEYS:
             raise QueryError(f"unknown key {key!r} in keys; valid keys: {', '.join(ALL_KEYS)}")
     normalize_query(query)
 
@@ -187,7 +190,7 @@ def _wanted(keys: list[str] | None) -> list[str]:
         return list(PUBLIC_KEYS)
     stored: list[str] = ["msg_id"]
     for k in keys:
-        stored.extend(DERIVED.get(k) or [ALIASES.get(k, k)])
+        stored.extend(DERIVED.get(k) or [BUFFER_KEYS.get(k) or ALIASES.get(k, k)])
     return list(dict.fromkeys(stored))
 
 
@@ -214,6 +217,10 @@ def _finish(rec: dict[str, Any], keys: list[str] | None) -> dict[str, Any]:
     for alias, key in ALIASES.items():
         if everything or alias in keys:
             rec[alias] = rec.get(key)
+    for alias, key in BUFFER_KEYS.items():
+        if not everything and alias in keys:
+            frames = rec.get(key)
+            rec[alias] = list(frames[3:]) if frames else []
     if not everything:  # stored keys read only to compute others
         for k in [k for k in rec if k != "msg_id" and k not in keys]:
             del rec[k]
