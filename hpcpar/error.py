@@ -16,6 +16,12 @@ class HpcparError(Exception):
 IPythonError = HpcparError
 
 
+class PoolStopped(HpcparError, TimeoutError):
+    """The elastic pool stopped submitting engine jobs after repeated failures, so the
+    engines waited for will not come; the message quotes the failed job's output. A
+    TimeoutError, so code written for ipyparallel's ``wait_for_engines`` still catches it."""
+
+
 class KernelError(HpcparError):
     pass
 

@@ -14,6 +14,7 @@ from systems import CI_ENV, require_system
 from test_cluster_batch import env_for, make_profile, queued, run, wait_gone
 
 import hpcpar
+from hpcpar.error import PoolStopped
 from hpcpar.launchers.ledger import read_jobs
 from hpcpar.paths import ProfileDir
 from hpcpar.pool.state import read_pool
@@ -132,6 +133,44 @@ def test_a_job_that_exits_at_once_is_retried_with_backoff_then_reported(system: 
         stop = run(["stop", *args], env, timeout=150)
     assert stop.returncode == 0, stop.stderr
     wait_gone(system, [r.job_id for r in read_jobs(pd)], env)
+
+
+@pytest.mark.timeout(300)
+def test_waits_for_engines_fail_quoting_the_job_output_when_the_pool_stops() -> None:
+    """A pool whose jobs cannot start Python: the client's and the Cluster's waits raise
+    PoolStopped with the job's output line instead of waiting out their timeout, and
+    queue_status warns once."""
+    import warnings
+
+    from hpcpar.cluster import Cluster
+
+    require_system("slurm")
+    pd = pool_profile("nopython", "slurm", ("nosuchpython -c 'import hpcpar' || exit 127",))
+    env = env_for("slurm")
+    args = ["--profile", pd.name]
+    start = run(["start", *args, "--engines", "slurm", "--min", "2", "--max", "2", "--daemonize"], env, timeout=180)
+    try:
+        assert start.returncode == 0, start.stdout + start.stderr
+        with hpcpar.Client(profile=pd.name, timeout=30) as rc:
+            assert read_pool(pd) is not None and not read_pool(pd).stopped  # the wait starts before the stop
+            with pytest.raises(PoolStopped) as stopped:
+                rc.wait_for_engines(2, timeout=250)  # the pool stops well before: 2 failures, 1 s back-off
+            text = str(stopped.value)
+            assert "0 of 2 engines registered, and the engine pool stopped submitting after 2 failed jobs" in text
+            assert "nosuchpython: command not found" in text and "hpcpar scale N" in text
+            assert isinstance(stopped.value, TimeoutError)  # ipyparallel-style except TimeoutError catches it
+            with pytest.warns(RuntimeWarning, match="nosuchpython: command not found"):
+                rc.queue_status()
+            with warnings.catch_warnings():
+                warnings.simplefilter("error")
+                rc.queue_status()  # once per stop, not at every call
+        cluster = Cluster.from_file(profile_dir=pd.path)
+        with pytest.raises(PoolStopped, match="nosuchpython: command not found"):
+            cluster.wait_for_engines_sync(2, timeout=250)
+    finally:
+        stop = run(["stop", *args], env, timeout=150)
+    assert stop.returncode == 0, stop.stderr
+    wait_gone("slurm", [r.job_id for r in read_jobs(pd)], env)
 
 
 @pytest.mark.timeout(300)

@@ -13,10 +13,12 @@ import logging
 import os
 import threading
 import time
+import warnings
+from pathlib import Path
 from typing import Any
 
 from .. import serialize, sharedmem, wire
-from ..error import NoEnginesRegistered
+from ..error import NoEnginesRegistered, PoolStopped
 from .asyncresult import AsyncResult, Metadata
 from .channel import Channel, ConnectionRejected
 from .hubqueries import HubQueries
@@ -220,10 +222,13 @@ class Client(Channel, Submission, HubQueries):
             pool.shutdown(wait=False)
             return fut
         deadline = None if timeout is None or timeout < 0 else time.monotonic() + timeout
+        next_look = 0.0  # when to look at the elastic pool again (about once a second)
         with Progress(total=n, desc="engines", unit="engine", enabled=interactive, widget=widget) as bar:
-            with self._cond:
-                while len(self._engines) < n:
+            while True:
+                with self._cond:
                     bar.update_to(len(self._engines))
+                    if len(self._engines) >= n:
+                        return None
                     remaining = None if deadline is None else deadline - time.monotonic()
                     if remaining is not None and remaining <= 0:
                         raise TimeoutError(
@@ -231,7 +236,25 @@ class Client(Channel, Submission, HubQueries):
                             "check the engines' logs in <profile>/log/ (or the batch job output)"
                         )
                     self._cond.wait(0.2 if remaining is None else min(0.2, remaining))
-                bar.update_to(len(self._engines))
+                if time.monotonic() >= next_look:  # the file is read outside the lock
+                    next_look = time.monotonic() + 1.0
+                    reason = self._pool_stopped()
+                    if reason and len(self._engines) < n:
+                        raise PoolStopped(f"{len(self._engines)} of {n} engines registered, and the engine pool {reason}")
+
+    _pool_warned = ""  # the pool stop last warned about by queue_status
+
+    def _pool_stopped(self) -> str:
+        """Why this cluster's elastic pool stopped submitting engine jobs ("" if it did not,
+        or if its state is not readable here). The pool state lives in ``<profile>/run``,
+        next to the ``<profile>/security`` holding the connection file."""
+        source = Path(self._source)
+        if source.parent.name != "security":
+            return ""
+        from ..paths import ProfileDir
+        from ..pool.state import stopped_reason
+
+        return stopped_reason(ProfileDir(source.parent.parent), self._info.cluster_id)
 
     # -- waiting -----------------------------------------------------------------------------------
 
@@ -316,6 +339,10 @@ class Client(Channel, Submission, HubQueries):
         status = reply.meta["status"]
         out: dict[Any, Any] = {int(k): v for k, v in status.items() if k != "unassigned"}
         out["unassigned"] = status["unassigned"]
+        reason = self._pool_stopped()
+        if reason and reason != self._pool_warned:  # once per stop: no engines are coming
+            self._pool_warned = reason
+            warnings.warn(f"the engine pool {reason}", RuntimeWarning, stacklevel=2)
         if isinstance(targets, int):
             return out.get(targets, {})
         return out

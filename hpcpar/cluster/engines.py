@@ -175,10 +175,14 @@ class EngineSetsMixin:
             return self._wait_loop(rc, want, timeout, bar)
 
     def _wait_loop(self, rc: Any, want: int, timeout: float | None, bar: Any):
+        from ..error import PoolStopped
+        from ..pool.state import stopped_reason
+
         start = time.monotonic()
         deadline = None if timeout is None else start + timeout
         shown, shown_jobs, shown_at = None, None, 0.0
         last_have, forced_at = -1, 0.0
+        pool_look = 0.0
         while True:
             have = len(rc.ids)
             bar.update_to(min(have, want))
@@ -209,6 +213,11 @@ class EngineSetsMixin:
                 raise ClusterError(f"{have} of {want} engines registered, and every engine set has ended "
                                    f"({', '.join(s.describe() + ' ' + st for s, st in states)}):"
                                    f"{job_output(self.profile_dir, self.cluster_id, 'engine')}")
+            if time.monotonic() >= pool_look:  # an elastic pool that gave up: no engines are coming
+                pool_look = time.monotonic() + 1.0
+                reason = stopped_reason(self.profile_dir, self.cluster_id)
+                if reason and len(rc.ids) < want:
+                    raise PoolStopped(f"{len(rc.ids)} of {want} engines registered, and the engine pool {reason}")
             if deadline is not None and any(st in ("pending", "held") for _, st in states):
                 deadline = max(deadline, time.monotonic() + 1.0)  # time spent queued does not count
             if deadline is not None and time.monotonic() > deadline:
