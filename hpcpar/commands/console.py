@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import argparse
 
-from . import profile_name, seconds
+from . import add_profile_only, seconds
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -16,8 +16,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "The console's 'exit' stops the kernel (the engine goes on); 'quit(keep_kernel=True)' detaches.",
     )
     p.add_argument("engine_id", type=int, help="the engine to attach to (rc.ids)")
-    p.add_argument("--profile", default=None, type=profile_name, help="the cluster's profile")
-    p.add_argument("--profile-dir", default=None, help="the cluster's profile directory")
+    add_profile_only(p, help="the cluster's profile")
     p.add_argument("--cluster-id", default=None, help="the cluster id")
     p.add_argument("--sshserver", default=None, help="reach the cluster through this SSH server (user@login)")
     p.add_argument("--ssh-config", default=None, help="ssh_config file instead of ~/.ssh/config")
