@@ -144,3 +144,34 @@ def test_requests_the_dead_controller_never_recorded_are_sent_again(tmp_path):
         rc.close()
     finally:
         subprocess.run(hpcpar_cmd("stop", "--profile", profile), timeout=90)
+
+
+def test_engines_reattach_when_the_crash_came_before_their_listing(tmp_path):
+    """SIGKILL before the controller wrote down its engines (simulated by removing the listing):
+    the engines say they had ids, the restored controller gives them back their work, and a
+    direct request for them made before they are back waits for them."""
+    profile = f"crashlist-{os.getpid()}"
+    info = _start(profile, 2)
+    try:
+        rc = hpcpar.Client(profile=profile, timeout=30)
+        rc.wait_for_engines(2, timeout=60, interactive=False)
+        running = [rc[i].apply_async(_slow, i, 3.0) for i in (0, 1)]
+        time.sleep(1.0)  # dispatched and recorded
+        run = hpcpar.paths.ProfileDir.for_profile(profile).run
+        listing = sorted(run.glob("engines*"))
+        assert listing, f"no engine listing in {run}: {sorted(run.iterdir())}"
+        os.kill(info["controller_pid"], signal.SIGKILL)
+        for path in listing:
+            path.unlink()
+        out = subprocess.run(hpcpar_cmd("start", "--profile", profile, "--restore"),
+                             capture_output=True, text=True, timeout=120)
+        assert out.returncode == 0, out.stderr
+        deadline = time.monotonic() + 60
+        while sorted(rc.ids) != [0, 1] and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert sorted(rc.ids) == [0, 1]  # the same ids, though nothing listed them
+        assert rc[[0, 1]].apply_sync(pow, 2, 5) == [32, 32]
+        assert [ar.get(timeout=120) for ar in running] == [0, 10]
+        rc.close()
+    finally:
+        subprocess.run(hpcpar_cmd("stop", "--profile", profile), timeout=90)

@@ -156,6 +156,9 @@ class Controller(ClientRequests, Routing, EngineLifecycle, Recovery):
         self._recovery_init()
         if config.restore:
             self._restore_state(backend)
+        else:  # a fresh cluster: the engines an earlier one listed are not coming back
+            config.engines_path.unlink(missing_ok=True)
+            self._engines_journal.unlink(missing_ok=True)
 
     # -- set-up ---------------------------------------------------------------
 

@@ -10,6 +10,7 @@ import json
 import logging
 import os
 import time
+from pathlib import Path
 from typing import Any
 
 import zmq
@@ -44,20 +45,49 @@ class EngineLifecycle:
         c.port = c.port or int(client.urls[0].rsplit(":", 1)[1])
         c.engine_port = c.engine_port or int(engine.urls[0].rsplit(":", 1)[1])
 
+    # The engines of this controller, for --restore: a snapshot (engines.json, rewritten a few
+    # times a second when it changed) plus an append-only journal of registrations since then,
+    # written at once, so an engine a client has seen is on disk even if the controller is
+    # SIGKILLed before the next snapshot.
+
+    @property
+    def _engines_journal(self) -> Path:
+        return self.config.engines_path.with_suffix(".journal")
+
     def _restore_state(self, backend: Any) -> None:
         try:
             known = json.loads(self.config.engines_path.read_text())
         except (OSError, ValueError):
             known = {}
-        self.engines.expect({uuid: int(eid) for uuid, eid in known.get("engines", {}).items()},
-                            int(known.get("next_id", 0)))
+        engines = {uuid: int(eid) for uuid, eid in known.get("engines", {}).items()}
+        next_id = int(known.get("next_id", 0))
+        try:
+            journal = self._engines_journal.read_text().splitlines()
+        except OSError:
+            journal = []
+        for line in journal:
+            try:
+                uuid, eid = line.split(" ")
+                engines[uuid] = int(eid)
+            except ValueError:
+                continue  # a line cut short by the crash
+            next_id = max(next_id, int(eid) + 1)
+        self.engines.expect(engines, next_id)
         self.restore_tasks(backend)  # recovery.py
+
+    def _journal_engine(self, rec: EngineRecord) -> None:
+        try:
+            with open(self._engines_journal, "a") as f:
+                f.write(f"{rec.uuid} {rec.id}\n")
+        except OSError as e:
+            log.warning("cannot record engine %d for --restore in %s: %s", rec.id, self._engines_journal, e)
 
     def _save_engines(self) -> None:
         data = {"engines": {e.uuid: e.id for e in self.engines.by_id.values()}, "next_id": self.engines.next_id}
         tmp = self.config.engines_path.with_suffix(".tmp")
         tmp.write_text(json.dumps(data))
         os.replace(tmp, self.config.engines_path)
+        self._engines_journal.unlink(missing_ok=True)  # the snapshot holds what it recorded
         self._engines_dirty = False
 
 
@@ -154,10 +184,15 @@ class EngineLifecycle:
     def on_register(self, ident: bytes, msg: wire.Message) -> None:
         m = msg.meta
         known = ident in self.engines.by_ident
-        returning = not known and str(m.get("uuid", "")) in self.engines.expected
+        # An engine of the old controller: listed on disk, or (if the crash came before the
+        # listing) saying it had an id, while a restore is open.
+        returning = not known and (str(m.get("uuid", "")) in self.engines.expected
+                                   or (self.recovery_open and bool(m.get("reattach"))))
         rec = self.engines.register(ident, str(m.get("uuid", "")), m.get("requested_id"), dict(m.get("info") or {}))
         if returning:
             self.engine_returning(rec)  # it keeps its work; recovery.py asks what it holds
+        if not known:
+            self._journal_engine(rec)
         reply = self.signer.header("register_reply", parent=msg.msg_id)
         self.forwarding.send(ident, self.signer.pack(reply, {
             "id": rec.id,

@@ -185,7 +185,7 @@ class Recovery:
     def hold_for_returning(self, ident: bytes, msg: wire.Message, targets: list[int]) -> bool:
         """A request for an engine of the old controller that has not re-attached yet waits for it
         (until the re-attach window closes), instead of failing with "not registered"."""
-        coming = set(self.engines.expected.values()) | self.returning
+        coming = set(self.engines.expected.values()) | self.returning | set(self.recovering)
         coming |= {e.id for e in self.engines.by_id.values() if not e.ready}
         if not coming.intersection(targets):
             return False

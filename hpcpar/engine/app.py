@@ -106,6 +106,7 @@ class Engine:
         return self.signer.pack(hdr, {
             "uuid": self.uuid,
             "requested_id": self.options.requested_id if self.id is None else self.id,
+            "reattach": self.id is not None,  # had an id: a restored controller gives it back its work
             "info": {
                 "hostname": socket.gethostname(),
                 "pid": os.getpid(),
