@@ -30,6 +30,9 @@ from .tasks import Task, reply_type_of
 log = logging.getLogger("hpcpar.controller")
 
 REQUEUE_AFTER = 10.0  # seconds after a restore that queued tasks wait at most for returning engines
+# A client told which of its tasks the database does not know sends those requests again at
+# once; the ones it cannot send (not held: too large, shared memory) fail this long after.
+ORPHAN_GRACE = 5.0
 
 
 class Recovery:
@@ -46,6 +49,7 @@ class Recovery:
         self.requeue_at = time.monotonic() + REQUEUE_AFTER
         self.held_direct: list[tuple[bytes, wire.Message]] = []  # requests for engines not back yet
         self.recovery_open = bool(self.config.restore)
+        self.orphans_fail_at: float | None = None
 
     # -- acknowledgements (every controller) --------------------------------------------
 
@@ -173,7 +177,8 @@ class Recovery:
             else:
                 self.orphan_watch[mid] = ident
         if not self.recovery_open:
-            self._fail_orphans()
+            # Not at once: the client is about to send most of these again (resent()).
+            self.orphans_fail_at = time.monotonic() + ORPHAN_GRACE
 
     def _release_requeue(self) -> None:
         """Queue again what the database shows queued and no returning engine has answered."""
@@ -203,6 +208,9 @@ class Recovery:
             self.orphan_watch.pop(mid, None)
 
     def check_recovery(self, now: float) -> None:
+        if self.orphans_fail_at is not None and now > self.orphans_fail_at:
+            self.orphans_fail_at = None
+            self._fail_orphans()
         if not self.recovery_open:
             return
         if self.requeue and now > self.requeue_at:
@@ -236,7 +244,8 @@ class Recovery:
         self.recovery_open = False
         log.info("restore complete: every engine of the old controller is back or given up")
         self._release_direct()
-        self._fail_orphans()
+        if self.orphan_watch:  # what no engine returned and the client does not send again
+            self.orphans_fail_at = time.monotonic() + ORPHAN_GRACE
 
     def _fail_orphans(self) -> None:
         for mid, ident in list(self.orphan_watch.items()):
