@@ -35,7 +35,7 @@ if str(ROOT) not in sys.path:
 
 import zmq  # noqa: E402
 
-from hpcpar import wire  # noqa: E402
+from hpcpar import security, wire  # noqa: E402
 from hpcpar.cluster import Cluster  # noqa: E402
 from hpcpar.connection import ConnectionInfo  # noqa: E402
 
@@ -49,6 +49,7 @@ def synthetic(cluster: Cluster, ranks: int, timeout: float) -> dict:
         s = ctx.socket(zmq.DEALER)
         s.setsockopt(zmq.IDENTITY, f"bench-{rank}-{os.getpid()}".encode())
         s.setsockopt(zmq.LINGER, 0)
+        security.connect_as(s, info)
         s.connect(info.urls[0])
         socks.append((rank, s))
     time.sleep(0.5)  # connections up: measure the controller, not TCP set-up

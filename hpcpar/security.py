@@ -2,8 +2,13 @@
 
 Two modes (``[security] transport``; docs/architecture.md, "Security"):
 
-- ``hmac``: every message is signed with the cluster key (wire.py); anyone who
-  reaches a port can send frames, which are dropped unless they verify.
+- ``hmac``: every message is signed with the cluster key (wire.py). Connections
+  also log in with ZeroMQ's PLAIN mechanism, whose password is a token derived
+  from the key (plain_token; never the key itself): the listening process's ZAP
+  handler refuses a peer without it before it can deliver a single frame, so an
+  unauthenticated peer cannot make the controller buffer anything. PLAIN sends
+  the token in clear: someone who can read the traffic can connect (not sign);
+  for them the frame limit (``max_message_size``) bounds what one frame costs.
 - ``curve``: on top of that, every TCP connection is a CurveZMQ session
   (encrypted, authenticated). The controller holds the cluster's server key
   pair; clients and engines hold a key pair each, in their 0600 connection
@@ -20,6 +25,8 @@ whose date is older than the replay window (ReplayGuard).
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import ipaddress
 import json
 import logging
@@ -134,13 +141,38 @@ def serve(sock: zmq.Socket, server_secret: str, domain: str) -> None:
     sock.zap_domain = domain.encode()
 
 
+PLAIN_USER = b"hpcpar"
+
+
+def plain_token(key: str | bytes) -> bytes:
+    """The PLAIN password of an hmac-mode cluster: derived from its key, so the key never crosses the wire."""
+    raw = key.encode("ascii") if isinstance(key, str) else bytes(key)
+    return hmac.new(raw, b"hpcpar zmq PLAIN login v1", hashlib.sha256).hexdigest().encode("ascii")
+
+
+def serve_plain(sock: zmq.Socket, domain: str) -> None:
+    """Make a listening socket of an hmac-mode cluster a PLAIN server (before bind): the ZAP
+    handler admits only peers that present the cluster's token (plain_token)."""
+    sock.plain_server = True
+    sock.zap_domain = domain.encode()
+
+
+def _field(info: Any, name: str, default: Any = None) -> Any:
+    return info.get(name, default) if isinstance(info, dict) else getattr(info, name, default)
+
+
 def connect_as(sock: zmq.Socket, info: Any) -> None:
-    """Set a connecting socket up for ``info``'s transport (before connect): nothing to do in hmac mode."""
-    if getattr(info, "transport", "hmac") != "curve":
+    """Set a connecting socket up for ``info``'s transport (before connect): Curve keys, or the
+    PLAIN login of hmac mode (``info``: a ConnectionInfo or the connection file's dict)."""
+    if _field(info, "transport", "hmac") != "curve":
+        key = _field(info, "key")
+        if key:
+            sock.plain_username = PLAIN_USER
+            sock.plain_password = plain_token(key)
         return
-    sock.curve_serverkey = info.curve_server_key.encode("ascii")
-    sock.curve_publickey = info.curve_public_key.encode("ascii")
-    sock.curve_secretkey = info.curve_secret_key.encode("ascii")
+    sock.curve_serverkey = _field(info, "curve_server_key").encode("ascii")
+    sock.curve_publickey = _field(info, "curve_public_key").encode("ascii")
+    sock.curve_secretkey = _field(info, "curve_secret_key").encode("ascii")
 
 
 def bound(sock: zmq.Socket, receive_hwm: int = RECEIVE_HWM, send_hwm: int = SEND_HWM,
@@ -157,11 +189,13 @@ def bound(sock: zmq.Socket, receive_hwm: int = RECEIVE_HWM, send_hwm: int = SEND
 
 class Authenticator:
     """A ZAP handler thread for one zmq.Context: admits a Curve peer only if its public key is
-    allowed in the socket's domain. Denials are logged once per address."""
+    allowed in the socket's domain, a PLAIN peer (hmac mode) only if it presents ``plain``
+    (plain_token of the cluster key). Denials are logged once per address."""
 
-    def __init__(self, ctx: zmq.Context, allowed: dict[str, set[str]]) -> None:
+    def __init__(self, ctx: zmq.Context, allowed: dict[str, set[str]], plain: bytes | None = None) -> None:
         self.allowed = {domain.encode(): {z85.decode(k.encode("ascii")) for k in keys}
                         for domain, keys in allowed.items()}
+        self.plain = plain
         self.denied = 0
         self._warned: set[bytes] = set()
         self._sock = ctx.socket(zmq.REP)
@@ -196,7 +230,11 @@ class Authenticator:
         if len(frames) < 6:
             return [b"1.0", frames[1] if len(frames) > 1 else b"", b"500", b"malformed ZAP request", b"", b""]
         version, request_id, domain, address, _identity, mechanism = frames[:6]
-        ok = mechanism == b"CURVE" and len(frames) > 6 and frames[6] in self.allowed.get(domain, ())
+        if mechanism == b"PLAIN":
+            ok = (self.plain is not None and len(frames) > 7 and frames[6] == PLAIN_USER
+                  and hmac.compare_digest(frames[7], self.plain))
+        else:
+            ok = mechanism == b"CURVE" and len(frames) > 6 and frames[6] in self.allowed.get(domain, ())
         if ok:
             return [version, request_id, b"200", b"OK", b"", b""]
         self.denied += 1
@@ -243,10 +281,12 @@ class HandshakeWatch:
             self.handshaken = False
             return None
         if event == zmq.EVENT_HANDSHAKE_FAILED_AUTH:
-            return "the controller refused this connection file's CurveZMQ key"
+            return ("the controller refused this connection file's CurveZMQ key" if self.curve
+                    else "the controller refused this connection file's key (its login token)")
         if event == zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL or event == zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL:
             return ("the CurveZMQ handshake failed (the controller uses another transport mode or other keys)"
-                    if self.curve else "the controller requires CurveZMQ, which this connection file lacks")
+                    if self.curve else "the controller requires CurveZMQ (or is an older hpcpar), "
+                    "which this connection file does not match")
         if event == zmq.EVENT_DISCONNECTED and self._connected_at is not None and not self.handshaken:
             self._connected_at = None
             self.aborted += 1
@@ -256,15 +296,12 @@ class HandshakeWatch:
 
 
 def poll_or_refused(sock: zmq.Socket, curve: bool, timeout_ms: int) -> str | None:
-    """Wait up to ``timeout_ms`` for ``sock`` to be readable; in curve mode, return the reason
-    at once if the peer refuses the handshake (None: readable, or the time is up)."""
-    if not curve:
-        sock.poll(timeout_ms)
-        return None
+    """Wait up to ``timeout_ms`` for ``sock`` to be readable; return the reason at once if the
+    peer refuses the handshake (None: readable, or the time is up)."""
     from zmq.utils.monitor import recv_monitor_message
 
     monitor = sock.get_monitor_socket(HANDSHAKE_EVENTS)
-    watch = HandshakeWatch(curve=True)
+    watch = HandshakeWatch(curve=curve)
     poller = zmq.Poller()
     poller.register(sock, zmq.POLLIN)
     poller.register(monitor, zmq.POLLIN)

@@ -13,7 +13,7 @@ import pytest
 import zmq
 from cluster_helpers import hpcpar_cmd
 
-from hpcpar import wire
+from hpcpar import security, wire
 from hpcpar.connection import ConnectionInfo, new_key
 
 
@@ -21,10 +21,14 @@ class ScriptedController:
     """One ROUTER socket on loopback speaking the engine protocol, step by step."""
 
     def __init__(self) -> None:
-        self.signer = wire.Signer(new_key().encode("ascii"))
+        self.key = new_key()
+        self.signer = wire.Signer(self.key.encode("ascii"))
         self.ctx = zmq.Context()
+        # The engine logs in as at a real controller (hmac mode: PLAIN with the key's token).
+        self.auth = security.Authenticator(self.ctx, {}, plain=security.plain_token(self.key))
         self.sock = self.ctx.socket(zmq.ROUTER)
         self.sock.setsockopt(zmq.LINGER, 0)
+        security.serve_plain(self.sock, "engine")
         self.port = self.sock.bind_to_random_port("tcp://127.0.0.1")
         self.control: bytes | None = None
         self.work: bytes | None = None
@@ -81,6 +85,7 @@ class ScriptedController:
 
     def close(self) -> None:
         self.sock.close()
+        self.auth.close()
         self.ctx.term()
 
 

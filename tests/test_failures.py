@@ -14,6 +14,7 @@ import pytest
 import zmq
 
 import hpcpar
+from hpcpar import security
 from hpcpar.launchers.process import process_start_time
 
 
@@ -91,11 +92,13 @@ def test_malformed_direct_request_gets_a_clear_error(rc, targets, why):
 @pytest.mark.parametrize("port_kind", ["client", "engine"])
 def test_garbage_truncated_and_oversized_frames_leave_controller_serving(cluster, port_kind):
     path = cluster.profile_dir.client_file() if port_kind == "client" else cluster.profile_dir.engine_file()
-    url = json.loads(path.read_text())["urls"][0]
+    info = json.loads(path.read_text())
+    url = info["urls"][0]
     host, port = url[len("tcp://"):].rsplit(":", 1)
     ctx = zmq.Context.instance()
     s = ctx.socket(zmq.DEALER)
     s.setsockopt(zmq.LINGER, 0)
+    security.connect_as(s, info)  # logged in (as one who read the PLAIN token off the wire): frames get through
     s.connect(url)
     s.send(b"")  # empty
     s.send_multipart([b"x"])  # too few frames

@@ -16,7 +16,7 @@ from cluster_helpers import start_cluster
 
 import hpcpar
 import hpcpar.paths
-from hpcpar import serialize, wire
+from hpcpar import security, serialize, wire
 from hpcpar.client import ConnectionRejected
 
 
@@ -45,9 +45,10 @@ def _info(cluster) -> dict:
     return json.loads(cluster.profile_dir.client_file().read_text())
 
 
-def _socket(info: dict, curve: dict | None = None, identity: bytes | None = None) -> zmq.Socket:
+def _socket(info: dict, curve: dict | None = None, identity: bytes | None = None, login: bool = True) -> zmq.Socket:
     """A raw DEALER to the client port; ``curve``: the keys to present (None: none at all);
-    ``identity``: the session replies go to."""
+    ``identity``: the session replies go to; ``login``: in hmac mode, log in with the cluster's
+    PLAIN token (as anyone holding the key, or reading the token off the wire, can)."""
     s = zmq.Context.instance().socket(zmq.DEALER)
     s.setsockopt(zmq.LINGER, 0)
     if identity is not None:  # also: it will not read, and takes as little as it can
@@ -58,6 +59,8 @@ def _socket(info: dict, curve: dict | None = None, identity: bytes | None = None
         s.curve_serverkey = curve["curve_server_key"].encode()
         s.curve_publickey = curve["curve_public_key"].encode()
         s.curve_secretkey = curve["curve_secret_key"].encode()
+    elif login and info["transport"] == "hmac":
+        security.connect_as(s, info)
     s.connect(info["urls"][0])
     return s
 
@@ -211,6 +214,8 @@ def test_unauthenticated_flood_leaves_the_controller_serving_and_small(secure):
             s = ctx.socket(zmq.DEALER)
             s.setsockopt(zmq.LINGER, 0)
             s.setsockopt(zmq.SNDHWM, 0)
+            if mode == "hmac":  # logged in (the PLAIN token read off the wire): the frames reach verification
+                security.connect_as(s, info)
             s.connect(url)
             for i in range(20_000):
                 kind = i % 4
@@ -231,6 +236,43 @@ def test_unauthenticated_flood_leaves_the_controller_serving_and_small(secure):
         while _rss(pid) - before > (20 << 20) and time.monotonic() < deadline:
             time.sleep(0.5)
         assert _rss(pid) - before <= (20 << 20), f"controller grew by {(_rss(pid) - before) >> 20} MB"
+
+
+def test_peer_without_the_key_cannot_make_the_controller_buffer_anything(secure):
+    """A peer that does not hold the cluster's key (hmac: no PLAIN token; curve: no keys) sends a
+    256 MB frame (benchmarks/security.py flood: 1 GB) to both ports: the handshake never completes,
+    so the controller buffers none of it, and no engine is declared dead meanwhile."""
+    mode, cluster = secure
+    info = _info(cluster)
+    pid = info["controller_pid"]
+    engine_url = json.loads(cluster.profile_dir.engine_file().read_text())["urls"][0]
+    with hpcpar.Client(info, timeout=30) as rc:
+        ids = sorted(rc.ids)
+        rc[:].apply_sync(int)
+        before = peak = _rss(pid)
+        ctx = zmq.Context.instance()
+        big = b"z" * (256 << 20)
+        socks = []
+        for url in (info["urls"][0], engine_url):
+            s = ctx.socket(zmq.DEALER)
+            s.setsockopt(zmq.LINGER, 0)
+            s.setsockopt(zmq.SNDHWM, 0)
+            monitor = s.get_monitor_socket(zmq.EVENT_HANDSHAKE_SUCCEEDED)
+            s.connect(url)
+            s.send_multipart([os.urandom(32), b'{"msg_type":"apply_request"}', b"{}", big], copy=False)
+            socks.append((s, monitor))
+        deadline = time.monotonic() + 4.0
+        while time.monotonic() < deadline:
+            peak = max(peak, _rss(pid))
+            time.sleep(0.05)
+        for s, monitor in socks:
+            assert not monitor.poll(0), "a peer without the key completed a handshake"
+            s.disable_monitor()
+            monitor.close(linger=0)
+            s.close(linger=0)
+        assert peak - before < (20 << 20), f"the controller grew by {(peak - before) >> 20} MB"
+        assert sorted(rc.ids) == ids
+        assert rc[:].apply_sync(pow, 2, 3) == [8] * len(ids)
 
 
 def _flood(s: zmq.Socket, frames: list) -> None:

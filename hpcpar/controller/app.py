@@ -137,6 +137,8 @@ class Controller(ClientRequests, Routing, EngineLifecycle, Recovery):
             c = self.curve
             self.auth = security.Authenticator(self.ctx, {"client": {c.client_public},
                                                           "engine": {c.engine_public, c.client_public}})
+        else:  # hmac: a PLAIN login with a token derived from the key (see security.py)
+            self.auth = security.Authenticator(self.ctx, {}, plain=security.plain_token(self.key))
         self.client_socket = self._router("client", CLIENT_SEND_HWM)
         self.engine_socket = self._router("engine", 0)  # engines are ours and always read
         self.forwarding = Forwarding(self.engine_socket)  # routes to engines behind forwarders
@@ -170,6 +172,8 @@ class Controller(ClientRequests, Routing, EngineLifecycle, Recovery):
         security.bound(s, send_hwm=send_hwm, max_message_size=self.config.max_message_size)
         if self.curve is not None:
             security.serve(s, self.curve.server_secret, domain)
+        else:
+            security.serve_plain(s, domain)
         return s
 
     def _bind(self, sock: zmq.Socket, ip: str, port: int) -> list[str]:

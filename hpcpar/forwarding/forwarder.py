@@ -78,6 +78,9 @@ class Forwarder:
             self.server_keys = (public, secret)
             self.auth = security.Authenticator(self.ctx, {"engine": {upstream.curve_public_key}})
             security.serve(self.down, secret, "engine")
+        else:  # hmac: engines below log in with the cluster's PLAIN token, as at the controller
+            self.auth = security.Authenticator(self.ctx, {}, plain=security.plain_token(upstream.key_bytes))
+            security.serve_plain(self.down, "engine")
         self.down.bind(f"tcp://{bind_address(ip)}:{port}")
         real_port = int(self.down.getsockopt(zmq.LAST_ENDPOINT).decode().rsplit(":", 1)[1])
         self.urls = [f"tcp://{a}:{real_port}" for a in advertised_addresses(ip)]
