@@ -7,18 +7,27 @@ written for ipyparallel.
 from . import error
 from .client.dependency import Dependency, depend, dependent, require
 from .error import (
+    AlreadyDisplayedError,
     CompositeError,
+    DependencyTimeout,
     EngineError,
     ImpossibleDependency,
+    InvalidDependency,
+    IPythonError,
+    KernelError,
     NoEnginesRegistered,
     RemoteError,
     TaskAborted,
+    TaskRejectError,
     TaskTimeout,
+    TimeoutError,
     UnmetDependency,
+    collect_exceptions,
 )
 from .mpi import MPISubsetWarning
 
 __version__ = "0.1.0"
+version_info = (0, 1, 0)
 
 # Values of AsyncResult.wait / get(return_when=...), the same strings as concurrent.futures'
 # (defined here so that engines, which import this package, need not import it).
@@ -47,6 +56,14 @@ _LAZY = {
     "parallel": "client.remotefunction",
     "bind_kernel": "engine.kernel",
     "ClusterManager": "cluster",
+    # ipyparallel's serialization names (``from ipyparallel import PrePickled``...)
+    "PrePickled": "serialize",
+    "serialize_object": "serialize",
+    "deserialize_object": "serialize",
+    "use_pickle": "client.client",
+    "use_cloudpickle": "client.client",
+    "use_dill": "client.client",
+    "register_joblib_backend": "bridges.joblib_backend",
 }
 
 
@@ -80,6 +97,22 @@ def interactive(f):
 
 __all__ = [
     "ALL_COMPLETED",
+    "AlreadyDisplayedError",
+    "DependencyTimeout",
+    "IPythonError",
+    "InvalidDependency",
+    "KernelError",
+    "PrePickled",
+    "TaskRejectError",
+    "TimeoutError",
+    "collect_exceptions",
+    "deserialize_object",
+    "register_joblib_backend",
+    "serialize_object",
+    "use_cloudpickle",
+    "use_dill",
+    "use_pickle",
+    "version_info",
     "FIRST_COMPLETED",
     "FIRST_EXCEPTION",
     "AsyncHubResult",

@@ -353,3 +353,28 @@ def _rebuild(recipe: tuple) -> Any:
     if annotations:
         f.__annotations__ = dict(annotations)
     return f
+
+
+class PrePickled:
+    """An argument pickled once, when made (ipyparallel's ``PrePickled``): sending it to many
+    engines or in many tasks does not pickle it again. The engine gets the object itself."""
+
+    def __init__(self, obj: Any) -> None:
+        self.data, self.buffers = dumps(obj)
+
+    def __reduce__(self) -> tuple:
+        return loads, (self.data, [pickle.PickleBuffer(b) for b in self.buffers])
+
+
+def serialize_object(obj: Any, *args: Any, **kwargs: Any) -> list[Any]:
+    """ipyparallel's name: ``obj`` as a list of frames, the pickle first (thresholds are ignored:
+    hpcpar's own apply out-of-band buffers from OUT_OF_BAND_MIN bytes)."""
+    data, buffers = dumps(obj)
+    return [data, *buffers]
+
+
+def deserialize_object(frames: list[Any], g: Any = None) -> tuple[Any, list[Any]]:
+    """The inverse of ``serialize_object``: (object, frames left over), as in ipyparallel."""
+    if not frames:
+        raise ValueError("deserialize_object needs the frames serialize_object returned, got none")
+    return loads(frames[0], list(frames[1:])), []

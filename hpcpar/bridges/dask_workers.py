@@ -137,11 +137,6 @@ def stop_worker() -> int:
 def become_dask(client: Any, targets: Any = "all", port: int = 0, nanny: bool = False,
                 scheduler_args: dict[str, Any] | None = None, **worker_args: Any) -> Any:
     distributed = _distributed()
-    if nanny:
-        # A nanny starts its worker in a new process that re-runs the engine's main module,
-        # which would start another engine; the engine itself is the worker's process here.
-        raise NotImplementedError("become_dask(nanny=True) is not supported: hpcpar runs the dask worker "
-                                  "inside the engine process; use nanny=False (the default)")
     reply = client._request("become_dask_request", {"port": port, "scheduler_args": scheduler_args or {}})
     if reply.msg_type == "error_reply":
         raise RuntimeError(f"the controller could not start a dask scheduler: {reply.meta.get('evalue')}")

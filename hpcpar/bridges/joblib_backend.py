@@ -24,8 +24,14 @@ class ViewBackend(AutoBatchingMixin, ParallelBackendBase):
 
     def __init__(self, view: Any = None, **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        self._view = view
+        self._given = view  # None: the default client's load-balanced view, made on first use
         self._pending: list[Any] = []
+
+    @property
+    def _view(self) -> Any:
+        if self._given is None:
+            self._given = _default_view()
+        return self._given
 
     def effective_n_jobs(self, n_jobs: int | None) -> int:
         engines = len(self._view)
@@ -62,12 +68,30 @@ class ViewBackend(AutoBatchingMixin, ParallelBackendBase):
         self._pending = []
 
 
+_default: list[Any] = []  # the Client() of hpcpar.register_joblib_backend(), made once
+
+
+def _default_view() -> Any:
+    """``Client()`` (the default profile's cluster), as ipyparallel's module-level backend uses."""
+    if not _default:
+        from ..client.client import Client
+
+        _default.append(Client())
+    return _default[0].load_balanced_view()
+
+
+def register_joblib_backend(name: str = "ipyparallel", make_default: bool = False) -> None:
+    """``hpcpar.register_joblib_backend()``: joblib backend ``name`` on the default cluster
+    (``Client()``, connected when joblib first uses it), as in ipyparallel."""
+    register(None, name, make_default)
+
+
 def register(view: Any, name: str = "ipyparallel", make_default: bool = False) -> None:
     """Register ``view`` as joblib backend ``name`` (ipyparallel's default name, so its code
     runs unchanged). A DirectView's engines are used load-balanced: one batch, one engine."""
     from ..client.loadbalanced import LoadBalancedView
 
-    if not isinstance(view, LoadBalancedView):  # a DirectView would run each batch on all its engines
+    if view is not None and not isinstance(view, LoadBalancedView):  # a DirectView would run each batch on all its engines
         targets = getattr(view, "_targets", None)
         view = view.client.load_balanced_view(targets=None if targets == "all" else targets)
     register_parallel_backend(name, lambda *args, **kwargs: ViewBackend(*args, view=view, **kwargs),

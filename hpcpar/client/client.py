@@ -43,6 +43,9 @@ class Client(Channel, Submission, HubQueries):
     """
 
     block = False
+    # The serializer of every client that has not chosen its own (view.use_dill() etc. choose for
+    # their client); hpcpar.use_dill() / use_pickle() / use_cloudpickle() set it, process-wide.
+    _pickler = "cloudpickle"
 
     def __init__(
         self,
@@ -79,8 +82,7 @@ class Client(Channel, Submission, HubQueries):
         else:
             self._info, self._source = self._resolve(connection_info, url_file, profile, profile_dir, cluster_id, timeout)
         self._signer = wire.Signer(self._info.key_bytes)
-        self.session = self._signer.session
-        self._pickler = "cloudpickle"
+        self.session = SessionId(self._signer.session)
         # Large buffers to and from engines on this host go through /dev/shm (sharedmem.py).
         self._shm_key = sharedmem.host_key() if shared_memory else None
         self._shm_prefix = sharedmem.cluster_prefix(self._info.cluster_id, self._info.key_bytes)
@@ -516,6 +518,41 @@ class Client(Channel, Submission, HubQueries):
         dask_workers.stop_dask(self, targets)
 
     stop_distributed = stop_dask
+
+
+class SessionId(str):
+    """The client's session id; also ``rc.session.session`` as in ipyparallel (e.g. the
+    ``client_uuid`` of its task records)."""
+
+    @property
+    def session(self) -> str:
+        return str(self)
+
+
+def _set_default_pickler(name: str) -> None:
+    if name == "dill":
+        try:
+            import dill  # noqa: F401
+        except ImportError as e:
+            raise ImportError("use_dill needs dill: pip install dill (here and where the engines run)") from e
+    Client._pickler = name
+
+
+def use_cloudpickle() -> None:
+    """Serialize with cloudpickle (the default) in every client of this process that has not
+    chosen its own serializer; engines follow each task's choice."""
+    _set_default_pickler("cloudpickle")
+
+
+def use_pickle() -> None:
+    """Back to the default serialization (ipyparallel's meaning): cloudpickle, so functions,
+    lambdas and closures keep reaching the engines."""
+    _set_default_pickler("cloudpickle")
+
+
+def use_dill() -> None:
+    """Serialize with dill in every client of this process that has not chosen its own."""
+    _set_default_pickler("dill")
 
 
 def timeout_left(deadline: float | None) -> float | None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import concurrent.futures
+import time
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
@@ -29,11 +30,32 @@ class ViewExecutor(concurrent.futures.Executor):
         return ar
 
     def map(self, fn: Any, *iterables: Any, timeout: float | None = None, chunksize: int = 1) -> Iterator[Any]:
+        """Results in order, as ``concurrent.futures.Executor.map``: with ``timeout``, every task is
+        submitted now and the iterator raises TimeoutError once ``timeout`` seconds have passed
+        since this call without the next result (tasks not finished then are aborted)."""
         from .loadbalanced import LoadBalancedView
 
-        if isinstance(self.view, LoadBalancedView):
-            return self.view.imap(fn, *iterables)
-        return iter(self.view.map_sync(fn, *iterables))
+        lb = isinstance(self.view, LoadBalancedView)
+        if timeout is None:
+            if lb:
+                return self.view.imap(fn, *iterables)
+            return iter(self.view.map_sync(fn, *iterables))
+        deadline = time.monotonic() + timeout
+        ar = self.view.map_async(fn, *iterables, chunksize=chunksize) if lb else self.view.map_async(fn, *iterables)
+        return self._until(ar, ar.split() if lb else (ar,), deadline, timeout)
+
+    def _until(self, ar: AsyncResult, parts: Any, deadline: float, timeout: float) -> Iterator[Any]:
+        try:
+            for part in parts:
+                try:
+                    values = part.get(timeout=max(0.0, deadline - time.monotonic()))
+                except TimeoutError:
+                    raise concurrent.futures.TimeoutError(
+                        f"executor.map: results not ready within timeout={timeout} s") from None
+                yield from values
+        finally:
+            if not ar.ready():
+                self.view.client.abort(jobs=ar)
 
     def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
         """No more submissions; ``cancel_futures`` aborts this executor's tasks that have

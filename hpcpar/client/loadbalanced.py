@@ -98,9 +98,10 @@ class LoadBalancedView(View):
     def imap(self, f: Any, *sequences: Any, ordered: bool = True, max_outstanding: int | str = "auto",
              return_exceptions: bool = False) -> MapIterator:
         """Lazily map over (possibly infinite) iterables, keeping at most
-        ``max_outstanding`` tasks in flight (default: twice the engine count).
+        ``max_outstanding`` tasks in flight (``"auto"``, the default: the view's engine count;
+        0: no limit, the whole input is submitted as it is read), as in ipyparallel.
         ``cancel()`` on the iterator stops reading the input and drops the tasks in flight."""
-        limit = max(1, 2 * len(self.client.ids)) if max_outstanding == "auto" else int(max_outstanding)
+        limit = _outstanding_limit(max_outstanding, len(self))
         pending: deque[AsyncResult] = deque()
 
         def cancel() -> None:
@@ -132,7 +133,16 @@ class LoadBalancedView(View):
 
         for args in args_iter:
             pending.append(self.apply_async(f, *args))
-            while len(pending) >= limit:
+            while limit and len(pending) >= limit:
                 yield from ready()
         while pending:
             yield from ready()
+
+
+def _outstanding_limit(max_outstanding: int | str, n_engines: int) -> int:
+    """imap's limit of tasks in flight: 0 for none (ipyparallel's meaning), else at least 1."""
+    if max_outstanding == "auto":
+        return max(1, n_engines)
+    if isinstance(max_outstanding, bool) or not isinstance(max_outstanding, int) or max_outstanding < 0:
+        raise ValueError(f"max_outstanding is 'auto', 0 (no limit) or a positive int, not {max_outstanding!r}")
+    return max_outstanding

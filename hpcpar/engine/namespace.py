@@ -28,7 +28,10 @@ class Namespace:
     def reset(self, extra: dict[str, Any] | None = None) -> None:
         ns = self.module.__dict__
         ns.clear()
-        ns.update({"__name__": "__main__", "__builtins__": builtins, "__doc__": None})
+        # A module's standard attributes, as an interactive session's __main__ has them: code that
+        # reads __main__.__spec__ (multiprocessing's spawn, e.g. a dask Nanny) finds it.
+        ns.update({"__name__": "__main__", "__builtins__": builtins, "__doc__": None, "__spec__": None,
+                   "__loader__": None, "__package__": None})
         self.rebinder = Rebinder(ns)
         if extra:
             ns.update(extra)

@@ -126,9 +126,30 @@ def test_become_dask_with_engines_on_another_host(tmp_path):
             proc.wait(timeout=30)
 
 
-def test_become_dask_with_a_nanny_is_a_clear_error(rc):
-    with pytest.raises(NotImplementedError, match="nanny=False"):
-        rc.become_dask(nanny=True)
+def test_become_dask_with_a_nanny_runs_workers_in_processes_the_engines_started(rc):
+    import distributed  # noqa: F401 - in the test extra
+    import psutil
+
+    dask_client = rc.become_dask(nanny=True, nthreads=1)
+    try:
+        engine_pids = set(rc[:].apply_sync(os.getpid))
+        assert len(dask_client.scheduler_info()["workers"]) == len(rc.ids)
+        assert dask_client.gather(dask_client.map(abs, range(-6, 0))) == list(range(6, 0, -1))
+        # Each worker is a process of its own, started by the nanny inside an engine (as in ipyparallel).
+        worker_pids = set(dask_client.run(os.getpid).values())
+        assert len(worker_pids) == len(rc.ids) and not worker_pids & engine_pids
+        assert {psutil.Process(p).parent().pid for p in worker_pids} == engine_pids
+    finally:
+        dask_client.close()
+        rc.stop_dask()
+    procs = []
+    for pid in worker_pids:
+        try:
+            procs.append(psutil.Process(pid))
+        except psutil.NoSuchProcess:
+            pass
+    _gone, alive = psutil.wait_procs(procs, timeout=30)  # stop_dask ends the nannies' workers
+    assert not alive
 
 
 def test_publish_data_fills_ar_data_while_running(rc):

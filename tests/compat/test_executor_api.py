@@ -71,3 +71,20 @@ def test_submit_after_shutdown_is_refused(rc):
     ex.shutdown()
     with pytest.raises(RuntimeError, match="after shutdown"):
         ex.submit(int)
+
+
+def nap(seconds):
+    import time
+
+    time.sleep(seconds)
+    return seconds
+
+
+def test_map_timeout_raises_timeouterror_from_the_iterator(rc):
+    for view in (rc.load_balanced_view(), rc[:]):
+        results = view.executor.map(nap, [0, 3], timeout=0.5)  # submitted now, deadline in 0.5 s
+        with pytest.raises(TimeoutError):
+            list(results)
+    # A deadline that is met: the results, in order.
+    assert list(rc.load_balanced_view().executor.map(nap, [0, 0.1], timeout=60)) == [0, 0.1]
+    assert list(rc[:].executor.map(abs, [-1, -2], timeout=60)) == [1, 2]

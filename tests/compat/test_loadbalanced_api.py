@@ -123,3 +123,23 @@ def test_imap_return_exceptions_yields_failures_in_place(rc):
     assert isinstance(out[1], ipp.RemoteError) and out[1].ename == "ZeroDivisionError"
     with pytest.raises(ipp.RemoteError):
         list(lb.imap(inverse, [1, 0]))
+
+
+def test_imap_max_outstanding_defaults_to_the_views_engine_count(rc):
+    def counted(n, drawn):
+        for i in range(n):
+            drawn.append(i)
+            yield i
+
+    for view, in_flight in ((rc.load_balanced_view(), len(rc.ids)), (rc.load_balanced_view(targets=[0, 1]), 2)):
+        drawn: list[int] = []
+        it = view.imap(square, counted(20, drawn))  # max_outstanding="auto": len(view)
+        assert next(it) == 0
+        assert len(drawn) == in_flight  # submitted up to the limit before the first result
+        assert list(it) == [x * x for x in range(1, 20)]
+    drawn = []
+    it = rc.load_balanced_view().imap(square, counted(12, drawn), max_outstanding=0)  # 0: no limit
+    assert next(it) == 0 and len(drawn) == 12
+    assert list(it) == [x * x for x in range(1, 12)]
+    with pytest.raises(ValueError, match="max_outstanding"):
+        next(rc.load_balanced_view().imap(square, [1], max_outstanding=-1))
