@@ -136,29 +136,42 @@ def test_a_job_that_exits_at_once_is_retried_with_backoff_then_reported(system: 
 
 
 @pytest.mark.timeout(300)
-def test_waits_for_engines_fail_quoting_the_job_output_when_the_pool_stops() -> None:
+def test_waits_for_engines_fail_quoting_the_job_output_when_the_pool_stops(tmp_path) -> None:
     """A pool whose jobs cannot start Python: the client's and the Cluster's waits raise
     PoolStopped with the job's output line instead of waiting out their timeout, and
-    queue_status warns once."""
+    queue_status warns once. A laptop client over an SSH tunnel, with only a copy of the
+    connection file (no run dir to read), hears it from the controller: waiting when the
+    pool stops (a notice) and connecting after (the connect reply)."""
+    import shutil
     import warnings
 
     from hpcpar.cluster import Cluster
 
     require_system("slurm")
+    require_system("ssh")
+    ssh = {"sshserver": "testhost", "ssh_config": "/opt/hpcpar-ssh/ssh_config", "timeout": 30}
     pd = pool_profile("nopython", "slurm", ("nosuchpython -c 'import hpcpar' || exit 127",))
     env = env_for("slurm")
     args = ["--profile", pd.name]
     start = run(["start", *args, "--engines", "slurm", "--min", "2", "--max", "2", "--daemonize"], env, timeout=180)
     try:
         assert start.returncode == 0, start.stdout + start.stderr
-        with hpcpar.Client(profile=pd.name, timeout=30) as rc:
+        laptop = shutil.copy(pd.client_file(), tmp_path / "laptop.json")
+        with hpcpar.Client(laptop, **ssh) as far:
+            assert far._tunnel is not None and far._pool_stopped() == ""
             assert read_pool(pd) is not None and not read_pool(pd).stopped  # the wait starts before the stop
             with pytest.raises(PoolStopped) as stopped:
-                rc.wait_for_engines(2, timeout=250)  # the pool stops well before: 2 failures, 1 s back-off
-            text = str(stopped.value)
-            assert "0 of 2 engines registered, and the engine pool stopped submitting after 2 failed jobs" in text
-            assert "nosuchpython: command not found" in text and "hpcpar scale N" in text
-            assert isinstance(stopped.value, TimeoutError)  # ipyparallel-style except TimeoutError catches it
+                far.wait_for_engines(2, timeout=250, interactive=False)  # 2 failures, 1 s back-off: well before
+        text = str(stopped.value)
+        assert "0 of 2 engines registered, and the engine pool stopped submitting after 2 failed jobs" in text
+        assert "nosuchpython: command not found" in text and "hpcpar scale N" in text
+        assert isinstance(stopped.value, TimeoutError)  # ipyparallel-style except TimeoutError catches it
+        with hpcpar.Client(laptop, **ssh) as late:  # connected after the stop
+            with pytest.raises(PoolStopped, match="nosuchpython: command not found"):
+                late.wait_for_engines(2, timeout=60, interactive=False)
+        with hpcpar.Client(profile=pd.name, timeout=30) as rc:
+            with pytest.raises(PoolStopped, match="nosuchpython: command not found"):
+                rc.wait_for_engines(2, timeout=60)
             with pytest.warns(RuntimeWarning, match="nosuchpython: command not found"):
                 rc.queue_status()
             with warnings.catch_warnings():

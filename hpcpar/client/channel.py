@@ -171,6 +171,7 @@ class Channel:
                     # Here, in arrival order: an engine_registered right behind the reply
                     # must not be undone by the waiting thread applying an older list.
                     self._set_engines(msg.meta.get("engines", []))
+                    self._pool_notice = str((msg.meta.get("pool") or {}).get("stopped") or "")
                 fut.set_result(msg)
                 return
             if mt.endswith("_reply"):
@@ -186,6 +187,10 @@ class Channel:
             with self._cond:
                 self._engines[int(eng["id"])] = eng
                 self._mpi_engines += bool(eng.get("mpi_world"))
+                self._cond.notify_all()
+        elif mt == "pool_state":  # the elastic pool stopped submitting (or started again)
+            with self._cond:
+                self._pool_notice = str(msg.meta.get("stopped") or "")
                 self._cond.notify_all()
         elif mt == "undelivered_notice":
             # We stopped reading for a while and the controller could not send these

@@ -246,17 +246,22 @@ class Client(Channel, Submission, HubQueries):
 
     _pool_warned = ""  # the pool stop last warned about by queue_status
 
-    def _pool_stopped(self) -> str:
-        """Why this cluster's elastic pool stopped submitting engine jobs ("" if it did not,
-        or if its state is not readable here). The pool state lives in ``<profile>/run``,
-        next to the ``<profile>/security`` holding the connection file."""
-        source = Path(self._source)
-        if source.parent.name != "security":
-            return ""
-        from ..paths import ProfileDir
-        from ..pool.state import stopped_reason
+    _pool_notice = ""  # why the pool stopped, as the controller last told us ("" = it did not)
 
-        return stopped_reason(ProfileDir(source.parent.parent), self._info.cluster_id)
+    def _pool_stopped(self) -> str:
+        """Why this cluster's elastic pool stopped submitting engine jobs ("" if it did not).
+        The pool state file in ``<profile>/run`` (next to the ``<profile>/security`` holding
+        the connection file) is current when it is here; otherwise (a laptop over SSH, a
+        copied connection file) the controller's notice, which the pool manager keeps current."""
+        source = Path(self._source)
+        if source.parent.name == "security":
+            from ..paths import ProfileDir
+            from ..pool.state import stopped_reason
+
+            local = stopped_reason(ProfileDir(source.parent.parent), self._info.cluster_id)
+            if local is not None:
+                return local
+        return self._pool_notice
 
     # -- waiting -----------------------------------------------------------------------------------
 

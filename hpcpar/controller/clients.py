@@ -84,7 +84,20 @@ class ClientRequests:
             "heartbeat_timeout": self.config.heartbeat_timeout,
             "scheme": self.config.scheme,
             "db": self.config.db,
+            "pool": self.pool_state or {},
         })
+
+    # The elastic pool's state as its manager last told it (pool/manager.py): every client
+    # hears it, so a client over an SSH tunnel, which cannot read <profile>/run, learns too.
+    pool_state: dict[str, Any] | None = None
+
+    def on_pool_state_request(self, ident: bytes, msg: wire.Message) -> None:
+        state = {"stopped": str(msg.meta.get("stopped") or "")}
+        changed = state != (self.pool_state or {"stopped": ""})
+        self.pool_state = state
+        self.reply_client(ident, "pool_state_reply", msg.msg_id, {"status": "ok"})
+        if changed:
+            self.notify_clients("pool_state", state)
 
     def on_disconnect_request(self, ident: bytes, msg: wire.Message) -> None:
         self.clients.discard(ident)

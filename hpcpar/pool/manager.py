@@ -40,6 +40,7 @@ class PoolManager:
         self.blocks = BlockLauncher(pd, cluster_id, _cluster_config(pd, cluster_id))
         self.idle_since: dict[int, float] = {}
         self._client: Any = None
+        self._told: str | None = None  # the stop reason the controller last heard from us
         self.unreachable_since: float | None = None
         self.stopping = False
 
@@ -58,7 +59,21 @@ class PoolManager:
             return None
         return reply
 
+    def tell_controller(self, state: PoolState) -> None:
+        """The controller carries the pool's state to every client (pool_state notices), so
+        a client that cannot read this profile's run dir (over SSH) hears why engines will
+        not come. Sent when it changes, and again after each reconnect."""
+        if self._client is None or state.stopped == self._told:
+            return
+        try:
+            self._client._request("pool_state_request", {"stopped": state.stopped}, timeout=10)
+        except Exception as e:  # noqa: BLE001 - try again next step
+            log.warning("could not tell the controller the pool's state: %s", e)
+            return
+        self._told = state.stopped
+
     def _close_client(self) -> None:
+        self._told = None
         if self._client is not None:
             try:
                 self._client.close()
@@ -108,6 +123,7 @@ class PoolManager:
             self.update_blocks(state, obs)
             self.act(state, obs)
             write_pool(self.pd, self.cluster_id, state)
+            self.tell_controller(state)
         return True
 
     def update_blocks(self, state: PoolState, obs: Observation) -> None:

@@ -103,14 +103,15 @@ def read_pool(pd: ProfileDir, cluster_id: str = "") -> PoolState | None:
         raise RuntimeError(f"cannot read the pool state {path} ({e}); remove it if no pool runs") from None
 
 
-def stopped_reason(pd: ProfileDir, cluster_id: str = "") -> str:
-    """Why the pool stopped submitting ("" when it did not, or no pool is readable here):
-    lets the client's and the Cluster's waits fail at once instead of timing out."""
+def stopped_reason(pd: ProfileDir, cluster_id: str = "") -> str | None:
+    """Why the pool stopped submitting ("" when it did not; None when no pool state is
+    readable here): lets the client's and the Cluster's waits fail at once instead of
+    timing out."""
     try:
         state = read_pool(pd, cluster_id)
     except RuntimeError:
-        return ""
-    return state.stopped if state is not None else ""
+        return None
+    return state.stopped if state is not None else None
 
 
 def write_pool(pd: ProfileDir, cluster_id: str, state: PoolState) -> None:
