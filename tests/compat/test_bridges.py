@@ -194,3 +194,23 @@ def test_use_dill_sends_and_receives_with_dill(rc):
         view.use_pickle()
     assert rc._pickler == "cloudpickle"
     assert rc[0].apply_sync(lambda: 3) == 3
+
+
+def test_scikit_learn_n_jobs_runs_on_the_engines(rc):
+    from datetime import datetime, timezone
+
+    import joblib
+    from sklearn.datasets import make_classification  # in the test extra: missing is a failure
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.model_selection import cross_val_score
+
+    rc.register_joblib_backend()
+    X, y = make_classification(n_samples=120, n_features=6, random_state=0)
+    start = datetime.now(timezone.utc)
+    with joblib.parallel_backend("ipyparallel"):
+        scores = cross_val_score(LogisticRegression(max_iter=200), X, y, cv=4, n_jobs=-1)
+    # The scores scikit-learn computes here, and the folds ran as tasks (joblib batches) on the engines.
+    assert list(scores) == pytest.approx(list(cross_val_score(LogisticRegression(max_iter=200), X, y, cv=4)))
+    ran = rc.db_query({"fname": "BatchedCalls", "submitted": {"$gte": start}}, keys=["engine_id", "status"])
+    assert 1 <= len(ran) <= 4  # one task per batch of folds
+    assert all(r["status"] == "ok" and r["engine_id"] in rc.ids for r in ran)
