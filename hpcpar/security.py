@@ -60,7 +60,7 @@ def curve_available() -> bool:
     return bool(zmq.has("curve"))
 
 
-def _is_loopback(ip: str) -> bool:
+def is_loopback(ip: str) -> bool:
     if ip in ("localhost", ""):
         return True
     try:
@@ -74,7 +74,7 @@ def resolve_transport(choice: str, *listen_ips: str | None) -> str:
     if choice not in TRANSPORTS:
         raise TransportError(f"[security] transport must be one of {', '.join(TRANSPORTS)}, not {choice!r}")
     if choice == "auto":
-        choice = "hmac" if all(_is_loopback(ip or "") for ip in listen_ips) else "curve"
+        choice = "hmac" if all(is_loopback(ip or "") for ip in listen_ips) else "curve"
     if choice == "curve" and not curve_available():
         raise TransportError(
             "transport 'curve' needs a libzmq built with CurveZMQ (libsodium), which this pyzmq lacks; "

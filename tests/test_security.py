@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 import zmq
 from cluster_helpers import start_cluster
+from systems import CI_ENV, require_system
 
 import hpcpar
 import hpcpar.paths
@@ -439,3 +440,40 @@ def test_engine_with_stale_curve_keys_fails_fast(secure, tmp_path):
     assert out.returncode != 0
     assert "refused this engine" in out.stderr and "stale" in out.stderr, out.stderr[-2000:]
     assert time.monotonic() - started < 45
+
+
+def test_bound_kernel_of_a_curve_cluster_stays_on_loopback(tmp_path):
+    """bind_kernel in a curve cluster: 127.0.0.1 by default; an address beyond loopback is refused
+    (the Jupyter protocol cannot encrypt) with the SSH way named, unless allow_clear=True."""
+    pytest.importorskip("IPython")
+    jupyter_client = pytest.importorskip("jupyter_client")
+    require_system("netns")
+    head = CI_ENV.get("HPCPAR_NETNS_HEAD_ADDR", "10.200.0.1")  # this host's address on the netns bridge
+    runtime = tmp_path / "runtime"
+    cluster, rc = start_cluster(1, f"sec-kernel-{os.getpid()}", ["--transport", "curve"],
+                                env={"JUPYTER_RUNTIME_DIR": str(runtime)})
+    try:
+        with pytest.raises(hpcpar.RemoteError, match=r"transport curve.*--ssh .*allow_clear=True"):
+            rc[0].apply_sync(hpcpar.bind_kernel, head)
+        assert not list(runtime.glob("kernel-*.json"))  # nothing was bound
+        path = rc[0].apply_sync(hpcpar.bind_kernel)
+        assert json.loads(Path(path).read_text())["ip"] == "127.0.0.1"
+        kc = jupyter_client.BlockingKernelClient(connection_file=path)
+        kc.load_connection_file()
+        kc.start_channels()
+        try:
+            kc.wait_for_ready(timeout=30)
+            reply = kc.execute_interactive("41 + 1", timeout=30)
+            assert reply["content"]["status"] == "ok"
+            kc.shutdown()  # unbinds; the engine goes on
+        finally:
+            kc.stop_channels()
+        deadline = time.monotonic() + 30
+        while Path(path).exists() and time.monotonic() < deadline:
+            time.sleep(0.2)
+        # Said explicitly: on the trusted bridge address it binds there.
+        path = rc[0].apply_sync(hpcpar.bind_kernel, head, allow_clear=True)
+        assert json.loads(Path(path).read_text())["ip"] == head
+    finally:
+        rc.close()
+        cluster.stop_cluster_sync()

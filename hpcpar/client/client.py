@@ -440,12 +440,13 @@ class Client(Channel, Submission, HubQueries):
         except Exception:
             log.debug("could not register the %px magics", exc_info=True)
 
-    def kernel_connection_file(self, engine_id: int, path: str | None = None, ip: str = "127.0.0.1") -> str:
+    def kernel_connection_file(self, engine_id: int, path: str | None = None, ip: str = "127.0.0.1",
+                               allow_clear: bool = False) -> str:
         """Bind an engine's Jupyter kernel; a connection file for ``jupyter console --existing``
         here (its ports forwarded over the SSH tunnel when there is one). See hpcpar.ssh.kernel."""
         from ..ssh.kernel import kernel_connection_file
 
-        return kernel_connection_file(self, engine_id, path=path, ip=ip)
+        return kernel_connection_file(self, engine_id, path=path, ip=ip, allow_clear=allow_clear)
 
     def close(self, linger: float | None = None) -> None:
         if self._closed:

@@ -23,6 +23,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--key", default=None, help="private key file (ssh -i)")
     p.add_argument("--ip", default="127.0.0.1",
                    help="address the engine's kernel listens on (one the SSH server reaches; default 127.0.0.1)")
+    p.add_argument("--allow-clear", action="store_true",
+                   help="let the kernel listen beyond loopback in a curve cluster (its traffic is not encrypted)")
     p.add_argument("--timeout", type=seconds, default=30.0, help="seconds to wait for the controller")
     p.add_argument("--console-args", default="",
                    help="arguments for jupyter console, as one string (--console-args='--simple-prompt')")
@@ -58,7 +60,7 @@ def run(args: argparse.Namespace) -> int:
         raise CommandError(str(e)) from None
     with rc:
         try:
-            path = rc.kernel_connection_file(args.engine_id, ip=args.ip)
+            path = rc.kernel_connection_file(args.engine_id, ip=args.ip, allow_clear=args.allow_clear)
         except (ValueError, RuntimeError) as e:
             raise CommandError(str(e)) from None
         try:

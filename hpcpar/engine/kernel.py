@@ -347,12 +347,16 @@ class BoundKernel:
             pass
 
 
-def bind_kernel(ip: str = "127.0.0.1") -> str:
+def bind_kernel(ip: str = "127.0.0.1", allow_clear: bool = False) -> str:
     """Serve this engine's namespace as a Jupyter kernel too; returns its connection file.
 
     Run it on an engine: ``rc[3].apply_sync(hpcpar.bind_kernel)`` or
     ``%px hpcpar.bind_kernel()``, then on that host ``jupyter console
     --existing <file>``. Calling it again returns the same file.
+
+    The Jupyter protocol has no encryption (messages are HMAC-signed only), so
+    in a cluster whose transport is curve, listening beyond loopback is refused
+    unless ``allow_clear=True`` says the network between the hosts is trusted.
     """
     from .app import Engine
 
@@ -362,6 +366,15 @@ def bind_kernel(ip: str = "127.0.0.1") -> str:
                            "or %px hpcpar.bind_kernel()")
     if engine.kernel is not None and not engine.kernel.stopping.is_set():
         return engine.kernel.connection_file
+    from ..security import is_loopback
+
+    if not allow_clear and not is_loopback(ip) and getattr(engine.info, "transport", "hmac") == "curve":
+        raise ValueError(
+            f"bind_kernel(ip={ip!r}): this cluster encrypts its traffic (transport curve) but a Jupyter "
+            "kernel cannot, so its code and data would cross the network in clear. Keep the default "
+            "127.0.0.1 and reach it over SSH from the login node: jupyter console --existing <file> "
+            f"--ssh {socket.gethostname()}; or pass allow_clear=True (rc.kernel_connection_file(..., "
+            "allow_clear=True), hpcpar console --allow-clear) if the network between the hosts is trusted")
     try:
         import jupyter_client  # noqa: F401
     except ImportError:

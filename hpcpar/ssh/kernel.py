@@ -21,11 +21,11 @@ WILDCARDS = ("0.0.0.0", "*", "", "::")
 _forwarded: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
-def engine_kernel_info(ip: str = "127.0.0.1") -> dict:
+def engine_kernel_info(ip: str = "127.0.0.1", allow_clear: bool = False) -> dict:
     """Runs on the engine: bind its kernel; the connection info, its path and the host."""
     from ..engine.kernel import bind_kernel
 
-    path = bind_kernel(ip)
+    path = bind_kernel(ip, allow_clear)
     with open(path) as f:
         info = json.load(f)
     return {"info": info, "path": path, "host": socket.gethostname()}
@@ -38,18 +38,20 @@ def _write_private(path: str, info: dict) -> None:
         json.dump(info, f, indent=1)
 
 
-def kernel_connection_file(client: Any, engine_id: int, path: str | None = None, ip: str = "127.0.0.1") -> str:
+def kernel_connection_file(client: Any, engine_id: int, path: str | None = None, ip: str = "127.0.0.1",
+                           allow_clear: bool = False) -> str:
     """Bind engine ``engine_id``'s kernel; a connection file usable on this machine.
 
     Through an SSH tunnel the ports are forwarded over the client's SSH
     connection (they close with the client) and the local file is written at
     ``path`` (default: Jupyter's runtime directory here). ``ip`` is what the
     engine binds: keep 127.0.0.1 when the engine runs on the SSH server itself;
-    give an address the SSH server can reach when it runs on another node.
+    give an address the SSH server can reach when it runs on another node (in a curve
+    cluster that takes ``allow_clear=True``: the kernel's traffic is not encrypted).
     """
     if engine_id not in client.ids:
         raise ValueError(f"no engine {engine_id!r} in this cluster; its engines are {client.ids}")
-    bound = client[engine_id].apply_sync(engine_kernel_info, ip)
+    bound = client[engine_id].apply_sync(engine_kernel_info, ip, allow_clear)
     tunnel = getattr(client, "_tunnel", None)
     if tunnel is None:
         return bound["path"]
