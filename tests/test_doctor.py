@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import stat
 import subprocess
 import sys
@@ -101,6 +102,33 @@ def test_doctor_on_the_netns_node_reaches_only_the_bridge_address() -> None:
     assert checks["test-job"]["details"]["host"] == node
     assert [u.rsplit(":", 1)[0] for u in reach["details"]["reached"]] == [head], reach
     assert "127.0.0.1" in " ".join(reach["details"]["advertised"])  # advertised, and not reachable from there
+    # MPI is tested where the engines would run: two ranks on the compute node.
+    assert checks["compute-mpi"]["status"] == "ok", checks["compute-mpi"]
+    assert f"on {node}:" in checks["compute-mpi"]["result"] and "2 ranks saw each other" in checks["compute-mpi"]["result"]
+
+
+@pytest.mark.timeout(180)
+def test_mpi_that_fails_only_on_the_compute_node_is_caught() -> None:
+    """An mpiexec that works on the login node but not on the netns compute node (a site whose
+    MPI module is not loaded in jobs): the login-node row passes, compute-mpi fails naming the node."""
+    from test_mpi import require_mpi
+
+    require_mpi()
+    require_system("slurm-netns")
+    partition = CI_ENV.get("HPCPAR_SLURM_NETNS_PARTITION", "netns")
+    node = CI_ENV.get("HPCPAR_SLURM_NETNS_NODE", "compute1")
+    mpiexec = os.path.join(os.path.dirname(sys.executable), "mpiexec")
+    script = (f'[ "$(hostname)" = "{socket.gethostname()}" ] || {{ echo "no MPI module on $(hostname)" >&2; exit 3; }}; '
+              f'exec {mpiexec} "$@"')
+    profile = f"doc-mpi-{os.getpid()}"
+    code, checks = doctor(profile, "--engines", "slurm", "--queue", partition, "--ip", "*", "--timeout", "60",
+                          "--set", "batch.mode=\"mpi\"", "--set", f"mpi.command=['sh', '-c', '{script}', 'mpiexec']",
+                          env=env_for("slurm"))
+    assert checks["mpi"]["status"] == "ok", checks["mpi"]  # on this (login) node
+    compute = checks["compute-mpi"]
+    assert compute["status"] == "fail" and code == 1, compute
+    assert f"on {node}:" in compute["result"] and "exited 3" in compute["result"], compute
+    assert f"no MPI module on {node}" in compute["result"]
 
 
 @pytest.mark.timeout(180)

@@ -130,7 +130,8 @@ def _test_job(config: Any, system: str, options: DoctorOptions, say: Callable[[s
     outcome, rows = None, []
     try:
         running = running_engine_addresses(options.profile_dir, options.cluster_id)
-        outcome = run_test_job(config, system, options.profile_dir, listener, options.timeout, say, running)
+        outcome = run_test_job(config, system, options.profile_dir, listener, options.timeout, say, running,
+                               mpi=options.mpi)
         rows = outcome_checks(outcome, system, listener, config)
     except LauncherError as e:
         rows = [Check("test-job", FAIL, f"{system} did not take the test job: {e}",

@@ -77,9 +77,11 @@ def _progress_line(say: Callable[[str], None], launcher: BatchLauncher, state: s
 
 
 def run_test_job(config: Config, system: str, pd: ProfileDir, listener: Listener, timeout: float,
-                 say: Callable[[str], None], running: list[tuple[str, int]] | None = None) -> JobOutcome:
+                 say: Callable[[str], None], running: list[tuple[str, int]] | None = None,
+                 mpi: bool = True) -> JobOutcome:
     """Submit the probe, wait at most ``timeout`` for it to start (and as long again to
-    finish), always cancel what is left, and collect the report."""
+    finish), always cancel what is left, and collect the report. ``mpi``: the probe also
+    starts two MPI ranks on the compute node, with the mpiexec the engines would use."""
     token = listener.token
     cluster_id = f"doctor-{token[:8]}"
     if not pd.path.exists():
@@ -92,7 +94,9 @@ def run_test_job(config: Config, system: str, pd: ProfileDir, listener: Listener
     report_file = pd.run / f"doctor-{token[:8]}-report.json"
     orders = {"token": token, "addresses": [[a, listener.port] for a in listener.addresses],
               "shared_file": str(shared), "shared_text": shared_text, "report_file": str(report_file),
-              "connect_timeout": 5, "running": [list(a) for a in running or []]}
+              "connect_timeout": 5, "running": [list(a) for a in running or []],
+              "mpi": {"run": mpi, "command": list(config["mpi.command"]), "n_flag": config.get("mpi.n_flag") or "-n",
+                      "args": list(config.get("mpi.args") or []), "timeout": 60}}
     out = JobOutcome(files=[shared, report_file])
     launcher = probe_launcher(config, system, pd, cluster_id)
     command = [sys.executable, "-c", Path(probe.__file__).read_text()]
@@ -208,12 +212,9 @@ def outcome_checks(out: JobOutcome, system: str, listener: Listener, config: Con
     rows.append(_shared_check(r, host, config))
     if r.get("running"):
         rows.append(_running_check(r["running"], host))
-    mpi = r.get("mpi", {})
-    rows.append(Check("compute-mpi", OK if mpi.get("mpiexec") and mpi.get("mpi4py") else SKIP,
-                      f"on {host}: mpiexec {mpi.get('mpiexec') or 'not on PATH'}, mpi4py "
-                      f"{'installed' if mpi.get('mpi4py') else 'not installed'}",
-                      "" if mpi.get("mpi4py") else "MPI engines (mode = \"mpi\") need mpi4py in the compute "
-                      "nodes' Python: pip install 'hpcpar[mpi]'"))
+    from .mpi import compute_mpi_check
+
+    rows.append(compute_mpi_check(r.get("mpi", {}), host, config["batch.mode"] == "mpi"))
     return rows
 
 

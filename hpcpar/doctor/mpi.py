@@ -8,12 +8,12 @@ import sys
 
 from ..config import Config
 from ..launchers.mpi import default_mpiexec
+from .probe import MPI_PAIR as PAIR
+from .probe import MPI_PAIR_OK
 from .report import FAIL, OK, SKIP, WARN, Check
 
-# Rank 0 alone prints (two ranks' lines can interleave in mpiexec's output): the size it
-# sees and the ranks it gathered; a mismatched mpi4py gives two "size 1" singletons.
-PAIR = ("from mpi4py import MPI; c = MPI.COMM_WORLD; seen = sorted(c.allgather(c.Get_rank()))\n"
-        "if c.Get_rank() == 0 or c.Get_size() == 1: print('HPCPAR-MPI', c.Get_size(), seen, flush=True)")
+MISMATCH_FIX = ("ranks that do not see each other (each says size 1) mean mpi4py was built for another MPI "
+                "than this mpiexec: reinstall mpi4py against it, or set [mpi] command")
 
 
 def mpi_needed(config: Config) -> bool:
@@ -45,11 +45,29 @@ def mpi_checks(config: Config, timeout: float = 60.0) -> list[Check]:
     except OSError as e:
         return [Check("mpi", bad, f"{command[0]} cannot run: {e}", "set [mpi] command to a working mpiexec")]
     seen = [line for line in done.stdout.splitlines() if line.startswith("HPCPAR-MPI")]
-    if done.returncode == 0 and seen == ["HPCPAR-MPI 2 [0, 1]"]:
+    if done.returncode == 0 and seen == [MPI_PAIR_OK]:
         return [Check("mpi", OK, f"{command[0]}: 2 ranks saw each other (mpi4py {mpi4py.__version__})")]
     tail = (done.stderr.strip() or done.stdout.strip()).splitlines()[-3:]
     return [Check("mpi", FAIL if needed else WARN,
                   f"`{' '.join(argv[:3])} ...` exited {done.returncode}; ranks said {seen or 'nothing'}: "
                   + " | ".join(tail),
-                  "ranks that do not see each other (each says size 1) mean mpi4py was built for another MPI "
-                  "than this mpiexec: reinstall mpi4py against it, or set [mpi] command")]
+                  MISMATCH_FIX)]
+
+
+def compute_mpi_check(mpi: dict, host: str, needed: bool) -> Check:
+    """The test job's MPI findings on the compute node (probe.mpi_facts)."""
+    if not mpi.get("ran"):
+        fix = ""
+        if not mpi.get("mpi4py"):
+            fix = "MPI engines (mode = \"mpi\") need mpi4py in the compute nodes' Python: pip install 'hpcpar[mpi]'"
+        elif not mpi.get("mpiexec"):
+            fix = "MPI engines need mpiexec on the compute nodes: load the site's MPI module in [batch] prologue, " \
+                  "or set [mpi] command"
+        return Check("compute-mpi", FAIL if needed and fix else SKIP,
+                     f"on {host}: mpiexec {mpi.get('mpiexec') or 'not found'}, mpi4py "
+                     f"{'installed' if mpi.get('mpi4py') else 'not installed'}; 2-rank test not run", fix)
+    if mpi.get("returncode") == 0 and mpi.get("seen") == [MPI_PAIR_OK]:
+        return Check("compute-mpi", OK, f"on {host}: {mpi.get('mpiexec')}: 2 ranks saw each other")
+    return Check("compute-mpi", FAIL if needed else WARN,
+                 f"on {host}: `{mpi.get('argv')} ...` exited {mpi.get('returncode')}; ranks said "
+                 f"{mpi.get('seen') or 'nothing'}: {mpi.get('tail', '')}", MISMATCH_FIX)

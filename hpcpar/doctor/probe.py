@@ -13,11 +13,18 @@ import os
 import platform
 import shutil
 import socket
+import subprocess
 import sys
 import time
 
 PROBE_ENV = "HPCPAR_DOCTOR_PROBE"
 MAGIC = "HPCPAR-DOCTOR"
+# The two-rank MPI test (also run on the login node, doctor/mpi.py). Rank 0 alone prints (two
+# ranks' lines can interleave): the size it sees and the ranks it gathered; a mismatched mpi4py
+# gives two "size 1" singletons.
+MPI_PAIR = ("from mpi4py import MPI; c = MPI.COMM_WORLD; seen = sorted(c.allgather(c.Get_rank()))\n"
+            "if c.Get_rank() == 0 or c.Get_size() == 1: print('HPCPAR-MPI', c.Get_size(), seen, flush=True)")
+MPI_PAIR_OK = "HPCPAR-MPI 2 [0, 1]"
 
 
 def hpcpar_facts():
@@ -43,10 +50,39 @@ def zmq_facts():
             "curve": bool(zmq.has("curve"))}
 
 
-def mpi_facts():
+def _default_mpiexec():
+    """As hpcpar's engines find it: next to this Python first, then on PATH."""
+    here = os.path.join(os.path.dirname(sys.executable), "mpiexec")
+    return here if os.access(here, os.X_OK) else shutil.which("mpiexec") or ""
+
+
+def mpi_facts(orders):
+    """mpiexec and mpi4py on this node; with orders["mpi"]["run"], two ranks started here by
+    that mpiexec and whether they saw each other."""
     import importlib.util
 
-    return {"mpiexec": shutil.which("mpiexec") or "", "mpi4py": importlib.util.find_spec("mpi4py") is not None}
+    wanted = orders.get("mpi") or {}
+    command = list(wanted.get("command") or []) or [c for c in [_default_mpiexec()] if c]
+    facts = {"mpiexec": command[0] if command else "", "mpi4py": importlib.util.find_spec("mpi4py") is not None,
+             "ran": False}
+    if not (wanted.get("run") and command and facts["mpi4py"]):
+        return facts
+    argv = [*command, wanted.get("n_flag") or "-n", "2", *(wanted.get("args") or []), sys.executable,
+            "-c", MPI_PAIR]
+    facts.update(ran=True, argv=" ".join(argv[:3]))
+    try:
+        done = subprocess.run(argv, capture_output=True, text=True, stdin=subprocess.DEVNULL,
+                              timeout=float(wanted.get("timeout", 60)))
+    except subprocess.TimeoutExpired:
+        facts.update(returncode=None, seen=[], tail=f"did not finish in {wanted.get('timeout', 60)} s")
+        return facts
+    except OSError as e:
+        facts.update(returncode=None, seen=[], tail=str(e))
+        return facts
+    facts.update(returncode=done.returncode,
+                 seen=[line for line in done.stdout.splitlines() if line.startswith("HPCPAR-MPI")],
+                 tail=" | ".join((done.stderr.strip() or done.stdout.strip()).splitlines()[-3:]))
+    return facts
 
 
 def try_addresses(orders):
@@ -104,7 +140,7 @@ def main():
         "python_executable": sys.executable,
         "hpcpar": hpcpar_facts(),
         "zmq": zmq_facts(),
-        "mpi": mpi_facts(),
+        "mpi": mpi_facts(orders),
         "shared": shared_file_facts(orders),
     }
     report["running"] = try_running(orders)
