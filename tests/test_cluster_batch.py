@@ -168,14 +168,34 @@ def secrets_of(pd: ProfileDir) -> set[str]:
 
 @pytest.mark.timeout(150)
 @pytest.mark.parametrize("system", ["slurm", "sge"])
-def test_job_scripts_left_in_the_profile_do_not_carry_the_key(system: str, system_env) -> None:
-    """connection = "env" (the default): the scheduler took its copy of the script at submission,
-    the file left on the shared disk is rewritten without the key, and the engines still register."""
+def test_job_scripts_left_in_the_profile_do_not_carry_the_key(system: str, system_env, tmp_path) -> None:
+    """connection = "env" (the default): the scheduler is handed a private copy of the script
+    (outside the profile, removed after submission); the profile never holds a file with the key,
+    not even while the submit command runs, and the engines still register."""
     require_system(system)
     system_env(system)
     pd = make_profile(f"{system}-scrub")
+    # The submit command, wrapped: at the moment it runs, look for the key in the profile.
+    seen = tmp_path / "seen.jsonl"
+    wrapper = tmp_path / "submit.py"
+    wrapper.write_text(f"""#!{sys.executable}
+import json, os, pathlib, sys
+profile, secret_file = pathlib.Path({str(pd.path)!r}), pathlib.Path({str(pd.engine_file(""))!r})
+info = json.loads(secret_file.read_text())
+secrets = [v for k, v in info.items() if (k == "key" or "secret" in k) and isinstance(v, str) and len(v) >= 16]
+leaks = [str(p) for p in profile.rglob("*") if p.is_file() and p.parent.name != "security"
+         and any(s.encode() in p.read_bytes() for s in secrets)]
+script = sys.argv[-1]
+with open({str(seen)!r}, "a") as f:
+    f.write(json.dumps({{"leaks": leaks, "script": script, "cwd": os.getcwd(),
+                        "has_key": any(s in open(script).read() for s in secrets)}}) + "\\n")
+os.execvp(sys.argv[1], sys.argv[1:])
+""")
+    wrapper.chmod(0o700)
+    submit = "sbatch" if system == "slurm" else "qsub"
     config = pd.path / "config.toml"  # "env" is the default; said here so the test keeps its meaning
-    config.write_text(config.read_text().replace("[engine]\n", '[engine]\nconnection = "env"\n'))
+    config.write_text(config.read_text().replace("[engine]\n", '[engine]\nconnection = "env"\n')
+                      + f'\n[{system}]\nsubmit_command = ["{wrapper}", "{submit}"]\n')
     env, args = env_for(system), ["--profile", pd.name]
     start = run(["start", *args, "--engines", system, "-n", "2", "--daemonize", "--wait", "--timeout", "90"], env)
     try:
@@ -188,6 +208,13 @@ def test_job_scripts_left_in_the_profile_do_not_carry_the_key(system: str, syste
         leaks = [str(p) for p in pd.path.rglob("*") if p.is_file() and p.parent.name != "security"
                  and any(s.encode() in p.read_bytes() for s in secrets)]
         assert leaks == [], f"the cluster key is in {leaks}"
+        at_submit = [json.loads(line) for line in seen.read_text().splitlines()]
+        assert at_submit, "the wrapped submit command did not run"
+        for entry in at_submit:
+            assert entry["leaks"] == [], f"while submitting, the cluster key was in {entry['leaks']}"
+            assert entry["has_key"] and not Path(entry["script"]).is_relative_to(pd.path), entry
+            assert not Path(entry["script"]).exists(), "the private copy was not removed"
+            assert Path(entry["cwd"]) == pd.run, entry  # the job's working directory is the profile's
         with hpcpar.Client(profile=pd.name, timeout=30) as rc:
             rc.wait_for_engines(2, timeout=30, interactive=False)
             assert rc[:].apply_sync(lambda: 7) == [7, 7]

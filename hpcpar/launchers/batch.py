@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import sys
 import tempfile
 import time
@@ -27,8 +28,8 @@ from .templating import render_template, template_search_path
 
 FINAL = frozenset({DONE, FAILED, CANCELLED})
 # When one job (or array) has tasks in several states, the first listed wins.
-# What a submitted script says in place of the connection info (see BatchLauncher.scrub).
-SCRUBBED = "<removed after submission: the scheduler holds its own copy of this job>"
+# What a job script kept in the profile says in place of the connection info (see BatchLauncher.submit_private).
+SCRUBBED = "<not kept in this file: the scheduler was given a private copy of this job at submission>"
 _PRECEDENCE = (RUNNING, PENDING, HELD, UNKNOWN, FAILED, CANCELLED, DONE)
 
 
@@ -359,34 +360,45 @@ class BatchLauncher(Launcher):
             os.chmod(paths[name], mode)
 
     def start(self, command: list[str], env: dict[str, str], log_path: str) -> None:
-        job = self.render(command, env, log_path)
-        paths = self.write_files(job)
-        path = paths[job.submit_file]
-        try:
-            for _ in range(job.copies):
-                self.submit(path, job.script)
-        finally:
-            self.scrub(command, env, log_path, paths)
+        from ..connection import CONNECTION_ENV
 
-    def scrub(self, command: list[str], env: dict[str, str], log_path: str, paths: dict[str, Path]) -> None:
-        """Rewrite the files without the connection info (it holds the cluster key) once submitted.
+        job = self.render(command, env, log_path)
+        if env.get(CONNECTION_ENV) is None:
+            paths = self.write_files(job)
+            for _ in range(job.copies):
+                self.submit(paths[job.submit_file], job.script)
+            return
+        # The connection info holds the cluster key: the profile (often on a shared disk) only
+        # ever gets the files without it; the scheduler is handed a private copy (see submit_private).
+        paths = self.write_files(self.render(command, {**env, CONNECTION_ENV: SCRUBBED}, log_path))
+        self.submit_private(job, paths)
+
+    def submit_private(self, job: RenderedJob, paths: dict[str, Path]) -> None:
+        """Submit ``job`` from a 0700 directory of this host's temporary space, removed at once.
 
         The scheduler keeps its own copy of a submitted script (sbatch and qsub spool it, the
         PBS wrappers go through sbatch, bsub reads stdin, HPC Pack reads the job file at
-        submission), so the file left on the shared disk need not carry the key.
+        submission), so the key never lands in a file on the shared disk. The submit command
+        runs in the profile's directory (the job's working directory) and the ledger names the
+        copy kept there.
         """
-        from ..connection import CONNECTION_ENV
+        private = Path(tempfile.mkdtemp(prefix="hpcpar-submit-"))
+        try:
+            copies = {name: private / name for name in job.files}
+            self._rewrite(job, copies)
+            for _ in range(job.copies):
+                self.submit(copies[job.submit_file], job.script, cwd=paths[job.submit_file].parent,
+                            record_as=paths[job.submit_file])
+        finally:
+            shutil.rmtree(private, ignore_errors=True)
 
-        if env.get(CONNECTION_ENV) is not None:
-            self._rewrite(self.render(command, {**env, CONNECTION_ENV: SCRUBBED}, log_path), paths)
-
-    def submit(self, path: Path, text: str) -> str:
+    def submit(self, path: Path, text: str, cwd: Path | None = None, record_as: Path | None = None) -> str:
         """Submit one file, record the id in the ledger at once, return the id."""
         result = run_command(
             self.submit_argv(path),
             input=self.submit_input(path, text),
             timeout=float(self.options["command_timeout"]),
-            cwd=str(path.parent),
+            cwd=str(cwd or path.parent),
             setting=f"{self.name}.submit_command",
         )
         if result.returncode != 0:
@@ -402,7 +414,7 @@ class BatchLauncher(Launcher):
             record_job(
                 self.profile_dir,
                 self.cluster_id,
-                JobRecord(self.name, self.role, job_id, self.cancel_argv([]), str(path)),
+                JobRecord(self.name, self.role, job_id, self.cancel_argv([]), str(record_as or path)),
             )
         return job_id
 
