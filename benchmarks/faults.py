@@ -1,0 +1,203 @@
+"""Issue #15's fault figures at full size (tests/test_faults.py and tests/test_security.py run
+the same paths smaller, to stay fast).
+
+Usage (run on demand, never in tests)::
+
+    python benchmarks/faults.py engines [--tasks 10000] [--engines 14] [--kill 10]
+    python benchmarks/faults.py stalled [--mb 200] [--engines 2]
+    python benchmarks/faults.py client [--tasks 1000] [--engines 6]
+    python benchmarks/security.py flood [--frames 100000] [--big-gb 1.0]   # the flood
+
+``engines``: ``--tasks`` load-balanced tasks with ``retries=1`` while ``--kill`` of the
+``--engines`` engines are SIGKILLed once a tenth has returned; prints lost (no result),
+wrong (not the task's own), failed, and whether late tasks ran on killed engines.
+``stalled``: a raw client submits tasks whose results total ``--mb`` MB and never reads;
+prints the controller's RSS growth at its peak and whether every result is retrievable by
+id from another client. ``client``: a client SIGKILLed with ``--tasks`` in flight; prints
+whether another client was served meanwhile and how many of its results are retrievable by id.
+Each starts its own local cluster in a private HPCPAR_DIR and stops it at the end.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+
+def square_slowly(x: int) -> tuple[int, int]:
+    import os
+    import time
+
+    time.sleep(0.01)
+    return x * x, os.getpid()
+
+
+def big_result(n: int) -> bytes:
+    return b"r" * n
+
+
+def rss(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) << 10
+    return 0
+
+
+def cluster(n: int):
+    from hpcpar.cluster import Cluster
+
+    c = Cluster(n=n, profile=f"faults-{os.getpid()}", cluster_id="")
+    c.start_cluster_sync()
+    rc = c.connect_client_sync()
+    rc.wait_for_engines(n, timeout=300, interactive=False)
+    return c, rc
+
+
+def engines(args: argparse.Namespace) -> None:
+    c, rc = cluster(args.engines)
+    try:
+        pids = dict(zip(rc.ids, rc[:].apply_sync(os.getpid)))
+        view = rc.load_balanced_view()
+        t0 = time.perf_counter()
+        with view.temp_flags(retries=1):
+            ars = [view.apply_async(square_slowly, i) for i in range(args.tasks)]
+        while sum(ar.ready() for ar in ars) < args.tasks // 10:
+            time.sleep(0.05)
+        victims = list(pids.values())[: args.kill]
+        for pid in victims:
+            os.kill(pid, signal.SIGKILL)
+        lost = wrong = failed = 0
+        late_on_victims = 0
+        for i, ar in enumerate(ars):
+            try:
+                value, pid = ar.get(timeout=600)
+            except TimeoutError:
+                lost += 1
+                continue
+            except Exception:  # noqa: BLE001 - counted, the figure is the point
+                failed += 1
+                continue
+            wrong += value != i * i
+            late_on_victims += i >= args.tasks - args.tasks // 10 and pid in victims
+        took = time.perf_counter() - t0
+        print(f"engines: {args.tasks} tasks, retries=1, {args.kill} of {args.engines} engines SIGKILLed: "
+              f"lost {lost}, wrong {wrong}, failed {failed}, last tenth on killed engines {late_on_victims}; "
+              f"{took:.1f} s")
+    finally:
+        rc.close()
+        c.stop_cluster_sync()
+
+
+def stalled(args: argparse.Namespace) -> None:
+    from hpcpar import security, serialize, wire
+
+    c, rc = cluster(args.engines)
+    try:
+        info = json.loads(c.profile_dir.client_file().read_text())
+        pid = info["controller_pid"]
+        rc[:].apply_sync(int)
+        before = rss(pid)
+        import zmq
+
+        signer = wire.Signer(info["key"].encode())
+        s = zmq.Context.instance().socket(zmq.DEALER)
+        s.setsockopt(zmq.LINGER, 0)
+        s.setsockopt(zmq.IDENTITY, signer.session.encode())
+        s.setsockopt(zmq.RCVHWM, 1)
+        s.setsockopt(zmq.RCVBUF, 4096)
+        security.connect_as(s, info)
+        s.connect(info["urls"][0])
+        part = 512 << 10
+        count = args.mb * (1 << 20) // part
+        payload, bufs = serialize.dumps((big_result, (part,), {}))
+        msg_ids = []
+        for _ in range(count):
+            hdr = signer.header("apply_request", route="lb")
+            msg_ids.append(hdr["msg_id"])
+            s.send_multipart(signer.pack(hdr, {}, payload, bufs))
+        peak = before
+        deadline = time.monotonic() + 600
+        while time.monotonic() < deadline:
+            peak = max(peak, rss(pid))
+            try:
+                if not rc.result_status(msg_ids)["pending"]:
+                    break
+            except KeyError:  # the hub has not recorded them all yet
+                pass
+            time.sleep(0.5)
+        peak = max(peak, rss(pid))
+        got = rc.get_result(msg_ids, block=False).get(timeout=600)
+        ok = sum(len(r) == part for r in got)
+        s.close()
+        time.sleep(2)
+        print(f"stalled: {count} results of {part >> 10} KB ({args.mb} MB) to a client that never reads: "
+              f"controller RSS {before >> 20} MB before, peak +{(peak - before) >> 20} MB, "
+              f"{(rss(pid) - before) >> 20} MB above start after it closed; retrievable by id {ok}/{count}")
+    finally:
+        rc.close()
+        c.stop_cluster_sync()
+
+
+CLIENT = """
+import json, os, sys, hpcpar
+sys.path.insert(0, sys.argv[3])
+from faults import square_slowly
+rc = hpcpar.Client(profile=sys.argv[1], timeout=60)
+view = rc.load_balanced_view()
+ars = [view.apply_async(square_slowly, i) for i in range(int(sys.argv[4]))]
+rc.queue_status()
+with open(sys.argv[2], "w") as f:
+    json.dump([ar.msg_ids[0] for ar in ars], f)
+os.kill(os.getpid(), 9)
+"""
+
+
+def client(args: argparse.Namespace) -> None:
+    c, rc = cluster(args.engines)
+    try:
+        ids_file = Path(tempfile.mkdtemp()) / "ids.json"
+        t0 = time.perf_counter()
+        out = subprocess.run([sys.executable, "-c", CLIENT, c.profile_dir.name, str(ids_file),
+                              str(Path(__file__).resolve().parent), str(args.tasks)],
+                             capture_output=True, text=True, timeout=600)
+        served = rc[:].apply_sync(pow, 2, 2) == [4] * args.engines
+        msg_ids = json.loads(ids_file.read_text())
+        got = rc.get_result(msg_ids, block=False).get(timeout=600)
+        right = sum(r[0] == i * i for i, r in enumerate(got))
+        print(f"client: SIGKILLed (exit {out.returncode}) with {len(msg_ids)} tasks in flight; others served: "
+              f"{served}; its results retrievable by id and right: {right}/{len(msg_ids)}; "
+              f"{time.perf_counter() - t0:.1f} s")
+    finally:
+        rc.close()
+        c.stop_cluster_sync()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    sub = parser.add_subparsers(dest="what", required=True)
+    p = sub.add_parser("engines")
+    p.add_argument("--tasks", type=int, default=10_000)
+    p.add_argument("--engines", type=int, default=14)
+    p.add_argument("--kill", type=int, default=10)
+    p = sub.add_parser("stalled")
+    p.add_argument("--mb", type=int, default=200)
+    p.add_argument("--engines", type=int, default=2)
+    p = sub.add_parser("client")
+    p.add_argument("--tasks", type=int, default=1000)
+    p.add_argument("--engines", type=int, default=6)
+    args = parser.parse_args()
+    os.environ.setdefault("HPCPAR_DIR", tempfile.mkdtemp(prefix="hpcpar-bench-"))
+    os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(Path(__file__).resolve().parent),
+                                                             os.environ.get("PYTHONPATH")]))
+    {"engines": engines, "stalled": stalled, "client": client}[args.what](args)
+
+
+if __name__ == "__main__":
+    main()
