@@ -5,6 +5,7 @@ is tests/test_pool_walltime.py.) In CI a missing system fails these tests."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import time
@@ -14,6 +15,7 @@ from systems import CI_ENV, require_system
 from test_cluster_batch import env_for, make_profile, queued, run, wait_gone
 
 import hpcpar
+from hpcpar.config import ConfigError
 from hpcpar.error import PoolStopped
 from hpcpar.launchers.ledger import read_jobs
 from hpcpar.paths import ProfileDir
@@ -189,7 +191,7 @@ def test_waits_for_engines_fail_quoting_the_job_output_when_the_pool_stops(tmp_p
 @pytest.mark.timeout(300)
 def test_python_api_scale_adapt_and_stop_with_two_engines_per_job() -> None:
     """Cluster.scale / adapt / stop_adapt / pool_status on a cluster rebuilt from its file,
-    jobs of 2 engines each; stop_cluster_sync stops the manager first and forgets the pool."""
+    jobs of 2 engines each; scale() called as in dask-jobqueue, adapt() awaited, the _sync twins; stop_cluster_sync stops the manager first and forgets the pool."""
     from hpcpar.cluster import Cluster
     from hpcpar.launchers.process import ProcessRef
 
@@ -207,9 +209,14 @@ def test_python_api_scale_adapt_and_stop_with_two_engines_per_job() -> None:
         assert len(our_jobs("slurm", pd, env)) == 3
         st = cluster.pool_status()
         assert (st["target"], st["adaptive"], st["engines_per_job"]) == (5, False, 2)
-        cluster.adapt(minimum=2, maximum=4)
+        async def make_adaptive() -> None:  # the Cluster API's convention: plain names are awaited
+            await cluster.adapt(minimum=2, maximum=4)
+
+        asyncio.run(make_adaptive())
         assert cluster.pool_status()["adaptive"] and cluster.pool_status()["target"] == 4
-        cluster.stop_adapt()
+        with pytest.raises(ConfigError, match=r"scale\(5\) is above the pool's max of 4 engines"):
+            cluster.scale_sync(5)  # the blocking twin; max is the pool's cap
+        cluster.stop_adapt_sync()
         assert not cluster.pool_status()["adaptive"]
         manager = ProcessRef.of(read_pool(pd).manager_pid)
         assert manager.alive()
@@ -218,3 +225,39 @@ def test_python_api_scale_adapt_and_stop_with_two_engines_per_job() -> None:
     wait_until(lambda: not manager.alive(), 30, "the pool manager to exit")
     assert read_pool(pd) is None
     wait_until(lambda: our_jobs("slurm", pd, env) == [], 60, "the pool's jobs to leave the queue")
+
+
+@pytest.mark.timeout(300)
+def test_a_pool_of_mpi_engine_sets_grows_by_whole_mpi_jobs() -> None:
+    """mode = "mpi": each pool job is one MPI engine set of engines_per_job ranks with its
+    own COMM_WORLD; scaling up adds a whole set, whose ids are new and contiguous."""
+    from test_mpi import require_mpi
+
+    from hpcpar.launchers.mpi import default_mpiexec
+
+    require_system("slurm")
+    require_mpi()
+    mpi = (f'\n[batch.engines]\nmode = "mpi"\nengines_per_job = 2\nmpiexec = {json.dumps(default_mpiexec())}\n'
+           '[slurm]\nmpi_launcher = "mpiexec"\n')
+    pd = make_profile("mpipool-slurm", POOL + mpi)
+    env = env_for("slurm")
+    args = ["--profile", pd.name]
+    start = run(["start", *args, "--engines", "slurm", "--min", "2", "--max", "4", "-n", "2", "--timeout", "120"],
+                env, timeout=180)
+    try:
+        assert start.returncode == 0, start.stdout + start.stderr
+        with hpcpar.Client(profile=pd.name, timeout=30) as rc:
+            rc.wait_for_engines(2, timeout=60, interactive=False)
+            assert len(our_jobs("slurm", pd, env)) == 1  # one MPI job of two ranks
+            run(["scale", "4", *args], env, timeout=60)
+            wait_until(lambda: len(rc.ids) == 4, 120, "a second MPI set of two engines")
+            assert rc.ids == [0, 1, 2, 3] and len(our_jobs("slurm", pd, env)) == 2
+            rc[:].execute("r = (mpi_size, mpi_rank, comm.allreduce(1))", block=True)  # a collective per set
+            ranks = rc[:].pull("r", block=True)
+            assert ranks == [(2, 0, 2), (2, 1, 2), (2, 0, 2), (2, 1, 2)]  # two worlds of two ranks
+            worlds = [rc._engines[i]["mpi_world"] for i in rc.ids]
+            assert worlds[0] == worlds[1] != worlds[2] == worlds[3]
+    finally:
+        stop = run(["stop", *args], env, timeout=150)
+    assert stop.returncode == 0, stop.stderr
+    wait_gone("slurm", [r.job_id for r in read_jobs(pd)], env)

@@ -45,6 +45,33 @@ def test_jobs_near_their_walltime_are_replaced_ahead() -> None:
     assert p.submit == 1 and "replace job(s) 1: within 60 s of their walltime" in p.reasons[0]
 
 
+def test_max_caps_every_job_in_the_queue_replacements_included_unless_surge() -> None:
+    """max mirrors a QOS cap: ending, queued and cancelled jobs all count, so at max a
+    replacement waits for the job it replaces to leave; surge allows the overlap."""
+    def at_max(**kw) -> PoolState:
+        return pool(target=2, maximum=2, blocks=[block("1", ends=NOW + 30), block("2", ends=NOW + 500)], **kw)
+
+    busy = Observation(NOW, [engine(0, "1", busy=True), engine(1, "2", busy=True)], 0)
+    p = plan(at_max(), busy)
+    assert p.submit == 0 and "1 job(s) of 1 wait for room under max 2: 2 engine(s) in the queue" in p.next_change
+    assert "replacements wait for the jobs they replace to leave" in p.next_change
+    done = at_max()
+    done.blocks[0].finished = NOW  # the old job left: its replacement goes in
+    assert plan(done, Observation(NOW, [engine(1, "2", busy=True)], 0)).submit == 1
+    assert plan(at_max(surge=1), busy).submit == 1  # one engine of overlap allowed
+    # Below max the replacement goes in at once, as before.
+    assert plan(pool(target=2, maximum=4, blocks=[block("1", ends=NOW + 30), block("2")]), busy).submit == 1
+    # Whole jobs: max 5 with 2 engines per job holds 2 jobs, not 3; a job being cancelled still counts.
+    st = pool(target=5, maximum=5, engines_per_job=2, blocks=[block("1", engines=2)])
+    assert plan(st, Observation(NOW, [], 0)).submit == 1
+    st = pool(target=2, maximum=2, blocks=[block("1"), block("2", "pending")])
+    st.blocks[1].removing = "scale down"
+    assert plan(st, Observation(NOW, [engine(0, "1", busy=True)], 0)).submit == 0
+    # surge only applies to replacements, never to growth.
+    st = pool(target=3, maximum=2, surge=4, blocks=[block("1"), block("2")])
+    assert plan(st, Observation(NOW, [], 0)).submit == 0
+
+
 def test_adaptive_grows_to_the_backlog_within_max_and_shrinks_to_min() -> None:
     st = pool(adaptive=True, minimum=1, maximum=5, target=2, blocks=[block("1"), block("2")])
     p = plan(st, Observation(NOW, [engine(0, "1", busy=True), engine(1, "2", busy=True)], 10))

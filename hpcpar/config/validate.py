@@ -154,6 +154,7 @@ CHECKS: dict[str, Callable[[Any], None]] = {
     "batch.poll_error_threshold": _at_least(1),
     "pool.min": _at_least(0),
     "pool.max": _at_least(0),
+    "pool.surge": _at_least(0),
     "pool.interval": _at_least(0.1),
     "pool.idle_timeout": _at_least(0.0),
     "pool.wait_count": _at_least(1),

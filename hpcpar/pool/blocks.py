@@ -1,6 +1,10 @@
 """The pool's hands: submit one job of ``engines_per_job`` engines, poll the pool's jobs,
 cancel one, all through the configured batch launcher (no scheduler-specific code here).
 
+With ``mode = "mpi"`` each job is one MPI engine set of ``engines_per_job`` ranks sharing
+its own COMM_WORLD (a replacement is a whole new set); each set's ranks ask for engine ids
+``base + rank`` from a base no earlier set used, so a set's ids are new and contiguous.
+
 Every job goes into the job ledger the moment the scheduler answers (the launcher does
 that), so ``hpcpar stop`` cancels pool jobs like any other, from any shell.
 """
@@ -11,7 +15,7 @@ import time
 from typing import Any
 
 from ..config import Config, ConfigError
-from ..launchers.base import LauncherError
+from ..launchers.base import LauncherError, get_launcher_class
 from ..launchers.batch import BatchLauncher, JobState, PollError
 from ..launchers.build import batch_engine_env, engine_command, make_launcher
 from ..launchers.ledger import forget_jobs
@@ -28,25 +32,39 @@ class BlockLauncher:
         self.config = config
         self.system = str(config["cluster.engines"])
         # As the engine jobs see it: [batch] < [<system>] < [batch.engines].
-        self.per_job = max(1, int(config.launcher_options(self.system, "engines").get("engines_per_job", 1)))
+        options = config.launcher_options(self.system, "engines")
+        self.per_job = max(1, int(options.get("engines_per_job", 1)))
+        self.mpi = options.get("mode") == "mpi"
         self.poller = self._launcher(self.per_job)
 
     def _launcher(self, n: int) -> BatchLauncher:
+        if self.mpi:
+            return self._mpi_launcher(n)
         launcher = make_launcher(self.system, "engines", n, config=self.config, profile_dir=self.pd,
                                  cluster_id=self.cluster_id)
         if not isinstance(launcher, BatchLauncher):
             raise ConfigError([f"an elastic pool needs batch engines (slurm, sge, pbs ...), not {self.system!r}"])
-        if launcher.options["mode"] == "mpi":
-            raise ConfigError(['an elastic pool submits jobs of engines_per_job engines each: mode = "mpi" '
-                               'cannot be one (use mode = "jobs" or "array"; for MPI sets see restart_engines)'])
         launcher.options["mode"] = "jobs"  # one job per block, whatever the cluster's layout
         return launcher
 
-    def submit(self) -> Block:
-        """One more job of ``engines_per_job`` engines; returns its block."""
+    def _mpi_launcher(self, ranks: int) -> BatchLauncher:
+        """One MPI job of ``ranks`` engines: engines_per_job is the set's size here."""
+        cls = get_launcher_class(self.system)
+        if not issubclass(cls, BatchLauncher):
+            raise ConfigError([f"an elastic pool needs batch engines (slurm, sge, pbs ...), not {self.system!r}"])
+        options = {**self.config.launcher_options(self.system, "engines"), "engines_per_job": 1}
+        launcher = cls(role="engines", n=ranks, profile_dir=self.pd, cluster_id=self.cluster_id, options=options)
+        launcher.check()
+        return launcher
+
+    def submit(self, mpi_id_base: int = 0) -> Block:
+        """One more job of ``engines_per_job`` engines (with MPI: ranks asking for ids from
+        ``mpi_id_base``); returns its block."""
         launcher = self._launcher(self.per_job)
         env = batch_engine_env(self.config, self.pd, self.cluster_id)
-        command = engine_command(self.config, self.pd, self.cluster_id, mpi=False, profile_files=False)
+        if self.mpi:
+            env["HPCPAR_MPI_ID_BASE"] = str(mpi_id_base)
+        command = engine_command(self.config, self.pd, self.cluster_id, mpi=self.mpi, profile_files=False)
         log_path = self.pd.log_file("engine-pool-{index}", self.cluster_id)
         launcher.start(command, env, str(log_path))
         return Block(job_id=launcher.job_ids[-1], system=self.system, engines=self.per_job, submitted=time.time())

@@ -26,6 +26,7 @@ def new_pool(pd: ProfileDir, cluster_id: str, config: Any) -> PoolState:
         engines_per_job=blocks.per_job,
         minimum=int(config["pool.min"]),
         maximum=int(config["pool.max"]),
+        surge=int(config["pool.surge"]),
         interval=float(config["pool.interval"]),
         idle_timeout=float(config["pool.idle_timeout"]),
         wait_count=int(config["pool.wait_count"]),
@@ -84,6 +85,10 @@ def scale(pd: ProfileDir, cluster_id: str, n: int, config: Any = None) -> PoolSt
         raise ConfigError([f"scale needs zero or more engines, not {n}"])
 
     def how(state: PoolState) -> None:
+        if state.maximum and n > state.maximum:
+            raise ConfigError([f"scale({n}) is above the pool's max of {state.maximum} engines (its cap on "
+                               f"engines in the queue): raise it first, e.g. 'hpcpar scale --max {n}' "
+                               f"or Cluster.adapt(maximum={n}), then scale"])
         state.adaptive, state.target = False, n
         state.stopped, state.failures, state.next_submit_at = "", 0, 0.0
         state.decide("scale", f"scale({n}) asked")

@@ -175,7 +175,7 @@ class PoolManager:
             count = 1 if state.failures else result.submit  # after a failure: one probe job at a time
             for _ in range(count):
                 try:
-                    block = self.blocks.submit()
+                    block = self.blocks.submit(state.next_mpi_id)
                 except Exception as e:  # noqa: BLE001 - counts as a failed job
                     state.failures += 1
                     state.next_submit_at = obs.now + backoff.delay(state)
@@ -184,6 +184,8 @@ class PoolManager:
                         state.stopped = f"stopped submitting after {state.failures} failed submissions: {e}"
                     return
                 state.blocks.append(block)
+                if self.blocks.mpi:
+                    state.next_mpi_id += block.engines
                 state.decide("submit", f"job {block.job_id} ({block.engines} engine(s)): {reason}", obs.now)
 
     # -- the loop ---------------------------------------------------------------------------

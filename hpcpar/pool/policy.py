@@ -6,6 +6,9 @@ through the launcher's submit / cancel.
 
 * Capacity counts engines of jobs still queued, so the pool never over-submits; jobs within
   ``lead`` seconds of their walltime do not count, so their replacements go in early.
+* ``maximum`` (when set) caps every engine the pool has in the queue: queued, running,
+  ending and being removed alike (a site's QOS cap counts them all), so a replacement
+  waits for room unless ``surge`` allows that many engines above it while replacing.
 * Fixed size (``scale``): keep ``target`` engines, in whole jobs.
 * Adaptive: grow when load-balanced tasks wait and no engine is idle (up to ``maximum``);
   shrink when engines have been idle ``idle_timeout`` s for ``wait_count`` looks in a row
@@ -125,7 +128,28 @@ def plan(state: PoolState, obs: Observation) -> Plan:
     soonest = min((b.ends for b in blocks if b.ends is not None), default=None)
     if not result.next_change and soonest is not None:
         result.next_change = f"replacement due {max(0.0, soonest - state.lead - obs.now):.0f} s from now"
+    if result.submit:
+        cap_to_max(state, result, replaced)
     return result
+
+
+def cap_to_max(state: PoolState, result: Plan, replaced: list[Block]) -> None:
+    """Submit only what fits under ``maximum`` (+ ``surge`` while replacing): every job
+    still in the queue counts, the ones about to end and the ones being cancelled too."""
+    if state.maximum <= 0:
+        return
+    per_job = max(state.engines_per_job, 1)
+    occupied = sum(b.engines for b in state.alive_blocks())
+    cap = state.maximum + (state.surge if replaced else 0)
+    fits = max(0, cap - occupied) // per_job
+    if fits >= result.submit:
+        return
+    held = result.submit - fits
+    result.submit = fits
+    extra = f" + surge {state.surge}" if replaced and state.surge else ""
+    why = " (replacements wait for the jobs they replace to leave)" if replaced else ""
+    result.next_change = (f"{held} job(s) of {per_job} wait for room under max {state.maximum}{extra}: "
+                          f"{occupied} engine(s) in the queue{why}")
 
 
 def removable(blocks: list[Block], obs: Observation, count: int) -> list[tuple[str, str]]:

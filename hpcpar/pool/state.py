@@ -48,7 +48,8 @@ class PoolState:
     system: str
     engines_per_job: int = 1
     minimum: int = 0
-    maximum: int = 0
+    maximum: int = 0  # most engines in the queue at once (0 = no cap)
+    surge: int = 0  # engines above maximum allowed while replacing jobs near their walltime
     target: int = 0
     adaptive: bool = False
     interval: float = 5.0
@@ -68,6 +69,7 @@ class PoolState:
     manager_pid: int | None = None
     manager_started: str = ""  # the manager process's start time (pid reuse guard)
     next_change: str = ""  # what the pool plans next, for `hpcpar status`
+    next_mpi_id: int = 0  # mode = "mpi": the engine id the next MPI set's rank 0 asks for
 
     def alive_blocks(self) -> list[Block]:
         return [b for b in self.blocks if b.alive]
