@@ -4,7 +4,7 @@ Usage (run on demand, never in tests)::
 
     python benchmarks/security.py cost [--calls 2000] [--mb 256]
     python benchmarks/security.py raw [--calls 5000] [--mb 512]
-    python benchmarks/security.py flood [--frames 100000] [--big-gb 1.0]
+    python benchmarks/security.py flood [--frames 100000] [--big-gb 1.0] [--login]
 
 ``cost`` starts one local cluster per mode (``--transport hmac`` and ``curve``, 1 engine,
 loopback, a private HPCPAR_DIR) and prints, per mode, the median and p99 of ``apply_sync``
@@ -17,7 +17,8 @@ CurveZMQ: the floor of what encryption costs.
 
 ``flood`` sends ``--frames`` malformed or unauthenticated messages (random bytes, bad
 signatures, truncated multipart, replays of a signed request) and one ``--big-gb`` GB frame
-to both ports of a cluster in each mode, then prints the controller's RSS before, at its peak
+to both ports of a cluster in each mode (hmac: from a peer without the login token, or with
+``--login`` from one that read it off the wire, so the frames reach signature checks), then prints the controller's RSS before, at its peak
 and once back within 20 MB (at most 60 s later), whether anything ran, and the no-op latency before and after.
 """
 
@@ -136,10 +137,14 @@ def raw(args: argparse.Namespace) -> None:
         ctx.term()
 
 
-def _send_all(url: str, messages, curve: dict | None) -> int:
+def _send_all(url: str, messages, curve: dict | None, login: dict | None = None) -> int:
     s = zmq.Context.instance().socket(zmq.DEALER)
     s.setsockopt(zmq.LINGER, 0)
     s.setsockopt(zmq.SNDHWM, 0)
+    if login:  # hmac: the PLAIN token, as one who read it off the wire
+        from hpcpar import security
+
+        security.connect_as(s, login)
     if curve:
         s.curve_serverkey = curve["curve_server_key"].encode()
         s.curve_publickey = curve["curve_public_key"].encode()
@@ -213,7 +218,7 @@ def flood_one(mode: str, args: argparse.Namespace) -> None:
             sent = 0
             for url in (info["urls"][0], engine_url):
                 # hmac: anyone can connect; curve: even a peer with the HMAC key cannot.
-                sent += _send_all(url, messages(args.frames), None)
+                sent += _send_all(url, messages(args.frames), None, info if args.login and mode == "hmac" else None)
             took = time.perf_counter() - t0
             settle = time.monotonic()
             while rss(pid) > before + (20 << 20) and time.monotonic() - settle < 60:
@@ -243,6 +248,8 @@ def main() -> None:
     p = sub.add_parser("flood")
     p.add_argument("--frames", type=int, default=100_000)
     p.add_argument("--big-gb", type=float, default=1.0)
+    p.add_argument("--login", action="store_true",
+                   help="hmac: send with the PLAIN login token (a peer that read it off the wire)")
     args = parser.parse_args()
     os.environ.setdefault("HPCPAR_DIR", tempfile.mkdtemp(prefix="hpcpar-bench-"))
     os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(Path(__file__).resolve().parent),
