@@ -75,11 +75,50 @@ for version in ${CORE_PYTHONS:-3.10 3.13}; do
 done
 
 step "tests"
+# The soak tests (SOAK_TESTS: minutes of mostly waiting on real SLURM and SGE) run in a lane
+# of their own, in the background next to the rest of the suite, with their own log, junit
+# file and exit status; they are sized to leave the other tests room on both systems.
+# PYTEST_ARGS (picking tests) or SOAK_LANE=0 runs everything as one plain pytest instead.
 # pytest exits 5 when it collected nothing: that is a failure here too.
+SOAK_TESTS=${SOAK_TESTS:-tests/test_pool_walltime.py}
+pytest_run() {
+  local rc=0
+  python -m pytest -q -p no:cacheprovider --durations=25 "$@" || rc=$?
+  [[ $rc -eq 5 ]] && echo "no tests were collected (pytest $*)" >&2
+  return "$rc"
+}
 suite=0
-python -m pytest -q -p no:cacheprovider ${PYTEST_ARGS:-} || suite=$?
-if [[ $suite -eq 5 ]]; then
-  echo "no tests were collected" >&2
+if [[ -z ${PYTEST_ARGS:-} && ${SOAK_LANE:-1} == 1 ]]; then
+  for t in $SOAK_TESTS; do
+    [[ -f $ROOT/$t ]] || { echo "ci/test.sh: soak test $t does not exist (update SOAK_TESTS)" >&2; exit 1; }
+  done
+  lane_dir=$(mktemp -d /tmp/hpcpar-soak-lane.XXXXXX)
+  set -m  # the lane gets a process group of its own, with SIGINT not ignored
+  # shellcheck disable=SC2086 # SOAK_TESTS is a list of paths
+  pytest_run --junitxml="$lane_dir/junit.xml" --basetemp="$lane_dir/tmp" $SOAK_TESTS >"$lane_dir/pytest.log" 2>&1 &
+  lane_pid=$!
+  set +m
+  # An interrupted run must not leave the lane (and its pools) behind: SIGINT lets its
+  # tests stop their clusters and cancel their jobs, as Ctrl-C would.
+  trap 'kill -INT -- "-$lane_pid" 2>/dev/null || true; wait "$lane_pid" 2>/dev/null || true' EXIT
+  trap 'exit 130' INT
+  trap 'exit 143' TERM
+  echo "soak lane: $SOAK_TESTS in the background (PID $lane_pid, log $lane_dir/pytest.log)"
+  ignore=()
+  for t in $SOAK_TESTS; do ignore+=("--ignore=$t"); done
+  pytest_run "${ignore[@]}" || suite=$?
+  lane=0
+  wait "$lane_pid" || lane=$?
+  trap - EXIT INT TERM
+  printf '\n=== soak lane: %s, exit %s (%(%H:%M:%S)T)\n' "$SOAK_TESTS" "$lane" -1
+  cat "$lane_dir/pytest.log"
+  if [[ $lane -ne 0 ]]; then
+    echo "soak lane failed (log $lane_dir/pytest.log, junit $lane_dir/junit.xml)" >&2
+    if [[ $suite -eq 0 ]]; then suite=$lane; fi
+  fi
+else
+  # shellcheck disable=SC2086 # PYTEST_ARGS is a list of pytest arguments
+  pytest_run ${PYTEST_ARGS:-} || suite=$?
 fi
 if [[ $suite -ne 0 ]]; then
   status=$suite
