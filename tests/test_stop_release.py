@@ -1,6 +1,7 @@
 """`hpcpar stop` returns only once the batch system has let go of every job (SGE keeps a
 deleted job as `dr` for a while, SLURM as COMPLETING): right after it returns, the queue
-shows none of the cluster's jobs. Real SLURM and Grid Engine; in CI a missing one fails."""
+shows none of the cluster's jobs. Real SLURM, Grid Engine and PBS (SLURM's qsub wrappers);
+in CI a missing one fails."""
 
 from __future__ import annotations
 
@@ -9,10 +10,11 @@ from systems import require_system
 from test_cluster_batch import env_for, make_profile, queued, run
 
 from hpcpar.launchers.ledger import read_jobs
+from hpcpar.pool.policy import job_key
 
 
 @pytest.mark.timeout(200)
-@pytest.mark.parametrize("system", ["slurm", "sge"])
+@pytest.mark.parametrize("system", ["slurm", "sge", "pbs"])
 def test_stop_returns_when_the_queue_is_empty(system: str) -> None:
     require_system(system)
     pd = make_profile(f"release-{system}")
@@ -28,7 +30,8 @@ def test_stop_returns_when_the_queue_is_empty(system: str) -> None:
         stop = run(["stop", *args, "--wait-timeout", "90"], env, timeout=150)
     assert stop.returncode == 0, stop.stderr
     assert "still held" not in stop.stderr
-    assert queued(system, jobs, env) == []  # no waiting here: stop already did
+    # No waiting here: stop already did. PBS ids (123.server) are SLURM's 123 underneath.
+    assert queued(system, [job_key(j) for j in jobs] if system == "pbs" else jobs, env) == []
 
 
 @pytest.mark.timeout(200)
