@@ -140,6 +140,8 @@ class DirectView(View):
         block = self._block(block)
         ar = self._send("execute_request", targets, meta={"code": code, "silent": silent}, fname="execute",
                         block=block)
+        for md in ar._metadata_list():  # the same Metadata objects the replies fill in
+            md["execute_input"] = code
         if block:
             ar.get()
         return ar

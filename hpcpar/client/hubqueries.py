@@ -141,6 +141,8 @@ class HubQueries:
         'completed': {'$gt': t}, 'label': {'$glob': 'step-*'}}. Times are
         timezone-aware datetimes; compare them with datetimes (naive ones are local time)
         or epoch seconds."""
+        if isinstance(keys, str):  # one key, as ipyparallel accepts it
+            keys = [keys]
         check_query(query, keys)
         # Times travel as epoch seconds: converted here, where a naive datetime's local time is known.
         reply = self._request("db_query_request", {"query": normalize_query(query), "keys": keys})
@@ -154,7 +156,7 @@ class HubQueries:
             for key in DATE_KEYS:
                 if isinstance(rec.get(key), (int, float)):
                     rec[key] = _ts(rec[key])
-            for key in ("header", "result_header"):  # their times as datetimes, as ipyparallel's
+            for key in ("header", "result_header", "result_metadata"):  # their times as datetimes
                 head = rec.get(key)
                 if isinstance(head, dict):
                     for k in ("date", "started", "completed"):

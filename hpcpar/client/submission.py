@@ -230,6 +230,8 @@ class Submission:
         with self._lock:
             for i, mid in enumerate(msg_ids):
                 md = Metadata(msg_id=mid, submitted=submitted, label=header.get("label"))
+                if header.get("after") or header.get("follow"):  # dependencies, as ipyparallel records them
+                    md["after"], md["follow"] = header.get("after"), header.get("follow")
                 if isinstance(targets, list) and i < len(targets):
                     md["engine_id"] = targets[i]
                 self.metadata[mid] = md

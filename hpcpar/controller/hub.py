@@ -34,6 +34,7 @@ from .taskdb import (
     meta_summary,
     stored_time,
 )
+from .taskrecord import result_fields
 
 log = logging.getLogger("hpcpar.controller.hub")
 
@@ -43,8 +44,6 @@ COMMIT_EVERY = 0.05  # seconds: batch writes into one transaction
 # otherwise wait for the GIL until the batch is done (apply_sync p99 4.5-5.2 ms
 # against 2.1-2.3 ms with the yield, on a 2-core machine).
 YIELD_EVERY = 4
-# Record fields sent with fetched results (AsyncHubResult metadata).
-RESULT_FIELDS = ("submitted", "started", "completed", "received", "engine_id", "engine_uuid", "label", "status")
 TRIM_AFTER = 2000  # records written before an idle hub gives freed heap back to the OS (heap.py)
 
 
@@ -65,6 +64,14 @@ def _storable(header: dict[str, Any], frames: list[Any] | None, limit: int) -> b
 def _header_bytes(frames: list[Any] | None) -> bytes | None:
     """A message's header frame (JSON), kept for the record's ``header``/``result_header``."""
     return _as_bytes(frames[1:2])[0] if frames is not None and len(frames) > 1 else None
+
+
+def _meta_bytes(frames: list[Any] | None, limit: int) -> bytes | None:
+    """A message's meta frame (JSON), kept for the record's content/result_content/error...
+    (not when larger than ``limit``: a reply's meta holds its output)."""
+    if frames is None or len(frames) < 3 or len(frames[2]) > limit:
+        return None
+    return _as_bytes(frames[2:3])[0]
 
 
 def _as_bytes(frames: list[Any]) -> list[bytes]:
@@ -215,16 +222,17 @@ class Hub:
             _, ids, header, frames = op
             request = _as_bytes(frames) if _storable(header, frames, self.store_limit) else None
             head = _header_bytes(frames)
+            meta = _meta_bytes(frames, self.store_limit)
             # One stored copy of the request for all the engines (taskdb.SHARED_REF).
             ref = (header.get("msg_id") or ids[0][0]) if request is not None and len(ids) > 1 else None
             for msg_id, engine_id in ids:
-                self._add(msg_id, header, engine_id, request, head)
+                self._add(msg_id, header, engine_id, request, head, meta)
                 if ref is not None:
                     self._new[msg_id][SHARED_REF] = ref
         elif kind == "submitted":
             _, msg_id, header, frames, engine_id = op
             request = _as_bytes(frames) if _storable(header, frames, self.store_limit) else None
-            self._add(msg_id, header, engine_id, request, _header_bytes(frames))
+            self._add(msg_id, header, engine_id, request, _header_bytes(frames), _meta_bytes(frames, self.store_limit))
         elif kind == "look_up":
             found: dict[str, Any] = {}
             for msg_id in op[1]:
@@ -248,8 +256,11 @@ class Hub:
             if header.get("engine_id") is not None:
                 fields["engine_id"] = header["engine_id"]
             if frames is not None:
-                fields.update(meta_summary(_as_bytes(frames[2:3])[0]))
+                meta = _as_bytes(frames[2:3])[0]
+                fields.update(meta_summary(meta))
                 fields["result_header"] = _header_bytes(frames)
+                if len(meta) <= self.store_limit:
+                    fields["result_meta"] = meta
                 if (keep and not header.get("shm")) or _storable(header, frames, self.store_limit):
                     fields["reply"] = _as_bytes(frames)
             self._update(msg_id, fields)
@@ -277,7 +288,7 @@ class Hub:
         return rec.get("completed") is not None
 
     def _add(self, msg_id: str, header: dict[str, Any], engine_id: int | None, request: list[bytes] | None,
-             head: bytes | None = None) -> None:
+             head: bytes | None = None, meta: bytes | None = None) -> None:
         rec = {
             "msg_id": msg_id,
             "session": header.get("session"),
@@ -293,6 +304,8 @@ class Hub:
             rec["request"] = request
         if head is not None:
             rec["header"] = head
+        if meta is not None:
+            rec["request_meta"] = meta
         if header.get("resubmitted"):  # the old record names its resubmission, as in ipyparallel
             self._update(header["resubmitted"], {"resubmitted": msg_id})
         self._new.pop(msg_id, None)  # a replaced record moves to the end, as INSERT OR REPLACE does
@@ -343,7 +356,7 @@ class Hub:
         for msg_id in meta.get("msg_ids", []):
             rec = self.backend.get(msg_id)
             if rec is not None:
-                records[msg_id] = {k: rec.get(k) for k in RESULT_FIELDS}
+                records[msg_id] = result_fields(rec)
             if msg_id in pending:
                 continue
             if rec is None and extra.get("watch_missing"):

@@ -8,51 +8,44 @@ store thread), so they need no locking.
 
 from __future__ import annotations
 
-import fnmatch
-import json
-import operator
 import sqlite3
 import struct
 from collections import OrderedDict
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-PUBLIC_KEYS = (
-    "msg_id", "session", "msg_type", "label", "engine_id", "status", "attempts",
-    "submitted", "started", "completed", "received", "stdout", "stderr", "ename", "evalue",
-    "fname",  # the applied function's name (hpcpar's addition: the dashboard colours tasks by it)
-    # ipyparallel's TaskRecord keys: the request's and reply's headers (dicts), the engine's
-    # uuid, and on a resubmitted task the msg_id of its resubmission.
-    "engine_uuid", "resubmitted", "header", "result_header",
+# The record's keys and the meaning of queries live in taskrecord.py; re-exported here.
+from .taskrecord import (  # noqa: F401
+    ALIASES,
+    ALL_KEYS,
+    BUFFER_KEYS,
+    DATE_KEYS,
+    DERIVED,
+    FRAME_KEYS,
+    HEADER_KEYS,
+    META_KEYS,
+    NUMBER_KEYS,
+    OPERATORS,
+    PUBLIC_KEYS,
+    QueryError,
+    check_query,
+    matches,
+    meta_summary,
+    need,
+    normalize_query,
+    select,
+    split_query,
+    stored_time,
+    wanted,
 )
-HEADER_KEYS = ("header", "result_header")  # stored as the messages' JSON bytes, returned as dicts
-ALIASES = {"client_uuid": "session"}  # ipyparallel's name for the submitting client's session
-# ipyparallel's keys computed from stored ones when read: "queue" ('task' for load-balanced,
-# 'mux' for direct requests) and "error" ({'ename', 'evalue'} of a failed task, else None).
-DERIVED = {"queue": ("header",), "error": ("ename", "evalue")}
-FRAME_KEYS = ("request", "reply")
-# ipyparallel's db_query keys for a request's and a reply's data: the payload and buffers of the
-# stored message, sent as extra frames of the reply (a record holds their indices there).
-BUFFER_KEYS = {"buffers": "request", "result_buffers": "reply"}
-ALL_KEYS = PUBLIC_KEYS + FRAME_KEYS
+
 # A broadcast's records share one request (the same frames for every engine): a record may
 # carry ``request_ref`` (the broadcast's msg_id) and SQLite keeps those frames once, in the
 # table ``requests``, not once per engine. The memory backend shares the list object itself.
 SHARED_REF = "request_ref"
-_decode = json.JSONDecoder().decode
-OPERATORS = ("$lt", "$gt", "$lte", "$gte", "$eq", "$ne", "$in", "$nin", "$exists", "$glob")
-# Stored as epoch seconds (float); queries may give datetimes, ISO 8601 text or numbers.
-DATE_KEYS = ("submitted", "started", "completed", "received")
-NUMBER_KEYS = ("engine_id", "attempts")
-
 
 # What the dashboard's task stream reads per finished task (see ``stream``).
 STREAM_KEYS = ("msg_id", "engine_id", "fname", "label", "msg_type", "status", "started", "completed", "received")
-
-
-class QueryError(ValueError):
-    """A db_query that names an unknown key or operator."""
 
 
 def pack_frames(frames: list[bytes]) -> bytes:
@@ -71,166 +64,10 @@ def unpack_frames(blob: bytes) -> list[bytes]:
     return out
 
 
-def check_query(query: dict[str, Any], keys: list[str] | None) -> None:
-    if not isinstance(query, dict):
-        raise QueryError(f"a query is a dict like {{'engine_id': 0}}, not {type(query).__name__}")
-    for key, cond in query.items():
-        if key in DERIVED:
-            raise QueryError(f"{key!r} is returned, not queried: query {', '.join(DERIVED[key])} instead")
-        if key in HEADER_KEYS and not (isinstance(cond, dict) and set(cond) <= {"$exists"}):
-            raise QueryError(f"{key!r} is returned, not queried (only $exists): query msg_type, label, "
-                             "session... instead")
-        if key not in PUBLIC_KEYS and key not in ALIASES:
-            raise QueryError(f"unknown key {key!r} in query; valid keys: {', '.join(PUBLIC_KEYS)}")
-        if isinstance(cond, dict):
-            for op in cond:
-                if op not in OPERATORS:
-                    raise QueryError(f"unknown operator {op!r} for {key!r}; valid: {', '.join(OPERATORS)}")
-    for key in keys or ():
-        if key not in ALL_KEYS and key not in ALIASES and key not in DERIVED and key not in BUFFER_KEYS:
-            raise QueryError(f"unknown key {key!r} in keys; valid keys: {', '.join(ALL_KEYS)}")
-    normalize_query(query)
-
-
-def _epoch(key: str, value: Any) -> Any:
-    """A date operand as epoch seconds: aware datetimes exactly, naive ones as local time
-    (as ``datetime.timestamp`` and ipyparallel do), text parsed as ISO 8601."""
-    if value is None:
-        return value
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
-        return float(value)  # as given: epoch seconds are not rounded
-    if isinstance(value, str):
-        try:
-            value = datetime.fromisoformat(value)
-        except ValueError:
-            raise QueryError(f"{key!r} is a time: compare it with a datetime, ISO 8601 text or epoch seconds, "
-                             f"not {value!r}") from None
-    if isinstance(value, datetime):
-        return stored_time(value.timestamp())
-    raise QueryError(f"{key!r} is a time: compare it with a datetime or epoch seconds, not {type(value).__name__}")
-
-
-def _operand(key: str, op: str, arg: Any) -> Any:
-    """``arg`` in the form stored for ``key`` (epoch seconds for times); wrong types are a QueryError."""
-    if op == "$exists":
-        return arg
-    if op in ("$in", "$nin"):
-        if isinstance(arg, (str, bytes)) or not hasattr(arg, "__iter__"):
-            raise QueryError(f"{op} takes a list of values for {key!r}, not {arg!r}")
-        return [_operand(key, "$eq", a) for a in arg]
-    if op == "$glob":
-        if key in DATE_KEYS or key in NUMBER_KEYS or not isinstance(arg, str):
-            raise QueryError(f"$glob matches text keys against a pattern like 'step-*'; got {key!r}: {arg!r}")
-        return arg
-    if op in ("$lt", "$gt", "$lte", "$gte") and arg is None:
-        raise QueryError(f"{op} needs a value for {key!r}; to find missing ones use {{'$exists': False}}")
-    if key in DATE_KEYS:
-        return _epoch(key, arg)
-    if key in NUMBER_KEYS and arg is not None and (isinstance(arg, bool) or not isinstance(arg, (int, float))):
-        raise QueryError(f"{key!r} is a number: compare it with a number, not {arg!r}")
-    return arg
-
-
-def normalize_query(query: dict[str, Any]) -> dict[str, Any]:
-    """The query with every operand in the stored form, so both backends compare times as times."""
-    out: dict[str, Any] = {}
-    for key, cond in query.items():
-        key = ALIASES.get(key, key)
-        if isinstance(cond, dict):
-            out[key] = {op: _operand(key, op, arg) for op, arg in cond.items()}
-        else:
-            out[key] = _operand(key, "$eq", cond)
-    return out
-
-
-_ORDER = {"$lt": operator.lt, "$gt": operator.gt, "$lte": operator.le, "$gte": operator.ge}
-
-
-def stored_time(value: Any) -> float | None:
-    """Epoch seconds rounded to the microsecond, the resolution of datetime: a time read back
-    as a datetime and given to ``$eq`` then matches its record exactly."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        return None  # absent, or not a time hpcpar wrote
-    return round(float(value), 6)
-
-
-def _matches(value: Any, cond: Any) -> bool:
-    if not isinstance(cond, dict):
-        return value == cond
-    for op, arg in cond.items():
-        if op == "$exists":
-            if (value is not None) != bool(arg):
-                return False
-            continue
-        if op in ("$in", "$nin"):
-            if (value in arg) != (op == "$in"):
-                return False
-            continue
-        if op == "$eq":
-            ok = value == arg
-        elif op == "$ne":
-            ok = value != arg
-        elif op == "$glob":
-            ok = isinstance(value, str) and fnmatch.fnmatchcase(value, arg)
-        elif value is None:
-            ok = False
-        else:
-            try:
-                ok = _ORDER[op](value, arg)
-            except TypeError:  # text against a number: no match, as in SQLite's ordering of types
-                ok = False
-        if not ok:
-            return False
-    return True
-
-
-def _wanted(keys: list[str] | None) -> list[str]:
-    """The stored keys to read for ``keys`` (None: every public key, and the aliases)."""
-    if not keys:
-        return list(PUBLIC_KEYS)
-    stored: list[str] = ["msg_id"]
-    for k in keys:
-        stored.extend(DERIVED.get(k) or [BUFFER_KEYS.get(k) or ALIASES.get(k, k)])
-    return list(dict.fromkeys(stored))
-
-
-def _finish(rec: dict[str, Any], keys: list[str] | None) -> dict[str, Any]:
-    """Headers decoded (with the record's own msg_id: a broadcast shares one header), aliases added."""
-    for k in HEADER_KEYS:
-        raw = rec.get(k)
-        if isinstance(raw, (bytes, str)):
-            try:
-                value = _decode(raw.decode() if isinstance(raw, bytes) else raw)
-            except ValueError:
-                value = None
-            if isinstance(value, dict) and k == "header":
-                value["msg_id"] = rec["msg_id"]
-            rec[k] = value
-    everything = not keys
-    if everything or "queue" in keys:
-        head = rec.get("header")
-        route = head.get("route") if isinstance(head, dict) else None
-        rec["queue"] = None if route is None else "task" if route == "lb" else "mux"
-    if everything or "error" in keys:
-        ename = rec.get("ename")
-        rec["error"] = None if ename is None else {"ename": ename, "evalue": rec.get("evalue")}
-    for alias, key in ALIASES.items():
-        if everything or alias in keys:
-            rec[alias] = rec.get(key)
-    for alias, key in BUFFER_KEYS.items():
-        if not everything and alias in keys:
-            frames = rec.get(key)
-            rec[alias] = list(frames[3:]) if frames else []
-    if not everything:  # stored keys read only to compute others
-        for k in [k for k in rec if k != "msg_id" and k not in keys]:
-            del rec[k]
-    return rec
-
-
 def _project(rec: dict[str, Any], keys: list[str] | None) -> dict[str, Any]:
-    out = {k: rec.get(k) for k in _wanted(keys)}
+    out = {k: rec.get(k) for k in wanted(keys)}
     out["msg_id"] = rec["msg_id"]
-    return _finish(out, keys)
+    return out
 
 
 class MemoryBackend:
@@ -257,12 +94,11 @@ class MemoryBackend:
         return self.records.get(msg_id)
 
     def find(self, query: dict[str, Any], keys: list[str] | None = None) -> list[dict[str, Any]]:
-        query = normalize_query(query)
-        return [
-            _project(rec, keys)
-            for rec in self.records.values()
-            if all(_matches(rec.get(k), c) for k, c in query.items())
-        ]
+        stored, computed = split_query(query)
+        stored = normalize_query(stored)
+        want = need(keys, computed)
+        return select((_project(rec, want) for rec in self.records.values()
+                       if all(matches(rec.get(k), c) for k, c in stored.items())), keys, computed)
 
     def stream(self, since: float, until: float, limit: int) -> list[list[Any]]:
         """The newest ``limit`` records received in [since, until), oldest first, as rows of STREAM_KEYS."""
@@ -277,7 +113,7 @@ class MemoryBackend:
 
     def delete(self, query: dict[str, Any]) -> int:
         query = normalize_query(query)
-        doomed = [m for m, rec in self.records.items() if all(_matches(rec.get(k), c) for k, c in query.items())]
+        doomed = [m for m, rec in self.records.items() if all(matches(rec.get(k), c) for k, c in query.items())]
         for m in doomed:
             del self.records[m]
         return len(doomed)
@@ -333,7 +169,7 @@ class SQLiteBackend:
 
     @staticmethod
     def _type(key: str) -> str:
-        if key in FRAME_KEYS or key in HEADER_KEYS:
+        if key in FRAME_KEYS or key in HEADER_KEYS or key in META_KEYS:
             return "BLOB"
         if key in ("submitted", "started", "completed", "received"):
             return "REAL"
@@ -411,6 +247,12 @@ class SQLiteBackend:
                 elif op == "$glob":
                     clauses.append(f"{key} GLOB ?")
                     args.append(arg)
+                elif op == "$all":  # a single stored value: it equals every one given
+                    clauses.append(" AND ".join([f"{key} = ?"] * len(arg)) if arg else "0")
+                    args.extend(arg)
+                elif op == "$mod":
+                    clauses.append(f"{key} % ? = ?")
+                    args.extend(arg)
                 elif op == "$eq" and arg is None:
                     clauses.append(f"{key} IS NULL")
                 else:
@@ -419,10 +261,11 @@ class SQLiteBackend:
         return (" WHERE " + " AND ".join(clauses)) if clauses else "", args
 
     def find(self, query: dict[str, Any], keys: list[str] | None = None) -> list[dict[str, Any]]:
-        wanted = _wanted(keys)
-        where, args = self._where(query)
-        cur = self.conn.execute(f"SELECT {self._columns(wanted)} FROM tasks{where} ORDER BY seq", args)
-        return [_finish(self._row(row, wanted), keys) for row in cur.fetchall()]
+        stored, computed = split_query(query)
+        fields = wanted(need(keys, computed))
+        where, args = self._where(stored)
+        cur = self.conn.execute(f"SELECT {self._columns(fields)} FROM tasks{where} ORDER BY seq", args)
+        return select((self._row(row, fields) for row in cur.fetchall()), keys, computed)
 
     def stream(self, since: float, until: float, limit: int) -> list[list[Any]]:
         """As MemoryBackend.stream: a walk down the index on 'received', no dict per record."""
@@ -458,18 +301,3 @@ def open_backend(kind: str, path: Path, memory_limit: int = 10_000):
     if kind == "none":
         return NullBackend()
     raise ValueError(f"unknown task database {kind!r}; choose sqlite, memory or none")
-
-
-def meta_summary(meta_frame: bytes) -> dict[str, Any]:
-    """stdout/stderr/error fields of a reply's meta frame, for the record."""
-    try:
-        meta = _decode(meta_frame.decode())  # not json.loads: it guesses the encoding of bytes first
-    except ValueError:  # UnicodeDecodeError included
-        return {}
-    if not isinstance(meta, dict):
-        return {}
-    out = {k: meta.get(k) for k in ("stdout", "stderr", "ename", "evalue")}
-    info = meta.get("engine_info")
-    if isinstance(info, dict) and info.get("engine_uuid"):
-        out["engine_uuid"] = info["engine_uuid"]
-    return out
