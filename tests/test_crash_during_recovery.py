@@ -89,3 +89,46 @@ def test_controller_killed_again_during_restore_loses_nothing(tmp_path):
         print(f"second SIGKILL came before the first restore completed: {interrupted}")
     finally:
         subprocess.run(hpcpar_cmd("stop", "--profile", profile), timeout=90)
+
+
+def _sleep_then(x: int, delay: float) -> int:
+    import time
+
+    time.sleep(delay)
+    return x
+
+
+def test_tasks_of_an_engine_that_died_with_the_controller_fail_at_once(tmp_path):
+    """The controller and one engine (on this host) SIGKILLed together: after --restore the dead
+    engine's tasks do not wait out the 60 s re-attach window; its direct task fails with
+    EngineError naming it, its load-balanced task with retries=1 runs again on the live engine."""
+    profile = f"crash-dead-{os.getpid()}"
+    out = subprocess.run(hpcpar_cmd("start", "--profile", profile, "-n", "2", "--daemonize", "--wait"),
+                         capture_output=True, text=True, timeout=180)
+    assert out.returncode == 0, out.stderr
+    try:
+        rc = hpcpar.Client(profile=profile, timeout=30)
+        rc.wait_for_engines(2, timeout=60, interactive=False)
+        pids = dict(zip(rc.ids, rc[:].apply_sync(os.getpid)))
+        direct = rc[0].apply_async(_sleep_then, 1, 20.0)
+        lb = rc.load_balanced_view(targets=[0]).apply_async(_sleep_then, 2, 20.0)
+        view = rc.load_balanced_view()
+        with view.temp_flags(retries=1):
+            retried = view.apply_async(_sleep_then, 3, 20.0)
+        alive = rc[1].apply_async(_sleep_then, 4, 3.0)
+        time.sleep(1.5)  # all running (the database has them on their engines)
+        os.kill(_controller_pid(profile), signal.SIGKILL)
+        os.kill(pids[0], signal.SIGKILL)
+        time.sleep(0.5)
+        _restore(profile)
+        # Well within the 60 s window: the dead engine's tasks are settled.
+        with pytest.raises(hpcpar.error.EngineError, match=r"engine 0 .*died too"):
+            direct.get(timeout=30)
+        with pytest.raises(hpcpar.error.EngineError, match=r"engine 0 .*died too"):
+            lb.get(timeout=30)
+        assert alive.get(timeout=30) == 4
+        assert retried.get(timeout=60) == 3  # wherever it ran, it delivers
+        assert rc[1].apply_sync(pow, 2, 3) == 8
+        rc.close()
+    finally:
+        subprocess.run(hpcpar_cmd("stop", "--profile", profile), timeout=90)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import socket
 import time
 from pathlib import Path
 from typing import Any
@@ -60,6 +61,7 @@ class EngineLifecycle:
         except (OSError, ValueError):
             known = {}
         engines = {uuid: int(eid) for uuid, eid in known.get("engines", {}).items()}
+        procs = {uuid: (int(p[0]), int(p[1])) for uuid, p in (known.get("procs") or {}).items()}
         next_id = int(known.get("next_id", 0))
         try:
             journal = self._engines_journal.read_text().splitlines()
@@ -67,23 +69,49 @@ class EngineLifecycle:
             journal = []
         for line in journal:
             try:
-                uuid, eid = line.split(" ")
+                uuid, eid, *proc = line.split(" ")
                 engines[uuid] = int(eid)
+                if len(proc) == 2:
+                    procs[uuid] = (int(proc[0]), int(proc[1]))
             except ValueError:
                 continue  # a line cut short by the crash
             next_id = max(next_id, int(eid) + 1)
         self.engines.expect(engines, next_id)
+        # Engines on this host whose process is known: recovery.py sees at once if one died too.
+        self.expected_procs = {engines[u]: p for u, p in procs.items() if u in engines}
         self.restore_tasks(backend)  # recovery.py
 
+    def _local_process(self, rec: EngineRecord) -> tuple[int, int] | None:
+        """(pid, start time) of an engine process on this host, to tell after a restore whether
+        it died with the controller; None elsewhere (or for what is not an hpcpar process here)."""
+        from ..launchers.process import process_start_time
+
+        pid = rec.info.get("pid")
+        if rec.info.get("hostname") != socket.gethostname() or type(pid) is not int:
+            return None
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                if b"hpcpar" not in f.read():
+                    return None  # another pid namespace, or a pid we cannot see
+        except OSError:
+            return None
+        start = process_start_time(pid)
+        return None if start is None else (pid, start)
+
     def _journal_engine(self, rec: EngineRecord) -> None:
+        proc = self._local_process(rec)
+        if proc is not None:
+            self.engine_procs[rec.uuid] = proc
         try:
             with open(self._engines_journal, "a") as f:
-                f.write(f"{rec.uuid} {rec.id}\n")
+                f.write(f"{rec.uuid} {rec.id}" + (f" {proc[0]} {proc[1]}\n" if proc else "\n"))
         except OSError as e:
             log.warning("cannot record engine %d for --restore in %s: %s", rec.id, self._engines_journal, e)
 
     def _save_engines(self) -> None:
-        data = {"engines": {e.uuid: e.id for e in self.engines.by_id.values()}, "next_id": self.engines.next_id}
+        data: dict[str, Any] = {"engines": {e.uuid: e.id for e in self.engines.by_id.values()},
+                                "next_id": self.engines.next_id}
+        data["procs"] = {u: list(self.engine_procs[u]) for u in data["engines"] if u in self.engine_procs}
         tmp = self.config.engines_path.with_suffix(".tmp")
         tmp.write_text(json.dumps(data))
         os.replace(tmp, self.config.engines_path)

@@ -50,6 +50,8 @@ class Recovery:
         self.held_direct: list[tuple[bytes, wire.Message]] = []  # requests for engines not back yet
         self.recovery_open = bool(self.config.restore)
         self.orphans_fail_at: float | None = None
+        self.engine_procs: dict[str, tuple[int, int]] = {}  # uuid -> (pid, start time), engines on this host
+        self.expected_procs: dict[int, tuple[int, int]] = {}  # the same, of the old controller's engines
 
     # -- acknowledgements (every controller) --------------------------------------------
 
@@ -215,6 +217,8 @@ class Recovery:
             return
         if self.requeue and now > self.requeue_at:
             self._release_requeue()
+        if self.expected_procs:
+            self._forget_dead_engines()
         if now > self._expect_until:
             for eid, tasks in list(self.recovering.items()):
                 for task in tasks.values():
@@ -234,6 +238,34 @@ class Recovery:
             self.recovery_open = True
             self.lb.schedule()
         self._maybe_close_recovery()
+
+    def _forget_dead_engines(self) -> None:
+        """Engines of the old controller on this host whose process is gone (they died with it)
+        will not re-attach: their tasks are retried or fail now, not when the window closes."""
+        from ..launchers.process import process_start_time
+
+        coming = {eid: uuid for uuid, eid in self.engines.expected.items()}
+        for eid, (pid, start) in list(self.expected_procs.items()):
+            if eid not in coming:
+                del self.expected_procs[eid]  # it came back
+                continue
+            if process_start_time(pid) == start:
+                continue
+            del self.expected_procs[eid]
+            del self.engines.expected[coming[eid]]
+            for task in self.recovering.pop(eid, {}).values():
+                if self.tasks.get(task.msg_id) is not task:
+                    continue
+                if task.lb and task.retries_left > 0 and task.frames is not None:
+                    task.retries_left -= 1
+                    self.lb.retry(task, None, avoid_engine=False)
+                else:
+                    self.fail_task(task, "EngineError", f"engine {eid} held task {task.msg_id} when the "
+                                   f"controller died, and died too (its process {pid} is gone)")
+            log.warning("engine %d (pid %d on this host) died with the controller: its tasks are "
+                        "retried or failed now", eid, pid)
+            self._release_direct()  # requests held for it fail as for any unknown engine
+            self.lb.schedule()
 
     def _maybe_close_recovery(self) -> None:
         if self.returning or self.resyncing or self.engines.expected:
