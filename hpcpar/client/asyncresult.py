@@ -111,6 +111,7 @@ class AsyncResult(concurrent.futures.Future):
         self._own_metadata: list[Metadata] | None = None
         self._own_results: list[Any] | None = None
         self._remaining = set(self.msg_ids)
+        self._parts: tuple[AsyncResult, ...] | None = None  # split()'s, made once
         self._result_cache: Any = None
         self._have_result = False
         if not self._remaining:
@@ -152,7 +153,8 @@ class AsyncResult(concurrent.futures.Future):
 
         Without ``return_when``, returns whether every message is done. With
         ``FIRST_COMPLETED``, ``FIRST_EXCEPTION`` or ``ALL_COMPLETED`` (as for
-        ``concurrent.futures.wait``) returns ``(done, pending)``, two sets of msg_ids."""
+        ``concurrent.futures.wait``) returns ``(done, pending)``, two sets of the AsyncResults
+        of ``split()`` (one per message), as ipyparallel 9 does."""
         if timeout is not None and timeout < 0:
             timeout = None
         if return_when is None or return_when == concurrent.futures.ALL_COMPLETED:
@@ -166,8 +168,10 @@ class AsyncResult(concurrent.futures.Future):
         else:
             raise ValueError(f"return_when must be FIRST_COMPLETED, FIRST_EXCEPTION or ALL_COMPLETED "
                              f"(from concurrent.futures), not {return_when!r}")
-        done = self._done_ids()
-        return done, set(self.msg_ids) - done
+        done_ids = self._done_ids()
+        parts = self.split()
+        done = {p for p in parts if done_ids.issuperset(p.msg_ids)}
+        return done, set(parts) - done
 
     def _wait_all(self, timeout: float | None) -> None:
         if not super().done():
@@ -200,8 +204,8 @@ class AsyncResult(concurrent.futures.Future):
         return self.wait(timeout)
 
     def successful(self) -> bool:
-        if not self.ready():
-            raise AssertionError("the result is not ready yet; wait() first")
+        if not self.ready():  # RuntimeError, as in ipyparallel 9
+            raise RuntimeError("cannot check successful() before the result is ready; wait() first")
         return all(not isinstance(self._client._result(m), BaseException) for m in self.msg_ids)
 
     # -- results -------------------------------------------------------------------
@@ -227,7 +231,8 @@ class AsyncResult(concurrent.futures.Future):
         if return_when == concurrent.futures.FIRST_EXCEPTION and not self.ready():
             done, _pending = self.wait(timeout, return_when=return_when)
             if not self.ready():
-                failed = [r for r in (self._client._result(m) for m in self.msg_ids if m in done)
+                done_ids = {m for part in done for m in part.msg_ids}
+                failed = [r for r in (self._client._result(m) for m in self.msg_ids if m in done_ids)
                           if isinstance(r, BaseException)]
                 if failed:
                     raise_failures(failed, self._single_result, self._fname)
@@ -380,23 +385,37 @@ class AsyncResult(concurrent.futures.Future):
                            return_exceptions=self._return_exceptions)._attach()
 
     def split(self) -> tuple[AsyncResult, ...]:
-        """One AsyncResult per message (e.g. for ``concurrent.futures.wait`` or ``as_completed``)."""
-        if len(self.msg_ids) <= 1:
-            return (self,)
-        return tuple(self._like([m], True) for m in self.msg_ids)
+        """One AsyncResult per message (e.g. for ``concurrent.futures.wait`` or ``as_completed``),
+        the same ones at every call; ``(self,)`` for one message."""
+        if self._parts is None:
+            self._parts = (self,) if len(self.msg_ids) <= 1 else tuple(self._part(m) for m in self.msg_ids)
+        return self._parts
+
+    def _part(self, msg_id: str) -> AsyncResult:
+        return self._like([msg_id], True)
 
     @classmethod
     def join(cls, *results: AsyncResult) -> AsyncResult:
-        """One AsyncResult over the messages of several (the inverse of ``split``)."""
+        """One AsyncResult over the messages of several (the inverse of ``split``); one is
+        returned as it is. ``AsyncMapResult.join`` of a map's parts gives the map back."""
         if not results:
             raise ValueError("join needs at least one AsyncResult: AsyncResult.join(ar1, ar2, ...)")
         first = results[0]
+        if len(results) == 1:
+            return first
         if any(r._client is not first._client for r in results):
             raise ValueError("cannot join AsyncResults of different clients")
         sizes: dict[str, int] = {}
         for r in results:
             sizes.update(getattr(r, "_chunk_sizes", None) or {})
-        return first._like([m for r in results for m in r.msg_ids], False, sizes)
+        msg_ids = [m for r in results for m in r.msg_ids]
+        if issubclass(cls, AsyncMapResult):
+            proto = first if isinstance(first, AsyncMapResult) else getattr(first, "_map_parent", None)
+            if proto is None:
+                raise TypeError("AsyncMapResult.join joins parts of maps; use AsyncResult.join for others")
+            return proto._like(msg_ids, False, sizes)
+        return AsyncResult(first._client, msg_ids, fname=first._fname, single=False,
+                           return_exceptions=first._return_exceptions)._attach()
 
     def timedelta(self, start: Any, end: Any, start_key: Callable = min, end_key: Callable = max) -> float:
         if isinstance(start, list):
@@ -409,7 +428,9 @@ class AsyncResult(concurrent.futures.Future):
 
     def abort(self, interrupt: bool = False) -> None:
         """Drop these tasks if they have not started; with ``interrupt=True`` also
-        interrupt them if they are running."""
+        interrupt them if they are running. RuntimeError once done (as in ipyparallel 9)."""
+        if self.ready():
+            raise RuntimeError(f"cannot abort {self._fname}: it is already done")
         self._client.abort(jobs=self.msg_ids, block=True, interrupt=interrupt)
 
     def display_outputs(self, groupby: str = "type", result_only: bool = False) -> None:
@@ -482,82 +503,5 @@ class AsyncResult(concurrent.futures.Future):
         return value
 
 
-class AsyncMapResult(AsyncResult):
-    """Results of a map: each message returns a list (a chunk); results are
-    the chunks joined back in order. ``len()`` and ``progress`` count items."""
-
-    def __init__(
-        self,
-        client: Client,
-        msg_ids: list[str],
-        fname: str = "map",
-        ordered: bool = True,
-        joiner: Callable[[list[Any]], Any] | None = None,
-        n_items: int | None = None,
-        return_exceptions: bool = False,
-        chunk_sizes: list[int] | None = None,
-    ) -> None:
-        super().__init__(client, msg_ids, fname=fname, single=False, return_exceptions=return_exceptions)
-        self.ordered = ordered
-        self._joiner = joiner
-        self._n_items = n_items
-        if chunk_sizes is not None and len(chunk_sizes) != len(self.msg_ids):
-            raise ValueError(f"{len(chunk_sizes)} chunk sizes for {len(self.msg_ids)} messages")
-        self._chunk_sizes = dict(zip(self.msg_ids, chunk_sizes)) if chunk_sizes is not None else None
-
-    def _reconstruct(self, results: list[Any]) -> Any:
-        if self._joiner is not None:
-            return self._joiner(results)
-        out: list[Any] = []
-        for chunk in results:
-            out.extend(chunk)
-        return out
-
-    def _reconstruct_with_errors(self, results: list[Any]) -> Any:
-        """A failed chunk appears as its one exception, in its place (as in ipyparallel)."""
-        if not any(isinstance(r, BaseException) for r in results):
-            return self._reconstruct(results)
-        out: list[Any] = []
-        for chunk in results:
-            if isinstance(chunk, BaseException):
-                out.append(chunk)
-            else:
-                out.extend(chunk)
-        return out
-
-    def __len__(self) -> int:
-        return self._n_items if self._n_items is not None else len(self.msg_ids)
-
-    @property
-    def progress(self) -> int:
-        """Items done so far, out of ``len(self)``."""
-        done = len(self.msg_ids) - len(self._remaining)
-        if done == len(self.msg_ids):
-            return len(self)
-        if self._chunk_sizes is not None:
-            remaining = self._remaining
-            return sum(n for m, n in self._chunk_sizes.items() if m not in remaining)
-        if self._n_items is None or not self.msg_ids:
-            return done
-        return done * len(self) // len(self.msg_ids)  # chunk sizes unknown: even chunks
-
-    def _like(self, msg_ids: list[str], single: bool, sizes: dict[str, int] | None = None) -> AsyncResult:
-        table = {**(self._chunk_sizes or {}), **(sizes or {})}
-        known = all(m in table for m in msg_ids)
-        sizes_list = [table[m] for m in msg_ids] if known else None
-        n_items = sum(sizes_list) if sizes_list is not None else None
-        return AsyncMapResult(self._client, msg_ids, fname=self._fname, ordered=self.ordered, joiner=self._joiner,
-                              n_items=n_items, return_exceptions=self._return_exceptions,
-                              chunk_sizes=sizes_list)._attach()
-
-    def __iter__(self) -> Iterator[Any]:
-        if self.ordered:
-            for msg_id in self.msg_ids:
-                yield from self._one(msg_id)
-            return
-        pending = list(self.msg_ids)
-        while pending:
-            done = self._client._wait_any(pending)
-            for msg_id in done:
-                pending.remove(msg_id)
-                yield from self._one(msg_id)
+# AsyncMapResult lives in mapresult.py (one kind of result per module); importable from here too.
+from .mapresult import AsyncMapResult  # noqa: E402

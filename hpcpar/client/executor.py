@@ -42,7 +42,8 @@ class ViewExecutor(concurrent.futures.Executor):
             return iter(self.view.map_sync(fn, *iterables))
         deadline = time.monotonic() + timeout
         ar = self.view.map_async(fn, *iterables, chunksize=chunksize) if lb else self.view.map_async(fn, *iterables)
-        return self._until(ar, ar.split() if lb else (ar,), deadline, timeout)
+        parts = [ar._like([m], False) for m in ar.msg_ids] if lb else [ar]  # each a chunk's items, in order
+        return self._until(ar, parts, deadline, timeout)
 
     def _until(self, ar: AsyncResult, parts: Any, deadline: float, timeout: float) -> Iterator[Any]:
         try:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import concurrent.futures
 import sys
-import time
 
 import cloudpickle
 import pytest
@@ -55,15 +54,20 @@ def test_map_return_exceptions_true_is_honoured_by_get(rc):
     assert 0 in mixed and 70 in mixed
 
 
-def test_wait_return_when_first_completed_returns_done_and_pending(rc):
+def test_wait_return_when_returns_sets_of_the_split_results(rc):
     fast = rc[0].apply_async(sleep_then, "fast", 0)
     slow = rc[1].apply_async(sleep_then, "slow", 3)
     both = ipp.AsyncResult.join(fast, slow)
+    first, second = both.split()
     done, pending = both.wait(timeout=30, return_when=concurrent.futures.FIRST_COMPLETED)
-    assert done == set(fast.msg_ids) and pending == set(slow.msg_ids)
+    # ipyparallel 9: two sets of AsyncResults (the parts of split()), not of msg_ids
+    assert done == {first} and pending == {second}
+    assert [ar.get() for ar in done] == ["fast"] and first.msg_ids == fast.msg_ids
     done, pending = both.wait(timeout=30, return_when=concurrent.futures.ALL_COMPLETED)
-    assert done == set(both.msg_ids) and pending == set()
+    assert done == {first, second} and pending == set()
     assert both.wait(0) is True
+    single = rc[2].apply_async(abs, -3)
+    assert single.wait(30, return_when=concurrent.futures.FIRST_COMPLETED) == ({single}, set())
 
 
 def test_wait_return_when_first_exception_stops_at_a_failure(rc):
@@ -71,9 +75,20 @@ def test_wait_return_when_first_exception_stops_at_a_failure(rc):
     slow = rc[1].apply_async(sleep_then, "slow", 3)
     both = ipp.AsyncResult.join(failing, slow)
     done, pending = both.wait(timeout=30, return_when=concurrent.futures.FIRST_EXCEPTION)
-    assert done == set(failing.msg_ids) and pending == set(slow.msg_ids)
+    assert [p.msg_ids for p in done] == [failing.msg_ids] and [p.msg_ids for p in pending] == [slow.msg_ids]
+    (failed,) = done
+    assert not failed.successful()
     with pytest.raises(ValueError, match="return_when"):
         both.wait(1, return_when="SOMETIMES")
+
+
+def test_successful_and_abort_raise_runtimeerror_as_in_ipyparallel_9(rc):
+    ar = rc[0].apply_async(sleep_then, "x", 1)
+    with pytest.raises(RuntimeError, match="ready"):
+        ar.successful()
+    assert ar.get(timeout=30) == "x" and ar.successful()
+    with pytest.raises(RuntimeError, match="already done"):
+        ar.abort()
 
 
 def test_get_return_when_first_exception_raises_before_all_finish(rc):
@@ -92,81 +107,23 @@ def test_get_return_when_first_exception_raises_before_all_finish(rc):
 def test_split_gives_one_future_per_message(rc):
     ar = rc[:].apply_async(sleep_then, "x", 0)
     parts = ar.split()
+    assert isinstance(parts, tuple) and ar.split() is parts  # the same parts every time
     assert len(parts) == len(rc.ids) and [p.msg_ids[0] for p in parts] == ar.msg_ids
     done, _ = concurrent.futures.wait(parts, timeout=30)
     assert len(done) == len(parts)
     assert [p.get(timeout=30) for p in parts] == ["x"] * len(rc.ids)
     single = rc[0].apply_async(abs, -1)
     assert single.split() == (single,)
+    assert ipp.AsyncResult.join(single) is single  # one result is returned as it is
+    assert ipp.AsyncResult.join(*parts).get(timeout=30) == ["x"] * len(rc.ids)
 
 
 def test_split_map_parts_are_chunks_and_join_restores_the_map(rc):
     ar = rc.load_balanced_view().map_async(abs, [-1, -2, -3, -4], chunksize=2)
     parts = ar.split()
-    assert [p.get(timeout=30) for p in parts] == [[1, 2], [3, 4]]
-    joined = type(ar).join(*parts)
-    assert joined.get(timeout=30) == [1, 2, 3, 4]
-
-
-def test_join_of_plain_results_is_a_list(rc):
-    a, b = rc[0].apply_async(abs, -1), rc[1].apply_async(abs, -2)
-    joined = ipp.AsyncResult.join(a, b)
-    assert joined.get(timeout=30) == [1, 2] and len(joined) == 2
-    with pytest.raises(ValueError, match="at least one"):
-        ipp.AsyncResult.join()
-
-
-def test_wait_for_output_has_the_printed_output(rc):
-    ar = rc[0].execute("print('hello from the engine')", block=False)
-    assert ar.wait_for_output(timeout=30) is True
-    assert "hello from the engine" in ar.stdout
-
-
-def test_unknown_string_key_raises_key_error(rc):
-    ar = rc[0].apply_async(abs, -1)
-    ar.get(timeout=30)
-    assert ar["engine_id"] == 0
-    with pytest.raises(KeyError, match="unknown"):
-        ar["unknown"]
-
-
-def test_result_index_before_completion_raises_timeout_error(rc):
-    ar = rc[:].apply_async(sleep_then, 1, 2)
-    with pytest.raises(TimeoutError):
-        ar[0]
-    assert ar.get(timeout=30)[0] == 1 and ar[0] == 1
-
-
-def test_wall_time_before_completion_raises_timeout_error(rc):
-    ar = rc[0].apply_async(sleep_then, 1, 2)
-    with pytest.raises(TimeoutError):
-        _ = ar.wall_time
-    with pytest.raises(TimeoutError):
-        _ = ar.serial_time
-    assert ar.elapsed >= 0
-    ar.get(timeout=30)
-    assert ar.wall_time > 0 and ar.serial_time > 0
-    assert ar.elapsed == ar.wall_time
-
-
-def test_map_progress_counts_items_like_len(rc):
-    lb = rc.load_balanced_view()
-    ar = lb.map_async(sleep_then, range(10), [0.0] * 10, chunksize=3)
-    assert len(ar) == 10
-    assert 0 <= ar.progress <= len(ar)
-    ar.get(timeout=30)
-    assert ar.progress == len(ar) == 10
-    dv = rc[:].map_async(abs, range(-5, 0))
-    dv.get(timeout=30)
-    assert dv.progress == len(dv) == 5
-
-
-def test_map_progress_is_in_items_while_running(rc):
-    lb = rc.load_balanced_view(targets=[0])
-    ar = lb.map_async(sleep_then, range(4), [0.0, 0.0, 0.0, 3.0], chunksize=3)
-    deadline = time.monotonic() + 30
-    while ar.progress == 0 and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert ar.progress == 3  # the first chunk (3 items) is done, the second (1 item) is not
-    ar.get(timeout=30)
-    assert ar.progress == 4
+    # As in ipyparallel 9: each part is a plain AsyncResult of one message, whose result is its chunk.
+    assert all(type(p) is ipp.AsyncResult for p in parts)
+    assert [p.get(timeout=30) for p in parts] == [[[1, 2]], [[3, 4]]]
+    assert ipp.AsyncResult.join(*parts).get(timeout=30) == [[1, 2], [3, 4]]
+    joined = type(ar).join(*parts)  # the map back
+    assert isinstance(joined, ipp.AsyncMapResult) and joined.get(timeout=30) == [1, 2, 3, 4] and len(joined) == 4
