@@ -5,12 +5,17 @@ Usage (run on demand, never in tests)::
     python benchmarks/security.py cost [--calls 2000] [--mb 256]
     python benchmarks/security.py raw [--calls 5000] [--mb 512]
     python benchmarks/security.py flood [--frames 100000] [--big-gb 1.0] [--login]
+    python benchmarks/security.py bigframe [--gb 1.0] [--heartbeat-timeout 2]
 
 ``cost`` starts one local cluster per mode (``--transport hmac`` and ``curve``, 1 engine,
 loopback, a private HPCPAR_DIR) and prints, per mode, the median and p99 of ``apply_sync``
 of a no-op and the rate of a ``push`` of an ``--mb`` MB bytes object to the engine, with
 shared memory off (the bytes cross the sockets, as they do between hosts). Run it on an idle
 machine: the figures are per call.
+
+``bigframe`` (hmac) sends one ``--gb`` GB frame from a peer holding the PLAIN login token to a
+cluster with a ``--heartbeat-timeout`` s heartbeat and says whether an engine was declared lost
+while the controller verified it, and the controller's RSS.
 
 ``raw`` times libzmq alone (a DEALER/ROUTER round trip, a 1 MB-message stream), plain and
 CurveZMQ: the floor of what encryption costs.
@@ -229,9 +234,48 @@ def flood_one(mode: str, args: argparse.Namespace) -> None:
             after = rss(pid)
             after_lat = latency(rc, 500)[0]
         runs = len(marker.read_text().splitlines()) if marker.exists() else 0
+        lost = sum(p.read_text().count(" is lost") for p in c.profile_dir.log.glob("controller*.log"))
         print(f"{mode:5s}: {sent} messages handed to libzmq in {took:.1f} s; controller RSS "
               f"{before >> 20} MB before, peak {peak[0] >> 20} MB, {after >> 20} MB {settled:.0f} s after; "
-              f"executions {runs} (1 legitimate); no-op latency {before_lat:.3f} -> {after_lat:.3f} ms")
+              f"executions {runs} (1 legitimate); engines declared lost {lost}; "
+              f"no-op latency {before_lat:.3f} -> {after_lat:.3f} ms")
+    finally:
+        c.stop_cluster_sync()
+
+
+def bigframe(args: argparse.Namespace) -> None:
+    """hmac: one ``--gb`` GB frame from a peer holding the PLAIN token, with short heartbeats."""
+    import hpcpar
+    import hpcpar.cluster
+    from hpcpar import security
+
+    c = hpcpar.cluster.Cluster(n=2, profile=f"bench-bigframe-{os.getpid()}", cluster_id="",
+                               controller_args=["--transport", "hmac", "--heartbeat-interval", "0.5",
+                                                "--heartbeat-timeout", str(args.heartbeat_timeout)])
+    c.start_cluster_sync()
+    try:
+        c.wait_for_engines_sync(timeout=60, interactive=False).close()
+        info = json.loads(c.profile_dir.client_file().read_text())
+        pid = info["controller_pid"]
+        with hpcpar.Client(info, timeout=60) as rc:
+            ids = sorted(rc.ids)
+            before = peak = rss(pid)
+            s = zmq.Context.instance().socket(zmq.DEALER)
+            s.setsockopt(zmq.LINGER, 60_000)
+            security.connect_as(s, info)
+            s.connect(info["urls"][0])
+            s.send_multipart([os.urandom(32), b'{"msg_type":"apply_request"}', b"{}", b"z" * int(args.gb * 1e9)],
+                             copy=False)
+            t0 = time.monotonic()
+            while time.monotonic() - t0 < 15:
+                peak = max(peak, rss(pid))
+                time.sleep(0.05)
+            s.close()
+            served = rc[:].apply_sync(pow, 2, 3) == [8] * len(ids)
+            lost = sum(p.read_text().count(" is lost") for p in c.profile_dir.log.glob("controller*.log"))
+            print(f"bigframe: {args.gb} GB frame from a logged-in peer, heartbeat timeout {args.heartbeat_timeout} s: "
+                  f"controller RSS {before >> 20} MB, peak {peak >> 20} MB, {rss(pid) >> 20} MB after; "
+                  f"engines declared lost {lost}; engines {ids} -> {sorted(rc.ids)}; serving: {served}")
     finally:
         c.stop_cluster_sync()
 
@@ -250,11 +294,14 @@ def main() -> None:
     p.add_argument("--big-gb", type=float, default=1.0)
     p.add_argument("--login", action="store_true",
                    help="hmac: send with the PLAIN login token (a peer that read it off the wire)")
+    p = sub.add_parser("bigframe")
+    p.add_argument("--gb", type=float, default=1.0)
+    p.add_argument("--heartbeat-timeout", type=float, default=2.0)
     args = parser.parse_args()
     os.environ.setdefault("HPCPAR_DIR", tempfile.mkdtemp(prefix="hpcpar-bench-"))
     os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(Path(__file__).resolve().parent),
                                                              os.environ.get("PYTHONPATH")]))
-    {"cost": cost, "raw": raw, "flood": flood}[args.what](args)
+    {"cost": cost, "raw": raw, "flood": flood, "bigframe": bigframe}[args.what](args)
 
 
 if __name__ == "__main__":

@@ -268,6 +268,10 @@ class Controller(ClientRequests, Routing, EngineLifecycle, Recovery):
             if self.backlog:
                 self._flush_backlogs()
             now = time.monotonic()
+            if now - next_check > self.config.heartbeat_interval:
+                # This loop was busy (one huge message to verify, a burst): heartbeats that came
+                # meanwhile wait unread in the engine socket, so give them a full timeout.
+                self._bulk_until = max(self._bulk_until, now + self.config.heartbeat_timeout)
             if now >= next_check:
                 if self.engines.expected and now > self._expect_until:
                     self.engines.expected.clear()  # engines that did not come back after a restart
