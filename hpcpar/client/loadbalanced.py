@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import concurrent.futures
+import itertools
 from collections import deque
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
@@ -109,7 +110,11 @@ class LoadBalancedView(View):
             if jobs:
                 self.client.abort(jobs=jobs)
 
-        return MapIterator(self._imap(f, zip(*sequences), ordered, limit, return_exceptions, pending), cancel)
+        args_iter = zip(*sequences)
+        if limit:  # the first tasks go now, as ipyparallel submits from the call on
+            for args in itertools.islice(args_iter, limit):
+                pending.append(self.apply_async(f, *args))
+        return MapIterator(self._imap(f, args_iter, ordered, limit, return_exceptions, pending), cancel)
 
     def _imap(self, f: Any, args_iter: Iterator[tuple], ordered: bool, limit: int,
               return_exceptions: bool, pending: deque[AsyncResult]) -> Iterator[Any]:
@@ -131,10 +136,16 @@ class LoadBalancedView(View):
                 pending.remove(ar)
                 yield value(ar)
 
-        for args in args_iter:
-            pending.append(self.apply_async(f, *args))
+        while True:
             while limit and len(pending) >= limit:
                 yield from ready()
+            args = next(args_iter, None)  # a tuple: None only at the end
+            if args is None:
+                break
+            pending.append(self.apply_async(f, *args))
+            if not limit:  # no limit: the input is read greedily, finished results given meanwhile
+                while pending and pending[0].ready():
+                    yield value(pending.popleft())
         while pending:
             yield from ready()
 

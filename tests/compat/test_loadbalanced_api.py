@@ -134,12 +134,13 @@ def test_imap_max_outstanding_defaults_to_the_views_engine_count(rc):
     for view, in_flight in ((rc.load_balanced_view(), len(rc.ids)), (rc.load_balanced_view(targets=[0, 1]), 2)):
         drawn: list[int] = []
         it = view.imap(square, counted(20, drawn))  # max_outstanding="auto": len(view)
-        assert next(it) == 0
-        assert len(drawn) == in_flight  # submitted up to the limit before the first result
+        assert len(drawn) == in_flight  # submitted from the call on, up to the limit
+        assert next(it) == 0 and len(drawn) == in_flight
         assert list(it) == [x * x for x in range(1, 20)]
     drawn = []
-    it = rc.load_balanced_view().imap(square, counted(12, drawn), max_outstanding=0)  # 0: no limit
-    assert next(it) == 0 and len(drawn) == 12
-    assert list(it) == [x * x for x in range(1, 12)]
+    nap = lambda x: (time.sleep(1), x)[1]  # noqa: E731 - the tasks outlast the reading of the input
+    it = rc.load_balanced_view().imap(nap, counted(8, drawn), max_outstanding=0)  # 0: no limit
+    assert next(it) == 0 and len(drawn) == 8  # the whole input was submitted
+    assert list(it) == list(range(1, 8))
     with pytest.raises(ValueError, match="max_outstanding"):
-        next(rc.load_balanced_view().imap(square, [1], max_outstanding=-1))
+        rc.load_balanced_view().imap(square, [1], max_outstanding=-1)
