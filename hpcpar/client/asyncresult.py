@@ -39,6 +39,8 @@ _METADATA_KEYS = {
     "data": None,
     "label": None,
     "execution_count": None,
+    "is_broadcast": False,  # sent through a BroadcastView (ipyparallel's keys)
+    "is_coalescing": False,
 }
 
 

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 from .directview import DirectView
 
 if TYPE_CHECKING:
+    from .asyncresult import AsyncResult
     from .client import Client
 
 
@@ -22,3 +23,9 @@ class BroadcastView(DirectView):
         flags.setdefault("coalesce", True if is_coalescing else None)
         super().__init__(client, targets, **flags)
         self.is_coalescing = is_coalescing
+
+    def _record(self, ar: AsyncResult) -> AsyncResult:
+        for md in ar._metadata_list():  # the metadata keys ipyparallel gives a broadcast's results
+            md["is_broadcast"] = True
+            md["is_coalescing"] = self.is_coalescing
+        return super()._record(ar)

@@ -238,6 +238,15 @@ def test_broadcast_view_map_scatter_gather(rc):
     assert bv.gather("bpart", block=True) == list(range(8))
 
 
+def test_broadcast_results_metadata_say_so(rc):
+    ar = rc.broadcast_view(is_coalescing=True).apply_async(abs, -1)
+    assert ar.get(timeout=30) == [1] * len(rc.ids)
+    assert ar.is_broadcast == [True] * len(rc.ids) and ar["is_coalescing"] == [True] * len(rc.ids)
+    plain = rc[:].apply_async(abs, -1)
+    plain.get(timeout=30)
+    assert plain.is_broadcast == [False] * len(rc.ids) and plain.metadata[0]["is_coalescing"] is False
+
+
 def test_broadcast_view_of_some_engines(rc):
     bv = rc.broadcast_view(targets=[0, 3])
     assert bv.targets == [0, 3]
