@@ -32,6 +32,8 @@ CONFIG = """
 [pool]
 interval = 1.0
 lead = 45.0
+# max caps every job in the queue; the farm grows to max, so replacements need room above it
+surge = 4
 [batch.engines]
 walltime = "00:02:00"
 drain = 25
