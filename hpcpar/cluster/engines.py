@@ -361,24 +361,15 @@ class EngineSetsMixin:
             self._start_engines(n, engine_set_id=set_id, env=env)
 
     def _wait_ids_free(self, old: list[int], set_id: str, timeout: float) -> None:
-        """Until the stopped engines' ids are free for the restarted set: unregistered, and
-        still so one heartbeat timeout later (a message a dying engine sent last may
-        re-register it briefly)."""
+        """Until the stopped engines' ids are free for the restarted set. Engines that are
+        stopped tell the controller (and wait for its answer) before they exit, so this is
+        prompt; an engine killed outright is freed when its heartbeats time out."""
         rc = self._connect_client()
-        settle = min(float(self.config["controller.heartbeat_timeout"]), 10.0)
         deadline = time.monotonic() + timeout
-        free_since = None
-        while True:
-            now = time.monotonic()
-            if set(old) & set(rc.ids):
-                free_since = None
-                if now > deadline:
-                    raise TimeoutError(f"engines {sorted(set(old) & set(rc.ids))} of set {set_id!r} still "
-                                       f"registered {timeout:g} s after their stop")
-            elif free_since is None:
-                free_since = now
-            elif now - free_since >= settle:
-                return
+        while taken := set(old) & {k for k in rc.queue_status() if isinstance(k, int)}:  # the controller's view
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"engines {sorted(taken)} of set {set_id!r} still registered {timeout:g} s "
+                                   "after their stop")
             time.sleep(0.05)
 
     def _stop_forwarders(self) -> None:

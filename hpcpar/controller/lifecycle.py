@@ -184,6 +184,9 @@ class EngineLifecycle:
                     self.to_client(client, msg.frames)
         elif mt == "unregister_request":
             self.unregister(rec, "shut down" + self._walltime_note(rec))
+            # The engine waits for this before it exits: its id is free now, and it must
+            # not answer a reregister_request its last heartbeat may still draw.
+            self.forwarding.send(ident, self.signer.pack(self.signer.header("unregister_reply")), path)
         elif mt == "engine_status":
             rec.status, rec.status_at = dict(msg.meta), now
         elif mt == "engine_draining":

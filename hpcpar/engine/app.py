@@ -41,6 +41,8 @@ IMMEDIATE = {"abort_request", "signal_request", "shutdown_request", "interrupt_r
 CONTROL_ONLY = IMMEDIATE | {"reregister_request", "register_request"}
 LIVE_OUTPUT_INTERVAL = 0.1  # seconds between live-output messages of a running request
 STATUS_EVERY = 1.0  # seconds between status samples (engine_status goes out on change, or below)
+WAKE = b""  # sent on the pipe to wake the I/O thread
+UNREGISTER_WAIT = 3.0  # seconds a leaving engine waits for the controller to confirm it is gone
 STATUS_IDLE_EVERY = 10.0  # an idle engine's unchanged status still goes out this often
 # A busy engine's unchanged status (same task, same call) goes out this often: the controller
 # extrapolates running_for; every 1 s cost ~0.1 ms controller CPU per engine per second
@@ -88,6 +90,8 @@ class Engine:
         self.executor = Executor(self.ns)
         self.kernel: Any = None  # a kernel.BoundKernel after bind_kernel(): served between tasks
         self.pipe_url = f"inproc://engine-pipe-{self.uuid}"
+        self._pipe: zmq.Socket | None = None
+        self._io_thread: threading.Thread | None = None
         self._pipe_lock = threading.Lock()
         self.extra_info: dict[str, Any] = {}
         self.clock = job_clock()  # batch job id and walltime end, from the job script's environment
@@ -96,6 +100,11 @@ class Engine:
         if self.clock.end is not None:
             self.extra_info["job_end"] = self.clock.end
         self.draining = False
+        # Leaving (SIGTERM, shutdown): the I/O thread says so and stops heartbeating, so the
+        # controller frees our id at once and no late heartbeat registers a ghost under it.
+        self.leaving = threading.Event()
+        self.left = threading.Event()  # the controller confirmed (unregister_reply)
+        self._unregister_sent = False
         self.socket: zmq.Socket | None = None
         self.url: str | None = None
         # Same-host clients exchange large buffers with us through /dev/shm (sharedmem.py).
@@ -194,14 +203,15 @@ class Engine:
     # -- main thread -----------------------------------------------------------------
 
     def run(self) -> int:
+        # Before registering: a SIGTERM right after the controller gave us an id must free it.
+        signal.signal(signal.SIGTERM, self._on_sigterm)
         self.register()
         signal.signal(signal.SIGINT, self._on_sigint)
-        signal.signal(signal.SIGTERM, self._on_sigterm)
         self._pipe = self.ctx.socket(zmq.PAIR)
         self._pipe.bind(self.pipe_url)
         self.sampler = StatusSampler(self.executor, threading.get_ident(), self.extra_info.get("mpi_rank"))
-        io_thread = threading.Thread(target=self._io_loop, name="hpcpar-engine-io", daemon=True)
-        io_thread.start()
+        self._io_thread = threading.Thread(target=self._io_loop, name="hpcpar-engine-io", daemon=True)
+        self._io_thread.start()
         work = self.work
         assert work is not None
         # A blocking receive with a time-out costs less than poll() then receive,
@@ -324,17 +334,34 @@ class Engine:
         finally:
             self._pipe_lock.release()
 
+    def _wake_io(self) -> None:
+        if self._pipe is not None and self._pipe_lock.acquire(blocking=False):
+            try:
+                self._pipe.send(WAKE, zmq.NOBLOCK)
+            except zmq.ZMQError:
+                pass  # the I/O thread is not connected yet: it sees ``leaving`` when it starts
+            finally:
+                self._pipe_lock.release()
+
     def _on_sigint(self, signum: int, frame: Any) -> None:
         # Interrupt user code; an idle engine ignores the signal.
         if self.executor.running:
             raise KeyboardInterrupt
 
     def _on_sigterm(self, signum: int, frame: Any) -> None:
-        # Tell the controller we are leaving so we drop out of rc.ids at once.
-        self._to_io(self.signer.pack(self.signer.header("unregister_request")), block=False)
+        # Tell the controller we are leaving, and wait until it has freed our id (a
+        # restarted set asks for the same ids at once), or UNREGISTER_WAIT at most.
+        self.leaving.set()  # first: an I/O thread that starts from now on leaves the socket to us
         self._release_mpi_segments()
         self._remove_kernel_file()
-        time.sleep(0.05)  # time for the I/O thread to send it
+        if self._io_thread is not None and self._io_thread.is_alive():
+            self._wake_io()  # the I/O thread sends the unregister_request
+            self.left.wait(UNREGISTER_WAIT)
+        elif self.socket is not None:  # no I/O thread (yet): this thread owns the socket
+            self._send_unregister(self.socket)
+            self._await_unregister_reply(self.socket)
+        if self.socket is not None and not self.left.is_set():
+            log.warning("leaving; the controller did not confirm within %g s", UNREGISTER_WAIT)
         os._exit(0)
 
     def _release_mpi_segments(self) -> None:
@@ -345,6 +372,8 @@ class Engine:
     # -- I/O thread ---------------------------------------------------------------------
 
     def _io_loop(self) -> None:
+        if self.leaving.is_set():
+            return  # SIGTERM came before we ran: the main thread unregisters (_on_sigterm)
         sock = self.socket
         assert sock is not None
         pull = self.ctx.socket(zmq.PAIR)
@@ -358,6 +387,9 @@ class Engine:
         hb = self.signer.header  # local alias
         while True:
             now = time.monotonic()
+            if self.leaving.is_set():
+                self._send_unregister(sock)
+                next_beat = next_status = now + 3600.0  # no heartbeat may re-register us now
             if now >= next_beat:
                 sock.send_multipart(self.signer.pack(hb("heartbeat")))
                 next_beat = now + self.heartbeat_interval
@@ -377,7 +409,8 @@ class Engine:
             self._send_live_output(sock)
             if pull in events:
                 for frames in wire.drain(pull):
-                    sock.send_multipart(frames, copy=False)
+                    if len(frames) > 1 or len(frames[0]):  # one empty frame only wakes us (_on_sigterm)
+                        sock.send_multipart(frames, copy=False)
             if sock in events:
                 for frames in wire.drain(sock):
                     last_contact = time.monotonic()
@@ -434,8 +467,12 @@ class Engine:
                 self._accept_registration(msg)
                 self.need_hello = True  # the main thread re-introduces its work socket
             return
+        if mt == "unregister_reply":
+            self.left.set()
+            return
         if mt == "reregister_request":
-            sock.send_multipart(self._register_message())
+            if not self.leaving.is_set():  # a leaving engine's late heartbeat: do not come back
+                sock.send_multipart(self._register_message())
             return
         if mt == "stored_ack":
             self.outbox.ack(list(msg.meta.get("msg_ids") or []))
@@ -482,12 +519,30 @@ class Engine:
 
     def _shutdown_request(self, sock: zmq.Socket, msg: wire.Message) -> None:
         self._reply_now(sock, msg, {})
+        self.leaving.set()
         if msg.header.get("route") == "direct":
-            sock.send_multipart(self.signer.pack(self.signer.header("unregister_request")))
+            self._send_unregister(sock)
+            self._await_unregister_reply(sock)
         sock.close(linger=1000)
         self._release_mpi_segments()
         self._remove_kernel_file()
         os._exit(0)
+
+    def _send_unregister(self, sock: zmq.Socket) -> None:
+        if not self._unregister_sent:
+            self._unregister_sent = True
+            log.info("leaving: engine %s unregisters", self.id)
+            sock.send_multipart(self.signer.pack(self.signer.header("unregister_request")))
+
+    def _await_unregister_reply(self, sock: zmq.Socket) -> None:
+        """On the I/O thread (shutdown_request): read until the controller confirms, briefly."""
+        deadline = time.monotonic() + UNREGISTER_WAIT
+        while not self.left.is_set() and (left := deadline - time.monotonic()) > 0:
+            if sock.poll(int(left * 1000)):
+                for frames in wire.drain(sock):
+                    msg = self._verified(frames)
+                    if msg is not None and msg.msg_type == "unregister_reply":
+                        self.left.set()
 
     def _remove_kernel_file(self) -> None:
         # os._exit skips atexit: a bound kernel's connection file (bind_kernel) goes now.
