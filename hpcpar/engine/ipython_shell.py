@@ -83,6 +83,9 @@ class EngineShell(InteractiveShell):
         self.cell_result: tuple[dict, dict] | None = None
         super().__init__(**kwargs)
         self.set_hook("show_in_pager", _pager)
+        from .kernel_magics import KernelMagics
+
+        self.register_magics(KernelMagics)  # %connect_info, %qtconsole (bind_kernel)
 
     def showtraceback(self, exc_tuple: Any = None, filename: str | None = None, tb_offset: int | None = None,
                       exception_only: bool = False, running_compiled_code: bool = False) -> None:

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import atexit
 import builtins
+import contextlib
 import json
 import os
 import signal
@@ -26,11 +27,13 @@ import socket
 import sys
 import threading
 import uuid
+from collections.abc import Iterator
 from typing import Any
 
 import zmq
 
 from . import display
+from .kernel_comms import COMM_MESSAGES, Comms
 
 PROTOCOL_VERSION = "5.3"
 
@@ -104,6 +107,7 @@ class BoundKernel:
         self.iopub = self._bind(zmq.PUB)
         self.control_port, self.hb_port = self._free_port(), self._free_port()
         self._payload: list[dict] = []
+        self.parent: dict | None = None  # the request being served (comm messages name it as parent)
         self.stopping = threading.Event()
         self._io_ready = threading.Event()
         self._io = threading.Thread(target=self._io_loop, name="hpcpar-kernel-io", daemon=True)
@@ -121,6 +125,7 @@ class BoundKernel:
         with os.fdopen(fd, "w") as f:
             json.dump(info, f, indent=1)
         atexit.register(self._remove_file)
+        self.comms = Comms(self)
 
     # -- sockets -----------------------------------------------------------------------------
 
@@ -209,14 +214,22 @@ class BoundKernel:
         mt = msg["header"]["msg_type"]
         handler = getattr(self, "_do_" + mt.removesuffix("_request"), None)
         self._publish("status", {"execution_state": "busy"}, msg)
+        self.parent = msg
         try:
+            if mt in COMM_MESSAGES:  # no reply; what the comm's handlers print goes to the console
+                with self._cell_io(msg, idents, allow_stdin=False):
+                    self.comms.handle(msg, idents)
+                return
             if handler is None:
                 reply = {"status": "error", "ename": "NotImplementedError",
                          "evalue": f"{mt} is not supported on an hpcpar engine", "traceback": []}
             else:
                 reply = handler(msg, idents)
             self.session.send(self.shell_sock, mt.replace("_request", "_reply"), reply, parent=msg, ident=idents)
+        except Exception as e:  # noqa: BLE001 - a comm handler may raise anything: report it
+            self._publish("stream", {"name": "stderr", "text": f"{mt}: {type(e).__name__}: {e}\n"}, msg)
         finally:
+            self.parent = None
             self._publish("status", {"execution_state": "idle"}, msg)
         if self.stopping.is_set():
             self.close()
@@ -232,6 +245,7 @@ class BoundKernel:
                               "codemirror_mode": {"name": "ipython", "version": 3}, "nbconvert_exporter": "python"},
             "banner": f"hpcpar engine {os.getpid()} on {socket.gethostname()}: its namespace, live\n",
             "help_links": [],
+            "debugger": False,  # no debug_request: attach debugpy instead (docs/interactive.md)
         }
 
     def _do_kernel_info(self, msg: dict, idents: list) -> dict:
@@ -246,27 +260,19 @@ class BoundKernel:
         shell = self.runner.shell
         count = shell.execution_count
         self._publish("execute_input", {"code": code, "execution_count": count}, msg)
-        executor = self.engine.executor
-        saved = sys.stdout, sys.stderr, builtins.input, display._current
-        executor.running = "kernel"  # so SIGINT (interrupt_request) interrupts the cell
-        sys.stdout, sys.stderr = _Stream(self, "stdout", msg), _Stream(self, "stderr", msg)
-        display._current = _Displays(self, msg)  # type: ignore[assignment]
-        if content.get("allow_stdin", False):
-            builtins.input = lambda prompt="": self._input(str(prompt), msg, idents)
         ns = shell.user_ns
         saved_exits = {name: ns[name] for name in ("exit", "quit") if name in ns}
         ns["exit"] = ns["quit"] = _console_exit(self)
         self._payload = []
         try:
-            data, md, count = self.runner.run(code, silent)
-            display.flush_figures()
+            with self._cell_io(msg, idents, bool(content.get("allow_stdin", False))):
+                data, md, count = self.runner.run(code, silent)
+                display.flush_figures()
         except BaseException as e:  # noqa: BLE001 - user code may raise anything
             err = {"ename": type(e).__name__, "evalue": str(e), "traceback": format_remote_traceback(e)}
             self._publish("error", err, msg)
             return {"status": "error", "execution_count": count, **err}
         finally:
-            executor.running = None
-            sys.stdout, sys.stderr, builtins.input, display._current = saved
             for name in ("exit", "quit"):
                 if name in saved_exits:
                     ns[name] = saved_exits[name]
@@ -276,6 +282,22 @@ class BoundKernel:
             self._publish("execute_result", {"data": data, "metadata": md or {}, "execution_count": count}, msg)
         return {"status": "ok", "execution_count": count, "user_expressions": {},
                 "payload": self._payload}
+
+    @contextlib.contextmanager
+    def _cell_io(self, msg: dict, idents: list, allow_stdin: bool) -> Iterator[None]:
+        """While user code runs for ``msg``: its prints, displays and input() go to the console."""
+        executor = self.engine.executor
+        saved = sys.stdout, sys.stderr, builtins.input, display._current
+        executor.running = "kernel"  # so SIGINT (interrupt_request) interrupts the cell
+        sys.stdout, sys.stderr = _Stream(self, "stdout", msg), _Stream(self, "stderr", msg)
+        display._current = _Displays(self, msg)  # type: ignore[assignment]
+        if allow_stdin:
+            builtins.input = lambda prompt="": self._input(str(prompt), msg, idents)
+        try:
+            yield
+        finally:
+            executor.running = None
+            sys.stdout, sys.stderr, builtins.input, display._current = saved
 
     def _input(self, prompt: str, parent: dict, idents: list) -> str:
         """input() in a console cell: ask the console over the stdin channel."""
@@ -322,7 +344,7 @@ class BoundKernel:
         return {"status": "ok", "history": []}  # engines keep no history file
 
     def _do_comm_info(self, msg: dict, idents: list) -> dict:
-        return {"status": "ok", "comms": {}}
+        return {"status": "ok", "comms": self.comms.info(msg["content"].get("target_name"))}
 
     def _do_shutdown(self, msg: dict, idents: list) -> dict:
         self.stopping.set()
@@ -335,6 +357,7 @@ class BoundKernel:
         self.stopping.set()
         if self.engine.kernel is self:
             self.engine.kernel = None
+        self.comms.close()
         for sock in (self.shell_sock, self.stdin_sock, self.iopub):
             sock.close()
         self._io.join(5)

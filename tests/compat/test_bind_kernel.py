@@ -138,6 +138,19 @@ def test_px_binds_and_shutdown_unbinds_but_the_engine_keeps_serving(kernel_clust
     assert os.path.exists(rc[1].apply_sync(hpcpar.bind_kernel))  # can be bound again
 
 
+def test_connect_info_and_qtconsole_magics_bind_the_kernel(kernel_cluster):
+    """%px %connect_info / %px %qtconsole, as on ipyparallel's engines (which are ipykernels)."""
+    rc, runtime = kernel_cluster
+    out = rc[0].execute("%connect_info", block=True).stdout
+    path = rc[0].apply_sync(hpcpar.bind_kernel)  # the magic bound it: binding again gives its file
+    assert f"jupyter console --existing {path}" in out
+    assert json.loads(out[:out.index("\nConnection file")]) == json.loads(open(path).read())
+    with pytest.raises(hpcpar.RemoteError) as info:
+        rc[1].execute("%qtconsole", block=True)  # no qtconsole (or no display) where the engines run
+    assert info.value.ename == "UsageError" and "jupyter console --existing " in str(info.value.traceback)
+    assert os.path.dirname(info.value.traceback.rsplit(" ", 1)[1]) == str(runtime)  # engine 1's file
+
+
 def test_bind_kernel_outside_an_engine_says_where_it_runs():
     with pytest.raises(RuntimeError, match="runs on an engine"):
         hpcpar.bind_kernel()
