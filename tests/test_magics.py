@@ -322,3 +322,26 @@ def test_magics_before_any_client_say_what_to_do(rc):
             client.close()
     finally:
         magics._active.clear()
+
+
+def test_px_line_magics_and_shell_escapes_run_on_the_engines(ip, tmp_path):
+    """%px with IPython syntax on the line: each engine's own shell runs it."""
+    import socket
+
+    script = tmp_path / "on_engines.py"
+    script.write_text("ran_script = __name__\nprint('script ran')\n")
+    (tmp_path / "listed.txt").write_text("x")
+    assert run(ip, "%px --targets 0:2 %time timed = sum(range(1000))").success
+    assert re.findall(r"^\[stdout:(\d)\] Wall time", ip.out.text, re.M) == ["0", "1"], ip.out.text
+    assert run(ip, f"%px --targets 0:2 %run {script}").success
+    assert [line for line in stdout_lines(ip) if "script ran" in line] == [
+        "[stdout:0] script ran", "[stdout:1] script ran"]
+    assert ip.user_ns.get("ran_script") is None  # it ran on the engines, not here
+    assert run(ip, f"%px --targets 0:2 files = !ls {tmp_path}").success
+    assert run(ip, "%px --targets 0:2 %whos").success
+    whos = [line for line in stdout_lines(ip) if "SList" in line or ("int" in line and "timed" in line)]
+    assert len([w for w in whos if "files" in w]) == 2 and len([w for w in whos if "timed" in w]) == 2, whos
+    assert run(ip, "%px --targets 0:2 !hostname").success
+    host = socket.gethostname()
+    assert [line for line in stdout_lines(ip) if line.endswith(host)] == [f"[stdout:0] {host}", f"[stdout:1] {host}"]
+    assert ip.user_ns.get("timed") is None and ip.user_ns.get("files") is None
