@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import sys
 
 import pytest
 from cluster_helpers import FAST_HEARTBEAT, hpcpar_cmd
@@ -100,3 +101,92 @@ def test_hpcpar_console_command(ssh_cluster, tmp_path):
     bad = subprocess.run(hpcpar_cmd("console", "5", "--profile-dir", str(ssh_cluster.profile_dir.path)),
                          capture_output=True, text=True, timeout=60)
     assert bad.returncode == 1 and "no engine 5" in bad.stderr and "internal error" not in bad.stderr
+
+
+# -- an engine on a compute node the laptop cannot reach ----------------------------------
+# CI netns: the engine runs in hp-compute (10.200.0.2), the controller on the head
+# (10.200.0.1), the client in hp-laptop, which reaches only the login node's sshd
+# (10.200.0.66). The kernel's ports are forwarded over the client's one SSH connection.
+
+COMPUTE_NS, LAPTOP_NS, COMPUTE_ADDR = "/run/netns/hp-compute", "/run/netns/hp-laptop", "10.200.0.2"
+LOGIN = "root@10.200.0.66"
+
+LAPTOP_KERNEL_SCRIPT = """
+import json, socket, sys
+import hpcpar, jupyter_client
+rc = hpcpar.Client(profile_dir=sys.argv[1], sshserver=%(login)r, ssh_config=%(cfg)r, timeout=30)
+path = rc.kernel_connection_file(0, ip=%(addr)r, path=sys.argv[2])
+info = json.load(open(path))
+out = {"ip": info["ip"]}
+s = socket.socket(); s.settimeout(3)
+try:
+    s.connect((%(addr)r, 22)); out["direct"] = "reachable"
+except OSError as e:
+    out["direct"] = str(e)
+kc = jupyter_client.BlockingKernelClient(connection_file=path)
+kc.load_connection_file(); kc.start_channels(); kc.wait_for_ready(timeout=30)
+texts = []
+reply = kc.execute_interactive("import subprocess\\n"
+                               "print(subprocess.run(['ip', '-o', '-4', 'addr'], capture_output=True, text=True).stdout)\\n"
+                               "state['seen_from_laptop'] = True\\nstate['rank_data']",
+                               timeout=30, output_hook=lambda m: texts.append(m["content"]))
+out["status"] = reply["content"]["status"]
+out["stdout"] = "".join(c.get("text", "") for c in texts)
+out["result"] = [c["data"]["text/plain"] for c in texts if "data" in c]
+out["alive"] = kc.is_alive()
+kc.stop_channels()
+rc.close()
+print("RESULT " + json.dumps(out))
+"""
+
+
+def test_console_on_an_engine_the_laptop_cannot_reach(tmp_path):
+    """The compute-node case: `rc.kernel_connection_file(0, ip=<node address>)` and
+    `hpcpar console 0 --ip <node address> --sshserver <login>` from the laptop."""
+    pexpect = pytest.importorskip("pexpect")
+    pytest.importorskip("jupyter_console")
+    for system in ("ssh", "netns", "netns-sshd"):
+        require_system(system)
+    pdir = tmp_path / "profile"
+    c = Cluster(n=0, profile_dir=pdir, cluster_id="", controller_args=[*FAST_HEARTBEAT, "--ip", "10.200.0.1"])
+    c.start_cluster_sync()
+    engine = subprocess.Popen(["nsenter", f"--net={COMPUTE_NS}",
+                               *hpcpar_cmd("engine", "--profile-dir", str(pdir), "--cluster-id", "")],
+                              env={**os.environ, "JUPYTER_RUNTIME_DIR": str(tmp_path / "compute-runtime")},
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        with hpcpar.Client(profile_dir=pdir, timeout=20) as rc:
+            rc.wait_for_engines(1, timeout=60, interactive=False)
+            rc[0].execute("state = {'rank_data': 'live on the node'}", block=True)
+        script = LAPTOP_KERNEL_SCRIPT % dict(login=LOGIN, cfg=CI_CONFIG, addr=COMPUTE_ADDR)
+        r = subprocess.run(["nsenter", f"--net={LAPTOP_NS}", sys.executable, "-c", script, str(pdir),
+                            str(tmp_path / "laptop" / "kernel.json")], capture_output=True, text=True, timeout=120)
+        assert r.returncode == 0, r.stderr
+        out = json.loads(r.stdout.split("RESULT ", 1)[1])
+        assert out["ip"] == "127.0.0.1" and "unreachable" in out["direct"].lower(), out  # only the forward gets there
+        assert out["status"] == "ok" and out["alive"]
+        assert f"inet {COMPUTE_ADDR}/" in out["stdout"]  # the cell ran on the compute node
+        assert out["result"] == ["'live on the node'"]
+
+        # the same from a terminal, with the command docs/interactive.md gives
+        env = {**os.environ, "JUPYTER_CONFIG_DIR": str(tmp_path / "cfg"), "IPYTHONDIR": str(tmp_path / "ipython"),
+               "JUPYTER_RUNTIME_DIR": str(tmp_path / "laptop-runtime"), "TERM": "dumb"}
+        cmd = ["nsenter", f"--net={LAPTOP_NS}",
+               *hpcpar_cmd("console", "0", "--profile-dir", str(pdir), "--ip", COMPUTE_ADDR, "--sshserver", LOGIN,
+                           "--ssh-config", CI_CONFIG, "--console-args=--simple-prompt")]
+        child = pexpect.spawn(cmd[0], cmd[1:], env=env, encoding="utf-8", timeout=60, dimensions=(40, 200))
+        try:
+            child.expect(r"hpcpar engine \d+ on ")
+            child.expect(r"In \[\d+\]: ")
+            child.sendline("sorted(state)")
+            child.expect(r"Out\[\d+\]: \['rank_data', 'seen_from_laptop'\]")
+            child.expect(r"In \[\d+\]: ")
+            child.sendline("quit(keep_kernel=True)")
+            child.expect(pexpect.EOF)
+        finally:
+            child.close(force=True)
+        assert child.exitstatus == 0, child.before
+    finally:
+        engine.terminate()
+        engine.wait(timeout=30)
+        c.stop_cluster_sync()
