@@ -43,6 +43,7 @@ LIVE_OUTPUT_INTERVAL = 0.1  # seconds between live-output messages of a running 
 STATUS_EVERY = 1.0  # seconds between status samples (engine_status goes out on change, or below)
 WAKE = b""  # sent on the pipe to wake the I/O thread
 UNREGISTER_WAIT = 3.0  # seconds a leaving engine waits for the controller to confirm it is gone
+CONTROLLER_SILENT = 8.0  # no word from the controller for longer (it pings every 3 s): it is gone
 STATUS_IDLE_EVERY = 10.0  # an idle engine's unchanged status still goes out this often
 # A busy engine's unchanged status (same task, same call) goes out this often: the controller
 # extrapolates running_for; every 1 s cost ~0.1 ms controller CPU per engine per second
@@ -105,6 +106,7 @@ class Engine:
         self.leaving = threading.Event()
         self.left = threading.Event()  # the controller confirmed (unregister_reply)
         self._unregister_sent = False
+        self.last_contact = time.monotonic()  # the I/O thread's last message from the controller
         self.socket: zmq.Socket | None = None
         self.url: str | None = None
         # Same-host clients exchange large buffers with us through /dev/shm (sharedmem.py).
@@ -356,7 +358,10 @@ class Engine:
         self._remove_kernel_file()
         if self._io_thread is not None and self._io_thread.is_alive():
             self._wake_io()  # the I/O thread sends the unregister_request
-            self.left.wait(UNREGISTER_WAIT)
+            # A controller silent for longer than it ever is (it pings every few seconds) is
+            # gone: do not make whoever stops us wait for its answer.
+            gone = time.monotonic() - self.last_contact > CONTROLLER_SILENT
+            self.left.wait(0.2 if gone else UNREGISTER_WAIT)
         elif self.socket is not None:  # no I/O thread (yet): this thread owns the socket
             self._send_unregister(self.socket)
             self._await_unregister_reply(self.socket)
@@ -381,7 +386,7 @@ class Engine:
         poller = zmq.Poller()
         poller.register(sock, zmq.POLLIN)
         poller.register(pull, zmq.POLLIN)
-        last_contact = time.monotonic()
+        self.last_contact = last_contact = time.monotonic()
         next_beat = time.monotonic()
         next_status, last_status, last_sent = time.monotonic(), None, 0.0
         hb = self.signer.header  # local alias
@@ -413,7 +418,7 @@ class Engine:
                         sock.send_multipart(frames, copy=False)
             if sock in events:
                 for frames in wire.drain(sock):
-                    last_contact = time.monotonic()
+                    self.last_contact = last_contact = time.monotonic()
                     self._handle(sock, frames)
             if time.monotonic() - last_contact > self.options.controller_timeout:
                 log.error("no word from the controller for %.0f s; exiting", self.options.controller_timeout)
