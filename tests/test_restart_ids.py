@@ -1,7 +1,9 @@
 """restart_engines frees the stopped engines' ids at once: each engine tells the controller
 it leaves and waits for its answer before exiting (no heartbeat timeout to sit out, no late
 heartbeat re-registering a ghost under the id), so an MPI set gets its ids back promptly.
-Local sets get new ids, as in ipyparallel."""
+Local sets get new ids, as in ipyparallel. An MPI rank stuck in a collective cannot run a
+SIGTERM handler: restart_engines shuts the set's engines down through the controller first
+(their I/O threads unregister), so even a hung MPI set gets its ids back at once."""
 
 from __future__ import annotations
 
@@ -11,6 +13,7 @@ import time
 
 import pytest
 
+import hpcpar
 from hpcpar.cluster import Cluster
 
 # A heartbeat timeout far above the waits below: an id freed only by a missed heartbeat
@@ -48,7 +51,11 @@ def test_restart_engines_gives_an_mpi_set_its_ids_back_at_once() -> None:
     with cluster as rc:
         [set_id] = cluster.engines
         pids = set(rc[:].apply_sync(os.getpid))
-        for _ in range(2):
+        for hang in (False, True):
+            if hang:  # rank 0 waits in a barrier rank 1 never joins: its SIGTERM handler cannot run
+                hung = rc[:].execute("comm.Barrier() if mpi_rank == 0 else None")
+                with pytest.raises(TimeoutError):
+                    hung.get(timeout=1)
             cluster.restart_engines_sync(timeout=30)
             rc.wait_for_engines(2, timeout=60, interactive=False)
             assert rc.ids == [0, 1] and cluster.engine_ids_by_set() == {set_id: [0, 1]}
@@ -56,6 +63,9 @@ def test_restart_engines_gives_an_mpi_set_its_ids_back_at_once() -> None:
             assert now.isdisjoint(pids)  # new processes under the old ids
             pids |= now
         assert rc[:].pull("mpi_rank", block=True) == [0, 1]
+        with pytest.raises(hpcpar.CompositeError) as info:
+            hung.get(timeout=30)  # the hung rank's task failed; it was not lost
+        assert {e[0] for e in info.value.elist} == {"EngineError"}
         assert "is lost" not in _controller_log(cluster)
 
 

@@ -352,6 +352,7 @@ class EngineSetsMixin:
             launcher = self.engines[set_id]
             n = int(launcher.n)
             old = self.engine_ids_by_set().get(set_id, [])
+            self._ask_to_leave(old)
             self._stop_engines(set_id)
             self._wait_ids_free(old, set_id, timeout)
             env = {}
@@ -359,6 +360,18 @@ class EngineSetsMixin:
                 env["HPCPAR_MPI_ID_BASE"] = str(old[0])  # rank r asks for engine id base + r
             self._say(f"engine set {set_id}: restarting {n} engines")
             self._start_engines(n, engine_set_id=set_id, env=env)
+
+    def _ask_to_leave(self, ids: list[int]) -> None:
+        """Shut the engines down through the controller before their launcher stops them: each
+        engine's I/O thread unregisters and exits, also when its main thread is stuck in C code
+        (an MPI collective), which never runs a SIGTERM handler; their ids are free at once."""
+        rc = self._connect_client()
+        live = [i for i in ids if i in rc.ids]
+        if live:
+            try:
+                rc.shutdown(targets=live, block=True)
+            except Exception as e:  # noqa: BLE001 - the launcher's stop follows anyway
+                self._say(f"engines {live}: shutdown through the controller failed ({e}); stopping them")
 
     def _wait_ids_free(self, old: list[int], set_id: str, timeout: float) -> None:
         """Until the stopped engines' ids are free for the restarted set. Engines that are

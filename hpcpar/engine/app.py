@@ -43,6 +43,7 @@ LIVE_OUTPUT_INTERVAL = 0.1  # seconds between live-output messages of a running 
 STATUS_EVERY = 1.0  # seconds between status samples (engine_status goes out on change, or below)
 WAKE = b""  # sent on the pipe to wake the I/O thread
 UNREGISTER_WAIT = 3.0  # seconds a leaving engine waits for the controller to confirm it is gone
+MPI_LINGER = 1.0  # seconds an MPI rank waits, once unregistered, before it exits
 CONTROLLER_SILENT = 8.0  # no word from the controller for longer (it pings every 3 s): it is gone
 STATUS_IDLE_EVERY = 10.0  # an idle engine's unchanged status still goes out this often
 # A busy engine's unchanged status (same task, same call) goes out this often: the controller
@@ -367,6 +368,7 @@ class Engine:
             self._await_unregister_reply(self.socket)
         if self.socket is not None and not self.left.is_set():
             log.warning("leaving; the controller did not confirm within %g s", UNREGISTER_WAIT)
+        self._linger_for_peers()
         os._exit(0)
 
     def _release_mpi_segments(self) -> None:
@@ -528,6 +530,7 @@ class Engine:
         if msg.header.get("route") == "direct":
             self._send_unregister(sock)
             self._await_unregister_reply(sock)
+            self._linger_for_peers()
         sock.close(linger=1000)
         self._release_mpi_segments()
         self._remove_kernel_file()
@@ -538,6 +541,12 @@ class Engine:
             self._unregister_sent = True
             log.info("leaving: engine %s unregisters", self.id)
             sock.send_multipart(self.signer.pack(self.signer.header("unregister_request")))
+
+    def _linger_for_peers(self) -> None:
+        """An MPI rank that exits makes mpiexec kill the job's other ranks: give the peers,
+        told to leave at the same moment, time to unregister too."""
+        if self.options.mpi:
+            time.sleep(MPI_LINGER)
 
     def _await_unregister_reply(self, sock: zmq.Socket) -> None:
         """On the I/O thread (shutdown_request): read until the controller confirms, briefly."""
