@@ -1,0 +1,536 @@
+"""ipyparallel's documented examples, written the way its users write them
+(``import hpcpar as ipp``), against the shared cluster of four engines.
+
+Each test is one documented behaviour of the tutorial (direct and task
+interfaces), the AsyncResult page, the Reference/interactive docs and the
+example programs; the code is ours, the promised answers are ipyparallel's.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import sys
+import time
+
+import cloudpickle
+import pytest
+
+import hpcpar as ipp
+
+cloudpickle.register_pickle_by_value(sys.modules[__name__])  # engines cannot import this module
+
+
+# -- direct interface -------------------------------------------------------
+
+
+def test_block_attribute_switches_apply_between_values_and_async_results(rc):
+    dview = rc[:]
+    dview.block = True
+    assert dview.apply(lambda x: x**10, 2) == [1024] * 4
+    dview.block = False
+    ar = dview.apply(lambda x: x + 1, 1)
+    assert isinstance(ar, ipp.AsyncResult)
+    assert ar.get(timeout=30) == [2] * 4
+    # apply passes every keyword to the function; apply_sync blocks whatever the attribute
+    assert dview.apply_sync(lambda block: block, block="kw") == ["kw"] * 4
+
+
+def test_single_engine_view_gives_a_scalar_and_slices_pick_engines(rc):
+    assert rc[0].apply_sync(lambda: 3) == 3
+    assert rc[::2].targets == rc.ids[::2]
+    assert rc[1::2].apply_sync(lambda: 1) == [1, 1]
+    assert rc[-1].targets == rc.ids[-1]
+
+
+def test_dictionary_interface_pushes_and_pulls(rc):
+    dview = rc[:]
+    dview["a"] = 5
+    dview["b"] = 10
+    assert dview["a"] == [5] * 4
+    assert rc[0]["b"] == 10
+    dview.execute("c = a + b", block=True)
+    assert dview["c"] == [15] * 4
+
+
+def test_push_pull_with_names_and_tuples(rc):
+    dview = rc[:]
+    dview.push(dict(a=1.5, b="x"), block=True)
+    assert dview.pull("a", block=True) == [1.5] * 4
+    assert dview.pull(("a", "b"), block=True) == [[1.5, "x"]] * 4
+    assert rc[0].pull(("a", "b"), block=True) == [1.5, "x"]
+    ar = dview.pull("b", block=False)
+    assert ar.get(timeout=30) == ["x"] * 4
+
+
+def test_push_and_pull_take_targets(rc):
+    dview = rc[:]
+    dview.push({"who": "all"}, block=True)
+    dview.push({"who": "zero"}, targets=0, block=True)
+    assert dview.pull("who", targets=0, block=True) == "zero"
+    assert dview.pull("who", targets=[1, 2], block=True) == ["all", "all"]
+
+
+def test_update_and_get_are_push_and_pull(rc):
+    dview = rc[:]
+    dview.update({"u": 42})
+    assert dview.get("u") == [42] * 4
+
+
+def test_scatter_then_gather_round_trips_a_sequence(rc):
+    dview = rc[:]
+    dview.scatter("a", list(range(16)), block=True)
+    assert dview["a"] == [[0, 1, 2, 3], [4, 5, 6, 7], [8, 9, 10, 11], [12, 13, 14, 15]]
+    assert dview.gather("a", block=True) == list(range(16))
+    dview.execute("b = [x * 2 for x in a]", block=True)
+    assert dview.gather("b", block=True) == [x * 2 for x in range(16)]
+
+
+def test_scatter_uneven_and_flatten(rc):
+    dview = rc[:]
+    dview.scatter("part", list(range(10)), block=True)
+    parts = dview["part"]
+    assert sum(parts, []) == list(range(10)) and all(len(p) in (2, 3) for p in parts)
+    dview.scatter("id", rc.ids, flatten=True, block=True)
+    assert dview["id"] == rc.ids
+
+
+def test_scatter_and_gather_numpy_arrays(rc):
+    np = pytest.importorskip("numpy")
+    dview = rc[:]
+    a = np.arange(20.0)
+    dview.scatter("x", a, block=True)
+    parts = dview["x"]
+    assert all(isinstance(p, np.ndarray) for p in parts)
+    back = dview.gather("x", block=True)
+    assert isinstance(back, np.ndarray) and (back == a).all()
+
+
+def test_execute_returns_async_result_and_reports_errors_per_engine(rc):
+    dview = rc[:]
+    ar = dview.execute("q = 1 / 0", block=False)
+    with pytest.raises(ipp.CompositeError) as info:
+        ar.get(timeout=30)
+    assert len(info.value.elist) == 4
+    assert all(e[0] == "ZeroDivisionError" for e in info.value.elist)
+    with pytest.raises(ipp.RemoteError) as one:
+        rc[0].execute("1 / 0", block=True)
+    assert one.value.ename == "ZeroDivisionError"
+
+
+def test_composite_error_raise_exception_gives_a_remote_error(rc):
+    try:
+        rc[:].execute("raise ValueError('bad')", block=True)
+    except ipp.CompositeError as e:
+        with pytest.raises(ipp.RemoteError) as info:
+            e.raise_exception()
+        assert info.value.ename == "ValueError" and "bad" in str(info.value.evalue)
+    else:
+        pytest.fail("no CompositeError")
+
+
+def test_run_executes_a_script_file(rc, tmp_path):
+    script = tmp_path / "setup_engines.py"
+    script.write_text("ran_it = 'yes'\n")
+    rc[:].run(str(script), block=True)
+    assert rc[:]["ran_it"] == ["yes"] * 4
+
+
+def test_sync_imports_imports_on_client_and_engines(rc):
+    dview = rc[:]
+    with dview.sync_imports(quiet=True):
+        import json  # noqa: F401
+    assert dview.apply_sync(ipp.interactive(lambda: json.dumps([1]))) == ["[1]"] * 4  # noqa: F821
+
+
+def test_map_sync_on_a_direct_view_like_builtin_map(rc):
+    assert rc[:].map_sync(lambda x: x**10, range(32)) == [x**10 for x in range(32)]
+    assert rc[:].map(lambda a, b: a + b, range(5), range(5), block=True) == [0, 2, 4, 6, 8]
+
+
+def test_remote_decorator_runs_on_every_engine(rc):
+    dview = rc[:]
+
+    @dview.remote(block=True)
+    def getpid():
+        import os
+
+        return os.getpid()
+
+    pids = getpid()
+    assert len(set(pids)) == 4 and os.getpid() not in pids
+
+
+def test_parallel_decorator_scatters_sequences(rc):
+    np = pytest.importorskip("numpy")
+    dview = rc[:]
+
+    @dview.parallel(block=True)
+    def pmul(a, b):
+        return a * b
+
+    A = np.arange(16).reshape(4, 4)
+    B = np.arange(16).reshape(4, 4) + 1
+    assert (np.asarray(pmul(A, B)) == A * B).all()
+    assert list(pmul.map([1, 2, 3], [4, 5, 6])) == [4, 10, 18]
+
+
+def test_interactive_functions_see_engine_globals(rc):
+    rc[:].push({"a": 3}, block=True)
+
+    @ipp.interactive
+    def times_a(x):
+        return a * x  # noqa: F821
+
+    assert rc[:].apply_sync(times_a, 2) == [6] * 4
+
+
+def test_reference_passes_engine_names_as_arguments(rc):
+    dview = rc[:]
+    dview.scatter("id", rc.ids, flatten=True, block=True)
+    assert dview.apply_sync(lambda x: x * 10, ipp.Reference("id")) == [i * 10 for i in rc.ids]
+    lview = rc.load_balanced_view()
+    assert lview.apply_sync(lambda x: isinstance(x, int), ipp.Reference("id")) is True
+
+
+def test_push_functions_then_call_them_on_engines(rc):
+    def double(x):
+        return 2 * x
+
+    rc[:].push({"double": double}, block=True)
+    rc[:].execute("r = double(21)", block=True)
+    assert rc[:]["r"] == [42] * 4
+
+
+def test_get_dict_keys_results_by_engine_and_pid_map_trick(rc):
+    ar = rc[:].apply_async(os.getpid)
+    pids = ar.get_dict(timeout=30)
+    assert sorted(pids) == rc.ids
+    rc[:]["pid_map"] = pids
+    assert rc[0]["pid_map"] == pids
+
+
+def test_clear_empties_engine_namespaces(rc):
+    rc[:]["gone"] = 1
+    rc[:].clear(block=True)
+    with pytest.raises(ipp.CompositeError):
+        rc[:].pull("gone", block=True)
+
+
+def test_pull_of_a_missing_name_is_a_name_error(rc):
+    with pytest.raises(ipp.RemoteError) as info:
+        rc[0].pull("never_defined", block=True)
+    assert info.value.ename == "NameError"
+
+
+def test_apply_with_track_gives_a_tracker(rc):
+    np = pytest.importorskip("numpy")
+    ar = rc[:].apply_async(lambda a: a.sum(), np.ones(1000))
+    assert ar.get(timeout=30) == [1000.0] * 4
+    ar = rc[0].push({"big": np.ones(10)}, track=True, block=False)
+    ar.get(timeout=30)
+    assert ar.sent
+
+
+# -- task interface ---------------------------------------------------------
+
+
+def test_load_balanced_apply_and_map(rc):
+    lview = rc.load_balanced_view()
+    lview.block = True
+    assert lview.apply(lambda x: x**2, 10) == 100
+    assert lview.map(lambda x: x**2, range(10)) == [x**2 for x in range(10)]
+    amr = lview.map_async(lambda x: x + 1, range(20), chunksize=4)
+    assert list(amr) == list(range(1, 21))
+
+
+def test_unordered_map_yields_every_result(rc):
+    lview = rc.load_balanced_view()
+
+    def slow_first(i):
+        import time
+
+        time.sleep(0.3 if i == 0 else 0)
+        return i
+
+    amr = lview.map_async(slow_first, range(8), ordered=False)
+    seen = list(amr)
+    assert sorted(seen) == list(range(8))
+    assert seen[0] != 0  # the slow one does not hold the others back
+
+
+def test_map_chunks_are_reported_as_their_messages(rc):
+    amr = rc.load_balanced_view().map_async(lambda x: x, range(10), chunksize=5)
+    assert len(amr.msg_ids) == 2 and len(amr) == 10
+    assert amr.get(timeout=30) == list(range(10))
+
+
+def test_monte_carlo_pi_example(rc):
+    def mcpi(nsamples):
+        import random
+
+        hits = 0
+        for _ in range(nsamples):
+            x, y = random.random(), random.random()
+            if x * x + y * y <= 1:
+                hits += 1
+        return 4.0 * hits / nsamples
+
+    lview = rc.load_balanced_view()
+    estimates = lview.map_sync(mcpi, [20000] * 8)
+    pi = sum(estimates) / len(estimates)
+    assert 3.0 < pi < 3.3
+
+
+def test_after_runs_a_task_when_another_finished(rc):
+    lview = rc.load_balanced_view()
+    first = lview.apply_async(time.sleep, 0.5)
+    with lview.temp_flags(after=[first]):
+        second = lview.apply_async(time.time)
+    t = second.get(timeout=30)
+    assert first.ready()
+    assert t >= first.metadata["completed"].timestamp() - 0.5
+
+
+def test_follow_runs_where_the_other_task_ran(rc):
+    lview = rc.load_balanced_view()
+    first = lview.apply_async(os.getpid)
+    pid = first.get(timeout=30)
+    lview.set_flags(follow=first)
+    try:
+        pids = [lview.apply_async(os.getpid) for _ in range(4)]
+    finally:
+        lview.set_flags(follow=None)
+    assert {p.get(timeout=30) for p in pids} == {pid}
+
+
+def test_dependency_object_with_all_false(rc):
+    lview = rc.load_balanced_view()
+    ok = lview.apply_async(lambda: 1)
+    bad = lview.apply_async(lambda: 1 / 0)
+    ok.wait(30)
+    bad.wait(30)
+    dep = ipp.Dependency([ok.msg_ids[0], bad.msg_ids[0]], all=False)
+    with lview.temp_flags(after=dep):
+        ar = lview.apply_async(lambda: "ran")
+    assert ar.get(timeout=30) == "ran"
+    # all=True with success only cannot be met after a failure
+    dep = ipp.Dependency([ok.msg_ids[0], bad.msg_ids[0]], all=True)
+    with pytest.raises(ipp.RemoteError) as info:
+        with lview.temp_flags(after=dep):
+            never = lview.apply_async(lambda: "never")
+        never.get(timeout=30)
+    assert info.value.ename in ("ImpossibleDependency", "UnmetDependency")
+
+
+def test_failure_true_dependency_runs_after_a_failed_task(rc):
+    lview = rc.load_balanced_view()
+    bad = lview.apply_async(lambda: 1 / 0)
+    bad.wait(30)
+    dep = ipp.Dependency(bad.msg_ids, failure=True, success=False)
+    with lview.temp_flags(after=dep):
+        ar = lview.apply_async(lambda: "after-failure")
+    assert ar.get(timeout=30) == "after-failure"
+
+
+def test_depend_decorator_picks_engines_where_the_test_passes(rc):
+    target_pid = rc[1].apply_sync(os.getpid)
+
+    def is_pid(pid):
+        import os
+
+        return os.getpid() == pid
+
+    @ipp.depend(is_pid, target_pid)
+    def where():
+        import os
+
+        return os.getpid()
+
+    lview = rc.load_balanced_view()
+    assert {lview.apply_sync(where) for _ in range(4)} == {target_pid}
+
+
+def test_require_module_names_and_unmet_requirements(rc):
+    @ipp.require("json")
+    def dumps():
+        return json.dumps({"k": 1})  # noqa: F821
+
+    lview = rc.load_balanced_view()
+    assert lview.apply_sync(dumps) == '{"k": 1}'
+
+    @ipp.require("module_that_does_not_exist_anywhere")
+    def nothing():
+        return 1
+
+    with pytest.raises(ipp.RemoteError):
+        lview.apply_async(nothing).get(timeout=30)
+
+
+def test_retries_resubmit_a_failing_task(rc):
+    rc[:].execute("import itertools; attempts = itertools.count()", block=True)
+
+    @ipp.interactive
+    def flaky():
+        if next(attempts) < 1:  # noqa: F821
+            raise RuntimeError("first try fails")
+        return "ok"
+
+    lview = rc.load_balanced_view(targets=[0])
+    with lview.temp_flags(retries=1):
+        ar = lview.apply_async(flaky)
+    assert ar.get(timeout=30) == "ok"
+
+
+def test_timeout_flag_fails_a_task_that_waits_too_long(rc):
+    lview = rc.load_balanced_view(targets=[0])
+    blocker = lview.apply_async(time.sleep, 2)
+    with lview.temp_flags(timeout=0.3, after=[blocker]):
+        late = lview.apply_async(lambda: "late")
+    with pytest.raises(ipp.RemoteError) as info:
+        late.get(timeout=30)
+    assert info.value.ename in ("TaskTimeout", "DependencyTimeout")
+    blocker.get(timeout=30)
+
+
+def test_load_balanced_view_on_a_subset_of_engines(rc):
+    lview = rc.load_balanced_view(targets=[2, 3])
+    pids = set(lview.map_sync(lambda _: __import__("os").getpid(), range(12)))
+    assert pids <= set(rc[[2, 3]].apply_sync(os.getpid))
+
+
+def test_executor_submit_and_map(rc):
+    ex = rc.load_balanced_view().executor
+    f = ex.submit(pow, 2, 5)
+    assert f.result(timeout=30) == 32
+    assert list(ex.map(abs, [-1, -2, 3])) == [1, 2, 3]
+
+
+def test_imap_streams_results(rc):
+    it = rc.load_balanced_view().imap(lambda x: x * 3, range(6))
+    assert list(it) == [0, 3, 6, 9, 12, 15]
+
+
+# -- AsyncResult ------------------------------------------------------------
+
+
+def test_async_result_metadata_and_timings(rc):
+    def talk():
+        import sys
+
+        print("hello out")
+        print("hello err", file=sys.stderr)
+        return 5
+
+    ar = rc[:].apply_async(talk)
+    assert ar.get(timeout=30) == [5] * 4
+    assert ar.ready() and ar.successful()
+    assert sorted(ar.engine_id) == rc.ids
+    assert ar.stdout == ["hello out\n"] * 4
+    assert ar.stderr == ["hello err\n"] * 4
+    assert ar["stdout"] == ar.stdout
+    md = ar.metadata[0]
+    for key in (
+        "submitted",
+        "started",
+        "completed",
+        "received",
+        "engine_id",
+        "engine_uuid",
+        "stdout",
+        "stderr",
+    ):
+        assert key in md, key
+    assert md["submitted"] <= md["started"] <= md["completed"]
+    assert ar.elapsed > 0 and ar.wall_time > 0 and ar.serial_time > 0
+    assert ar.progress == len(ar) == 4
+    single = rc[0].apply_async(talk)
+    single.get(timeout=30)
+    assert single.stdout == "hello out\n" and single.engine_id == rc.ids[0]
+    assert single.metadata["engine_id"] == rc.ids[0]
+
+
+def test_async_result_get_timeout_raises_timeout_error(rc):
+    ar = rc[0].apply_async(time.sleep, 1)
+    with pytest.raises(ipp.TimeoutError):
+        ar.get(timeout=0.05)
+    assert not ar.ready()
+    ar.get(timeout=30)
+    assert ar.ready()
+
+
+def test_async_result_is_a_future_and_can_be_waited_on_by_the_client(rc):
+    import concurrent.futures
+
+    ar = rc[:].apply_async(lambda: 1)
+    assert isinstance(ar, concurrent.futures.Future)
+    assert rc.wait([ar], timeout=30)
+    assert ar.done() and ar.result() == [1] * 4
+    done = []
+    ar2 = rc[0].apply_async(lambda: 2)
+    ar2.add_done_callback(lambda f: done.append(f.result()))
+    ar2.wait(30)
+    deadline = time.monotonic() + 10
+    while not done and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert done == [2]
+
+
+def test_wait_interactive_prints_progress_and_finishes(rc, capsys):
+    ar = rc.load_balanced_view().map_async(time.sleep, [0.1] * 8)
+    ar.wait_interactive(interval=0.05)
+    assert ar.ready()
+    shown = capsys.readouterr()
+    assert "8/8" in shown.out + shown.err  # a progress line (tqdm writes to stderr)
+    rc.wait_interactive(timeout=30)
+
+
+def test_display_outputs_groups_by_engine(rc, capsys):
+    def hi():
+        print("hi there")
+
+    ar = rc[:].apply_async(hi)
+    ar.get(timeout=30)
+    capsys.readouterr()
+    ar.display_outputs()
+    out = capsys.readouterr().out
+    for i in rc.ids:
+        assert f"[stdout:{i}]" in out
+    assert out.count("hi there") == 4
+    ar.display_outputs(groupby="engine")
+    assert capsys.readouterr().out.count("hi there") == 4
+
+
+def test_client_history_results_and_get_result(rc):
+    ar = rc[0].apply_async(lambda: "kept")
+    ar.get(timeout=30)
+    assert ar.msg_ids[0] in rc.history
+    assert rc.results[ar.msg_ids[0]] == "kept"
+    again = rc.get_result(ar.msg_ids[0])
+    assert again.get(timeout=30) == "kept"
+    status = rc.result_status(ar.msg_ids)
+    assert ar.msg_ids[0] in status["completed"]
+    q = rc.queue_status()
+    assert set(rc.ids) <= set(q) and "unassigned" in q
+
+
+def test_abort_pending_tasks(rc):
+    lview = rc.load_balanced_view(targets=[0])
+    blocker = lview.apply_async(time.sleep, 1)
+    with lview.temp_flags(after=[blocker]):
+        queued = lview.apply_async(lambda: "x")
+    queued.abort()
+    with pytest.raises(ipp.RemoteError) as info:
+        queued.get(timeout=30)
+    assert info.value.ename == "TaskAborted" or isinstance(info.value, ipp.TaskAborted)
+    blocker.get(timeout=30)
+
+
+def test_random_data_round_trips_through_push_and_pull(rc):
+    data = {
+        "ints": [random.randint(0, 9) for _ in range(50)],
+        "text": "ü" * 5,
+        "nested": {"t": (1, 2)},
+    }
+    rc[:].push({"data": data}, block=True)
+    assert rc[:]["data"] == [data] * 4
