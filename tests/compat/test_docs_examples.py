@@ -534,3 +534,198 @@ def test_random_data_round_trips_through_push_and_pull(rc):
     }
     rc[:].push({"data": data}, block=True)
     assert rc[:]["data"] == [data] * 4
+
+
+# -- more of the documented surface ----------------------------------------
+
+
+def test_views_default_to_non_blocking(rc):
+    dview = rc[:]
+    assert dview.block is False
+    assert isinstance(dview.apply(lambda: 1), ipp.AsyncResult)
+    amr = dview.map(lambda x: x, range(4))
+    assert isinstance(amr, ipp.AsyncMapResult) and amr.get(timeout=30) == [0, 1, 2, 3]
+    lamr = rc.load_balanced_view().map(lambda x: x, range(4))
+    assert isinstance(lamr, ipp.AsyncMapResult) and lamr.get(timeout=30) == [0, 1, 2, 3]
+    assert dview.push({"z": 1}).get(timeout=30) == [None] * 4
+
+
+def test_metadata_is_attribute_accessible(rc):
+    ar = rc[0].apply_async(lambda: 1)
+    ar.get(timeout=30)
+    md = ar.metadata
+    assert md.engine_id == md["engine_id"] == rc.ids[0]
+    assert md.status == "ok"
+    assert rc.metadata[ar.msg_ids[0]]["engine_id"] == rc.ids[0]
+
+
+def test_indexing_an_async_result(rc):
+    ar = rc[:].apply_async(lambda: __import__("os").getpid())
+    ar.get(timeout=30)
+    assert ar[0] == ar.get()[0]
+    assert ar[1:3] == ar.get()[1:3]
+    assert ar["engine_id"] == ar.engine_id
+    assert list(ar) == ar.get()
+
+
+def test_map_with_one_failing_element_raises_composite_error(rc):
+    lview = rc.load_balanced_view()
+    with pytest.raises(ipp.CompositeError) as info:
+        lview.map_sync(lambda x: 1 / x, [1, 0, 2])
+    assert [e[0] for e in info.value.elist] == ["ZeroDivisionError"]
+    with pytest.raises(ipp.CompositeError):
+        rc[:].map_sync(lambda x: 1 / x, [1, 0, 2, 3])
+    with pytest.raises(ipp.RemoteError) as single:
+        lview.apply_sync(lambda: 1 / 0)
+    assert single.value.ename == "ZeroDivisionError" and not isinstance(
+        single.value, ipp.CompositeError
+    )
+
+
+def test_remote_error_carries_engine_info_and_traceback(rc):
+    with pytest.raises(ipp.RemoteError) as info:
+        rc[1].apply_sync(lambda: {}["missing"])
+    err = info.value
+    assert err.ename == "KeyError"
+    assert err.engine_info["engine_id"] == rc.ids[1]
+    assert "KeyError" in err.traceback
+    assert "KeyError" in str(err) or "missing" in str(err)
+
+
+def test_composite_error_print_traceback(rc, capsys):
+    try:
+        rc[:].execute("raise RuntimeError('each')", block=True)
+    except ipp.CompositeError as e:
+        e.print_traceback()
+        out = capsys.readouterr().out
+        assert "RuntimeError" in out
+        e.print_traceback(excid=1)
+        assert "RuntimeError" in capsys.readouterr().out
+    else:
+        pytest.fail("no CompositeError")
+
+
+def test_scatter_round_robin_dist(rc):
+    dview = rc[:]
+    dview.scatter("rr", list(range(8)), dist="r", block=True)
+    assert dview["rr"] == [[0, 4], [1, 5], [2, 6], [3, 7]]
+    assert dview.gather("rr", dist="r", block=True) == list(range(8))
+
+
+def test_top_level_remote_and_parallel_decorators(rc):
+    @ipp.remote(rc[:], block=True)
+    def hostname_len():
+        import socket
+
+        return len(socket.gethostname())
+
+    assert len(hostname_len()) == 4
+
+    @ipp.parallel(rc[:], block=True)
+    def add_one(chunk):
+        return [x + 1 for x in chunk]
+
+    assert add_one(list(range(8))) == list(range(1, 9))
+
+
+def test_direct_view_all_and_broadcast_view(rc):
+    dv = rc.direct_view("all")
+    assert dv.apply_sync(lambda: 1) == [1] * 4
+    bv = rc.broadcast_view()
+    assert bv.apply_sync(lambda: 2) == [2] * 4
+    bv.execute("bvx = 9", block=True)
+    assert rc[:]["bvx"] == [9] * 4
+
+
+def test_reference_inside_containers_and_kwargs(rc):
+    rc[:].push({"g": [10, 20]}, block=True)
+    f = lambda items, k=None: (items, k)  # noqa: E731
+    got = rc[0].apply_sync(f, [ipp.Reference("g"), 1], k={"r": ipp.Reference("g[1]")})
+    assert got == ([[10, 20], 1], {"r": 20})
+
+
+def test_use_dill_and_use_cloudpickle_ship_closures(rc):
+    pytest.importorskip("dill")
+    dview = rc[:]
+    factor = 3
+    try:
+        dview.use_dill()
+        assert dview.apply_sync(lambda x: x * factor, 2) == [6] * 4
+    finally:
+        dview.use_cloudpickle()
+    assert dview.apply_sync(lambda x: x * factor, 3) == [9] * 4
+
+
+def test_hub_queries_db_query_and_purge(rc):
+    ar = rc[0].apply_async(lambda: "q")
+    ar.get(timeout=30)
+    recs = rc.db_query({"msg_id": {"$in": ar.msg_ids}}, keys=["msg_id", "completed", "engine_uuid"])
+    assert [r["msg_id"] for r in recs] == ar.msg_ids
+    assert set(recs[0]) >= {"msg_id", "completed", "engine_uuid"}
+    rc.purge_local_results(ar)
+    assert ar.msg_ids[0] not in rc.results
+    assert rc.get_result(ar.msg_ids[0]).get(timeout=30) == "q"  # the hub still has it
+    rc.purge_results(ar.msg_ids)
+    with pytest.raises(ipp.RemoteError):
+        rc.get_result(ar.msg_ids[0]).get(timeout=30)
+
+
+def test_client_outstanding_spin_and_len(rc):
+    ar = rc[:].apply_async(time.sleep, 0.2)
+    assert set(ar.msg_ids) <= rc.outstanding
+    rc.wait(timeout=30)
+    rc.spin()
+    assert not (set(ar.msg_ids) & rc.outstanding)
+    assert len(rc) == 4 and rc.ids == [0, 1, 2, 3]
+
+
+def test_async_result_sent_and_wait_for_send(rc):
+    ar = rc[:].apply_async(lambda: 1)
+    ar.wait_for_send(timeout=30)
+    assert ar.sent
+    ar.get(timeout=30)
+
+
+def test_async_result_exception_and_result_as_a_future(rc):
+    ar = rc[0].apply_async(lambda: 1 / 0)
+    ar.wait(30)
+    exc = ar.exception(timeout=30)
+    assert isinstance(exc, ipp.RemoteError) and exc.ename == "ZeroDivisionError"
+    with pytest.raises(ipp.RemoteError):
+        ar.result(timeout=30)
+    assert ar.ready() and not ar.successful()
+
+
+def test_map_results_iterate_in_order_as_they_arrive(rc):
+    def wait_then(x):
+        import time
+
+        time.sleep(0.05 * (4 - x))
+        return x
+
+    amr = rc.load_balanced_view().map_async(wait_then, range(4))
+    assert [r for r in amr] == [0, 1, 2, 3]
+    assert amr.progress == 4
+
+
+def test_apply_with_kwargs_and_numpy_result(rc):
+    np = pytest.importorskip("numpy")
+
+    def make(n, fill=0.0):
+        import numpy as np
+
+        return np.full(n, fill)
+
+    out = rc[0].apply_sync(make, 3, fill=2.5)
+    assert isinstance(out, np.ndarray) and out.tolist() == [2.5] * 3
+
+
+def test_abort_everything_queued_on_a_view(rc):
+    dv = rc[0]
+    blocker = dv.apply_async(time.sleep, 0.8)
+    queued = [dv.apply_async(lambda: "x") for _ in range(3)]
+    dv.abort()
+    for q in queued:
+        with pytest.raises(ipp.RemoteError):
+            q.get(timeout=30)
+    blocker.get(timeout=30)
