@@ -729,3 +729,133 @@ def test_abort_everything_queued_on_a_view(rc):
         with pytest.raises(ipp.RemoteError):
             q.get(timeout=30)
     blocker.get(timeout=30)
+
+
+def test_wait_returns_whether_everything_finished(rc):
+    ar = rc[0].apply_async(time.sleep, 0.5)
+    assert ar.wait(0) is False
+    assert rc.wait([ar], timeout=0.01) is False
+    assert ar.wait(30) is True
+    assert rc.wait([ar], timeout=30) is True
+
+
+def test_flags_as_view_attributes(rc):
+    lview = rc.load_balanced_view()
+    lview.retries = 1
+    lview.timeout = 20
+    assert lview.retries == 1 and lview.timeout == 20
+    assert lview.apply_sync(lambda: "flags") == "flags"
+    lview.set_flags(block=True)
+    assert lview.apply(lambda: "blocked") == "blocked"
+    with lview.temp_flags(block=False):
+        assert isinstance(lview.apply(lambda: 1), ipp.AsyncResult)
+    assert lview.block is True
+
+
+def test_after_accepts_msg_ids_and_async_results(rc):
+    lview = rc.load_balanced_view()
+    first = lview.apply_async(lambda: 1)
+    with lview.temp_flags(after=first.msg_ids[0]):
+        a = lview.apply_async(lambda: "by id")
+    with lview.temp_flags(after=first):
+        b = lview.apply_async(lambda: "by result")
+    assert (a.get(timeout=30), b.get(timeout=30)) == ("by id", "by result")
+
+
+def test_dependent_wraps_a_function_with_a_condition(rc):
+    def always(*_):
+        return True
+
+    f = ipp.dependent(lambda x: x + 1, always)
+    assert rc.load_balanced_view().apply_sync(f, 1) == 2
+
+
+def test_load_balanced_get_dict_and_engine_id(rc):
+    ar = rc.load_balanced_view().apply_async(lambda: "lb")
+    assert list(ar.get_dict(timeout=30).values()) == ["lb"]
+    assert ar.engine_id in rc.ids
+
+
+def test_resubmit_runs_a_finished_task_again(rc):
+    ar = rc.load_balanced_view().apply_async(lambda: "again")
+    ar.get(timeout=30)
+    again = rc.resubmit(ar.msg_ids)
+    assert again.get(timeout=30) == "again"
+    assert set(again.msg_ids).isdisjoint(ar.msg_ids)
+
+
+def test_hub_history_lists_submitted_messages(rc):
+    ar = rc[0].apply_async(lambda: 0)
+    ar.get(timeout=30)
+    assert ar.msg_ids[0] in rc.hub_history()
+
+
+def test_sync_imports_from_import(rc):
+    dview = rc[:]
+    with dview.sync_imports(quiet=True):
+        from os import path  # noqa: F401
+    assert dview.apply_sync(ipp.interactive(lambda: path.join("a", "b"))) == ["a/b"] * 4  # noqa: F821
+
+
+def test_scatter_and_gather_on_a_subset_of_engines(rc):
+    dview = rc[:]
+    dview.scatter("sub", list(range(6)), targets=[1, 2], block=True)
+    assert dview.pull("sub", targets=[1, 2], block=True) == [[0, 1, 2], [3, 4, 5]]
+    assert dview.gather("sub", targets=[1, 2], block=True) == list(range(6))
+    rc[3].scatter("one", [1, 2, 3], block=True)
+    assert rc[3]["one"] == [1, 2, 3]
+
+
+def test_execute_output_and_display_outputs(rc, capsys):
+    ar = rc[:].execute("print('from', 'engine')", block=True)
+    assert ar.stdout == ["from engine\n"] * 4
+    capsys.readouterr()
+    ar.display_outputs()
+    assert capsys.readouterr().out.count("from engine") == 4
+
+
+def test_execute_targets_and_clear_targets(rc):
+    dview = rc[:]
+    dview.execute("mark = 'set'", targets=[0, 1], block=True)
+    assert dview.pull("mark", targets=[0, 1], block=True) == ["set", "set"]
+    with pytest.raises(ipp.RemoteError):
+        rc[2].pull("mark", block=True)
+    rc.clear(targets=[0], block=True)
+    with pytest.raises(ipp.RemoteError):
+        rc[0].pull("mark", block=True)
+    assert rc[1]["mark"] == "set"
+
+
+def test_client_abort_by_async_result(rc):
+    dv = rc[2]
+    blocker = dv.apply_async(time.sleep, 0.8)
+    queued = dv.apply_async(lambda: "x")
+    rc.abort(queued)
+    with pytest.raises(ipp.RemoteError) as info:
+        queued.get(timeout=30)
+    assert isinstance(info.value, ipp.TaskAborted) or info.value.ename == "TaskAborted"
+    blocker.get(timeout=30)
+
+
+def test_queue_status_verbose_lists_message_ids(rc):
+    dv = rc[3]
+    blocker = dv.apply_async(time.sleep, 0.5)
+    queued = dv.apply_async(lambda: 1)
+    status = rc.queue_status(targets=3, verbose=True)
+    assert isinstance(status["queue"], list)
+    assert queued.msg_ids[0] in status["queue"] or queued.ready()
+    blocker.get(timeout=30)
+    queued.get(timeout=30)
+
+
+def test_map_over_several_sequences_and_empty_input(rc):
+    lview = rc.load_balanced_view()
+    assert lview.map_sync(pow, [2, 3], [3, 2]) == [8, 9]
+    assert lview.map_sync(abs, []) == []
+    assert rc[:].map_sync(abs, []) == []
+
+
+def test_cluster_context_manager_as_in_the_tutorial():
+    with ipp.Cluster(n=2, profile="docs-examples") as rc:
+        assert len(rc.ids) == 2
+        assert rc[:].apply_sync(lambda: "up") == ["up", "up"]
