@@ -23,7 +23,7 @@ from .asyncresult import AsyncResult, Metadata
 from .channel import Channel, ConnectionRejected
 from .hubqueries import HubQueries
 from .resend import SentRequests
-from .submission import Submission, _ShmFiles
+from .submission import Results, Submission, _ShmFiles
 from .transport import Transport
 
 log = logging.getLogger("hpcpar.client")
@@ -102,7 +102,7 @@ class Client(Channel, Submission, HubQueries):
         self._stream_callbacks: list[Any] = []
         # Called as callback(msg_id, engine_id, output, index) for live rich output.
         self._display_callbacks: list[Any] = []
-        self.results: dict[str, Any] = {}
+        self.results: dict[str, Any] = Results(self)  # decodes replies when read
         self.metadata: dict[str, Metadata] = {}
         # Bound on finished results kept here (None: keep all until purged); dropped
         # ones are fetched again from the hub when asked for.

@@ -28,6 +28,72 @@ class _ShmFiles:
         self.remaining = remaining
 
 
+class Results(dict):
+    """``Client.results``: replies are decoded when first read, not in the thread that
+    receives them; reading this dict (a key, ``in``, ``get``, iterating) decodes the replies
+    that have arrived, so it shows every finished result as ipyparallel's eager one does."""
+
+    def __init__(self, client: Submission) -> None:
+        super().__init__()
+        self._client = client
+
+    def _settle(self, key: Any = None) -> None:
+        client = self._client
+        with client._lock:
+            waiting = [m for m in client._replies if key is None or m == key]
+        for mid in waiting:
+            client._result(mid)
+
+    def __missing__(self, key: Any) -> Any:
+        self._settle(key)
+        if dict.__contains__(self, key):
+            return dict.__getitem__(self, key)
+        raise KeyError(key)
+
+    def __contains__(self, key: object) -> bool:
+        if dict.__contains__(self, key):
+            return True
+        self._settle(key)
+        return dict.__contains__(self, key)
+
+    def get(self, key: Any, default: Any = None) -> Any:
+        return self[key] if key in self else default
+
+    def __iter__(self):
+        self._settle()
+        return dict.__iter__(self)
+
+    def __len__(self) -> int:
+        self._settle()
+        return dict.__len__(self)
+
+    def __eq__(self, other: object) -> bool:
+        self._settle()
+        return dict.__eq__(self, other)
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        self._settle()
+        return dict.__repr__(self)
+
+    def keys(self):
+        self._settle()
+        return dict.keys(self)
+
+    def values(self):
+        self._settle()
+        return dict.values(self)
+
+    def items(self):
+        self._settle()
+        return dict.items(self)
+
+    def copy(self) -> dict[str, Any]:
+        self._settle()
+        return dict(dict.items(self))
+
+
 class Submission:
     """Client methods for submitting requests and collecting their results."""
 
@@ -79,8 +145,8 @@ class Submission:
     def _result(self, msg_id: str) -> Any:
         """The result of one message (an exception object for a failure)."""
         with self._lock:
-            if msg_id in self.results:
-                return self.results[msg_id]
+            if dict.__contains__(self.results, msg_id):  # not Results.__contains__, which calls here
+                return dict.__getitem__(self.results, msg_id)
             raw = self._replies.pop(msg_id, None)
         if raw is None:
             if msg_id in self.outstanding:

@@ -859,3 +859,94 @@ def test_cluster_context_manager_as_in_the_tutorial():
     with ipp.Cluster(n=2, profile="docs-examples") as rc:
         assert len(rc.ids) == 2
         assert rc[:].apply_sync(lambda: "up") == ["up", "up"]
+
+
+def test_reference_to_an_attribute_and_as_the_function(rc):
+    rc[:].execute(
+        "import types; obj = types.SimpleNamespace(val=7)\ndef inc(x):\n    return x + 1",
+        block=True,
+    )
+    assert rc[0].apply_sync(lambda v: v, ipp.Reference("obj.val")) == 7
+    assert rc[:].apply_sync(ipp.Reference("inc"), 1) == [2] * 4
+
+
+def test_pre_pickled_arguments(rc):
+    payload = ipp.PrePickled(list(range(100)))
+    assert rc[:].apply_sync(len, payload) == [100] * 4
+
+
+def test_interactive_function_can_set_engine_globals(rc):
+    @ipp.interactive
+    def setter(v):
+        global gv
+        gv = v
+
+    rc[:].apply_sync(setter, "g")
+    assert rc[:]["gv"] == ["g"] * 4
+
+
+def test_get_dict_refuses_two_results_from_one_engine(rc):
+    ar = rc[[0, 0]].apply_async(lambda: 1)
+    assert ar.get(timeout=30) == [1, 1]
+    with pytest.raises(ValueError):
+        ar.get_dict()
+
+
+def test_client_executor_and_view_history(rc):
+    ex = rc.executor()
+    assert ex.submit(lambda: "exec").result(timeout=30) == "exec"
+    view = rc[1]
+    ar = view.apply_async(lambda: 1)
+    view.wait(timeout=30)
+    assert ar.msg_ids[0] in view.history
+    assert not view.outstanding
+    assert view.results[ar.msg_ids[0]] == 1
+
+
+def test_get_result_by_history_index(rc):
+    ar = rc[0].apply_async(lambda: "last one")
+    ar.get(timeout=30)
+    assert rc.history[-1] == ar.msg_ids[0]
+    assert rc.get_result(-1).get(timeout=30) == "last one"
+    assert rc.get_result(ar).get(timeout=30) == "last one"
+
+
+def test_setting_targets_on_a_view(rc):
+    dview = rc[:]
+    dview.targets = [0, 1]
+    assert dview.apply_sync(lambda: 1) == [1, 1]
+    dview.targets = 2
+    assert dview.apply_sync(lambda: 1) == 1
+
+
+def test_purge_everything_forgets_history(rc):
+    rc[0].apply_sync(lambda: 1)
+    rc.purge_everything()
+    assert rc.history == [] and rc.results == {}
+    assert rc.hub_history() == []
+
+
+def test_joblib_backend_runs_parallel_loops_on_the_engines(rc):
+    joblib = pytest.importorskip("joblib")
+    rc.load_balanced_view().register_joblib_backend()
+    with joblib.parallel_backend("ipyparallel"):
+        out = joblib.Parallel(n_jobs=4)(joblib.delayed(pow)(i, 2) for i in range(8))
+    assert out == [i * i for i in range(8)]
+
+
+def test_elapsed_grows_while_pending(rc):
+    ar = rc[0].apply_async(time.sleep, 0.4)
+    first = ar.elapsed
+    time.sleep(0.1)
+    assert ar.elapsed > first
+    ar.get(timeout=30)
+    assert ar.elapsed >= 0.4
+
+
+def test_client_results_hold_finished_results_without_get(rc):
+    ar = rc[:].apply_async(lambda: "done")
+    rc.wait(ar, timeout=30)
+    assert all(m in rc.results for m in ar.msg_ids)
+    assert [rc.results[m] for m in ar.msg_ids] == ["done"] * 4
+    assert {m: rc.results.get(m) for m in ar.msg_ids} == dict.fromkeys(ar.msg_ids, "done")
+    assert set(ar.msg_ids) <= set(rc.results)
