@@ -859,6 +859,9 @@ def test_cluster_context_manager_as_in_the_tutorial():
     with ipp.Cluster(n=2, profile="docs-examples") as rc:
         assert len(rc.ids) == 2
         assert rc[:].apply_sync(lambda: "up") == ["up", "up"]
+        rc.cluster.start_engines_sync(n=1)
+        rc.wait_for_engines(3, timeout=60, interactive=False)
+        assert rc[:].apply_sync(lambda: "up") == ["up"] * 3
 
 
 def test_reference_to_an_attribute_and_as_the_function(rc):
@@ -950,3 +953,49 @@ def test_client_results_hold_finished_results_without_get(rc):
     assert [rc.results[m] for m in ar.msg_ids] == ["done"] * 4
     assert {m: rc.results.get(m) for m in ar.msg_ids} == dict.fromkeys(ar.msg_ids, "done")
     assert set(ar.msg_ids) <= set(rc.results)
+
+
+def test_depend_that_no_engine_meets_is_an_impossible_dependency(rc):
+    def never():
+        return False
+
+    @ipp.depend(never)
+    def task():
+        return "ran"
+
+    with pytest.raises(ipp.RemoteError) as info:
+        rc.load_balanced_view().apply_async(task).get(timeout=60)
+    assert info.value.ename == "ImpossibleDependency"
+    assert isinstance(info.value, ipp.ImpossibleDependency)
+
+
+def test_composite_error_names_engine_and_method(rc):
+    with pytest.raises(ipp.CompositeError) as info:
+        rc[:].execute("1 / 0", block=True)
+    text = str(info.value)
+    assert "one or more exceptions" in text
+    for i in rc.ids:
+        assert f"[{i}:execute]" in text
+    assert "ZeroDivisionError" in text
+    ename, evalue, tb, engine_info = info.value.elist[0]
+    assert (
+        ename == "ZeroDivisionError" and "division" in evalue and engine_info["engine_id"] in rc.ids
+    )
+
+
+def test_customresults_pattern_polls_outstanding(rc):
+    lview = rc.load_balanced_view()
+    amr = lview.map_async(lambda i: i * 2, range(12), chunksize=2)
+    pending = set(amr.msg_ids)
+    results = {}
+    deadline = time.monotonic() + 60
+    while pending and time.monotonic() < deadline:
+        rc.wait(pending, 1e-3)
+        finished = pending.difference(rc.outstanding)
+        pending = pending.difference(finished)
+        for msg_id in finished:
+            ar = rc.get_result(msg_id)
+            results[msg_id] = ar.get(timeout=30)
+            assert ar.engine_id in rc.ids
+    assert not pending
+    assert sorted(sum((results[m] for m in amr.msg_ids), [])) == [i * 2 for i in range(12)]
