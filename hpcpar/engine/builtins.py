@@ -25,10 +25,14 @@ def pull(names: str | list[str] | tuple[str, ...]) -> Any:
 
 
 def _lookup(g: dict[str, Any], name: str) -> Any:
-    try:
+    """A name, or (as ipyparallel's pull) an expression such as ``"obj.attr"`` or ``"len(x)"``,
+    evaluated in the engine's namespace."""
+    if name in g:
         return g[name]
-    except KeyError:
-        raise NameError(f"name {name!r} is not defined on this engine") from None
+    if name.isidentifier():
+        raise NameError(f"name {name!r} is not defined on this engine")
+    # eval adds __builtins__ to the globals it is given: never to the engine's own namespace
+    return eval(name, g if "__builtins__" in g else {**g})
 
 
 def map_chunk(f: Any, *seqs: Any) -> list[Any]:

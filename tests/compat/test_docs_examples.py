@@ -999,3 +999,36 @@ def test_customresults_pattern_polls_outstanding(rc):
             assert ar.engine_id in rc.ids
     assert not pending
     assert sorted(sum((results[m] for m in amr.msg_ids), [])) == [i * 2 for i in range(12)]
+
+
+def test_pull_evaluates_expressions_in_the_engine_namespace(rc):
+    rc[:].execute("import types; box = types.SimpleNamespace(val=3); seq = [1, 2, 3]", block=True)
+    assert rc[0].pull("box.val", block=True) == 3
+    assert rc[:]["len(seq)"] == [3] * 4
+    assert rc[0].pull(["seq[0]", "box.val + 1"], block=True) == [1, 4]
+
+
+def test_imap_with_unordered_results_and_bounded_outstanding(rc):
+    it = rc.load_balanced_view().imap(lambda x: x + 1, range(10), ordered=False, max_outstanding=2)
+    assert sorted(it) == list(range(1, 11))
+
+
+def test_map_over_numpy_arrays(rc):
+    np = pytest.importorskip("numpy")
+    a = np.arange(8)
+    assert list(rc[:].map_sync(lambda x: int(x) * 2, a)) == [x * 2 for x in range(8)]
+    assert rc.load_balanced_view().map_sync(lambda x: int(x) + 1, a) == [x + 1 for x in range(8)]
+
+
+def test_get_with_return_exceptions(rc):
+    ar = rc[:].apply_async(lambda: 1 / 0)
+    got = ar.get(timeout=30, return_exceptions=True)
+    assert len(got) == 4 and all(isinstance(e, ipp.RemoteError) for e in got)
+    amr = rc.load_balanced_view().map_async(lambda x: 1 / x, [1, 0], return_exceptions=True)
+    first, second = amr.get(timeout=30)
+    assert first == 1.0 and isinstance(second, ipp.RemoteError)
+
+
+def test_scatter_refuses_what_is_not_a_sequence(rc):
+    with pytest.raises(TypeError):
+        rc[:].scatter("x", 5, block=True)
