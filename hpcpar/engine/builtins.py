@@ -12,9 +12,21 @@ from .namespace import current
 
 
 def push(ns: dict[str, Any]) -> None:
+    """Bind names; a key that is an assignment target (``"obj.attr"``, ``"a[0]"``) is
+    assigned as in code, as ipyparallel's push does."""
     space = current()
+    g = space.globals
     for name, value in ns.items():
-        space.globals[name] = space.rebinder.rebind(value)
+        value = space.rebinder.rebind(value)
+        if not isinstance(name, str) or name.isidentifier():
+            g[name] = value
+            continue
+        tmp = "_hpcpar_push_value"
+        g[tmp] = value
+        try:
+            exec(f"{name} = {tmp}", g)
+        finally:
+            g.pop(tmp, None)
 
 
 def pull(names: str | list[str] | tuple[str, ...]) -> Any:

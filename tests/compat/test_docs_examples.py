@@ -1032,3 +1032,10 @@ def test_get_with_return_exceptions(rc):
 def test_scatter_refuses_what_is_not_a_sequence(rc):
     with pytest.raises(TypeError):
         rc[:].scatter("x", 5, block=True)
+
+
+def test_push_assigns_to_targets_like_code(rc):
+    rc[:].execute("import types; box = types.SimpleNamespace(val=0); cells = [0, 0]", block=True)
+    rc[:]["box.val"] = 5
+    rc[:].push({"cells[1]": "x"}, block=True)
+    assert rc[:].pull(["box.val", "cells"], block=True) == [[5, [0, "x"]]] * 4
