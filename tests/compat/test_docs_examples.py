@@ -1039,3 +1039,38 @@ def test_push_assigns_to_targets_like_code(rc):
     rc[:]["box.val"] = 5
     rc[:].push({"cells[1]": "x"}, block=True)
     assert rc[:].pull(["box.val", "cells"], block=True) == [[5, [0, "x"]]] * 4
+
+
+def test_wait_for_engines_times_out_and_can_return_a_future(rc):
+    with pytest.raises(TimeoutError):
+        rc.wait_for_engines(len(rc.ids) + 1, timeout=0.5, interactive=False)
+    fut = rc.wait_for_engines(len(rc.ids), block=False)
+    fut.result(timeout=30)
+    assert fut.done() and fut.exception() is None
+
+
+def test_unknown_engine_ids_are_index_errors(rc):
+    with pytest.raises(IndexError):
+        rc[99]
+    lview = rc.load_balanced_view(targets=[99])  # resolved when used: engines may still register
+    with pytest.raises(IndexError, match="not registered"):
+        lview.apply_async(lambda: 1)
+
+
+def test_syntax_errors_in_executed_code_reach_the_user(rc):
+    with pytest.raises(ipp.RemoteError) as info:
+        rc[0].execute("def broken(:\n    pass", block=True)
+    assert info.value.ename == "SyntaxError"
+
+
+def test_stdout_of_raw_writes_and_of_map_chunks(rc):
+    ar = rc[0].execute("import sys; sys.stdout.write('raw')", block=True)
+    assert ar.stdout == "raw"
+
+    def loud(x):
+        print("item", x)
+        return x
+
+    amr = rc.load_balanced_view().map_async(loud, range(4), chunksize=2)
+    amr.get(timeout=30)
+    assert amr.stdout == ["item 0\nitem 1\n", "item 2\nitem 3\n"]
