@@ -1074,3 +1074,39 @@ def test_stdout_of_raw_writes_and_of_map_chunks(rc):
     amr = rc.load_balanced_view().map_async(loud, range(4), chunksize=2)
     amr.get(timeout=30)
     assert amr.stdout == ["item 0\nitem 1\n", "item 2\nitem 3\n"]
+
+
+def test_dag_of_tasks_runs_each_after_its_parents(rc):
+    """The dependency-graph example: submit in topological order, each task after its parents."""
+    parents = {"a": [], "b": ["a"], "c": ["a"], "d": ["b", "c"], "e": ["d"]}
+    lview = rc.load_balanced_view()
+    results = {}
+    for node, deps in parents.items():
+        with lview.temp_flags(after=[results[p] for p in deps]):
+            results[node] = lview.apply_async(time.sleep, 0.05)
+    lview.wait(list(results.values()), timeout=60)
+    for node, deps in parents.items():
+        started = results[node].metadata["started"]
+        for p in deps:
+            assert results[p].metadata["completed"] <= started, (p, node)
+
+
+def test_dependency_built_from_async_results(rc):
+    lview = rc.load_balanced_view()
+    a = lview.apply_async(lambda: 1)
+    b = lview.apply_async(lambda: 2)
+    dep = ipp.Dependency([a, b])
+    assert set(dep) == set(a.msg_ids + b.msg_ids)
+    with lview.temp_flags(after=dep):
+        c = lview.apply_async(lambda: 3)
+    assert c.get(timeout=30) == 3 and a.ready() and b.ready()
+
+
+def test_timing_helpers_of_a_finished_result(rc):
+    ar = rc[:].apply_async(time.sleep, 0.2)
+    ar.get(timeout=30)
+    assert ar.serial_time >= 0.8 and ar.wall_time >= 0.2  # the docs' speedup is serial_time / wall_time
+    md = ar.metadata
+    span = ar.timedelta([m["submitted"] for m in md], [m["completed"] for m in md])
+    assert span >= 0.2
+    assert ar.timedelta(md[0]["started"], md[0]["completed"]) >= 0.2
