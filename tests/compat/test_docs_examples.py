@@ -1105,8 +1105,32 @@ def test_dependency_built_from_async_results(rc):
 def test_timing_helpers_of_a_finished_result(rc):
     ar = rc[:].apply_async(time.sleep, 0.2)
     ar.get(timeout=30)
-    assert ar.serial_time >= 0.8 and ar.wall_time >= 0.2  # the docs' speedup is serial_time / wall_time
+    assert (
+        ar.serial_time >= 0.8 and ar.wall_time >= 0.2
+    )  # the docs' speedup is serial_time / wall_time
     md = ar.metadata
     span = ar.timedelta([m["submitted"] for m in md], [m["completed"] for m in md])
     assert span >= 0.2
     assert ar.timedelta(md[0]["started"], md[0]["completed"]) >= 0.2
+
+
+def test_unordered_map_get_still_gives_input_order(rc):
+    def nap(t):
+        import time
+
+        time.sleep(t)
+        return t
+
+    amr = rc.load_balanced_view().map_async(nap, [0.4, 0.0, 0.0], ordered=False)
+    assert amr.get(timeout=30) == [0.4, 0.0, 0.0]
+
+
+def test_interactive_function_mapped_on_a_load_balanced_view(rc):
+    rc[:].push({"offset": 100}, block=True)
+
+    @ipp.interactive
+    def shift(x):
+        return x + offset  # noqa: F821
+
+    assert rc.load_balanced_view().map_sync(shift, range(5)) == [100, 101, 102, 103, 104]
+    assert rc[:].map_sync(shift, range(5)) == [100, 101, 102, 103, 104]
