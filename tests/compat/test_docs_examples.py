@@ -1134,3 +1134,53 @@ def test_interactive_function_mapped_on_a_load_balanced_view(rc):
 
     assert rc.load_balanced_view().map_sync(shift, range(5)) == [100, 101, 102, 103, 104]
     assert rc[:].map_sync(shift, range(5)) == [100, 101, 102, 103, 104]
+
+
+def test_futures_notebook_async_results_in_future_tools(rc):
+    import asyncio
+    import concurrent.futures
+
+    def norm(n):
+        return sum(i * i for i in range(n)) ** 0.5
+
+    f = rc[-1].apply(norm, 10)
+    assert f.result(timeout=30) == norm(10)
+    fs = [rc.load_balanced_view().apply_async(norm, n) for n in range(1, 6)]
+    done = {fut.result() for fut in concurrent.futures.as_completed(fs, timeout=30)}
+    assert done == {norm(n) for n in range(1, 6)}
+    finished, not_done = concurrent.futures.wait(fs, timeout=30)
+    assert len(finished) == 5 and not not_done
+
+    async def gather():
+        ars = [rc[i].apply_async(norm, 3) for i in rc.ids]
+        return await asyncio.gather(*(asyncio.wrap_future(a) for a in ars))
+
+    assert asyncio.run(gather()) == [norm(3)] * 4
+    amr = rc.load_balanced_view().map_async(norm, [2, 3])
+    assert amr.result(timeout=30) == [norm(2), norm(3)]
+    ex = rc.executor(targets=[0, 1])
+    assert list(ex.map(norm, [4, 5])) == [norm(4), norm(5)]
+
+
+def test_decorators_on_a_load_balanced_view(rc):
+    lview = rc.load_balanced_view()
+
+    @lview.parallel(block=True)
+    def quartic(x):
+        return 10.0 * x**4
+
+    assert quartic.map(range(8)) == [10.0 * x**4 for x in range(8)]
+
+    @lview.parallel(block=True)
+    def total(chunk):
+        return [sum(chunk)]
+
+    assert total(list(range(6))) == list(range(6))  # one element per part: no chunksize given
+
+    @lview.remote(block=True)
+    def where():
+        import os
+
+        return os.getpid()
+
+    assert where() in set(rc[:].apply_sync(os.getpid))
