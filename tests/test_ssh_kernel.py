@@ -115,7 +115,7 @@ LAPTOP_KERNEL_SCRIPT = """
 import json, socket, sys
 import hpcpar, jupyter_client
 rc = hpcpar.Client(profile_dir=sys.argv[1], sshserver=%(login)r, ssh_config=%(cfg)r, timeout=30)
-path = rc.kernel_connection_file(0, ip=%(addr)r, path=sys.argv[2], allow_clear=True)  # CI's net: trusted
+path = rc.kernel_connection_file(1, ip=%(addr)r, path=sys.argv[2], allow_clear=True)  # CI's net: trusted
 info = json.load(open(path))
 out = {"ip": info["ip"]}
 s = socket.socket(); s.settimeout(3)
@@ -141,8 +141,8 @@ print("RESULT " + json.dumps(out))
 
 
 def test_console_on_an_engine_the_laptop_cannot_reach(tmp_path):
-    """The compute-node case: `rc.kernel_connection_file(0, ip=<node address>)` and
-    `hpcpar console 0 --ip <node address> --sshserver <login>` from the laptop."""
+    """The compute-node case, on a live MPI rank: `rc.kernel_connection_file(1, ip=<node address>)`
+    and `hpcpar console 1 --ip <node address> --sshserver <login>` from the laptop."""
     pexpect = pytest.importorskip("pexpect")
     pytest.importorskip("jupyter_console")
     for system in ("ssh", "netns", "netns-sshd"):
@@ -150,14 +150,18 @@ def test_console_on_an_engine_the_laptop_cannot_reach(tmp_path):
     pdir = tmp_path / "profile"
     c = Cluster(n=0, profile_dir=pdir, cluster_id="", controller_args=[*FAST_HEARTBEAT, "--ip", "10.200.0.1"])
     c.start_cluster_sync()
-    engine = subprocess.Popen(["nsenter", f"--net={COMPUTE_NS}",
-                               *hpcpar_cmd("engine", "--profile-dir", str(pdir), "--cluster-id", "")],
+    from test_mpi import default_mpiexec, require_mpi
+
+    require_mpi()
+    # a 2-rank MPI job on the compute node; the console goes to rank 1
+    engine = subprocess.Popen(["nsenter", f"--net={COMPUTE_NS}", str(default_mpiexec()), "-n", "2",
+                               *hpcpar_cmd("engine", "--mpi", "--profile-dir", str(pdir), "--cluster-id", "")],
                               env={**os.environ, "JUPYTER_RUNTIME_DIR": str(tmp_path / "compute-runtime")},
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         with hpcpar.Client(profile_dir=pdir, timeout=20) as rc:
-            rc.wait_for_engines(1, timeout=60, interactive=False)
-            rc[0].execute("state = {'rank_data': 'live on the node'}", block=True)
+            rc.wait_for_engines(2, timeout=60, interactive=False)
+            rc[:].execute("state = {'rank_data': f'rank {mpi_rank} of {mpi_size}, live on the node'}", block=True)
         script = LAPTOP_KERNEL_SCRIPT % dict(login=LOGIN, cfg=CI_CONFIG, addr=COMPUTE_ADDR)
         r = subprocess.run(["nsenter", f"--net={LAPTOP_NS}", sys.executable, "-c", script, str(pdir),
                             str(tmp_path / "laptop" / "kernel.json")], capture_output=True, text=True, timeout=120)
@@ -166,20 +170,20 @@ def test_console_on_an_engine_the_laptop_cannot_reach(tmp_path):
         assert out["ip"] == "127.0.0.1" and "unreachable" in out["direct"].lower(), out  # only the forward gets there
         assert out["status"] == "ok" and out["alive"]
         assert f"inet {COMPUTE_ADDR}/" in out["stdout"]  # the cell ran on the compute node
-        assert out["result"] == ["'live on the node'"]
+        assert out["result"] == ["'rank 1 of 2, live on the node'"]
 
         # the same from a terminal, with the command docs/interactive.md gives
         env = {**os.environ, "JUPYTER_CONFIG_DIR": str(tmp_path / "cfg"), "IPYTHONDIR": str(tmp_path / "ipython"),
                "JUPYTER_RUNTIME_DIR": str(tmp_path / "laptop-runtime"), "TERM": "dumb"}
         cmd = ["nsenter", f"--net={LAPTOP_NS}",
-               *hpcpar_cmd("console", "0", "--profile-dir", str(pdir), "--ip", COMPUTE_ADDR, "--allow-clear", "--sshserver", LOGIN,
+               *hpcpar_cmd("console", "1", "--profile-dir", str(pdir), "--ip", COMPUTE_ADDR, "--allow-clear", "--sshserver", LOGIN,
                            "--ssh-config", CI_CONFIG, "--console-args=--simple-prompt")]
         child = pexpect.spawn(cmd[0], cmd[1:], env=env, encoding="utf-8", timeout=60, dimensions=(40, 200))
         try:
             child.expect(r"hpcpar engine \d+ on ")
             child.expect(r"In \[\d+\]: ")
-            child.sendline("sorted(state)")
-            child.expect(r"Out\[\d+\]: \['rank_data', 'seen_from_laptop'\]")
+            child.sendline("sorted(state), mpi_rank")
+            child.expect(r"Out\[\d+\]: \(\['rank_data', 'seen_from_laptop'\], 1\)")
             child.expect(r"In \[\d+\]: ")
             child.sendline("quit(keep_kernel=True)")
             child.expect(pexpect.EOF)
