@@ -1184,3 +1184,59 @@ def test_decorators_on_a_load_balanced_view(rc):
         return os.getpid()
 
     assert where() in set(rc[:].apply_sync(os.getpid))
+
+
+def test_targets_as_a_temporary_flag(rc):
+    pids = dict(zip(rc.ids, rc[:].apply_sync(os.getpid)))
+    dview = rc[:]
+    with dview.temp_flags(targets=[0, 1], block=True):
+        assert dview.apply(os.getpid) == [pids[0], pids[1]]
+    assert dview.targets == rc.ids
+    lview = rc.load_balanced_view()
+    with lview.temp_flags(targets=[2]):
+        got = {lview.apply_sync(os.getpid) for _ in range(4)}
+    assert got == {pids[2]}
+    assert lview.targets is None
+
+
+def test_repr_of_views_and_results_name_their_state(rc):
+    assert "DirectView" in repr(rc[:]) and "LoadBalancedView" in repr(rc.load_balanced_view())
+    ar = rc[0].apply_async(time.sleep, 0.2)
+    assert "pending" in repr(ar)
+    ar.get(timeout=30)
+    assert "finished" in repr(ar)
+
+
+def test_unpicklable_things_fail_clearly_both_ways(rc):
+    gen = (i for i in range(3))
+    with pytest.raises(Exception) as sent:
+        rc[0].apply_sync(lambda g: g, gen)
+    assert "pickle" in str(sent.value).lower() or "serializ" in str(sent.value).lower()
+    with pytest.raises(ipp.RemoteError) as back:
+        rc[0].apply_sync(lambda: (i for i in range(3)))
+    assert "generator" in str(back.value) or "pickle" in str(back.value).lower()
+    assert rc[0].apply_sync(lambda: "still serving") == "still serving"
+
+
+def test_metadata_records_dependencies_and_inputs(rc):
+    lview = rc.load_balanced_view()
+    first = lview.apply_async(lambda: 1)
+    with lview.temp_flags(after=[first], follow=[first]):
+        second = lview.apply_async(lambda: 2)
+    second.get(timeout=30)
+    md = second.metadata
+    assert md["engine_id"] == first.metadata["engine_id"]
+    ex = rc[0].execute("val = 6 * 7\nval", silent=False, block=True)
+    assert ex.metadata["execute_input"] == "val = 6 * 7\nval"
+    assert ex.metadata["execute_result"]["data"]["text/plain"] == "42"
+    for key in (
+        "msg_id",
+        "status",
+        "outputs",
+        "data",
+        "error",
+        "execute_result",
+        "after",
+        "follow",
+    ):
+        assert key in md, key
