@@ -1240,3 +1240,40 @@ def test_metadata_records_dependencies_and_inputs(rc):
         "follow",
     ):
         assert key in md, key
+
+
+ITERMAP_SCRIPT = """
+import time
+import hpcpar as ipp
+
+rc = ipp.Client(profile="shared", timeout=30)
+dv = rc[:]
+v = rc.load_balanced_view()
+dv.scatter("id", rc.ids, flatten=True, block=True)
+ar = dv.apply(time.sleep, ipp.Reference("id"))
+print("apply", [r for r in ar])
+
+def sleep_here(t):
+    import time
+    time.sleep(t)
+    return id, t
+
+amr = v.map(sleep_here, [0.01 * t for t in range(8)], chunksize=2)
+print("map", sorted({r[0] for r in amr} - set(rc.ids)), [r[1] for r in amr])
+amr = v.map(sleep_here, [0.01 * t for t in range(8, 0, -1)], ordered=False)
+print("unordered", sorted(r[1] for r in amr))
+"""
+
+
+def test_itermapresult_example_as_a_script(rc, tmp_path):
+    """Functions defined in a script's __main__ see the engine's namespace (here its `id`)."""
+    import subprocess
+
+    script = tmp_path / "itermap.py"
+    script.write_text(ITERMAP_SCRIPT)
+    out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=90)
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.splitlines()
+    assert lines[0] == "apply [None, None, None, None]"
+    assert lines[1] == "map [] " + str([0.01 * t for t in range(8)])
+    assert lines[2] == "unordered " + str(sorted(0.01 * t for t in range(8, 0, -1)))
