@@ -1277,3 +1277,27 @@ def test_itermapresult_example_as_a_script(rc, tmp_path):
     assert lines[0] == "apply [None, None, None, None]"
     assert lines[1] == "map [] " + str([0.01 * t for t in range(8)])
     assert lines[2] == "unordered " + str(sorted(0.01 * t for t in range(8, 0, -1)))
+
+
+def test_data_publication_example(rc):
+    def simulation(steps):
+        import time
+
+        from hpcpar.datapub import publish_data
+
+        for i in range(steps):
+            publish_data({"step": i, "energy": i * 0.5})
+            time.sleep(0.02)
+        return steps
+
+    ar = rc[:].apply_async(simulation, 5)
+    seen = []
+    deadline = time.monotonic() + 60
+    while not ar.ready() and time.monotonic() < deadline:
+        seen.append(ar.data)
+        time.sleep(0.01)
+    assert ar.get(timeout=30) == [5] * 4
+    assert ar.data == [{"step": 4, "energy": 2.0}] * 4
+    single = rc[0].apply_async(simulation, 2)
+    single.get(timeout=30)
+    assert single.data == {"step": 1, "energy": 0.5}
