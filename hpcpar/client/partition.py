@@ -78,15 +78,14 @@ def chunks(seq: Any, size: int) -> list[Any]:
 
 
 def join(parts: list[Any], dist: str = "b") -> Any:
-    """Inverse of :func:`split`."""
+    """Inverse of :func:`split`: arrays concatenate; list and tuple parts join into a list
+    (as ipyparallel's gather and map give); other parts (one value per engine) are listed."""
     if check_dist(dist) == "r" and parts:
         return _interleave(parts)
     if parts and all(_is_numpy(p) for p in parts):
         import numpy as np
 
         return np.concatenate(parts)
-    if parts and all(isinstance(p, tuple) for p in parts):
-        return tuple(x for p in parts for x in p)
     if parts and all(isinstance(p, (list, tuple)) or _is_numpy(p) for p in parts):
         out: list[Any] = []
         for p in parts:
@@ -111,4 +110,4 @@ def _interleave(parts: list[Any]) -> Any:
     out = [None] * sum(len(p) for p in parts)
     for i, p in enumerate(parts):
         out[i::n] = list(p)
-    return tuple(out) if all(isinstance(p, tuple) for p in parts) else out
+    return out

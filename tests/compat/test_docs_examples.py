@@ -1301,3 +1301,13 @@ def test_data_publication_example(rc):
     single = rc[0].apply_async(simulation, 2)
     single.get(timeout=30)
     assert single.data == {"step": 1, "energy": 0.5}
+
+
+def test_gather_gives_lists_and_strings_scatter_as_slices(rc):
+    dview = rc[:]
+    dview.scatter("t", (1, 2, 3, 4, 5, 6, 7, 8), block=True)
+    assert dview["t"] == [(1, 2), (3, 4), (5, 6), (7, 8)]
+    assert dview.gather("t", block=True) == [1, 2, 3, 4, 5, 6, 7, 8]
+    dview.scatter("s", "abcdefgh", block=True)
+    assert dview["s"] == ["ab", "cd", "ef", "gh"]
+    assert dview.map_sync(str.upper, "abcd") == ["A", "B", "C", "D"]
