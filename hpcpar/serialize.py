@@ -27,8 +27,9 @@ PICKLERS = ("cloudpickle", "pickle", "dill")
 _PLAIN = frozenset({type(None), bool, int, float, complex, str, bytes})
 
 
-class SerializationError(Exception):
-    """An object could not be pickled or unpickled; the message says which and why."""
+class SerializationError(TypeError):
+    """An object could not be pickled or unpickled; the message says which and why.
+    A TypeError, as pickle's "cannot pickle ..." is: code written for ipyparallel catches that."""
 
 
 def dumps(obj: Any, pickler: str = "cloudpickle") -> tuple[bytes, list[memoryview]]:

@@ -1209,9 +1209,8 @@ def test_repr_of_views_and_results_name_their_state(rc):
 
 def test_unpicklable_things_fail_clearly_both_ways(rc):
     gen = (i for i in range(3))
-    with pytest.raises(Exception) as sent:
+    with pytest.raises(TypeError, match="pickle"):  # pickle's own error type, as with ipyparallel
         rc[0].apply_sync(lambda g: g, gen)
-    assert "pickle" in str(sent.value).lower() or "serializ" in str(sent.value).lower()
     with pytest.raises(ipp.RemoteError) as back:
         rc[0].apply_sync(lambda: (i for i in range(3)))
     assert "generator" in str(back.value) or "pickle" in str(back.value).lower()
