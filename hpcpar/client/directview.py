@@ -6,6 +6,7 @@ import builtins
 import collections
 import contextlib
 import sys
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -204,10 +205,21 @@ class DirectView(View):
 
     def activate(self, suffix: str = "") -> None:
         """Make ``%px<suffix>``, ``%%px<suffix>``, ``%autopx<suffix>``,
-        ``%pxresult<suffix>`` and ``%pxconfig<suffix>`` run on this view (in IPython)."""
+        ``%pxresult<suffix>`` and ``%pxconfig<suffix>`` run on this view (in IPython).
+        Outside IPython (a script) it only warns, as ipyparallel's: scripts that call it still run."""
+        try:
+            from IPython import get_ipython
+        except ImportError:
+            shell = None
+        else:
+            shell = get_ipython()
+        if shell is None:
+            warnings.warn("the %px magics only work inside IPython or Jupyter: activate() did nothing here",
+                          stacklevel=2)
+            return
         from .magics import activate
 
-        activate(self, suffix)
+        activate(self, suffix, shell)
 
     @property
     def importer(self) -> Any:

@@ -1261,11 +1261,14 @@ amr = v.map(sleep_here, [0.01 * t for t in range(8)], chunksize=2)
 print("map", sorted({r[0] for r in amr} - set(rc.ids)), [r[1] for r in amr])
 amr = v.map(sleep_here, [0.01 * t for t in range(8, 0, -1)], ordered=False)
 print("unordered", sorted(r[1] for r in amr))
+dv.activate()  # outside IPython: a warning, and the script goes on
+print("activated", type(rc.activate()).__name__)
 """
 
 
 def test_itermapresult_example_as_a_script(rc, tmp_path):
-    """Functions defined in a script's __main__ see the engine's namespace (here its `id`)."""
+    """Functions defined in a script's __main__ see the engine's namespace (here its `id`);
+    activate() in a script warns instead of failing, as ipyparallel's."""
     import subprocess
 
     script = tmp_path / "itermap.py"
@@ -1276,6 +1279,8 @@ def test_itermapresult_example_as_a_script(rc, tmp_path):
     assert lines[0] == "apply [None, None, None, None]"
     assert lines[1] == "map [] " + str([0.01 * t for t in range(8)])
     assert lines[2] == "unordered " + str(sorted(0.01 * t for t in range(8, 0, -1)))
+    assert lines[3] == "activated DirectView"
+    assert "only work inside IPython" in out.stderr
 
 
 def test_data_publication_example(rc):
@@ -1310,3 +1315,24 @@ def test_gather_gives_lists_and_strings_scatter_as_slices(rc):
     dview.scatter("s", "abcdefgh", block=True)
     assert dview["s"] == ["ab", "cd", "ef", "gh"]
     assert dview.map_sync(str.upper, "abcd") == ["A", "B", "C", "D"]
+
+
+def test_client_block_is_the_default_for_new_views(rc):
+    rc.block = True
+    try:
+        assert rc[:].apply(lambda: 1) == [1] * 4
+        assert rc.load_balanced_view().apply(lambda: 2) == 2
+    finally:
+        rc.block = False
+    assert isinstance(rc[:].apply(lambda: 1), ipp.AsyncResult)
+
+
+def test_wait_takes_a_message_id_and_a_spin_thread_keeps_results_coming(rc):
+    ar = rc[0].apply_async(lambda: 5)
+    assert rc.wait(ar.msg_ids[0], timeout=30)
+    rc.spin_thread(interval=0.05)
+    try:
+        ar2 = rc[1].apply_async(lambda: 6)
+        assert ar2.get(timeout=30) == 6
+    finally:
+        rc.stop_spin_thread()
