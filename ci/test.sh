@@ -76,12 +76,12 @@ done
 
 step "tests"
 # The soak tests (SOAK_TESTS: minutes of mostly waiting on jobs of the real SLURM and SGE:
-# walltime farms, draining, elastic pools) run in a lane of their own, in the background next
-# to the rest of the suite, with their own log, junit file and exit status; they are sized to
-# leave the other tests room on both systems.
+# walltime farms, draining, elastic pools, jobs held in the queue) run in a lane of their own,
+# in the background next to the rest of the suite, with their own log, junit file and exit
+# status; they are sized to leave the other tests room on both systems.
 # PYTEST_ARGS (picking tests) or SOAK_LANE=0 runs everything as one plain pytest instead.
 # pytest exits 5 when it collected nothing: that is a failure here too.
-SOAK_TESTS=${SOAK_TESTS:-"tests/test_pool_walltime.py tests/test_drain.py tests/test_pool.py"}
+SOAK_TESTS=${SOAK_TESTS:-"tests/test_pool_walltime.py tests/test_drain.py tests/test_pool.py tests/test_cli_live.py"}
 pytest_run() {
   local rc=0
   python -m pytest -q -p no:cacheprovider --durations=25 "$@" || rc=$?
