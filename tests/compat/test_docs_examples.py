@@ -1336,3 +1336,28 @@ def test_wait_takes_a_message_id_and_a_spin_thread_keeps_results_coming(rc):
         assert ar2.get(timeout=30) == 6
     finally:
         rc.stop_spin_thread()
+
+
+def test_mpi_tutorial_psum_on_a_broadcast_view():
+    """The "Using MPI" tutorial: MPI engines, a BroadcastView, an Allreduce over scattered data."""
+    from test_mpi import require_mpi
+
+    require_mpi()
+    np = pytest.importorskip("numpy")
+
+    def psum(a):
+        import numpy as np
+        from mpi4py import MPI
+
+        total = np.array(0.0, "d")
+        MPI.COMM_WORLD.Allreduce(
+            [np.array(np.sum(a), "d"), MPI.DOUBLE], [total, MPI.DOUBLE], op=MPI.SUM
+        )
+        return float(total)
+
+    with ipp.Cluster(engines="mpi", n=2, profile="docs-examples-mpi") as rc:
+        view = rc.broadcast_view()
+        ranks = view.apply_sync(lambda: __import__("mpi4py.MPI").MPI.COMM_WORLD.Get_rank())
+        assert sorted(ranks) == [0, 1]
+        view.scatter("a", np.arange(16, dtype="float"), block=True)
+        assert view.apply_sync(psum, ipp.Reference("a")) == [120.0, 120.0]
