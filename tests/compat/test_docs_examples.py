@@ -1361,3 +1361,30 @@ def test_mpi_tutorial_psum_on_a_broadcast_view():
         assert sorted(ranks) == [0, 1]
         view.scatter("a", np.arange(16, dtype="float"), block=True)
         assert view.apply_sync(psum, ipp.Reference("a")) == [120.0, 120.0]
+
+
+def test_minus_one_timeouts_mean_wait_forever(rc):
+    ar = rc[0].apply_async(time.sleep, 0.2)
+    assert ar.wait(-1) is True
+    assert ar.get(-1) is None
+    ar = rc[:].apply_async(lambda: 3)
+    assert rc.wait([ar], timeout=-1) is True
+    assert ar.get(timeout=-1) == [3] * 4
+    assert rc.load_balanced_view().map_async(abs, [-1]).get(-1) == [1]
+
+
+def test_retries_exhausted_give_the_last_error(rc):
+    rc[:].execute("import itertools; tries = itertools.count()", block=True)
+
+    @ipp.interactive
+    def always_fails():
+        n = next(tries)  # noqa: F821
+        raise ValueError(f"try {n}")
+
+    lview = rc.load_balanced_view(targets=[1])
+    with lview.temp_flags(retries=2):
+        ar = lview.apply_async(always_fails)
+    with pytest.raises(ipp.RemoteError) as info:
+        ar.get(timeout=30)
+    assert info.value.ename == "ValueError" and info.value.evalue == "try 2"
+    assert rc[1]["next(tries)"] == 3  # three runs: the first and two retries
