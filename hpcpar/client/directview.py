@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 from ..engine import builtins as engine_builtins
 from . import partition
 from .asyncresult import AsyncMapResult, AsyncResult
-from .view import View, _fname
+from .view import View, _fname, check_callable
 
 if TYPE_CHECKING:
     from .client import Client
@@ -123,6 +123,7 @@ class DirectView(View):
             return_exceptions: bool = False, targets: Any = None) -> Any:
         """Split the sequences into one contiguous part per engine; ``f`` maps over its part.
         Any iterable works (read once); as with builtin ``map``, the shortest one sets the length."""
+        check_callable(f)
         if not sequences:
             raise TypeError("map needs at least one sequence")
         target_list = self._target_list(targets)
@@ -137,6 +138,8 @@ class DirectView(View):
     def execute(self, code: str, silent: bool = True, targets: Any = None, block: bool | None = None) -> AsyncResult:
         """Run code text in each engine's namespace. Returns the AsyncResult
         (after waiting, and raising any error, when blocking)."""
+        if not isinstance(code, str):
+            raise TypeError(f"execute takes code as text (a str), not {type(code).__name__}")
         _warn_mpi_subset(self, targets, code)
         block = self._block(block)
         ar = self._send("execute_request", targets, meta={"code": code, "silent": silent}, fname="execute",

@@ -12,7 +12,7 @@ from ..engine import builtins as engine_builtins
 from . import partition
 from .asyncresult import AsyncMapResult, AsyncResult
 from .dependency import dependency_spec
-from .view import MapIterator, View, _fname
+from .view import MapIterator, View, _fname, check_callable
 
 if TYPE_CHECKING:
     from .client import Client
@@ -71,6 +71,7 @@ class LoadBalancedView(View):
             return_exceptions: bool = False, track: bool | None = None) -> Any:
         """One load-balanced task per ``chunksize`` items; results come back in order
         (iteration follows completion order when ``ordered=False``)."""
+        check_callable(f)
         if not sequences:
             raise TypeError("map needs at least one sequence")
         seqs, n_items = partition.aligned(sequences)

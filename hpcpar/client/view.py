@@ -22,6 +22,18 @@ def _fname(f: Any) -> str:
     return getattr(f, "__name__", None) or type(f).__name__
 
 
+
+def check_callable(f: Any) -> Any:
+    """``f`` for apply/map: a callable, or an engine-side name (Reference) or PrePickled one;
+    anything else is refused here, before it is sent, as ipyparallel does."""
+    from ..serialize import PrePickled
+    from .reference import Reference
+
+    if not callable(f) and not isinstance(f, (Reference, PrePickled)):
+        raise TypeError(f"f must be callable (a function, or a Reference to one on the engines), "
+                        f"not {type(f).__name__}")
+    return f
+
 class View:
     """What every view shares: flags, apply/map in their three flavours, waiting."""
 
@@ -98,13 +110,13 @@ class View:
 
     def apply(self, __f: Any, *args: Any, **kwargs: Any) -> Any:
         """Call ``f(*args, **kwargs)`` remotely; blocking or not per ``self.block``."""
-        return self._really_apply(__f, args, kwargs)
+        return self._really_apply(check_callable(__f), args, kwargs)
 
     def apply_async(self, __f: Any, *args: Any, **kwargs: Any) -> AsyncResult:
-        return self._really_apply(__f, args, kwargs, block=False)
+        return self._really_apply(check_callable(__f), args, kwargs, block=False)
 
     def apply_sync(self, __f: Any, *args: Any, **kwargs: Any) -> Any:
-        return self._really_apply(__f, args, kwargs, block=True)
+        return self._really_apply(check_callable(__f), args, kwargs, block=True)
 
     def map(self, f: Any, *sequences: Any, **kwargs: Any) -> Any:
         raise NotImplementedError

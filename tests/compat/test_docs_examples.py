@@ -1388,3 +1388,17 @@ def test_retries_exhausted_give_the_last_error(rc):
         ar.get(timeout=30)
     assert info.value.ename == "ValueError" and info.value.evalue == "try 2"
     assert rc[1]["next(tries)"] == 3  # three runs: the first and two retries
+
+
+def test_what_cannot_run_is_refused_before_it_is_sent(rc):
+    with pytest.raises(TypeError, match="callable"):
+        rc[:].apply_sync(5)
+    with pytest.raises(TypeError, match="callable"):
+        rc.load_balanced_view().apply_async("len")
+    with pytest.raises(TypeError, match="callable"):
+        rc[:].map_sync(None, [1])
+    with pytest.raises(TypeError, match="callable"):
+        rc.load_balanced_view().map_sync(3, [1])
+    with pytest.raises(TypeError, match="text"):
+        rc[:].execute(5)
+    assert not rc.outstanding
