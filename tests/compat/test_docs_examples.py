@@ -384,7 +384,7 @@ def test_retries_resubmit_a_failing_task(rc):
 
 def test_timeout_flag_fails_a_task_that_waits_too_long(rc):
     lview = rc.load_balanced_view(targets=[0])
-    blocker = lview.apply_async(time.sleep, 2)
+    blocker = lview.apply_async(time.sleep, 1)
     with lview.temp_flags(timeout=0.3, after=[blocker]):
         late = lview.apply_async(lambda: "late")
     with pytest.raises(ipp.RemoteError) as info:
@@ -858,10 +858,13 @@ def test_map_over_several_sequences_and_empty_input(rc):
 def test_cluster_context_manager_as_in_the_tutorial():
     with ipp.Cluster(n=2, profile="docs-examples") as rc:
         assert len(rc.ids) == 2
-        assert rc[:].apply_sync(lambda: "up") == ["up", "up"]
+        fixed, everyone = rc[:], rc.direct_view("all")
+        assert fixed.apply_sync(lambda: "up") == ["up", "up"]
         rc.cluster.start_engines_sync(n=1)
         rc.wait_for_engines(3, timeout=60, interactive=False)
         assert rc[:].apply_sync(lambda: "up") == ["up"] * 3
+        assert everyone.apply_sync(lambda: 1) == [1] * 3  # 'all' follows the engines
+        assert fixed.apply_sync(lambda: 1) == [1] * 2  # rc[:] keeps the ids it was made with
 
 
 def test_reference_to_an_attribute_and_as_the_function(rc):
