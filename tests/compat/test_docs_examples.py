@@ -1405,3 +1405,10 @@ def test_what_cannot_run_is_refused_before_it_is_sent(rc):
     with pytest.raises(TypeError, match="text"):
         rc[:].execute(5)
     assert not rc.outstanding
+
+
+def test_r_is_get_and_unknown_attributes_are_attribute_errors(rc):
+    ar = rc[0].apply_async(lambda: [1, 2])
+    assert ar.r == [1, 2]
+    assert list(rc[:].apply_async(lambda: 1)) == [1] * 4
+    assert not hasattr(ar, "no_such_metadata_key")
