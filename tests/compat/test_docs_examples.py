@@ -1412,3 +1412,10 @@ def test_r_is_get_and_unknown_attributes_are_attribute_errors(rc):
     assert ar.r == [1, 2]
     assert list(rc[:].apply_async(lambda: 1)) == [1] * 4
     assert not hasattr(ar, "no_such_metadata_key")
+
+
+def test_reference_to_a_missing_name_is_a_remote_name_error(rc):
+    with pytest.raises(ipp.RemoteError) as info:
+        rc[0].apply_sync(lambda x: x, ipp.Reference("not_there_at_all"))
+    assert info.value.ename == "NameError"
+    assert rc[0].apply_sync(lambda: "fine") == "fine"
