@@ -1419,3 +1419,18 @@ def test_reference_to_a_missing_name_is_a_remote_name_error(rc):
         rc[0].apply_sync(lambda x: x, ipp.Reference("not_there_at_all"))
     assert info.value.ename == "NameError"
     assert rc[0].apply_sync(lambda: "fine") == "fine"
+
+
+def test_result_status_with_results_and_db_query_by_date(rc):
+    import datetime
+
+    before = datetime.datetime.now(datetime.timezone.utc) - datetime.timedelta(seconds=1)
+    ar = rc[0].apply_async(lambda: "stat")
+    ar.get(timeout=30)
+    status = rc.result_status(ar.msg_ids, status_only=False)
+    assert status["completed"] == ar.msg_ids and status["pending"] == []
+    assert status[ar.msg_ids[0]] == "stat"
+    recs = rc.db_query(
+        {"completed": {"$gte": before}, "msg_id": {"$in": ar.msg_ids}}, keys=["msg_id"]
+    )
+    assert [r["msg_id"] for r in recs] == ar.msg_ids
