@@ -295,12 +295,18 @@ class HandshakeWatch:
         return None
 
 
-def poll_or_refused(sock: zmq.Socket, curve: bool, timeout_ms: int) -> str | None:
+def watch_handshake(sock: zmq.Socket) -> zmq.Socket:
+    """The monitor ``poll_or_refused`` reads: attach it BEFORE ``sock.connect()``, since on
+    loopback a refused handshake is over before a monitor attached afterwards sees it."""
+    return sock.get_monitor_socket(HANDSHAKE_EVENTS)
+
+
+def poll_or_refused(sock: zmq.Socket, monitor: zmq.Socket, curve: bool, timeout_ms: int) -> str | None:
     """Wait up to ``timeout_ms`` for ``sock`` to be readable; return the reason at once if the
-    peer refuses the handshake (None: readable, or the time is up)."""
+    peer refuses the handshake (None: readable, or the time is up). Closes ``monitor``
+    (from ``watch_handshake``)."""
     from zmq.utils.monitor import recv_monitor_message
 
-    monitor = sock.get_monitor_socket(HANDSHAKE_EVENTS)
     watch = HandshakeWatch(curve=curve)
     poller = zmq.Poller()
     poller.register(sock, zmq.POLLIN)

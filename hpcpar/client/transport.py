@@ -17,6 +17,7 @@ import logging
 import signal
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
 from typing import Any
 
@@ -44,6 +45,9 @@ _counter = itertools.count()
 RESUME_AFTER = 0.01  # s without a receiving caller before the I/O thread takes the socket back
 TICK = 0.01  # how often a paused I/O thread looks (only while callers are receiving)
 LONG_WAIT = 0.2  # a caller waiting this long: the I/O thread blocks until it is done instead
+SEND_TIMEOUT_MS = 10_000  # see Transport.send
+RETRY_SEND_MS = 50  # how often the I/O thread retries a send the receiving socket could not take
+IDLE_POLL_MS = 1000  # the I/O thread also looks at ``closed`` this often (a missed wake-up cannot hang close())
 HANDOVER_WAIT = 0.05  # s a caller waits for the socket before waiting on the owner's deliveries
 
 
@@ -68,6 +72,11 @@ class Transport:
         self.socket.setsockopt(zmq.LINGER, 0)
         self.socket.setsockopt(zmq.SNDHWM, 0)
         self.socket.setsockopt(zmq.RCVHWM, 0)
+        # Watch the connection: after the controller comes back (a restart, a
+        # network blip), the client asks for anything it may have missed; a refused
+        # handshake (other keys) is reported at once. Attached before connect(): on
+        # loopback a refusal is over before a monitor attached afterwards would see it.
+        self._monitor = self.socket.get_monitor_socket(security.HANDSHAKE_EVENTS)
         self.socket.connect(url)
         pipe_url = f"inproc://hpcpar-client-{next(_counter)}"
         self._io_end = self.ctx.socket(zmq.PAIR)
@@ -81,6 +90,9 @@ class Transport:
         self.tx.setsockopt(zmq.IDENTITY, identity + b":tx")
         self.tx.setsockopt(zmq.LINGER, 500)
         self.tx.setsockopt(zmq.SNDHWM, 0)
+        # A DEALER with no connection left (the controller refused our key at the handshake)
+        # blocks a send for ever; with an unlimited queue nothing else ever makes it wait.
+        self.tx.setsockopt(zmq.SNDTIMEO, SEND_TIMEOUT_MS)
         security.connect_as(self.tx, info)
         self.tx.connect(url)
         self._lock = threading.Lock()
@@ -97,11 +109,8 @@ class Transport:
         self._on_reconnect = on_reconnect
         self._on_rejected = on_rejected
         self._handshake = security.HandshakeWatch(curve=getattr(info, "transport", "hmac") == "curve")
-        # Watch the connection: after the controller comes back (a restart, a
-        # network blip), the client asks for anything it may have missed; a refused
-        # handshake (other keys) is reported at once.
-        self._monitor = self.socket.get_monitor_socket(security.HANDSHAKE_EVENTS)
         self._was_disconnected = False
+        self._unsent: deque[list[Any]] = deque()  # for the receiving socket, not taken yet
         self.closed = False
         self._poll_items = [(self.socket, zmq.POLLIN), (self._io_end, zmq.POLLIN), (self._monitor, zmq.POLLIN)]
         self._main_ident = threading.main_thread().ident
@@ -114,7 +123,13 @@ class Transport:
         with self._lock:
             if self.closed:
                 raise RuntimeError("this client is closed; create a new hpcpar.Client()")
-            send_frames(self.tx, frames)
+            try:
+                send_frames(self.tx, frames)
+            except zmq.Again:
+                raise ConnectionError(
+                    f"cannot send to the controller at {self.url}: no connection to it for "
+                    f"{SEND_TIMEOUT_MS // 1000} s (it refused this client's key, or it is unreachable); "
+                    "check 'hpcpar status' and create a new Client() with the current connection file") from None
 
     def _check_size(self, frames: list[Any]) -> None:
         for f in frames[3:]:
@@ -137,11 +152,34 @@ class Transport:
     def _poll(self, timeout_ms: int = -1) -> dict[Any, int]:
         """What is ready on the receiving socket, the pipe from users and the monitor
         (pyzmq's zmq_poll itself: zmq.Poller.poll only adds a Python layer to it)."""
+        if self._unsent:
+            timeout_ms = RETRY_SEND_MS if timeout_ms < 0 else min(timeout_ms, RETRY_SEND_MS)
         return dict(zmq_poll(self._poll_items, timeout_ms))
+
+    def _send_received_side(self, frames: list[Any]) -> None:
+        """Never blocking: a send waiting for a connection the controller refused would stop
+        this thread from reading the monitor that says so (and close() from ending it)."""
+        if not self._unsent:
+            try:
+                send_frames(self.socket, frames, zmq.NOBLOCK)
+                return
+            except zmq.Again:
+                pass
+        self._unsent.append(frames)
+
+    def _retry_unsent(self) -> None:
+        while self._unsent:
+            try:
+                send_frames(self.socket, self._unsent[0], zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            self._unsent.popleft()
 
     def _service(self, events: dict[Any, int]) -> None:
         """Handle what ``poll`` reported: sends queued for the receiving socket,
         connection events, and arriving messages (delivered to the callback)."""
+        if self._unsent:
+            self._retry_unsent()
         if self._io_end in events:
             for frames in drain(self._io_end):
                 if len(frames) == 1:
@@ -153,7 +191,7 @@ class Transport:
                         if threading.get_ident() == self._io_ident:
                             self._pause_asked = True
                         continue
-                send_frames(self.socket, frames)
+                self._send_received_side(frames)
         if self._monitor in events:
             self._connection_event()
         if self.socket in events:
@@ -221,7 +259,9 @@ class Transport:
             while True:
                 self._owner = self._io_ident
                 while not self._close_seen and not self._pause_asked:
-                    self._service(self._poll())
+                    self._service(self._poll(IDLE_POLL_MS))
+                    if self.closed:
+                        self._close_seen = True
                 if self._close_seen:
                     return
                 self._pause_asked = False
@@ -288,4 +328,7 @@ class Transport:
             self.tx.close(linger=500)  # let requests sent just before close() go out
         self.thread.join(timeout=5)
         self._user_end.close(linger=0)
+        if self.thread.is_alive():  # its sockets are still open: term() would wait for ever
+            log.warning("the client's I/O thread did not stop within 5 s; leaving its sockets to the process exit")
+            return
         self.ctx.term()

@@ -139,9 +139,11 @@ class Engine:
                 sock.setsockopt(zmq.IDENTITY, self.uuid.encode())
                 sock.setsockopt(zmq.LINGER, 0)
                 security.connect_as(sock, self.info)
+                monitor = security.watch_handshake(sock)
                 sock.connect(url)
                 sock.send_multipart(self._register_message())
-                refused = security.poll_or_refused(sock, self.info.transport == "curve", int(per_try * 1000))
+                refused = security.poll_or_refused(sock, monitor, self.info.transport == "curve",
+                                                   int(per_try * 1000))
                 if refused is not None:
                     sock.close()
                     raise RegistrationError(
