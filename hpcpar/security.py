@@ -259,22 +259,33 @@ HANDSHAKE_EVENTS = (zmq.EVENT_CONNECTED | zmq.EVENT_DISCONNECTED | zmq.EVENT_HAN
                     | zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL)
 
 
+# Handshakes that fail without a verdict (the peer hung up, or had no ZAP handler yet: a
+# controller starting, stopping or killed mid-handshake) mean "refused" only when they go on:
+ABORTS_TO_REFUSE = 3  # in a row, with no handshake completing in between,
+ABORTS_PERSIST = 2.0  # over at least this many seconds.
+
+
 @dataclass
 class HandshakeWatch:
     """Reads a connecting socket's monitor events and says when the controller refused us:
-    ZAP said no, the mechanisms differ, or the peer hung up twice in a row before a handshake
-    completed (in curve mode: our copy of the server key is not the server's)."""
+    ZAP said no, the mechanisms differ on a first connection, or handshakes keep failing
+    without a verdict (in curve mode: our copy of the server key is not the server's).
+    One failure without a verdict is not a refusal: a controller being restarted or
+    restored produces those, and the client must ride through them."""
 
     curve: bool
-    aborted: int = 0  # connections closed before a handshake completed, in a row
-    handshaken: bool = False
+    aborted: int = 0  # handshakes failed without a verdict, in a row
+    handshaken: bool = False  # the current connection completed its handshake
+    ever_handshaken: bool = False  # some connection of this socket did
     _connected_at: float | None = field(default=None, repr=False)
+    _first_abort: float | None = field(default=None, repr=False)
 
     def event(self, event: int) -> str | None:
         """The reason to report for ``event``, or None."""
         if event == zmq.EVENT_HANDSHAKE_SUCCEEDED:
             self.aborted = 0
-            self.handshaken = True
+            self._first_abort = None
+            self.handshaken = self.ever_handshaken = True
             return None
         if event == zmq.EVENT_CONNECTED:
             self._connected_at = time.monotonic()
@@ -283,16 +294,27 @@ class HandshakeWatch:
         if event == zmq.EVENT_HANDSHAKE_FAILED_AUTH:
             return ("the controller refused this connection file's CurveZMQ key" if self.curve
                     else "the controller refused this connection file's key (its login token)")
-        if event == zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL or event == zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL:
-            return ("the CurveZMQ handshake failed (the controller uses another transport mode or other keys)"
+        mismatch = ("the CurveZMQ handshake failed (the controller uses another transport mode or other keys)"
                     if self.curve else "the controller requires CurveZMQ (or is an older hpcpar), "
                     "which this connection file does not match")
+        if event == zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL and not self.ever_handshaken:
+            return mismatch
+        if event in (zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL, zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL):
+            self._connected_at = None
+            return mismatch if self._aborted() else None
         if event == zmq.EVENT_DISCONNECTED and self._connected_at is not None and not self.handshaken:
             self._connected_at = None
-            self.aborted += 1
-            if self.curve and self.aborted >= 2:
+            if self._aborted() and self.curve:
                 return "the controller closed the connection during the CurveZMQ handshake (other keys)"
         return None
+
+    def _aborted(self) -> bool:
+        """Count a handshake that failed without a verdict; True once they have gone on."""
+        now = time.monotonic()
+        if self._first_abort is None:
+            self._first_abort = now
+        self.aborted += 1
+        return self.aborted >= ABORTS_TO_REFUSE and now - self._first_abort >= ABORTS_PERSIST
 
 
 def watch_handshake(sock: zmq.Socket) -> zmq.Socket:
