@@ -221,15 +221,8 @@ class Recovery:
             self._forget_dead_engines()
         if now > self._expect_until:
             for eid, tasks in list(self.recovering.items()):
-                for task in tasks.values():
-                    if self.tasks.get(task.msg_id) is not task:
-                        continue
-                    if task.lb and task.retries_left > 0 and task.frames is not None:
-                        task.retries_left -= 1
-                        self.lb.retry(task, None, avoid_engine=False)
-                    else:
-                        self.fail_task(task, "EngineError", f"engine {eid} held task {task.msg_id} when the "
-                                       "controller died and did not re-attach after the restore")
+                self._give_up_held(tasks, f"engine {eid} held task {{}} when the controller died and did "
+                                   "not re-attach after the restore")
             self.recovering.clear()
             self.returning.clear()
             self.resyncing.clear()
@@ -253,19 +246,24 @@ class Recovery:
                 continue
             del self.expected_procs[eid]
             del self.engines.expected[coming[eid]]
-            for task in self.recovering.pop(eid, {}).values():
-                if self.tasks.get(task.msg_id) is not task:
-                    continue
-                if task.lb and task.retries_left > 0 and task.frames is not None:
-                    task.retries_left -= 1
-                    self.lb.retry(task, None, avoid_engine=False)
-                else:
-                    self.fail_task(task, "EngineError", f"engine {eid} held task {task.msg_id} when the "
-                                   f"controller died, and died too (its process {pid} is gone)")
+            self._give_up_held(self.recovering.pop(eid, {}), f"engine {eid} held task {{}} when the "
+                               f"controller died, and died too (its process {pid} is gone)")
             log.warning("engine %d (pid %d on this host) died with the controller: its tasks are "
                         "retried or failed now", eid, pid)
             self._release_direct()  # requests held for it fail as for any unknown engine
             self.lb.schedule()
+
+    def _give_up_held(self, tasks: dict[str, Task], why: str) -> None:
+        """Tasks an engine held at the crash that will not come back: retried if they may be,
+        else failed (``why`` names the engine; ``{}`` in it becomes the task's id)."""
+        for task in tasks.values():
+            if self.tasks.get(task.msg_id) is not task:
+                continue
+            if task.lb and task.retries_left > 0 and task.frames is not None:
+                task.retries_left -= 1
+                self.lb.retry(task, None, avoid_engine=False)
+            else:
+                self.fail_task(task, "EngineError", why.format(task.msg_id))
 
     def _maybe_close_recovery(self) -> None:
         if self.returning or self.resyncing or self.engines.expected:
