@@ -26,8 +26,9 @@ def split(seq: Any, n: int, dist: str = "b") -> list[Any]:
     """``n`` parts whose lengths differ by at most one (the first parts are longer):
     contiguous blocks (``dist="b"``) or every n-th item (``dist="r"``).
 
-    Lists stay lists, tuples stay tuples, numpy arrays are split along axis 0
-    as views (dtype and trailing shape kept); other iterables become lists.
+    Lists stay lists, tuples stay tuples, ranges stay ranges (as ipyparallel's slicing
+    gives), numpy arrays are split along axis 0 as views (dtype and trailing shape kept);
+    other iterables become lists.
     """
     if n < 1:
         raise ValueError("cannot split across zero engines")
@@ -36,17 +37,14 @@ def split(seq: Any, n: int, dist: str = "b") -> list[Any]:
     if _is_numpy(seq) and seq.ndim == 0:
         raise TypeError("cannot split a 0-d array; scatter needs a sequence")
     if check_dist(dist) == "r":
-        return [list(seq[i::n]) if isinstance(seq, range) else seq[i::n] for i in range(n)]
+        return [seq[i::n] for i in range(n)]
     length = len(seq)
     q, r = divmod(length, n)
     parts = []
     start = 0
     for i in range(n):
         stop = start + q + (1 if i < r else 0)
-        part = seq[start:stop]
-        if isinstance(seq, range):
-            part = list(part)
-        parts.append(part)
+        parts.append(seq[start:stop])
         start = stop
     return parts
 
@@ -78,7 +76,7 @@ def chunks(seq: Any, size: int) -> list[Any]:
 
 
 def join(parts: list[Any], dist: str = "b") -> Any:
-    """Inverse of :func:`split`: arrays concatenate; list and tuple parts join into a list
+    """Inverse of :func:`split`: arrays concatenate; list, tuple and range parts join into a list
     (as ipyparallel's gather and map give); other parts (one value per engine) are listed."""
     if check_dist(dist) == "r" and parts:
         return _interleave(parts)
@@ -86,7 +84,7 @@ def join(parts: list[Any], dist: str = "b") -> Any:
         import numpy as np
 
         return np.concatenate(parts)
-    if parts and all(isinstance(p, (list, tuple)) or _is_numpy(p) for p in parts):
+    if parts and all(isinstance(p, (list, tuple, range)) or _is_numpy(p) for p in parts):
         out: list[Any] = []
         for p in parts:
             out.extend(p)
@@ -105,7 +103,7 @@ def _interleave(parts: list[Any]) -> Any:
         for i, p in enumerate(parts):
             out[i::n] = p
         return out
-    if not all(isinstance(p, (list, tuple)) for p in parts):
+    if not all(isinstance(p, (list, tuple, range)) for p in parts):
         return list(parts)  # one value per engine (scalars): nothing to interleave
     out = [None] * sum(len(p) for p in parts)
     for i, p in enumerate(parts):

@@ -306,3 +306,26 @@ def test_map_with_fewer_items_than_engines_sends_no_empty_calls(rc):
     assert len(ar.msg_ids) == 2
     assert ar.get(timeout=30) == [9, 16]
     assert rc[:].map_sync(square, []) == []
+
+
+def test_scatter_of_a_range_gives_each_engine_a_range(rc):
+    """ipyparallel slices the sequence it scatters: a range's parts are ranges."""
+    view = rc[:]
+    n = len(view)
+    view.scatter("rpart", range(10), block=True)
+    parts = view.pull("rpart", block=True)
+    assert all(isinstance(p, range) for p in parts)
+    assert [list(p) for p in parts] == [list(range(10))[lo:hi] for lo, hi in _blocks(10, n)]
+    assert view.gather("rpart", block=True) == list(range(10))
+    view.scatter("rr", range(10), dist="r", block=True)
+    assert view.pull("rr", block=True) == [range(10)[i::n] for i in range(n)]
+    assert view.gather("rr", dist="r", block=True) == list(range(10))
+
+
+def _blocks(length, n):
+    q, r = divmod(length, n)
+    start = 0
+    for i in range(n):
+        stop = start + q + (1 if i < r else 0)
+        yield start, stop
+        start = stop
