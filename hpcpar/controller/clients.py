@@ -174,6 +174,7 @@ class ClientRequests:
             engines.append(d)
         self.reply_client(ident, "engines_reply", msg.msg_id, {
             "engines": engines,
+            "pool": self.pool_state or {},
             "tasks": {**self.hub.totals(), "pending": len(self.tasks), "unassigned": len(self.lb.unassigned())},
             "forwarding": self.forwarding.describe([e.ident for e in self.engines.by_id.values()]),
         })

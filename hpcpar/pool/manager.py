@@ -57,6 +57,8 @@ class PoolManager:
             log.warning("controller not reachable: %s", e)
             self._close_client()
             return None
+        if (reply.get("pool") or {}).get("stopped", "") != (self._told or ""):
+            self._told = None  # a restored (or restarted) controller does not know it: tell it again
         return reply
 
     def tell_controller(self, state: PoolState) -> None:
