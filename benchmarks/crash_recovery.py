@@ -40,11 +40,12 @@ def hpcpar_cmd(*args: str) -> list[str]:
     return [sys.executable, "-m", "hpcpar", *args]
 
 
-def run(tasks: int, engines: int, kill_at: float, delay: float, wait: float, forwarders: int = 0) -> dict:
+def run(tasks: int, engines: int, kill_at: float, delay: float, wait: float, forwarders: int = 0,
+        profile: str = "crashbench") -> dict:
+    """The figures of one crash (tests/test_faults_full.py asserts them at full size)."""
     import hpcpar
 
-    profile = "crashbench"
-    runs = os.path.join(os.environ["HPCPAR_DIR"], "runs.txt")
+    runs = os.path.join(os.environ["HPCPAR_DIR"], f"runs-{profile}.txt")
     extra = ["--forwarders", str(forwarders)] if forwarders else []
     out = subprocess.run(hpcpar_cmd("start", "--profile", profile, "-n", str(engines), *extra, "--daemonize", "--wait"),
                          capture_output=True, text=True, timeout=300)

@@ -31,11 +31,11 @@ import time
 from pathlib import Path
 
 
-def square_slowly(x: int) -> tuple[int, int]:
+def square_slowly(x: int, delay: float = 0.01) -> tuple[int, int]:
     import os
     import time
 
-    time.sleep(0.01)
+    time.sleep(delay)
     return x * x, os.getpid()
 
 
@@ -60,36 +60,47 @@ def cluster(n: int):
     return c, rc
 
 
+def engines_run(rc, tasks: int, kill: int, delay: float = 0.01) -> dict:
+    """``tasks`` load-balanced tasks with retries=1; SIGKILL ``kill`` of ``rc``'s engines once a
+    tenth has returned. Returns the figures (tests/test_faults_full.py asserts them)."""
+    pids = dict(zip(rc.ids, rc[:].apply_sync(os.getpid)))
+    view = rc.load_balanced_view()
+    t0 = time.perf_counter()
+    with view.temp_flags(retries=1):
+        ars = [view.apply_async(square_slowly, i, delay) for i in range(tasks)]
+    deadline = time.monotonic() + 600
+    while sum(ar.ready() for ar in ars) < tasks // 10 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    victims = list(pids.values())[:kill]
+    for pid in victims:
+        os.kill(pid, signal.SIGKILL)
+    lost = wrong = 0
+    failures: dict[str, int] = {}
+    late_on_victims = 0
+    for i, ar in enumerate(ars):
+        try:
+            value, pid = ar.get(timeout=max(1.0, deadline - time.monotonic()))
+        except TimeoutError:
+            lost += 1
+            continue
+        except Exception as e:  # noqa: BLE001 - counted by kind, the figure is the point
+            kind = getattr(e, "ename", None) or type(e).__name__
+            failures[kind] = failures.get(kind, 0) + 1
+            continue
+        wrong += value != i * i
+        late_on_victims += i >= tasks - tasks // 10 and pid in victims
+    return {"tasks": tasks, "engines": len(pids), "killed": len(victims), "lost": lost, "wrong": wrong,
+            "failed": sum(failures.values()), "failures": failures, "late_on_killed": late_on_victims,
+            "seconds": round(time.perf_counter() - t0, 1)}
+
+
 def engines(args: argparse.Namespace) -> None:
     c, rc = cluster(args.engines)
     try:
-        pids = dict(zip(rc.ids, rc[:].apply_sync(os.getpid)))
-        view = rc.load_balanced_view()
-        t0 = time.perf_counter()
-        with view.temp_flags(retries=1):
-            ars = [view.apply_async(square_slowly, i) for i in range(args.tasks)]
-        while sum(ar.ready() for ar in ars) < args.tasks // 10:
-            time.sleep(0.05)
-        victims = list(pids.values())[: args.kill]
-        for pid in victims:
-            os.kill(pid, signal.SIGKILL)
-        lost = wrong = failed = 0
-        late_on_victims = 0
-        for i, ar in enumerate(ars):
-            try:
-                value, pid = ar.get(timeout=600)
-            except TimeoutError:
-                lost += 1
-                continue
-            except Exception:  # noqa: BLE001 - counted, the figure is the point
-                failed += 1
-                continue
-            wrong += value != i * i
-            late_on_victims += i >= args.tasks - args.tasks // 10 and pid in victims
-        took = time.perf_counter() - t0
-        print(f"engines: {args.tasks} tasks, retries=1, {args.kill} of {args.engines} engines SIGKILLed: "
-              f"lost {lost}, wrong {wrong}, failed {failed}, last tenth on killed engines {late_on_victims}; "
-              f"{took:.1f} s")
+        f = engines_run(rc, args.tasks, args.kill)
+        print(f"engines: {f['tasks']} tasks, retries=1, {f['killed']} of {f['engines']} engines SIGKILLed: "
+              f"lost {f['lost']}, wrong {f['wrong']}, failed {f['failed']} {f['failures']}, "
+              f"last tenth on killed engines {f['late_on_killed']}; {f['seconds']} s")
     finally:
         rc.close()
         c.stop_cluster_sync()
@@ -166,21 +177,30 @@ os.kill(os.getpid(), 9)
 """
 
 
+def client_run(c, rc, tasks: int) -> dict:
+    """A client SIGKILLed with ``tasks`` in flight on cluster ``c``; ``rc``, another client, is
+    served meanwhile and fetches the dead client's results by id. Returns the figures."""
+    ids_file = Path(tempfile.mkdtemp()) / "ids.json"
+    t0 = time.perf_counter()
+    out = subprocess.run([sys.executable, "-c", CLIENT, c.profile_dir.name, str(ids_file),
+                          str(Path(__file__).resolve().parent), str(tasks)],
+                         capture_output=True, text=True, timeout=600)
+    n = len(rc.ids)
+    served = rc[:].apply_sync(pow, 2, 2) == [4] * n
+    msg_ids = json.loads(ids_file.read_text()) if ids_file.exists() else []
+    got = rc.get_result(msg_ids, block=False).get(timeout=600) if msg_ids else []
+    right = sum(r[0] == i * i for i, r in enumerate(got))
+    return {"exit": out.returncode, "stderr": out.stderr[-2000:], "in_flight": len(msg_ids), "served": served,
+            "retrievable_right": right, "seconds": round(time.perf_counter() - t0, 1)}
+
+
 def client(args: argparse.Namespace) -> None:
     c, rc = cluster(args.engines)
     try:
-        ids_file = Path(tempfile.mkdtemp()) / "ids.json"
-        t0 = time.perf_counter()
-        out = subprocess.run([sys.executable, "-c", CLIENT, c.profile_dir.name, str(ids_file),
-                              str(Path(__file__).resolve().parent), str(args.tasks)],
-                             capture_output=True, text=True, timeout=600)
-        served = rc[:].apply_sync(pow, 2, 2) == [4] * args.engines
-        msg_ids = json.loads(ids_file.read_text())
-        got = rc.get_result(msg_ids, block=False).get(timeout=600)
-        right = sum(r[0] == i * i for i, r in enumerate(got))
-        print(f"client: SIGKILLed (exit {out.returncode}) with {len(msg_ids)} tasks in flight; others served: "
-              f"{served}; its results retrievable by id and right: {right}/{len(msg_ids)}; "
-              f"{time.perf_counter() - t0:.1f} s")
+        f = client_run(c, rc, args.tasks)
+        print(f"client: SIGKILLed (exit {f['exit']}) with {f['in_flight']} tasks in flight; others served: "
+              f"{f['served']}; its results retrievable by id and right: {f['retrievable_right']}/{f['in_flight']}; "
+              f"{f['seconds']} s")
     finally:
         rc.close()
         c.stop_cluster_sync()

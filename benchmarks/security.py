@@ -142,10 +142,12 @@ def raw(args: argparse.Namespace) -> None:
         ctx.term()
 
 
-def _send_all(url: str, messages, curve: dict | None, login: dict | None = None) -> int:
+def _send_all(url: str, messages, curve: dict | None, login: dict | None = None) -> tuple[int, int]:
+    """Send ``messages`` to ``url``; returns (handed to libzmq, handshakes completed)."""
     s = zmq.Context.instance().socket(zmq.DEALER)
     s.setsockopt(zmq.LINGER, 0)
     s.setsockopt(zmq.SNDHWM, 0)
+    monitor = s.get_monitor_socket(zmq.EVENT_HANDSHAKE_SUCCEEDED)
     if login:  # hmac: the PLAIN token, as one who read it off the wire
         from hpcpar import security
 
@@ -166,16 +168,31 @@ def _send_all(url: str, messages, curve: dict | None, login: dict | None = None)
             if refused > 2000:
                 break
             time.sleep(0.001)
+    handshakes = 0
+    while monitor.poll(0):
+        monitor.recv_multipart()
+        handshakes += 1
+    s.disable_monitor()
+    monitor.close(linger=0)
     s.close(linger=20_000)  # what was queued (the big frame) is sent before we go
-    return sent
+    return sent, handshakes
 
 
 def flood(args: argparse.Namespace) -> None:
     for mode in ("hmac", "curve"):
-        flood_one(mode, args)
+        f = flood_run(mode, args.frames, args.big_gb, login=args.login, latency_calls=500)
+        print(f"{mode:5s}: {f['sent']} messages handed to libzmq in {f['seconds']:.1f} s "
+              f"({f['handshakes']} handshakes completed); controller RSS "
+              f"{f['rss_before'] >> 20} MB before, peak {f['rss_peak'] >> 20} MB, {f['rss_after'] >> 20} MB "
+              f"{f['settled_s']:.0f} s after; executions {f['executions']} (1 legitimate); engines declared lost "
+              f"{f['engines_lost']}; serving after: {f['served']}; "
+              f"no-op latency {f['latency_before_ms']:.3f} -> {f['latency_after_ms']:.3f} ms")
 
 
-def flood_one(mode: str, args: argparse.Namespace) -> None:
+def flood_run(mode: str, frames: int, big_gb: float, login: bool = False, latency_calls: int = 0,
+              settle_s: float = 60.0) -> dict:
+    """Flood both ports of a fresh 1-engine cluster in ``mode``; returns the figures
+    (tests/test_faults_full.py asserts them at full size)."""
     import hpcpar
     from hpcpar import serialize, wire
 
@@ -186,7 +203,7 @@ def flood_one(mode: str, args: argparse.Namespace) -> None:
         engine_url = json.loads(c.profile_dir.engine_file().read_text())["urls"][0]
         pid = info["controller_pid"]
         with hpcpar.Client(info, timeout=60) as rc:
-            before_lat = latency(rc, 500)[0]
+            before_lat = latency(rc, latency_calls)[0] if latency_calls else 0.0
             signer = wire.Signer(info["key"].encode())
             payload, bufs = serialize.dumps((touch, (str(marker),), {}))
             signed = signer.pack(signer.header("apply_request", route="direct", targets=[0]), {}, payload, bufs)
@@ -217,28 +234,31 @@ def flood_one(mode: str, args: argparse.Namespace) -> None:
                         yield signed  # a replay
                     else:
                         yield [os.urandom(32)] * 7
-                yield [os.urandom(32), b"{}", b"{}", b"z" * int(args.big_gb * 1e9)]
+                yield [os.urandom(32), b"{}", b"{}", b"z" * int(big_gb * 1e9)]
 
             t0 = time.perf_counter()
-            sent = 0
+            sent = handshakes = 0
             for url in (info["urls"][0], engine_url):
                 # hmac: anyone can connect; curve: even a peer with the HMAC key cannot.
-                sent += _send_all(url, messages(args.frames), None, info if args.login and mode == "hmac" else None)
+                n, h = _send_all(url, messages(frames), None, info if login and mode == "hmac" else None)
+                sent += n
+                handshakes += h
             took = time.perf_counter() - t0
             settle = time.monotonic()
-            while rss(pid) > before + (20 << 20) and time.monotonic() - settle < 60:
+            while rss(pid) > before + (20 << 20) and time.monotonic() - settle < settle_s:
                 time.sleep(0.5)
             settled = time.monotonic() - settle
             stop.set()
             watcher.join()
             after = rss(pid)
-            after_lat = latency(rc, 500)[0]
+            served = rc[:].apply_sync(pow, 2, 5) == [32] * len(rc.ids)
+            after_lat = latency(rc, latency_calls)[0] if latency_calls else 0.0
         runs = len(marker.read_text().splitlines()) if marker.exists() else 0
         lost = sum(p.read_text().count(" is lost") for p in c.profile_dir.log.glob("controller*.log"))
-        print(f"{mode:5s}: {sent} messages handed to libzmq in {took:.1f} s; controller RSS "
-              f"{before >> 20} MB before, peak {peak[0] >> 20} MB, {after >> 20} MB {settled:.0f} s after; "
-              f"executions {runs} (1 legitimate); engines declared lost {lost}; "
-              f"no-op latency {before_lat:.3f} -> {after_lat:.3f} ms")
+        return {"mode": mode, "login": login, "sent": sent, "handshakes": handshakes, "seconds": took,
+                "rss_before": before, "rss_peak": peak[0], "rss_after": after, "settled_s": settled,
+                "executions": runs, "engines_lost": lost, "served": served,
+                "latency_before_ms": before_lat, "latency_after_ms": after_lat}
     finally:
         c.stop_cluster_sync()
 

@@ -81,7 +81,7 @@ step "tests"
 # status; they are sized to leave the other tests room on both systems.
 # PYTEST_ARGS (picking tests) or SOAK_LANE=0 runs everything as one plain pytest instead.
 # pytest exits 5 when it collected nothing: that is a failure here too.
-SOAK_TESTS=${SOAK_TESTS:-"tests/test_pool_walltime.py tests/test_drain.py tests/test_pool.py tests/test_cli_live.py"}
+SOAK_TESTS=${SOAK_TESTS:-"tests/test_pool_walltime.py tests/test_drain.py tests/test_pool.py tests/test_cli_live.py tests/test_faults_full.py"}
 pytest_run() {
   local rc=0
   python -m pytest -q -p no:cacheprovider --durations=25 "$@" || rc=$?
