@@ -22,7 +22,8 @@ CurveZMQ: the floor of what encryption costs.
 
 ``flood`` sends ``--frames`` malformed or unauthenticated messages (random bytes, bad
 signatures, truncated multipart, replays of a signed request) and one ``--big-gb`` GB frame
-to both ports of a cluster in each mode (hmac: from a peer without the login token, or with
+to both ports of a cluster in each mode (curve: from a peer with the server's public key and
+keys of its own; hmac: from a peer without the login token, or with
 ``--login`` from one that read it off the wire, so the frames reach signature checks), then prints the controller's RSS before, at its peak
 and once back within 20 MB (at most 60 s later), whether anything ran, and the no-op latency before and after.
 """
@@ -238,9 +239,14 @@ def flood_run(mode: str, frames: int, big_gb: float, login: bool = False, latenc
 
             t0 = time.perf_counter()
             sent = handshakes = 0
+            stranger = None
+            if mode == "curve":  # a peer that knows the server's public key, with keys of its own
+                pub, sec = zmq.curve_keypair()
+                stranger = {"curve_server_key": info["curve_server_key"], "curve_public_key": pub.decode(),
+                            "curve_secret_key": sec.decode()}
             for url in (info["urls"][0], engine_url):
                 # hmac: anyone can connect; curve: even a peer with the HMAC key cannot.
-                n, h = _send_all(url, messages(frames), None, info if login and mode == "hmac" else None)
+                n, h = _send_all(url, messages(frames), stranger, info if login and mode == "hmac" else None)
                 sent += n
                 handshakes += h
             took = time.perf_counter() - t0

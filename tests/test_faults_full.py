@@ -83,7 +83,7 @@ def test_10000_tasks_survive_10_of_14_engines_sigkilled(fourteen_engines):
 def test_controller_sigkilled_mid_run_then_restore(tmp_path):
     """2,000 load-balanced tasks, the controller SIGKILLed once half have returned, then
     `hpcpar start --restore`: 0 failed, 0 lost, 0 wrong (each AsyncResult gives one value)."""
-    f = crash_recovery.run(2000, 4, 0.5, 0.001, 300.0, profile=f"crash-full-{os.getpid()}")
+    f = crash_recovery.run(2000, 4, 0.5, 0.005, 300.0, profile=f"crash-full-{os.getpid()}")
     print(f)
     assert f["done_at_kill"] < 2000, f  # the crash came mid-run
     assert (f["failed"], f["lost"], f["wrong"], f["never_ran"]) == (0, 0, 0, 0), f
