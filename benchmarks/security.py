@@ -52,7 +52,11 @@ def touch(path: str) -> None:
 
 
 def rss(pid: int) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+    try:
+        text = Path(f"/proc/{pid}/status").read_text()
+    except FileNotFoundError:  # it is gone (stopped, or crashed: the caller says which)
+        return 0
+    for line in text.splitlines():
         if line.startswith("VmRSS:"):
             return int(line.split()[1]) << 10
     return 0
@@ -143,9 +147,14 @@ def raw(args: argparse.Namespace) -> None:
         ctx.term()
 
 
-def _send_all(url: str, messages, curve: dict | None, login: dict | None = None) -> tuple[int, int]:
-    """Send ``messages`` to ``url``; returns (handed to libzmq, handshakes completed)."""
-    s = zmq.Context.instance().socket(zmq.DEALER)
+def _send_all(url: str, messages, curve: dict | None, login: dict | None = None,
+              flush_s: float = 180.0) -> tuple[int, int, bool]:
+    """Send ``messages`` to ``url`` from a context of its own; returns (handed to libzmq,
+    handshakes completed, everything flushed). Where a handshake completed it waits (up to
+    ``flush_s``) until libzmq has written all of it, the big frame too: the controller reads
+    at its receive high-water mark, so once this returns it has taken in all but that."""
+    ctx = zmq.Context()
+    s = ctx.socket(zmq.DEALER)
     s.setsockopt(zmq.LINGER, 0)
     s.setsockopt(zmq.SNDHWM, 0)
     monitor = s.get_monitor_socket(zmq.EVENT_HANDSHAKE_SUCCEEDED)
@@ -170,13 +179,17 @@ def _send_all(url: str, messages, curve: dict | None, login: dict | None = None)
                 break
             time.sleep(0.001)
     handshakes = 0
-    while monitor.poll(0):
+    while monitor.poll(1000):  # a late handshake counts too
         monitor.recv_multipart()
         handshakes += 1
     s.disable_monitor()
     monitor.close(linger=0)
-    s.close(linger=20_000)  # what was queued (the big frame) is sent before we go
-    return sent, handshakes
+    linger = int(flush_s * 1000) if handshakes else 0  # no handshake: nothing can leave
+    t0 = time.monotonic()
+    s.close(linger=linger)
+    ctx.term()  # blocks until what was queued is written, or the linger runs out
+    flushed = not handshakes or time.monotonic() - t0 < flush_s - 1
+    return sent, handshakes, flushed
 
 
 def flood(args: argparse.Namespace) -> None:
@@ -244,11 +257,13 @@ def flood_run(mode: str, frames: int, big_gb: float, login: bool = False, latenc
                 pub, sec = zmq.curve_keypair()
                 stranger = {"curve_server_key": info["curve_server_key"], "curve_public_key": pub.decode(),
                             "curve_secret_key": sec.decode()}
+            flushed = True
             for url in (info["urls"][0], engine_url):
                 # hmac: anyone can connect; curve: even a peer with the HMAC key cannot.
-                n, h = _send_all(url, messages(frames), stranger, info if login and mode == "hmac" else None)
+                n, h, done = _send_all(url, messages(frames), stranger, info if login and mode == "hmac" else None)
                 sent += n
                 handshakes += h
+                flushed = flushed and done
             took = time.perf_counter() - t0
             settle = time.monotonic()
             while rss(pid) > before + (20 << 20) and time.monotonic() - settle < settle_s:
@@ -261,7 +276,7 @@ def flood_run(mode: str, frames: int, big_gb: float, login: bool = False, latenc
             after_lat = latency(rc, latency_calls)[0] if latency_calls else 0.0
         runs = len(marker.read_text().splitlines()) if marker.exists() else 0
         lost = sum(p.read_text().count(" is lost") for p in c.profile_dir.log.glob("controller*.log"))
-        return {"mode": mode, "login": login, "sent": sent, "handshakes": handshakes, "seconds": took,
+        return {"mode": mode, "login": login, "sent": sent, "handshakes": handshakes, "flushed": flushed, "seconds": took,
                 "rss_before": before, "rss_peak": peak[0], "rss_after": after, "settled_s": settled,
                 "executions": runs, "engines_lost": lost, "served": served,
                 "latency_before_ms": before_lat, "latency_after_ms": after_lat}
