@@ -127,3 +127,24 @@ def test_split_map_parts_are_chunks_and_join_restores_the_map(rc):
     assert ipp.AsyncResult.join(*parts).get(timeout=30) == [[1, 2], [3, 4]]
     joined = type(ar).join(*parts)  # the map back
     assert isinstance(joined, ipp.AsyncMapResult) and joined.get(timeout=30) == [1, 2, 3, 4] and len(joined) == 4
+
+
+def _print_then_return(n, delay):
+    import sys
+    import time
+
+    time.sleep(delay)
+    for i in range(n):
+        print(f"line {i}")
+    sys.stdout.flush()
+    return n
+
+
+def test_wait_for_output_returns_when_every_line_is_there(rc):
+    """ipyparallel's wait_for_output(timeout): True once the output is complete (all of
+    stdout, not just the result), False when the timeout passes first."""
+    ar = rc[0].apply_async(_print_then_return, 2000, 1.0)
+    assert ar.wait_for_output(0) is False  # still sleeping
+    assert ar.wait_for_output(60) is True
+    assert ar.stdout.splitlines() == [f"line {i}" for i in range(2000)]
+    assert ar.get() == 2000
