@@ -25,6 +25,7 @@ class EngineRecord:
     status: dict[str, Any] | None = None  # the engine's last engine_status (engine/status.py)
     status_at: float = 0.0  # monotonic time it arrived
     retiring: str | None = None  # why it takes no new work (walltime drain), or None
+    proc: tuple[int, int] | None = None  # (pid, start time) of its process, if on the controller's host
 
     def current_status(self, now: float) -> dict[str, Any] | None:
         """The last reported status, its running time brought up to ``now``."""

@@ -99,9 +99,7 @@ class EngineLifecycle:
         return None if start is None else (pid, start)
 
     def _journal_engine(self, rec: EngineRecord) -> None:
-        proc = self._local_process(rec)
-        if proc is not None:
-            self.engine_procs[rec.uuid] = proc
+        proc = rec.proc = self._local_process(rec)
         try:
             with open(self._engines_journal, "a") as f:
                 f.write(f"{rec.uuid} {rec.id}" + (f" {proc[0]} {proc[1]}\n" if proc else "\n"))
@@ -111,7 +109,7 @@ class EngineLifecycle:
     def _save_engines(self) -> None:
         data: dict[str, Any] = {"engines": {e.uuid: e.id for e in self.engines.by_id.values()},
                                 "next_id": self.engines.next_id}
-        data["procs"] = {u: list(self.engine_procs[u]) for u in data["engines"] if u in self.engine_procs}
+        data["procs"] = {e.uuid: list(e.proc) for e in self.engines.by_id.values() if e.proc is not None}
         tmp = self.config.engines_path.with_suffix(".tmp")
         tmp.write_text(json.dumps(data))
         os.replace(tmp, self.config.engines_path)

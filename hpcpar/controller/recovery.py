@@ -50,8 +50,8 @@ class Recovery:
         self.held_direct: list[tuple[bytes, wire.Message]] = []  # requests for engines not back yet
         self.recovery_open = bool(self.config.restore)
         self.orphans_fail_at: float | None = None
-        self.engine_procs: dict[str, tuple[int, int]] = {}  # uuid -> (pid, start time), engines on this host
-        self.expected_procs: dict[int, tuple[int, int]] = {}  # the same, of the old controller's engines
+        # (pid, start time) of the old controller's engines on this host, by engine id
+        self.expected_procs: dict[int, tuple[int, int]] = {}
 
     # -- acknowledgements (every controller) --------------------------------------------
 
