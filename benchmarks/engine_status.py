@@ -37,39 +37,27 @@ def busy_status(eid: int, started: float, now: float) -> dict:
 
 def simulate(engine_file: str, n: int, every: float, duration: float) -> None:
     """The child: n simulated engines; every ``every`` s each sends a busy engine_status."""
-    import zmq
 
     from hpcpar.connection import ConnectionInfo
     from hpcpar.engine.simulated import SimulatedEngines
 
     sims = SimulatedEngines(ConnectionInfo.load(engine_file), n)
     sims.register_all()
-    end = time.monotonic() + duration
     start = time.monotonic()
     next_status = {id(s): start + random.uniform(0, every or 1) for s in sims.sims}
     sent = 0
+
+    def send_status(now: float) -> None:
+        nonlocal sent
+        for sim in sims.sims:
+            if sim.id is not None and every and now >= next_status[id(sim)]:
+                header = sims.signer.header("engine_status")
+                sim.sock.send_multipart(sims.signer.pack(header, busy_status(sim.id, start, now)))
+                next_status[id(sim)] = now + every
+                sent += 1
+
     try:
-        while time.monotonic() < end:
-            for sock, _ in sims.poller.poll(20):
-                sim = sims.by_socket[sock]
-                while True:
-                    try:
-                        frames = sock.recv_multipart(zmq.NOBLOCK, copy=False)
-                    except zmq.Again:
-                        break
-                    sims._handle(sim, frames)
-            now = time.monotonic()
-            for sim in sims.sims:
-                if sim.id is None:
-                    continue
-                if now >= sim.next_beat:
-                    sim.sock.send_multipart(sims.signer.pack(sims.signer.header("heartbeat")))
-                    sim.next_beat = now + sims.heartbeat_interval
-                if every and now >= next_status[id(sim)]:
-                    header = sims.signer.header("engine_status")
-                    sim.sock.send_multipart(sims.signer.pack(header, busy_status(sim.id, start, now)))
-                    next_status[id(sim)] = now + every
-                    sent += 1
+        sims.run(duration, on_tick=send_status, poll_ms=20)
     finally:
         sims.close()
     print(json.dumps({"status_sent": sent}), flush=True)

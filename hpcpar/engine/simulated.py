@@ -14,6 +14,7 @@ import random
 import socket
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -75,14 +76,16 @@ class SimulatedEngines:
     def registered(self) -> int:
         return sum(1 for s in self.sims if s.id is not None)
 
-    def run(self, duration: float | None = None) -> None:
-        """Serve until ``duration`` seconds pass (forever with None)."""
+    def run(self, duration: float | None = None, on_tick: Callable[[float], None] | None = None,
+            poll_ms: int = 50) -> None:
+        """Serve until ``duration`` seconds pass (forever with None); ``on_tick(now)`` after
+        each round of heartbeats (benchmarks send more traffic from there)."""
         end = None if duration is None else time.monotonic() + duration
         now = time.monotonic()
         for sim in self.sims:  # spread heartbeats over one interval
             sim.next_beat = now + random.uniform(0, self.heartbeat_interval)
         while end is None or time.monotonic() < end:
-            for sock, _ in self.poller.poll(50):
+            for sock, _ in self.poller.poll(poll_ms):
                 sim = self.by_socket[sock]
                 while True:
                     try:
@@ -95,6 +98,8 @@ class SimulatedEngines:
                 if sim.id is not None and now >= sim.next_beat:
                     sim.sock.send_multipart(self.signer.pack(self.signer.header("heartbeat")))
                     sim.next_beat = now + self.heartbeat_interval
+            if on_tick is not None:
+                on_tick(now)
 
     def _handle(self, sim: _Sim, frames: list[Any]) -> None:
         try:
