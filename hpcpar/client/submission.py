@@ -40,7 +40,10 @@ class Results(dict):
     def _settle(self, key: Any = None) -> None:
         client = self._client
         with client._lock:
-            waiting = [m for m in client._replies if key is None or m == key]
+            if key is None:
+                waiting = list(client._replies)
+            else:  # one lookup, not a scan of every reply waiting to be decoded
+                waiting = [key] if key in client._replies else []
         for mid in waiting:
             client._result(mid)
 
