@@ -76,6 +76,12 @@ def stdout_lines(shell) -> list[str]:
     return shell.out.text.splitlines()
 
 
+def engine_lines(shell, needle: str) -> list[str]:
+    """Streamed lines containing needle, sorted: a blocking %px shows each engine's output as it
+    arrives (as ipyparallel does), so engines that finish first come first."""
+    return sorted(line for line in stdout_lines(shell) if needle in line)
+
+
 def test_px_runs_on_every_engine_and_shows_cell_values(ip):
     assert run(ip, "%px a = 5").success
     assert run(ip, "%px a * 2").success
@@ -83,9 +89,7 @@ def test_px_runs_on_every_engine_and_shows_cell_values(ip):
     for eid in range(4):
         assert re.search(rf"^Out\[{eid}:\d+\]: 10$", text, re.M), text
     assert run(ip, "%px print('rank', a + 1)").success
-    assert [line for line in stdout_lines(ip) if line.startswith("[stdout:")] == [
-        f"[stdout:{eid}] rank 6" for eid in range(4)
-    ]
+    assert engine_lines(ip, "rank") == [f"[stdout:{eid}] rank 6" for eid in range(4)]
 
 
 def test_streamed_output_arrives_while_the_cell_runs_with_prefixes(ip):
@@ -180,7 +184,7 @@ def test_autopx_sends_cells_to_the_engines_until_turned_off(ip):
     assert run(ip, "where = 'engine'\nprint(where)").success
     assert run(ip, "%autopx").success
     assert "disabled" in ip.out.text
-    assert [line for line in stdout_lines(ip) if "] engine" in line] == [f"[stdout:{e}] engine" for e in range(4)]
+    assert engine_lines(ip, "] engine") == [f"[stdout:{e}] engine" for e in range(4)]
     assert "where" not in ip.user_ns  # it ran remotely, not here
     assert run(ip, "where = 'here'").success
     assert ip.user_ns["where"] == "here"
@@ -222,7 +226,7 @@ def test_ctrl_c_interrupts_the_engines_which_keep_serving(ip):
     assert "not reached" not in ip.out.text
     ip.out.writes.clear()
     assert run(ip, "%px print('alive')").success
-    assert [line for line in stdout_lines(ip) if "alive" in line] == [f"[stdout:{e}] alive" for e in range(4)]
+    assert engine_lines(ip, "alive") == [f"[stdout:{e}] alive" for e in range(4)]
 
 
 def test_the_interrupt_signal_is_configurable(ip):
@@ -256,7 +260,7 @@ def test_suffixes_give_several_views_at_once(ip, rc):
     assert run(ip, "%pxresult_odd").success
     assert run(ip, "%%px_odd --block\nprint(parity)\n").success
     assert rc[:].pull("parity", block=True) == ["even", "odd", "even", "odd"]
-    assert [line for line in stdout_lines(ip) if "odd" in line] == ["[stdout:1] odd", "[stdout:3] odd"]
+    assert engine_lines(ip, "odd") == ["[stdout:1] odd", "[stdout:3] odd"]
 
 
 def test_pxconfig_sets_defaults(ip):
@@ -332,10 +336,9 @@ def test_px_line_magics_and_shell_escapes_run_on_the_engines(ip, tmp_path):
     script.write_text("ran_script = __name__\nprint('script ran')\n")
     (tmp_path / "listed.txt").write_text("x")
     assert run(ip, "%px --targets 0:2 %time timed = sum(range(1000))").success
-    assert re.findall(r"^\[stdout:(\d)\] Wall time", ip.out.text, re.M) == ["0", "1"], ip.out.text
+    assert sorted(re.findall(r"^\[stdout:(\d)\] Wall time", ip.out.text, re.M)) == ["0", "1"], ip.out.text
     assert run(ip, f"%px --targets 0:2 %run {script}").success
-    assert [line for line in stdout_lines(ip) if "script ran" in line] == [
-        "[stdout:0] script ran", "[stdout:1] script ran"]
+    assert engine_lines(ip, "script ran") == ["[stdout:0] script ran", "[stdout:1] script ran"]
     assert ip.user_ns.get("ran_script") is None  # it ran on the engines, not here
     assert run(ip, f"%px --targets 0:2 files = !ls {tmp_path}").success
     assert run(ip, "%px --targets 0:2 %whos").success
@@ -343,5 +346,5 @@ def test_px_line_magics_and_shell_escapes_run_on_the_engines(ip, tmp_path):
     assert len([w for w in whos if "files" in w]) == 2 and len([w for w in whos if "timed" in w]) == 2, whos
     assert run(ip, "%px --targets 0:2 !hostname").success
     host = socket.gethostname()
-    assert [line for line in stdout_lines(ip) if line.endswith(host)] == [f"[stdout:0] {host}", f"[stdout:1] {host}"]
+    assert sorted(line for line in stdout_lines(ip) if line.endswith(host)) == [f"[stdout:0] {host}", f"[stdout:1] {host}"]
     assert ip.user_ns.get("timed") is None and ip.user_ns.get("files") is None
