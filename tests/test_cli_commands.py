@@ -122,3 +122,83 @@ def test_render_takes_profile_dir(tmp_path: Path):
     out = ok("render", "--profile-dir", str(pd))
     assert "#SBATCH --partition=fromdir" in out and "#SBATCH --array=1-3" in out
     assert str(pd / "log") in out  # job output goes to that profile directory
+
+
+def _listed(profile: str, *more: str) -> list[dict]:
+    return [r for r in json.loads(ok("list", "--json", *more)) if r["profile"] == profile]
+
+
+def _by_hand(*args: str, log: Path) -> subprocess.Popen:
+    with open(log, "ab") as out:
+        return subprocess.Popen(hpcpar_cmd(*args), stdout=out, stderr=subprocess.STDOUT, cwd="/")
+
+
+def _wait_for(check, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        assert time.monotonic() < deadline, f"timed out after {timeout} s waiting for {what}"
+        time.sleep(0.2)
+
+
+def test_list_status_and_stop_agree_on_a_controller_started_by_hand(profile, tmp_path):
+    """The documented hand start (`hpcpar controller --profile-dir ... --ip '*'`, then
+    `hpcpar engine --file .../hpcpar-engine.json`): `list` shows it (by hand, alive, its
+    engine), with --profile filtering; once it is SIGKILLed, list, status and stop all say it
+    is not running and how to clean up, and the restart `list` suggests works."""
+    from hpcpar.paths import ProfileDir
+
+    pd = ProfileDir.for_profile(profile)
+    controller_args = ("controller", "--profile-dir", str(pd.path), "--ip", "*")
+    procs = [_by_hand(*controller_args, log=tmp_path / "controller.log")]
+    try:
+        _wait_for(pd.client_file().exists, 60, "the connection file")
+        procs.append(_by_hand("engine", "--file", str(pd.engine_file()), log=tmp_path / "engine.log"))
+        _wait_for(lambda: _listed(profile)[0]["engines"] == 1, 60, "the engine in 'hpcpar list'")
+        row = _listed(profile)[0]
+        assert (row["started"], row["running"], row["controller_pid"]) == ("by hand", True, procs[0].pid)
+        assert _listed(profile, "--profile", profile) == [row]
+        assert _listed(profile, "--profile", f"{profile}-other") == []
+        table = ok("list", "--profile", profile).splitlines()
+        assert table[0].split() == ["PROFILE", "CLUSTER", "ID", "ENGINES", "PID", "RUNNING", "LAUNCHER", "JOBS"]
+        assert table[1].split() == [profile, "-", "1", str(procs[0].pid), "true", "by", "hand", "-"]
+        status = json.loads(ok("status", "--profile", profile, "--json"))
+        assert status["controller"]["pid"] == procs[0].pid and len(status["engines"]) == 1
+
+        # Dead: every command says so, with the same way out, at once (no connection timeout).
+        procs[0].kill()
+        procs[0].wait(timeout=30)
+        row = _listed(profile)[0]
+        assert (row["started"], row["running"], row["engines"]) == ("by hand", False, None)
+        restart = f"'hpcpar controller --profile {profile} --restore'"
+        cleanup = f"'hpcpar stop --profile {profile}'"
+        assert "is not running" in row["hint"] and restart in row["hint"] and cleanup in row["hint"]
+        listing = ok("list", "--profile", profile)
+        assert f" {procs[0].pid}  false" in listing and f"note: {row['hint']}" in listing
+        r = run("status", "--profile", profile, "--timeout", "30")
+        assert r.returncode == 1 and "Traceback" not in r.stderr
+        assert "started by hand" in r.stdout and "is not running" in r.stdout, r.stdout
+        assert restart in r.stdout and cleanup in r.stdout, r.stdout
+
+        # The restart list suggests (with the options it had): the engine re-attaches.
+        procs[0] = _by_hand(*controller_args, "--restore", log=tmp_path / "controller.log")
+        _wait_for(lambda: _listed(profile)[0]["engines"] == 1, 90, "the engine to re-attach")
+        assert _listed(profile)[0]["controller_pid"] == procs[0].pid
+        import hpcpar
+
+        with hpcpar.Client(profile=profile, timeout=30) as rc:
+            assert rc[:].apply_sync(os.getpid) == [procs[1].pid]
+
+        # Dead again: stop removes what it left and says there was nothing running.
+        procs[0].kill()
+        procs[0].wait(timeout=30)
+        out = ok("stop", "--profile", profile)
+        assert "no controller was running" in out and "removed its stale hpcpar-client.json" in out, out
+        assert not pd.client_file().exists() and not pd.engine_file().exists()
+        assert _listed(profile) == [] and "no clusters in profile" in ok("list", "--profile", profile)
+        r = run("status", "--profile", profile)
+        assert r.returncode == 1 and "no cluster in profile" in r.stderr
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+                p.wait(timeout=10)

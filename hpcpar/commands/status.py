@@ -35,10 +35,14 @@ def register(sub: argparse._SubParsersAction) -> None:
 def _engines(pd: Any, cluster_id: str, timeout: float) -> tuple[dict[str, Any] | None, str | None]:
     """The controller's view, or (None, why not)."""
     from ..client import Client
+    from .handstarted import dead_message, find
 
     client_file = pd.client_file(cluster_id)
     if not client_file.exists():
         return None, f"no connection file {client_file}"
+    hand = find(pd, cluster_id)
+    if hand is not None and hand.alive is False:  # its own advice, not the one for 'hpcpar start'
+        return None, dead_message(pd, cluster_id, hand)
     try:
         rc = Client(client_file, timeout=timeout)
     except Exception as e:  # noqa: BLE001 - any failure to connect is reported, not raised

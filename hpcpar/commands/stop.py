@@ -64,42 +64,38 @@ def stop_one(pd, cluster_id: str, wait_timeout: float = 60.0) -> str:
     return f"stopped cluster ({_where(pd, cluster_id)})" + (f"; cancelled jobs {', '.join(jobs)}" if jobs else "")
 
 
-def _is_controller(pid: int) -> bool:
-    """The pid runs an hpcpar controller (never signal a reused pid)."""
-    try:
-        argv = open(f"/proc/{pid}/cmdline", "rb").read().split(b"\0")
-    except OSError:
-        return False
-    return b"hpcpar" in b" ".join(argv) and b"controller" in argv
-
-
 def _wait_gone(pid: int | None, timeout: float) -> bool:
+    from .handstarted import is_controller
+
     deadline = time.monotonic() + timeout
-    while pid and _is_controller(pid) and time.monotonic() < deadline:
+    while pid and is_controller(pid) and time.monotonic() < deadline:
         time.sleep(0.1)
-    return not (pid and _is_controller(pid))
+    return not (pid and is_controller(pid))
 
 
 def stop_hand_started(pd, cluster_id: str) -> str:
-    """A controller with a connection file but no state file: shut it down (and its engines)."""
+    """A controller with a connection file but no state file: shut it down (and its engines);
+    one that is gone leaves stale connection files, which are removed."""
     from ..cli import CommandError
     from ..client import Client
-    from ..connection import ConnectionInfo
+    from .handstarted import find, is_controller, remove_stale
 
-    path = pd.client_file(cluster_id)
-    info = ConnectionInfo.load(path)
-    pid = info.controller_pid
-    local_pid = pid if pid and _is_controller(pid) else None
+    hand = find(pd, cluster_id)
+    assert hand is not None
+    if hand.alive is False:
+        removed = remove_stale(pd, cluster_id, hand)
+        return (f"no controller was running ({_where(pd, cluster_id)}: the controller started by hand, "
+                f"pid {hand.pid}, is gone); removed its stale {', '.join(removed) or 'files'}")
+    pid = hand.pid
+    local_pid = pid if pid and is_controller(pid) else None
     how = "asked to shut down"
     try:
-        rc = Client(str(path), timeout=5)
+        rc = Client(str(hand.client_file), timeout=5)
     except Exception as e:  # noqa: BLE001 - not answering: fall back to the recorded pid
         if local_pid is None:
-            if pid and not os.path.exists(f"/proc/{pid}"):
-                path.unlink(missing_ok=True)
-                return f"no controller was running ({_where(pd, cluster_id)}); removed its stale {path.name}"
             raise CommandError(f"the controller of {_where(pd, cluster_id)} does not answer ({e}) and is not "
-                               f"a process of this machine (pid {pid}); stop it where it runs") from None
+                               f"a process of this machine (pid {pid} on {hand.host or 'an unknown host'}); "
+                               f"stop it where it runs") from None
         os.kill(local_pid, signal.SIGTERM)
         how = f"sent SIGTERM (pid {local_pid}, not answering)"
     else:
