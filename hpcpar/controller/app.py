@@ -269,9 +269,7 @@ class Controller(ClientRequests, Routing, EngineLifecycle, Recovery):
                 self._flush_backlogs()
             now = time.monotonic()
             if now - next_check > self.config.heartbeat_interval:
-                # This loop was busy (one huge message to verify, a burst): heartbeats that came
-                # meanwhile wait unread in the engine socket, so give them a full timeout.
-                self._bulk_until = max(self._bulk_until, now + self.config.heartbeat_timeout)
+                self._was_busy(now, now - next_check)
             if now >= next_check:
                 if self.engines.expected and now > self._expect_until:
                     self.engines.expected.clear()  # engines that did not come back after a restart
@@ -288,6 +286,14 @@ class Controller(ClientRequests, Routing, EngineLifecycle, Recovery):
                 if self._engines_dirty:
                     self._save_engines()
                 next_check = now + check_every
+
+    def _was_busy(self, now: float, late: float) -> None:
+        """The loop was busy ``late`` s past a heartbeat check (one huge message to verify, a
+        burst): heartbeats that came meanwhile wait unread in the engine socket. No engine is
+        judged on that time: each gets it back, and a full timeout on top, to be heard from."""
+        log.info("the controller was busy for %.1f s (a large message, a burst): engines get %.1f s "
+                 "more before a missing heartbeat counts", late, late + self.config.heartbeat_timeout)
+        self._bulk_until = max(self._bulk_until, now + late + self.config.heartbeat_timeout)
 
     def _drain(self, sock: zmq.Socket, handler) -> None:
         for frames in wire.drain(sock, DRAIN_BATCH, COPY_BELOW):
