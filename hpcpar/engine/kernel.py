@@ -22,6 +22,7 @@ import builtins
 import contextlib
 import json
 import os
+import shutil
 import signal
 import socket
 import sys
@@ -34,6 +35,7 @@ import zmq
 
 from . import display
 from .kernel_comms import COMM_MESSAGES, Comms
+from .kernel_debugger import Debugger
 
 PROTOCOL_VERSION = "5.3"
 
@@ -109,6 +111,8 @@ class BoundKernel:
         self._payload: list[dict] = []
         self.parent: dict | None = None  # the request being served (comm messages name it as parent)
         self.stopping = threading.Event()
+        self._iopub_lock = threading.Lock()  # the main thread and the I/O thread both publish
+        self.debugger = Debugger(self)  # debug_request (JupyterLab's debugger), on the I/O thread
         self._io_ready = threading.Event()
         self._io = threading.Thread(target=self._io_loop, name="hpcpar-kernel-io", daemon=True)
         self._io.start()
@@ -144,8 +148,9 @@ class BoundKernel:
             s.bind((self.ip, 0))
             return s.getsockname()[1]
 
-    def _publish(self, msg_type: str, content: dict, parent: dict | None) -> None:
-        self.session.send(self.iopub, msg_type, content, parent=parent or {})
+    def _publish(self, msg_type: str, content: dict, parent: dict | None, **kw: Any) -> None:
+        with self._iopub_lock:
+            self.session.send(self.iopub, msg_type, content, parent=parent or {}, **kw)
 
     # -- the I/O thread: heartbeat and control ----------------------------------------------------
 
@@ -160,14 +165,24 @@ class BoundKernel:
         poller = zmq.Poller()
         poller.register(hb, zmq.POLLIN)
         poller.register(control, zmq.POLLIN)
+        adapter: int | None = None  # the debug adapter's socket, while connected
         try:
             while not self.stopping.is_set():
+                if self.debugger.fileno() != adapter:
+                    if adapter is not None:
+                        poller.unregister(adapter)
+                    adapter = self.debugger.fileno()
+                    if adapter is not None:
+                        poller.register(adapter, zmq.POLLIN)
                 for sock, _ in poller.poll(200):
                     if sock is hb:
                         hb.send(hb.recv())
-                    else:
+                    elif sock is control:
                         self._on_control(control)
+                    elif sock == adapter and self.debugger.fileno() == adapter:
+                        self.debugger.on_readable()
         finally:
+            self.debugger.close()
             hb.close()
             control.close()
 
@@ -176,21 +191,27 @@ class BoundKernel:
         if msg is None:
             return
         mt = msg["header"]["msg_type"]
+        self._publish("status", {"execution_state": "busy"}, msg)
+
+        def reply(msg_type: str, content: dict) -> None:
+            self.session.send(control, msg_type, content, parent=msg, ident=idents)
+            self._publish("status", {"execution_state": "idle"}, msg)
+
         if mt == "interrupt_request":
-            self.session.send(control, "interrupt_reply", {"status": "ok"}, parent=msg, ident=idents)
+            reply("interrupt_reply", {"status": "ok"})
             os.kill(os.getpid(), signal.SIGINT)  # the engine's handler interrupts the running cell
         elif mt == "shutdown_request":
             restart = bool(msg["content"].get("restart", False))
-            self.session.send(control, "shutdown_reply", {"status": "ok", "restart": restart}, parent=msg,
-                              ident=idents)
+            reply("shutdown_reply", {"status": "ok", "restart": restart})
             self.stopping.set()  # the main thread closes the rest when it next looks
         elif mt == "kernel_info_request":
-            self.session.send(control, "kernel_info_reply", self._kernel_info(), parent=msg, ident=idents)
+            reply("kernel_info_reply", self._kernel_info())
+        elif mt == "debug_request":  # answered now or when the debug adapter answers
+            self.debugger.handle(msg, lambda content: reply("debug_reply", content))
         else:
-            self.session.send(control, mt.replace("_request", "_reply"),
-                              {"status": "error", "ename": "NotImplementedError",
-                               "evalue": f"{mt} is not supported on an hpcpar engine", "traceback": []},
-                              parent=msg, ident=idents)
+            reply(mt.replace("_request", "_reply"),
+                  {"status": "error", "ename": "NotImplementedError",
+                   "evalue": f"{mt} is not supported on an hpcpar engine", "traceback": []})
 
     # -- the main thread: shell requests between tasks --------------------------------------------
 
@@ -245,7 +266,7 @@ class BoundKernel:
                               "codemirror_mode": {"name": "ipython", "version": 3}, "nbconvert_exporter": "python"},
             "banner": f"hpcpar engine {os.getpid()} on {socket.gethostname()}: its namespace, live\n",
             "help_links": [],
-            "debugger": False,  # no debug_request: attach debugpy instead (docs/interactive.md)
+            "debugger": self.debugger.available,  # debug_request relays to debugpy (kernel_debugger.py)
         }
 
     def _do_kernel_info(self, msg: dict, idents: list) -> dict:
@@ -364,6 +385,7 @@ class BoundKernel:
         self._remove_file()
 
     def _remove_file(self) -> None:
+        shutil.rmtree(self.debugger.tmp_dir, ignore_errors=True)  # cells dumped for the debugger
         try:
             os.unlink(self.connection_file)
         except FileNotFoundError:

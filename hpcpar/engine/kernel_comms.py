@@ -35,8 +35,8 @@ def _comm_class(kernel: BoundKernel) -> type:
             if kernel.stopping.is_set():
                 return  # the console went away; nobody listens
             content = {"data": data or {}, "comm_id": self.comm_id, **keys}
-            kernel.session.send(kernel.iopub, msg_type, content, parent=kernel.parent or {},
-                                metadata=metadata or {}, ident=self.topic, buffers=buffers)
+            kernel._publish(msg_type, content, kernel.parent, metadata=metadata or {}, ident=self.topic,
+                            buffers=buffers)
 
     return KernelComm
 
