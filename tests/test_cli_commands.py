@@ -163,6 +163,11 @@ def test_list_status_and_stop_agree_on_a_controller_started_by_hand(profile, tmp
         assert table[1].split() == [profile, "-", "1", str(procs[0].pid), "true", "by", "hand", "-"]
         status = json.loads(ok("status", "--profile", profile, "--json"))
         assert status["controller"]["pid"] == procs[0].pid and len(status["engines"]) == 1
+        # `start` does not overwrite its connection files (which would hide it from every command).
+        r = run("start", "--profile", profile, "-n", "1", "--daemonize")
+        assert r.returncode == 1 and "Traceback" not in r.stderr
+        assert f"a controller started by hand (pid {procs[0].pid}) runs in profile" in r.stderr, r.stderr
+        assert f"'hpcpar stop --profile {profile}'" in r.stderr and _listed(profile)[0]["started"] == "by hand"
 
         # Dead: every command says so, with the same way out, at once (no connection timeout).
         procs[0].kill()

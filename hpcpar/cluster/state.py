@@ -89,6 +89,7 @@ class StateMixin:
     def check_not_running(self) -> None:
         """Refuse to start over a running cluster of the same id; clean up after a crashed one."""
         if not self.state_file.exists():
+            self._refuse_hand_started()
             self._cancel_ledger()  # jobs of a crashed start that never wrote its state
             return
         other = type(self).from_file(self.state_file)
@@ -109,6 +110,21 @@ class StateMixin:
                 "database; 'hpcpar start --force' stops them and starts afresh (their results are lost)"
             )
         other._stop_cluster()  # leftovers of a crashed cluster
+
+    def _refuse_hand_started(self) -> None:
+        """A live controller started by hand owns this profile and cluster id: starting another
+        would overwrite its connection files and leave it running, out of every command's sight."""
+        from ..commands.handstarted import find, selector
+
+        hand = find(self.profile_dir, self.cluster_id)
+        if hand is not None and hand.alive:
+            sel = selector(self.profile_dir, self.cluster_id)
+            raise ClusterError(
+                f"a controller started by hand (pid {hand.pid}) runs in profile {self.profile_dir.name!r}"
+                + (f", cluster id {self.cluster_id!r}" if self.cluster_id else "")
+                + f"; stop it with 'hpcpar stop {sel}' or start another with another cluster id "
+                "(Cluster(cluster_id=NAME), --cluster-id NAME)"
+            )
 
     def job_states(self) -> list[dict[str, Any]]:
         """Every batch job of this cluster from the job ledger, with its queue state (one
