@@ -470,7 +470,7 @@ def _relay(conn: socket.socket, chan, stop: threading.Event) -> None:
                 if not data:
                     break
                 conn.sendall(data)
-    except OSError:
+    except (OSError, EOFError):  # paramiko raises EOFError when the transport closes under a relay
         pass
     finally:
         chan.close()
