@@ -33,6 +33,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import statistics
 import tempfile
 import threading
@@ -313,9 +314,12 @@ def bigframe(args: argparse.Namespace) -> None:
                 time.sleep(0.05)
             s.close()
             served = rc[:].apply_sync(pow, 2, 3) == [8] * len(ids)
-            lost = sum(p.read_text().count(" is lost") for p in c.profile_dir.log.glob("controller*.log"))
+            logs = "".join(p.read_text() for p in c.profile_dir.log.glob("controller*.log"))
+            lost = logs.count(" is lost")
+            busy = max([float(m) for m in re.findall(r"controller was busy for ([0-9.]+) s", logs)] or [0.0])
             print(f"bigframe: {args.gb} GB frame from a logged-in peer, heartbeat timeout {args.heartbeat_timeout} s: "
                   f"controller RSS {before >> 20} MB, peak {peak >> 20} MB, {rss(pid) >> 20} MB after; "
+                  f"loop busy at most {busy:.1f} s; "
                   f"engines declared lost {lost}; engines {ids} -> {sorted(rc.ids)}; serving: {served}")
     finally:
         c.stop_cluster_sync()
