@@ -71,7 +71,10 @@ def murmur2(data: bytes, seed: int) -> int:
 
 def available() -> bool:
     """Whether debugpy can be imported here (kernel_info's ``debugger``)."""
-    return importlib.util.find_spec("debugpy") is not None
+    try:
+        return importlib.util.find_spec("debugpy") is not None
+    except (ImportError, ValueError):  # blocked: sys.modules["debugpy"] is None
+        return False
 
 
 def rich_bundle(value: Any, token: str) -> None:

@@ -1,7 +1,7 @@
 """A graphical debugger on a live engine: debugpy.listen() on the engine, then a Debug
 Adapter Protocol client (what VS Code's "Remote Attach" is) attaches, sets a breakpoint in a
-function the engine runs, stops there, evaluates in the frame and continues. The engine's
-kernel does not answer JupyterLab's debug_request (docs/interactive.md); this is the way."""
+function the engine runs, stops there, evaluates in the frame and continues. (JupyterLab's
+debugger goes through the engine's bound kernel instead: test_kernel_debugger.py.)"""
 
 from __future__ import annotations
 

@@ -196,6 +196,25 @@ def test_requests_before_initialize_and_bad_input_get_clear_answers(debug_kernel
     assert not content["success"] and "/nonexistent/cell.py" in content["message"]
 
 
+def test_an_engine_without_debugpy_says_so(tmp_path):
+    cluster, rc = start_cluster(1, f"kernel-nodebugpy-{os.getpid()}",
+                                env={"JUPYTER_RUNTIME_DIR": str(tmp_path / "runtime")})
+    try:
+        rc[0].execute("import sys\nsys.modules['debugpy'] = None", block=True)  # import debugpy fails there
+        kc = jupyter_client.BlockingKernelClient(connection_file=rc[0].apply_sync(hpcpar.bind_kernel))
+        kc.load_connection_file()
+        kc.start_channels()
+        try:
+            kc.wait_for_ready(timeout=30)
+            assert kc.kernel_info(reply=True, timeout=10)["content"]["debugger"] is False
+            content = DebugClient(kc).request("initialize", clientID="jupyterlab", adapterID="python")
+            assert not content["success"] and "pip install debugpy" in content["message"]
+        finally:
+            kc.stop_channels()
+    finally:
+        cluster.stop_cluster_sync()
+
+
 def test_cell_file_names_match_the_frontends_hash():
     """Values computed by JupyterLab's own murmur2 (its debugger's hash, run under node): tails of
     0-3 bytes, an empty string, and UTF-8 text, so a cell's file name is the one the frontend expects."""
@@ -204,3 +223,56 @@ def test_cell_file_names_match_the_frontends_hash():
         2731586172, 479470107, 2971317748, 3199900434]
     assert (murmur2(b"", 0), murmur2(b"", 1)) == (0, 1540447798)
     assert murmur2("π = 3.14\n".encode(), HASH_SEED) == 4154017583
+
+
+def test_jupyterlab_opens_the_engine_kernel_through_a_kernelspec(debug_kernel, tmp_path, monkeypatch):
+    """What JupyterLab's server does: start the kernelspec's command with a connection file of
+    its own (jupyter_client's KernelManager), then talk to it; here a debug session too."""
+    from jupyter_client.manager import KernelManager
+
+    from hpcpar.engine import kernel_proxy
+
+    rc, kc, _ = debug_kernel
+    existing = kc.connection_file
+    monkeypatch.setenv("JUPYTER_PATH", str(tmp_path / "share" / "jupyter"))
+    where = kernel_proxy.install(existing, name="hpcpar-engine-0", prefix=str(tmp_path))
+    assert os.path.basename(where) == "hpcpar-engine-0"
+    km = KernelManager(kernel_name="hpcpar-engine-0")
+    km.start_kernel()
+    try:
+        lab = km.client()
+        lab.start_channels()
+        try:
+            lab.wait_for_ready(timeout=60)
+            assert lab.kernel_info(reply=True, timeout=30)["content"]["debugger"] is True
+            rc[0].push({"from_client": 20}, block=True)
+            dbg = DebugClient(lab)
+            _start(dbg)
+            code = "doubled = from_client * 2\nprint('doubled', doubled)\n"
+            path = dbg.ok("dumpCell", code=code)["sourcePath"]
+            dbg.ok("setBreakpoints", source={"path": path}, breakpoints=[{"line": 2}])
+            dbg.ok("configurationDone")
+            msg_id = lab.execute(code)
+            stopped = dbg.event("stopped")
+            frame = dbg.ok("stackTrace", threadId=stopped["threadId"])["stackFrames"][0]
+            scopes = dbg.ok("scopes", frameId=frame["id"])["scopes"]
+            names = {v["name"]: v["value"] for v in dbg.ok("variables", variablesReference=scopes[0][
+                "variablesReference"])["variables"]}
+            assert names["doubled"] == "40"
+            dbg.ok("continue", threadId=stopped["threadId"])
+            reply = lab.get_shell_msg(timeout=60)
+            assert reply["parent_header"]["msg_id"] == msg_id and reply["content"]["status"] == "ok"
+            dbg.ok("disconnect", restart=False, terminateDebuggee=False)
+            assert rc[0].pull("doubled", block=True) == 40
+        finally:
+            lab.stop_channels()
+        km.shutdown_kernel(now=False)  # as JupyterLab's "Shut Down Kernel": the engine unbinds
+        assert not km.is_alive()
+    finally:
+        if km.has_kernel:
+            km.shutdown_kernel(now=True)
+    deadline = time.monotonic() + 20
+    while os.path.exists(existing) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not os.path.exists(existing)
+    assert rc[0].apply_sync(lambda: "still serving") == "still serving"
