@@ -183,13 +183,16 @@ def test_list_status_and_stop_agree_on_a_controller_started_by_hand(profile, tmp
         assert r.returncode == 1 and "Traceback" not in r.stderr
         assert "started by hand" in r.stdout and "is not running" in r.stdout, r.stdout
         assert restart in r.stdout and cleanup in r.stdout, r.stdout
+        import hpcpar
+
+        with pytest.raises(TimeoutError) as gone:  # Client() says the same, at once
+            hpcpar.Client(profile=profile, timeout=30)
+        assert "started by hand" in str(gone.value) and restart in str(gone.value), gone.value
 
         # The restart list suggests (with the options it had): the engine re-attaches.
         procs[0] = _by_hand(*controller_args, "--restore", log=tmp_path / "controller.log")
         _wait_for(lambda: _listed(profile)[0]["engines"] == 1, 90, "the engine to re-attach")
         assert _listed(profile)[0]["controller_pid"] == procs[0].pid
-        import hpcpar
-
         with hpcpar.Client(profile=profile, timeout=30) as rc:
             assert rc[:].apply_sync(os.getpid) == [procs[1].pid]
 

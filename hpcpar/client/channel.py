@@ -94,6 +94,9 @@ class Channel:
         if (not info.controller_pid or info.location != socket.gethostname() or not os.path.isdir("/proc/self")
                 or process_start_time(info.controller_pid) is not None):
             return
+        hand = _hand_started_gone(str(self._source), info.cluster_id)
+        if hand:
+            raise TimeoutError(hand)
         profile = f" --profile {info.profile}" if info.profile else ""
         cid = f" --cluster-id {info.cluster_id}" if info.cluster_id else ""
         raise TimeoutError(
@@ -273,3 +276,20 @@ class Channel:
             if parent in self.outstanding:
                 return [parent]
             return [m for m in self.outstanding if m.startswith(prefix)] or [parent]
+
+
+def _hand_started_gone(source: str, cluster_id: str) -> str | None:
+    """For a dead controller started by hand (no cluster state next to its connection file),
+    the advice ``hpcpar list`` and ``status`` give: ``hpcpar start --restore`` has nothing
+    to restore there."""
+    from pathlib import Path
+
+    path = Path(source)
+    if path.parent.name != "security":
+        return None
+    from ..commands.handstarted import dead_message, find
+    from ..paths import ProfileDir
+
+    pd = ProfileDir(path.parent.parent)
+    hand = find(pd, cluster_id)
+    return dead_message(pd, cluster_id, hand) if hand is not None and hand.alive is False else None
