@@ -9,6 +9,9 @@ import os
 import subprocess
 import sys
 
+import jupyter_client  # noqa: F401  (the test extra installs these; a missing one fails, as CI wants)
+import jupyter_console  # noqa: F401
+import pexpect
 import pytest
 from cluster_helpers import FAST_HEARTBEAT, hpcpar_cmd
 from systems import require_system
@@ -17,7 +20,24 @@ import hpcpar
 from hpcpar.cluster import Cluster
 
 CI_CONFIG = "/opt/hpcpar-ssh/ssh_config"
-jupyter_client = pytest.importorskip("jupyter_client")
+
+
+def console_roundtrip(cmd: list[str], tmp_path, line: str, expected_out: str) -> None:
+    """Run `hpcpar console` in a terminal: one input line, its Out[] (a regex), then quit keeping the kernel."""
+    env = {**os.environ, "JUPYTER_CONFIG_DIR": str(tmp_path / "cfg"), "IPYTHONDIR": str(tmp_path / "ipython"),
+           "JUPYTER_RUNTIME_DIR": str(tmp_path / "laptop-runtime"), "TERM": "dumb"}
+    child = pexpect.spawn(cmd[0], cmd[1:], env=env, encoding="utf-8", timeout=60, dimensions=(40, 200))
+    try:
+        child.expect(r"hpcpar engine \d+ on ")
+        child.expect(r"In \[\d+\]: ")
+        child.sendline(line)
+        child.expect(r"Out\[\d+\]: " + expected_out)
+        child.expect(r"In \[\d+\]: ")
+        child.sendline("quit(keep_kernel=True)")
+        child.expect(pexpect.EOF)
+    finally:
+        child.close(force=True)
+    assert child.exitstatus == 0, child.before
 
 
 @pytest.fixture()
@@ -76,26 +96,11 @@ def test_kernel_forwarded_over_the_clients_ssh_connection(ssh_cluster, tmp_path,
 
 def test_hpcpar_console_command(ssh_cluster, tmp_path):
     """`hpcpar console 0 --sshserver testhost`: the real jupyter console, through the forward."""
-    pexpect = pytest.importorskip("pexpect")
-    pytest.importorskip("jupyter_console")
     with hpcpar.Client(profile_dir=ssh_cluster.profile_dir.path, timeout=20) as rc:
         rc[0].push({"pushed_here": "hello"}, block=True)
-    env = {**os.environ, "JUPYTER_CONFIG_DIR": str(tmp_path / "cfg"), "IPYTHONDIR": str(tmp_path / "ipython"),
-           "JUPYTER_RUNTIME_DIR": str(tmp_path / "laptop-runtime"), "TERM": "dumb"}
     cmd = hpcpar_cmd("console", "0", "--profile-dir", str(ssh_cluster.profile_dir.path), "--sshserver", "testhost",
                      "--ssh-config", CI_CONFIG, "--console-args=--simple-prompt")
-    child = pexpect.spawn(cmd[0], cmd[1:], env=env, encoding="utf-8", timeout=60, dimensions=(40, 200))
-    try:
-        child.expect(r"hpcpar engine \d+ on ")
-        child.expect(r"In \[\d+\]: ")
-        child.sendline("pushed_here.upper()")
-        child.expect(r"Out\[\d+\]: 'HELLO'")
-        child.expect(r"In \[\d+\]: ")
-        child.sendline("quit(keep_kernel=True)")
-        child.expect(pexpect.EOF)
-    finally:
-        child.close(force=True)
-    assert child.exitstatus == 0, child.before
+    console_roundtrip(cmd, tmp_path, "pushed_here.upper()", "'HELLO'")
     assert os.listdir(tmp_path / "laptop-runtime") == []  # the command removes its local file
 
     bad = subprocess.run(hpcpar_cmd("console", "5", "--profile-dir", str(ssh_cluster.profile_dir.path)),
@@ -143,8 +148,6 @@ print("RESULT " + json.dumps(out))
 def test_console_on_an_engine_the_laptop_cannot_reach(tmp_path):
     """The compute-node case, on a live MPI rank: `rc.kernel_connection_file(1, ip=<node address>)`
     and `hpcpar console 1 --ip <node address> --sshserver <login>` from the laptop."""
-    pexpect = pytest.importorskip("pexpect")
-    pytest.importorskip("jupyter_console")
     for system in ("ssh", "netns", "netns-sshd"):
         require_system(system)
     pdir = tmp_path / "profile"
@@ -173,23 +176,10 @@ def test_console_on_an_engine_the_laptop_cannot_reach(tmp_path):
         assert out["result"] == ["'rank 1 of 2, live on the node'"]
 
         # the same from a terminal, with the command docs/interactive.md gives
-        env = {**os.environ, "JUPYTER_CONFIG_DIR": str(tmp_path / "cfg"), "IPYTHONDIR": str(tmp_path / "ipython"),
-               "JUPYTER_RUNTIME_DIR": str(tmp_path / "laptop-runtime"), "TERM": "dumb"}
         cmd = ["nsenter", f"--net={LAPTOP_NS}",
                *hpcpar_cmd("console", "1", "--profile-dir", str(pdir), "--ip", COMPUTE_ADDR, "--allow-clear", "--sshserver", LOGIN,
                            "--ssh-config", CI_CONFIG, "--console-args=--simple-prompt")]
-        child = pexpect.spawn(cmd[0], cmd[1:], env=env, encoding="utf-8", timeout=60, dimensions=(40, 200))
-        try:
-            child.expect(r"hpcpar engine \d+ on ")
-            child.expect(r"In \[\d+\]: ")
-            child.sendline("sorted(state), mpi_rank")
-            child.expect(r"Out\[\d+\]: \(\['rank_data', 'seen_from_laptop'\], 1\)")
-            child.expect(r"In \[\d+\]: ")
-            child.sendline("quit(keep_kernel=True)")
-            child.expect(pexpect.EOF)
-        finally:
-            child.close(force=True)
-        assert child.exitstatus == 0, child.before
+        console_roundtrip(cmd, tmp_path, "sorted(state), mpi_rank", r"\(\['rank_data', 'seen_from_laptop'\], 1\)")
     finally:
         engine.terminate()
         engine.wait(timeout=30)
