@@ -337,7 +337,7 @@ def test_broadcast_msg_ids_are_unique_and_each_routable(rc):
     finally:
         other.close()
     again = rc.resubmit(ar.msg_ids[3])
-    assert again.get(timeout=20) == pids[ar.msg_ids[3]]  # ran again on the same engine
+    assert again.get(timeout=20) == [pids[ar.msg_ids[3]]]  # ran again on the same engine (a list, as ipyparallel)
     assert again.msg_ids[0] not in ar.msg_ids
 
 

@@ -101,10 +101,12 @@ class AsyncResult(concurrent.futures.Future):
     ) -> None:
         super().__init__()
         self._client = client
+        if isinstance(msg_ids, str):  # one msg_id, not a list of them: a single result (ipyparallel's rule)
+            msg_ids, single = [msg_ids], True if single is None else single
         self.msg_ids = list(msg_ids)
         self._fname = fname
         self._targets = targets
-        self._single_result = (len(self.msg_ids) == 1) if single is None else single
+        self._single_result = bool(single)  # a list of msg_ids is not single, even of one (as ipyparallel)
         self._return_exceptions = return_exceptions
         # An owner drops its results and metadata from the client's caches once it has
         # them (ipyparallel's get_result(owner=True)); it keeps its own copies.
@@ -490,10 +492,10 @@ class AsyncResult(concurrent.futures.Future):
         return len(self.msg_ids)
 
     def __iter__(self) -> Iterator[Any]:
+        """Each engine's result as it is ready, in order. A single result (one engine given
+        by id, a load-balanced apply) is not iterable, as in ipyparallel: use ``get()``."""
         if self._single_result:
-            result = self.get()
-            yield from (result if isinstance(result, (list, tuple)) else [result])
-            return
+            raise TypeError("AsyncResults with a single result are not iterable; use ar.get()")
         for msg_id in self.msg_ids:
             yield self._one(msg_id)
 

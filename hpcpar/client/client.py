@@ -140,6 +140,8 @@ class Client(Channel, Submission, HubQueries):
             if not ids:
                 raise NoEnginesRegistered()
             return ids
+        if not ids:
+            raise NoEnginesRegistered()
         if isinstance(targets, int):
             targets = [ids[targets] if targets < 0 and -len(ids) <= targets else targets]
         elif isinstance(targets, range):
@@ -196,9 +198,16 @@ class Client(Channel, Submission, HubQueries):
         return BroadcastView(self, self._last_engine(targets), is_coalescing=is_coalescing, **kwargs)
 
     def load_balanced_view(self, targets: Any = None, **kwargs: Any):
+        """As ipyparallel: ``targets`` (an id, ``-1`` for the last engine, a slice or a list) is
+        resolved to engine ids now, so an unknown id raises IndexError here; ``"all"`` / None
+        means whichever engines are registered when each task is sent."""
         from .loadbalanced import LoadBalancedView
 
-        return LoadBalancedView(self, self._last_engine(targets), **kwargs)
+        if targets is not None and not (isinstance(targets, str) and targets == "all"):
+            targets = self._build_targets(targets)
+        elif targets == "all":
+            targets = None
+        return LoadBalancedView(self, targets, **kwargs)
 
     def executor(self, targets: Any = None):
         return self.load_balanced_view(targets).executor

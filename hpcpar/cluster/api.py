@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import atexit
+import inspect
 import logging
 import os
 import sys
@@ -28,6 +29,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from ..config import Config, ConfigError
 from ..connection import ConnectionInfo
 from ..launchers import Launcher, LauncherError
 from ..paths import ProfileDir
@@ -59,7 +61,9 @@ def _launcher_name(name: Any, launcher_class: Any, what: str) -> str | None:
     value = name if name is not None else launcher_class
     if isinstance(value, type):
         value = getattr(value, "name", "") or value.__name__
-    return value
+    from .ippconfig import launcher_name
+
+    return launcher_name(value)  # ipyparallel's names: "SlurmEngineSetLauncher", "MPI" ...
 
 
 class Cluster(StateMixin, ControllerMixin, EngineSetsMixin, PoolMixin):
@@ -106,6 +110,23 @@ class Cluster(StateMixin, ControllerMixin, EngineSetsMixin, PoolMixin):
         override_source: str = "Cluster() arguments",
         **overrides: Any,
     ) -> None:
+        ipp_sections = None
+        if config is not None and not isinstance(config, Config):  # ipyparallel's traitlets config
+            from .ippconfig import cluster_kwargs, sections
+
+            ipp_sections = sections(config)
+            given = {k: v for k, v in locals().items() if k in _DEFAULTS}
+            from_config = cluster_kwargs(ipp_sections)
+            if engines is not None:  # an explicit engines= wins over c.Cluster.engine_launcher_class
+                from_config.pop("engine_launcher_class", None)
+            if controller is not None:
+                from_config.pop("controller_launcher_class", None)
+            merged = {**given, **{k: v for k, v in from_config.items()
+                                  if given[k] is _DEFAULTS[k] or given[k] == _DEFAULTS[k]}}
+            (n, profile, profile_dir, cluster_id, controller_args, engine_args, log_level, shutdown_atexit,
+             engine_timeout, delay, controller_ip, controller_location, engine_launcher_class,
+             controller_launcher_class, send_engines_connection_env) = (merged[k] for k in _DEFAULTS)
+            config = None
         engines = _launcher_name(engines, engine_launcher_class, "engines")
         controller = _launcher_name(controller, controller_launcher_class, "controller")
         connection = None if send_engines_connection_env is None else ("env" if send_engines_connection_env else "file")
@@ -118,6 +139,8 @@ class Cluster(StateMixin, ControllerMixin, EngineSetsMixin, PoolMixin):
             controller_args=controller_args, engine_args=engine_args, env=env, progress=progress,
         )
         self._config = config
+        if ipp_sections is not None:
+            self._apply_ipp_config(ipp_sections)
         if config is None:
             self._config = self._load_config()  # ConfigError now: nothing has started
         if cluster_id is None:
@@ -158,9 +181,47 @@ class Cluster(StateMixin, ControllerMixin, EngineSetsMixin, PoolMixin):
 
     def _load_config(self):
         from ..config import load_config
+        from .ippconfig import ClusterConfig
 
-        return load_config(profile_dir=self.profile_dir, overrides=self.overrides,
-                           override_source=getattr(self, "_override_source", "command line"))
+        loaded = load_config(profile_dir=self.profile_dir, overrides=self.overrides,
+                             override_source=getattr(self, "_override_source", "command line"))
+        return ClusterConfig.of(loaded, self)  # cluster.config.SlurmEngineSetLauncher.queue = ... works
+
+    def _apply_ipp_config(self, sections: dict[str, dict[str, Any]]) -> None:
+        """ipyparallel launcher traits -> config keys (explicit arguments win), env and args."""
+        from .ippconfig import Translator
+
+        base = self._load_config()
+        settings = Translator(base, base["cluster.engines"], base["cluster.controller"]).translate(sections)
+        self.overrides = {**settings.overrides, **self.overrides}
+        self.env = {**settings.env, **self.env}
+        self.engine_args += settings.engine_args
+        self.controller_args += settings.controller_args
+        self._ipp_traits = {cls: dict(traits) for cls, traits in sections.items()}
+
+    def _set_ipp_trait(self, cls: str, trait: str, value: Any) -> None:
+        """``cluster.config.<Class>.<trait> = value`` (ipyparallel's way), checked now."""
+        from .ippconfig import Translator, cluster_kwargs
+
+        if cls == "Cluster":
+            name = next(iter(cluster_kwargs({"Cluster": {trait: value}})))
+            if name not in ("n", "engine_timeout", "delay", "shutdown_atexit", "engine_args", "controller_args"):
+                raise ConfigError([f"Cluster.{trait}: give it to Cluster({name}=...) when making the cluster"])
+            setattr(self, name, list(value) if name.endswith("_args") else value)
+            return
+        settings = Translator(self.config, self.engine_launcher, self.controller_launcher).translate({cls: {trait: value}})
+        saved = dict(self.overrides)
+        self.overrides.update(settings.overrides)
+        try:
+            self._config = self._load_config()
+        except ConfigError:
+            self.overrides = saved
+            raise
+        self.env.update(settings.env)
+        self.engine_args += settings.engine_args
+        self.controller_args += settings.controller_args
+        self._ipp_traits = {**getattr(self, "_ipp_traits", {})}
+        self._ipp_traits.setdefault(cls, {})[trait] = value
 
     @property
     def config(self):
@@ -471,3 +532,11 @@ class Cluster(StateMixin, ControllerMixin, EngineSetsMixin, PoolMixin):
         sets = f" engine_sets={list(self.engines)}" if self.engines else ""
         return (f"<Cluster profile={self.profile_dir.name!r}{cid} n={self.n} engines={self.engine_launcher!r} "
                 f"controller={self.controller_launcher!r}{sets}>")
+
+
+# Cluster() arguments a traitlets config's c.Cluster section may give, with their defaults
+# (an argument left at its default takes the config's value, as in ipyparallel).
+_DEFAULTS = {name: p.default for name, p in inspect.signature(Cluster.__init__).parameters.items()
+             if name in ("n", "profile", "profile_dir", "cluster_id", "controller_args", "engine_args", "log_level",
+                         "shutdown_atexit", "engine_timeout", "delay", "controller_ip", "controller_location",
+                         "engine_launcher_class", "controller_launcher_class", "send_engines_connection_env")}

@@ -148,3 +148,17 @@ def test_wait_for_output_returns_when_every_line_is_there(rc):
     assert ar.wait_for_output(60) is True
     assert ar.stdout.splitlines() == [f"line {i}" for i in range(2000)]
     assert ar.get() == 2000
+
+
+def test_a_single_result_is_not_iterable_as_in_ipyparallel(rc):
+    """One engine by id, a load-balanced apply and a split part are single results: iterating
+    them raises TypeError (ipyparallel 9.2); lists of engines and maps iterate their values."""
+    for ar in (rc[0].apply_async(lambda: [1, 2]), rc.load_balanced_view().apply_async(lambda: [1, 2]),
+               rc[:2].apply_async(lambda: 3).split()[0]):
+        assert ar.get(timeout=30) in ([1, 2], 3)
+        with pytest.raises(TypeError, match="single result"):
+            list(ar)
+    assert list(rc[[0]].apply_async(lambda: [1, 2])) == [[1, 2]]
+    assert list(rc[0].map_async(lambda x: x + 1, [1, 2])) == [2, 3]
+    assert list(rc.load_balanced_view().map_async(lambda x: x + 1, [5])) == [6]
+    assert list(rc.get_result(rc[0].apply_async(lambda: 4).msg_ids)) == [4]

@@ -144,3 +144,16 @@ def test_imap_max_outstanding_defaults_to_the_views_engine_count(rc):
     assert list(it) == list(range(1, 8))
     with pytest.raises(ValueError, match="max_outstanding"):
         rc.load_balanced_view().imap(square, [1], max_outstanding=-1)
+
+
+def test_targets_are_resolved_and_checked_when_the_view_is_made(rc):
+    """As ipyparallel: an unknown id raises IndexError at load_balanced_view(), -1 and slices
+    become engine ids then; "all" is whatever engines exist when each task is sent."""
+    with pytest.raises(IndexError):
+        rc.load_balanced_view(targets=99)
+    with pytest.raises(IndexError):
+        rc.load_balanced_view(targets=[0, 99])
+    assert rc.load_balanced_view(-1).targets == [rc.ids[-1]]
+    assert rc.load_balanced_view(targets=slice(1, 3)).targets == rc.ids[1:3]
+    assert rc.load_balanced_view(targets="all").targets is None
+    assert rc.load_balanced_view(targets=2).apply_sync(os.getpid) == rc[2].apply_sync(os.getpid)
