@@ -101,8 +101,11 @@ class AsyncResult(concurrent.futures.Future):
     ) -> None:
         super().__init__()
         self._client = client
-        if isinstance(msg_ids, str):  # one msg_id, not a list of them: a single result (ipyparallel's rule)
+        if isinstance(msg_ids, str) or hasattr(msg_ids, "msg_id"):  # one message, not a list: single
             msg_ids, single = [msg_ids], True if single is None else single
+        # Futures of send_apply_request (ipyparallel's AsyncResult(client, futures)): sent already.
+        sent_already = any(hasattr(m, "msg_id") for m in msg_ids)
+        msg_ids = [getattr(m, "msg_id", m) for m in msg_ids]
         self.msg_ids = list(msg_ids)
         self._fname = fname
         self._targets = targets
@@ -120,6 +123,8 @@ class AsyncResult(concurrent.futures.Future):
         self._have_result = False
         if not self._remaining:
             super().set_result(None)
+        elif sent_already:
+            self._attach()
 
     def _attach(self) -> AsyncResult:
         """Be told when this result's messages finish (for results made after submission:
@@ -502,9 +507,9 @@ class AsyncResult(concurrent.futures.Future):
     def _one(self, msg_id: str) -> Any:
         self._client._wait_msg(msg_id)
         value = self._client._result(msg_id)
-        if isinstance(value, BaseException):
+        if isinstance(value, BaseException) and not self._return_exceptions:
             raise value
-        return value
+        return value  # with return_exceptions a failure is given in its place, as in ipyparallel
 
 
 # AsyncMapResult lives in mapresult.py (one kind of result per module); importable from here too.

@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from .directview import DirectView
+from .lowlevel import BROADCAST
 
 if TYPE_CHECKING:
     from .asyncresult import AsyncResult
@@ -18,6 +19,8 @@ if TYPE_CHECKING:
 
 class BroadcastView(DirectView):
     """A DirectView; ``is_coalescing`` brings the replies back as one message."""
+
+    _socket = BROADCAST  # ipyparallel's view._socket, for Client.send_apply_request
 
     def __init__(self, client: Client, targets: Any = "all", is_coalescing: bool = False, **flags: Any) -> None:
         flags.setdefault("coalesce", True if is_coalescing else None)

@@ -22,6 +22,7 @@ from ..error import NoEnginesRegistered, PoolStopped
 from .asyncresult import AsyncResult, Metadata
 from .channel import Channel, ConnectionRejected
 from .hubqueries import HubQueries
+from .lowlevel import LowLevelSend
 from .resend import SentRequests
 from .submission import Results, Submission, _ShmFiles
 from .transport import Transport
@@ -31,7 +32,7 @@ log = logging.getLogger("hpcpar.client")
 __all__ = ["Client", "ConnectionRejected"]
 
 
-class Client(Channel, Submission, HubQueries):
+class Client(Channel, Submission, HubQueries, LowLevelSend):
     """A connection to a running cluster.
 
     ``Client()`` uses the default profile; also ``Client("path/client.json")``,

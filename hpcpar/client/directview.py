@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 from ..engine import builtins as engine_builtins
 from . import partition
 from .asyncresult import AsyncMapResult, AsyncResult
+from .lowlevel import MUX
 from .view import View, _fname, check_callable
 
 if TYPE_CHECKING:
@@ -23,6 +24,8 @@ if TYPE_CHECKING:
 class DirectView(View):
     """Runs work on the engines you name. One message reaches every target; for a
     blocking call (or always, with ``coalesce=True``) their replies come back as one message."""
+
+    _socket = MUX  # ipyparallel's view._socket, for Client.send_apply_request
 
     _flag_names = View._flag_names + ("coalesce",)
 

@@ -29,19 +29,23 @@ class ViewExecutor(concurrent.futures.Executor):
         self._submitted.append(ar)
         return ar
 
-    def map(self, fn: Any, *iterables: Any, timeout: float | None = None, chunksize: int = 1) -> Iterator[Any]:
+    def map(self, fn: Any, *iterables: Any, timeout: float | None = None, chunksize: int = 1,
+            **kwargs: Any) -> Iterator[Any]:
         """Results in order, as ``concurrent.futures.Executor.map``: with ``timeout``, every task is
         submitted now and the iterator raises TimeoutError once ``timeout`` seconds have passed
-        since this call without the next result (tasks not finished then are aborted)."""
+        since this call without the next result (tasks not finished then are aborted).
+        Other keyword arguments go to the view's ``imap``, as in ipyparallel: ``ordered``,
+        ``max_outstanding``, ``return_exceptions`` on a load-balanced view (``return_exceptions``,
+        ``targets`` on a DirectView)."""
         from .loadbalanced import LoadBalancedView
 
         lb = isinstance(self.view, LoadBalancedView)
-        if timeout is None:
-            if lb:
-                return self.view.imap(fn, *iterables)
-            return iter(self.view.map_sync(fn, *iterables))
-        deadline = time.monotonic() + timeout
-        ar = self.view.map_async(fn, *iterables, chunksize=chunksize) if lb else self.view.map_async(fn, *iterables)
+        if timeout is None and (chunksize == 1 or not lb):
+            return self.view.imap(fn, *iterables, **kwargs)
+        deadline = time.monotonic() + (timeout if timeout is not None else float("inf"))
+        kwargs.pop("max_outstanding", None)  # every task is submitted now (a deadline, or chunks)
+        ar = self.view.map_async(fn, *iterables, chunksize=chunksize, **kwargs) if lb else \
+            self.view.map_async(fn, *iterables, **kwargs)
         parts = [ar._like([m], False) for m in ar.msg_ids] if lb else [ar]  # each a chunk's items, in order
         return self._until(ar, parts, deadline, timeout)
 
@@ -49,7 +53,8 @@ class ViewExecutor(concurrent.futures.Executor):
         try:
             for part in parts:
                 try:
-                    values = part.get(timeout=max(0.0, deadline - time.monotonic()))
+                    left = deadline - time.monotonic()
+                    values = part.get(timeout=None if left == float("inf") else max(0.0, left))
                 except TimeoutError:
                     raise concurrent.futures.TimeoutError(
                         f"executor.map: results not ready within timeout={timeout} s") from None

@@ -12,6 +12,7 @@ from ..engine import builtins as engine_builtins
 from . import partition
 from .asyncresult import AsyncMapResult, AsyncResult
 from .dependency import dependency_spec
+from .lowlevel import TASK
 from .view import MapIterator, View, _fname, check_callable
 
 if TYPE_CHECKING:
@@ -20,6 +21,8 @@ if TYPE_CHECKING:
 
 class LoadBalancedView(View):
     """The controller sends each task to an engine of its choosing."""
+
+    _socket = TASK  # ipyparallel's view._socket, for Client.send_apply_request
 
     _flag_names = View._flag_names + ("follow", "after", "timeout", "retries")
 

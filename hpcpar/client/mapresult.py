@@ -90,14 +90,19 @@ class AsyncMapResult(AsyncResult):
             part._chunk_sizes = {msg_id: self._chunk_sizes[msg_id]}  # type: ignore[attr-defined]
         return part
 
+    def _items(self, msg_id: str) -> list[Any]:
+        """One chunk's items; a failed chunk (with return_exceptions) is its one exception."""
+        value = self._one(msg_id)
+        return [value] if isinstance(value, BaseException) else value
+
     def __iter__(self) -> Iterator[Any]:
         if self.ordered:
             for msg_id in self.msg_ids:
-                yield from self._one(msg_id)
+                yield from self._items(msg_id)
             return
         pending = list(self.msg_ids)
         while pending:
             done = self._client._wait_any(pending)
             for msg_id in done:
                 pending.remove(msg_id)
-                yield from self._one(msg_id)
+                yield from self._items(msg_id)

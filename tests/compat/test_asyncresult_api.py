@@ -162,3 +162,22 @@ def test_a_single_result_is_not_iterable_as_in_ipyparallel(rc):
     assert list(rc[0].map_async(lambda x: x + 1, [1, 2])) == [2, 3]
     assert list(rc.load_balanced_view().map_async(lambda x: x + 1, [5])) == [6]
     assert list(rc.get_result(rc[0].apply_async(lambda: 4).msg_ids)) == [4]
+
+
+def test_stream_output_prints_engine_output_with_its_prefix_including_what_came_before(rc, capsys):
+    """ipyparallel 9.2's one streaming method is ``stream_output()`` (there is no
+    ``stream_outputs``): a context manager that prints each engine's output as
+    ``[stdout:N]`` while it runs, starting with what had already arrived."""
+    assert not hasattr(ipp.AsyncResult, "stream_outputs")
+    early = rc[0].execute("print('before-listening')")
+    early.get(timeout=30)
+    early.wait_for_output(timeout=30)
+    with early.stream_output():
+        pass
+    ar = rc[:2].execute("import time; print('first'); time.sleep(0.5); print('second')")
+    with ar.stream_output():
+        ar.get(timeout=30)
+        ar.wait_for_output(timeout=30)
+    out = capsys.readouterr().out
+    assert "[stdout:0]" in out and "before-listening" in out
+    assert "[stdout:1]" in out and out.count("second") == 2 and out.index("first") < out.index("second")

@@ -246,3 +246,25 @@ def test_shutdown_with_hub_stops_the_controller(private_cluster):
     while client_file.exists() and time.monotonic() < deadline:
         time.sleep(0.1)
     assert not client_file.exists()  # removed by the controller as it exits cleanly
+
+
+def test_send_apply_and_execute_request_low_level_methods(rc):
+    """ipyparallel's public low-level senders, called as its views call them: a socket of the
+    client (or a view's _socket), an engine ident; the result is the message's future."""
+    import concurrent.futures
+
+    eid = rc.ids[1]
+    fut = rc.send_apply_request(rc._mux_socket, os.getpid, ident=rc._engines[eid]["uuid"].encode())
+    assert isinstance(fut, concurrent.futures.Future) and isinstance(fut.msg_id, str)
+    assert fut.result(timeout=30) == rc[eid].apply_sync(os.getpid)
+    assert ipp.AsyncResult(rc, fut).get(timeout=30) == fut.result()
+    lb = rc.load_balanced_view()
+    fut = rc.send_apply_request(lb._socket, pow, [2, 5], metadata={"targets": [eid]})
+    assert fut.result(timeout=30) == 32 and fut.engine_id == eid
+    fut = rc.send_execute_request(rc._mux_socket, "zz = 6 * 7", ident=eid)
+    fut.result(timeout=30)
+    assert rc[eid]["zz"] == 42
+    with pytest.raises(TypeError, match="args must be tuple or list"):
+        rc.send_apply_request(rc._mux_socket, abs, args=3, ident=eid)
+    with pytest.raises(IndexError, match="no registered engine"):
+        rc.send_apply_request(rc._mux_socket, abs, [1], ident=b"not-an-engine")

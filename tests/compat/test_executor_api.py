@@ -88,3 +88,25 @@ def test_map_timeout_raises_timeouterror_from_the_iterator(rc):
     # A deadline that is met: the results, in order.
     assert list(rc.load_balanced_view().executor.map(nap, [0, 0.1], timeout=60)) == [0, 0.1]
     assert list(rc[:].executor.map(abs, [-1, -2], timeout=60)) == [1, 2]
+
+
+def fail_on_two(x):
+    if x == 2:
+        raise ValueError("two")
+    return x
+
+
+def test_map_passes_imap_keyword_arguments_on_as_ipyparallel(rc):
+    """ipyparallel's ViewExecutor.map hands extra keywords to the view's imap."""
+    import time
+
+    lb = rc.load_balanced_view().executor
+    values = list(lb.map(fail_on_two, range(4), return_exceptions=True, max_outstanding=2))
+    assert values[:2] == [0, 1] and values[3] == 3
+    assert isinstance(values[2], ipp.RemoteError) and values[2].ename == "ValueError"
+    assert list(lb.map(lambda t: (time.sleep(t), t)[1], [0.8, 0.0], ordered=False)) == [0.0, 0.8]
+    assert list(lb.map(abs, [-1, -2, -3], chunksize=2, return_exceptions=True)) == [1, 2, 3]
+    direct = list(rc[:2].executor.map(fail_on_two, [1, 2], return_exceptions=True))
+    assert direct[0] == 1 and isinstance(direct[1], ipp.RemoteError)
+    with pytest.raises(TypeError):
+        list(lb.map(abs, [1], no_such_option=True))
