@@ -406,7 +406,7 @@ def test_hub_does_not_store_requests_that_went_through_shared_memory(cluster, mo
         through_controller = plain[0].push({"r": arr}, block=False)
         through_controller.get(timeout=30)
         time.sleep(0.3)  # the hub's store thread commits every 50 ms
-        assert plain.resubmit(through_controller.msg_ids).get(timeout=30) is None
+        assert plain.resubmit(through_controller.msg_ids).get(timeout=30) == [None]
         with pytest.raises(KeyError, match="no stored request"):
             rc.resubmit(through_shm.msg_ids)
         assert wait_no_files(rc) == []

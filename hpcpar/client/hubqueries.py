@@ -185,9 +185,11 @@ class HubQueries:
                 self.history.append(mid)
                 if mid not in self._replies:
                     self.outstanding.add(mid)
-        ar = AsyncHubResult(self, new, fname="resubmit")._attach()
+        # A list of new msg_ids, so get() gives a list even for one task, as in ipyparallel;
+        # blocking waits and still returns the AsyncHubResult.
+        ar = AsyncHubResult(self, new, fname="resubmit", single=False)._attach()
         if self.block if block is None else block:
-            return ar.get()
+            ar.wait()
         return ar
 
     def purge_hub_results(self, jobs: Any = (), targets: Any = ()) -> int:

@@ -125,7 +125,7 @@ def test_resubmit_returns_an_async_hub_result_and_records_the_new_id(rc):
     _records(rc, ar.msg_ids)
     again = rc.resubmit(ar.msg_ids, block=False)
     assert isinstance(again, AsyncHubResult)
-    assert again.get(timeout=30) == 10 and again.msg_ids != ar.msg_ids
+    assert again.get(timeout=30) == [10] and again.msg_ids != ar.msg_ids
     (old,) = _records(rc, ar.msg_ids, need=("resubmitted",))
     assert old["resubmitted"] == again.msg_ids[0]
     with pytest.raises(ipp.RemoteError) as info:
