@@ -12,6 +12,28 @@ from pathlib import Path
 import pytest
 from cluster_helpers import start_cluster
 
+IN_CI = os.environ.get("CI") == "true"
+
+
+def _missing_import(report) -> bool:
+    """A skip from pytest.importorskip: a package the test extra installs is missing."""
+    return report.skipped and "could not import" in str(report.longrepr)
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collectreport(report):
+    # In CI a missing package must fail the run, as a missing real system does (tests/systems.py).
+    if IN_CI and _missing_import(report):
+        report.outcome = "failed"
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    outcome = yield
+    report = outcome.get_result()
+    if IN_CI and _missing_import(report) and not hasattr(report, "wasxfail"):
+        report.outcome = "failed"
+
 
 @pytest.fixture(scope="session", autouse=True)
 def hpcpar_dir(tmp_path_factory) -> Path:
