@@ -21,12 +21,12 @@ import sys
 import time
 from pathlib import Path
 
-from cluster_helpers import hpcpar_cmd
+from cluster_helpers import FAST_HEARTBEAT, hpcpar_cmd
 
 import hpcpar
 
-STALL = 3.0  # seconds the verification of the big request takes longer: 3 heartbeat timeouts
-HEARTBEAT = ["--heartbeat-interval", "0.25", "--heartbeat-timeout", "1.0"]
+TIMEOUT = float(FAST_HEARTBEAT[3])  # the suite's heartbeat timeout (2 s, every 0.25 s)
+STALL = 3 * TIMEOUT  # seconds the verification of the big request takes longer
 MB = 200
 
 
@@ -46,7 +46,7 @@ def test_idle_engines_survive_a_controller_busy_verifying_a_huge_frame(tmp_path:
     with open(log, "wb") as out:
         procs.append(subprocess.Popen(
             [sys.executable, str(Path(__file__).with_name("slow_verify.py")), str(STALL),
-             "controller", "--profile-dir", str(pd.path), "--transport", "hmac", *HEARTBEAT],
+             "controller", "--profile-dir", str(pd.path), "--transport", "hmac", *FAST_HEARTBEAT],
             stdout=out, stderr=subprocess.STDOUT))
     try:
         _wait_for(pd.engine_file().exists, 60, "the controller's connection file")
