@@ -228,36 +228,44 @@ def test_python_api_scale_adapt_and_stop_with_two_engines_per_job() -> None:
 
 
 @pytest.mark.timeout(300)
-def test_a_pool_of_mpi_engine_sets_grows_by_whole_mpi_jobs() -> None:
+@pytest.mark.parametrize("system", ["slurm", "sge"])
+def test_a_pool_of_mpi_engine_sets_grows_by_whole_mpi_jobs(system: str) -> None:
     """mode = "mpi": each pool job is one MPI engine set of engines_per_job ranks with its
-    own COMM_WORLD; scaling up adds a whole set, whose ids are new and contiguous."""
+    own COMM_WORLD (SLURM: mpiexec in the allocation; SGE: mpiexec in the mpi parallel
+    environment); scaling up adds a whole set, whose ids are new and contiguous."""
     from test_mpi import require_mpi
 
     from hpcpar.launchers.mpi import default_mpiexec
 
-    require_system("slurm")
+    require_system(system)
     require_mpi()
+    # Grid Engine jobs do not inherit this environment: the engines must import the hpcpar under test.
+    lines = [f"export PYTHONPATH={os.environ['PYTHONPATH']}"] if os.environ.get("PYTHONPATH") else []
     mpi = (f'\n[batch.engines]\nmode = "mpi"\nengines_per_job = 2\nmpiexec = {json.dumps(default_mpiexec())}\n'
-           '[slurm]\nmpi_launcher = "mpiexec"\n')
-    pd = make_profile("mpipool-slurm", POOL + mpi)
-    env = env_for("slurm")
+           f'prologue = {json.dumps(lines)}\n[slurm]\nmpi_launcher = "mpiexec"\n'
+           f'[sge]\nmpi_pe = "{CI_ENV.get("HPCPAR_SGE_PE_MPI", "mpi")}"\n')
+    pd = make_profile(f"mpipool-{system}", POOL + mpi)
+    env = env_for(system)
     args = ["--profile", pd.name]
-    start = run(["start", *args, "--engines", "slurm", "--min", "2", "--max", "4", "-n", "2", "--timeout", "120"],
+    start = run(["start", *args, "--engines", system, "--min", "2", "--max", "4", "-n", "2", "--timeout", "120"],
                 env, timeout=180)
     try:
         assert start.returncode == 0, start.stdout + start.stderr
         with hpcpar.Client(profile=pd.name, timeout=30) as rc:
             rc.wait_for_engines(2, timeout=60, interactive=False)
-            assert len(our_jobs("slurm", pd, env)) == 1  # one MPI job of two ranks
+            assert len(our_jobs(system, pd, env)) == 1  # one MPI job of two ranks
             run(["scale", "4", *args], env, timeout=60)
             wait_until(lambda: len(rc.ids) == 4, 120, "a second MPI set of two engines")
-            assert rc.ids == [0, 1, 2, 3] and len(our_jobs("slurm", pd, env)) == 2
+            assert rc.ids == [0, 1, 2, 3] and len(our_jobs(system, pd, env)) == 2
             rc[:].execute("r = (mpi_size, mpi_rank, comm.allreduce(1))", block=True)  # a collective per set
             ranks = rc[:].pull("r", block=True)
             assert ranks == [(2, 0, 2), (2, 1, 2), (2, 0, 2), (2, 1, 2)]  # two worlds of two ranks
             worlds = [rc._engines[i]["mpi_world"] for i in rc.ids]
             assert worlds[0] == worlds[1] != worlds[2] == worlds[3]
+            if system == "sge":  # each set ran in a job of the MPI parallel environment, 2 slots
+                rc[:].execute("import os; pe = (os.environ.get('PE'), os.environ.get('NSLOTS'))", block=True)
+                assert rc[:].pull("pe", block=True) == [(CI_ENV.get("HPCPAR_SGE_PE_MPI", "mpi"), "2")] * 4
     finally:
         stop = run(["stop", *args], env, timeout=150)
     assert stop.returncode == 0, stop.stderr
-    wait_gone("slurm", [r.job_id for r in read_jobs(pd)], env)
+    wait_gone(system, [r.job_id for r in read_jobs(pd)], env)
