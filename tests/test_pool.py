@@ -13,6 +13,7 @@ import time
 import pytest
 from systems import CI_ENV, require_system
 from test_cluster_batch import env_for, make_profile, queued, run, wait_gone
+from test_job_start import scheduler_start
 
 import hpcpar
 from hpcpar.config import ConfigError
@@ -63,6 +64,9 @@ def test_scale_up_then_down_changes_the_queue(system: str) -> None:
     try:
         assert start.returncode == 0, start.stdout + start.stderr
         assert "cluster ready" in start.stdout
+        # The pool dates the job's start (and so its replacement) from the scheduler's own word.
+        first = wait_until(lambda: [b for b in read_pool(pd).blocks if b.start_from], 30, "a dated job start")[0]
+        assert (first.start_from, first.started) == ("scheduler", scheduler_start(system, first.job_id))
         up = run(["scale", "4", *args, "--wait", "--timeout", "120"], env, timeout=180)
         assert up.returncode == 0, up.stdout + up.stderr
         assert len(our_jobs(system, pd, env)) == 4  # four jobs of one engine each

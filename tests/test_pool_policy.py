@@ -104,3 +104,28 @@ def test_backoff_doubles_then_stops_with_the_output() -> None:
 def test_job_ids_compare_on_their_number() -> None:
     assert job_key("123.server.domain") == job_key("123") == "123"
     assert job_key("45[].pbs") == "45" and job_key(None) == ""
+
+
+def test_a_jobs_end_is_dated_from_the_schedulers_start_so_its_replacement_goes_out_on_time() -> None:
+    """The pool first sees a job running up to one interval after it started; with the
+    scheduler's start the replacement goes out ``lead`` seconds before the real end."""
+    from hpcpar.pool.policy import date_start
+
+    walltime, seen_at = 600.0, NOW
+    job = block("1", ends=None)
+    date_start(job, NOW - 545.0, seen_at, walltime)  # started 545 s ago: 55 s left, lead is 60
+    assert (job.started, job.ends, job.start_from) == (NOW - 545.0, NOW + 55.0, "scheduler")
+    p = plan(pool(target=1, blocks=[job]), Observation(NOW, [engine(0, "1", busy=True)], 0))
+    assert p.submit == 1 and "replace job(s) 1" in p.reasons[0]
+    late = block("1", ends=None)
+    date_start(late, None, seen_at, walltime)  # no start from the scheduler: first seen
+    assert (late.ends, late.start_from) == (NOW + walltime, "first seen")
+    assert plan(pool(target=1, blocks=[late]), Observation(NOW, [engine(0, "1", busy=True)], 0)).submit == 0
+    later = block("1", ends=None)
+    date_start(later, None, NOW - 30, walltime)  # first seen without it, the scheduler's start comes later
+    date_start(later, NOW - 40, NOW, walltime)
+    assert later.start_from == "scheduler" and later.ends == NOW - 40 + walltime
+    for implausible in (NOW + 3600, NOW - walltime - 3600):  # a zone off by an hour either way
+        odd = block("1", ends=None)
+        date_start(odd, implausible, NOW, walltime)
+        assert (odd.started, odd.start_from) == (NOW, "first seen")

@@ -19,6 +19,7 @@ from typing import Any, ClassVar
 from ..config import defaults_config
 from ..paths import ProfileDir
 from .base import CANCELLED, DONE, FAILED, HELD, PENDING, RUNNING, UNKNOWN, Launcher, LauncherError
+from .clock import status_env
 from .jobscript import JobScript, RenderedJob
 from .ledger import JobRecord, forget_jobs, record_job
 from .shell import CommandResult, run_command
@@ -48,6 +49,9 @@ class JobState:
     state: str
     native: str = ""
     detail: str = ""
+    # When the scheduler says the job started (epoch seconds), where its status output tells;
+    # None elsewhere (the pool then dates the start from when it first saw the job running).
+    started: float | None = None
 
 
 @dataclass
@@ -213,6 +217,7 @@ class BatchLauncher(JobScript, Launcher):
         result = run_command(
             self.status_argv(job_ids),
             timeout=float(self.options["command_timeout"]),
+            env=status_env(),  # times printed in UTC (see clock.py)
             setting=f"{self.name}.status_command",
         )
         return self.parse_status(result, job_ids)

@@ -17,6 +17,7 @@ from typing import Any
 from ..config.units import format_hms
 from .base import CANCELLED, DONE, FAILED, HELD, PENDING, RUNNING, UNKNOWN, LauncherError
 from .batch import BatchLauncher, JobState, PollError
+from .clock import read_time, status_env
 from .formats import mebibytes
 from .shell import CommandResult, run_command
 
@@ -87,7 +88,7 @@ def parse_qstat_json(text: str, job_ids: list[str]) -> dict[str, JobState]:
         if info is not None:
             native = str(info.get("job_state", ""))
             state = finished_state(native, info.get("Exit_status", info.get("exit_status")))
-            found[job_id] = JobState(state, native)
+            found[job_id] = JobState(state, native, started=start_time(state, {"stime": info.get("stime")}))
     return found
 
 
@@ -108,8 +109,21 @@ def parse_qstat_full(text: str, job_ids: list[str]) -> dict[str, JobState]:
         info = blocks.get(numeric_id(job_id))
         if info is not None and "job_state" in info:
             native = info["job_state"]
-            found[job_id] = JobState(finished_state(native, info.get("exit_status")), native)
+            state = finished_state(native, info.get("exit_status"))
+            found[job_id] = JobState(state, native, started=start_time(state, info))
     return found
+
+
+def start_time(state: str, info: dict[str, Any]) -> float | None:
+    """When a running job started: ``stime`` (PBS Pro), ``start_time`` (Torque); SLURM's
+    qstat wrapper has neither and prints the start as ``mtime`` (only trusted then: on real
+    PBS mtime is the last change)."""
+    if state != RUNNING:
+        return None
+    for key in ("stime", "start_time"):
+        if info.get(key):
+            return read_time(str(info[key]))
+    return read_time(info.get("mtime"))
 
 
 def check_qstat_result(result: CommandResult) -> None:
@@ -178,14 +192,14 @@ class PBSLauncher(BatchLauncher):
         fmt = self.options.get("status_format", "auto")
         timeout = float(self.options["command_timeout"])
         if fmt in ("auto", "json"):
-            result = run_command(self.status_argv(job_ids, "json"), timeout=timeout)
+            result = run_command(self.status_argv(job_ids, "json"), timeout=timeout, env=status_env())
             rejected = re.search(r"(invalid|unknown|illegal) option|usage", result.output, re.I)
             if not (fmt == "auto" and result.returncode != 0 and rejected):
                 check_qstat_result(result)
                 return parse_qstat_json(result.stdout, job_ids)
             # This qstat has no JSON output (Torque, SLURM's wrappers): use text from now on.
             self.options["status_format"] = "text"
-        result = run_command(self.status_argv(job_ids, "text"), timeout=timeout)
+        result = run_command(self.status_argv(job_ids, "text"), timeout=timeout, env=status_env())
         check_qstat_result(result)
         return parse_qstat_full(result.stdout, job_ids)
 
@@ -224,6 +238,7 @@ class TorqueLauncher(PBSLauncher):
         }
 
     def query(self, job_ids: list[str]) -> dict[str, JobState]:
-        result = run_command(self.status_argv(job_ids, "text"), timeout=float(self.options["command_timeout"]))
+        result = run_command(self.status_argv(job_ids, "text"), timeout=float(self.options["command_timeout"]),
+                             env=status_env())
         check_qstat_result(result)
         return parse_qstat_full(result.stdout, job_ids)

@@ -15,6 +15,7 @@ from typing import Any
 from ..config.units import format_hms
 from .base import CANCELLED, FAILED, HELD, PENDING, RUNNING, UNKNOWN, LauncherError
 from .batch import BatchLauncher, JobState, PollError, aggregate
+from .clock import earliest, read_time
 from .formats import mebibytes
 from .shell import CommandResult
 
@@ -47,19 +48,26 @@ def map_state(native: str) -> str:
 
 
 def parse_qstat_xml(text: str, job_ids: list[str]) -> dict[str, JobState]:
+    """One state per job from ``qstat -xml``; started: the first ``JAT_start_time`` of its
+    running tasks (pending ones carry JB_submission_time instead)."""
     try:
         root = ET.fromstring(text)
     except ET.ParseError as e:
         raise PollError(f"qstat -xml printed invalid XML ({e})")
     natives: dict[str, list[str]] = {}
+    starts: dict[str, list[float | None]] = {}
     for entry in root.iter("job_list"):
         number = (entry.findtext("JB_job_number") or "").strip()
-        natives.setdefault(number, []).append((entry.findtext("state") or "").strip())
+        native = (entry.findtext("state") or "").strip()
+        natives.setdefault(number, []).append(native)
+        if map_state(native) == RUNNING:
+            starts.setdefault(number, []).append(read_time(entry.findtext("JAT_start_time")))
     found: dict[str, JobState] = {}
     for job_id in job_ids:
         if job_id in natives:
             states = natives[job_id]
-            found[job_id] = JobState(aggregate(map_state(s) for s in states), ",".join(sorted(set(states))))
+            found[job_id] = JobState(aggregate(map_state(s) for s in states), ",".join(sorted(set(states))),
+                                     started=earliest(starts.get(job_id, [])))
     return found
 
 

@@ -8,6 +8,7 @@ from typing import Any
 
 from .base import CANCELLED, DONE, FAILED, HELD, PENDING, RUNNING, UNKNOWN, LauncherError
 from .batch import BatchLauncher, JobState, PollError, aggregate
+from .clock import earliest, read_time
 from .formats import mebibytes, shjoin, slurm_time
 from .shell import CommandResult
 
@@ -125,7 +126,7 @@ class SlurmLauncher(BatchLauncher):
             "--noheader",
             "--states=all",
             f"--jobs={','.join(job_ids)}",
-            "--format=%F|%i|%T|%r",
+            "--format=%F|%i|%T|%r|%S",
         ]
 
     def parse_status(self, result: CommandResult, job_ids: list[str]) -> dict[str, JobState]:
@@ -142,12 +143,13 @@ class SlurmLauncher(BatchLauncher):
 
 
 def parse_squeue(result: CommandResult, job_ids: list[str]) -> dict[str, JobState]:
-    """Group ``%F|%i|%T|%r`` lines by array job id; one state per submitted job."""
+    """Group ``%F|%i|%T|%r|%S`` lines by array job id; one state per submitted job, started
+    when its first running task did (%S of a pending job is a forecast: not used)."""
     if result.returncode != 0:
         if "Invalid job id specified" in result.stderr:
             return {}  # every job asked about has left squeue's memory: finished
         raise PollError(result.describe())
-    tasks: dict[str, list[tuple[str, str]]] = {}
+    tasks: dict[str, list[tuple[str, str, float | None]]] = {}
     for line in result.stdout.splitlines():
         parts = line.strip().split("|")
         if len(parts) < 3:
@@ -159,12 +161,14 @@ def parse_squeue(result: CommandResult, job_ids: list[str]) -> dict[str, JobStat
         state = STATES.get(native, UNKNOWN)
         if state == PENDING and reason in HELD_REASONS:
             state = HELD
-        tasks.setdefault(base, []).append((state, native))
+        started = read_time(parts[4]) if len(parts) > 4 and state == RUNNING else None
+        tasks.setdefault(base, []).append((state, native, started))
     found: dict[str, JobState] = {}
     for job_id in job_ids:
         if job_id in tasks:
             states = tasks[job_id]
-            combined = aggregate(s for s, _ in states)
-            natives = sorted({n for _, n in states})
-            found[job_id] = JobState(combined, ",".join(natives), f"{len(states)} line(s)")
+            combined = aggregate(s for s, _, _ in states)
+            natives = sorted({n for _, n, _ in states})
+            found[job_id] = JobState(combined, ",".join(natives), f"{len(states)} line(s)",
+                                     earliest([t for _, _, t in states]))
     return found

@@ -93,4 +93,4 @@ class BlockLauncher:
 def describe_block(block: Block, now: float) -> dict[str, Any]:
     left = None if block.ends is None else round(block.ends - now)
     return {"job_id": block.job_id, "state": block.state, "engines": block.engines, "seconds_left": left,
-            "removing": block.removing}
+            "started": block.started, "start_from": block.start_from, "removing": block.removing}

@@ -26,7 +26,7 @@ from ..launchers.batch import FINAL
 from ..paths import ProfileDir
 from . import backoff
 from .blocks import BlockLauncher
-from .policy import EngineView, Observation, job_key, plan
+from .policy import EngineView, Observation, date_start, job_key, plan
 from .state import PoolState, locked, read_pool, write_pool
 
 log = logging.getLogger("hpcpar.pool")
@@ -140,10 +140,8 @@ class PoolManager:
             if js is None or js.state == "unknown":
                 continue
             b.state = js.state
-            if js.state == "running" and b.started is None:
-                b.started = obs.now
-                if state.walltime:
-                    b.ends = b.started + state.walltime
+            if js.state == "running":
+                date_start(b, js.started, obs.now, state.walltime)
             if js.state in FINAL:
                 b.finished = obs.now
                 if b.removing:

@@ -57,6 +57,23 @@ def job_key(job_id: str | None) -> str:
     return digits or text
 
 
+START_SLACK = 120.0  # seconds of clock skew a scheduler's start time may show
+
+
+def date_start(block: Block, scheduler_start: float | None, now: float, walltime: float) -> None:
+    """Date a running job's start, and so its end: the scheduler's own start time when its
+    status output gives one and it is plausible (not in the future, not longer ago than
+    the walltime: a status command run in another time zone fails this), else the moment
+    the pool first saw the job running (up to one ``interval`` late)."""
+    earliest = now - walltime - START_SLACK if walltime else float("-inf")
+    if scheduler_start is not None and earliest <= scheduler_start <= now + START_SLACK:
+        block.started, block.start_from = min(scheduler_start, now), "scheduler"
+    elif block.started is None:
+        block.started, block.start_from = now, "first seen"
+    if walltime and block.started is not None:
+        block.ends = block.started + walltime
+
+
 def ending(block: Block, now: float, lead: float) -> bool:
     return block.ends is not None and block.ends - now <= lead
 

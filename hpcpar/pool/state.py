@@ -32,7 +32,8 @@ class Block:
     engines: int
     submitted: float
     state: str = "pending"
-    started: float | None = None  # epoch seconds it was first seen running
+    started: float | None = None  # epoch seconds it started (the scheduler's word, else first seen running)
+    start_from: str = ""  # "scheduler" or "first seen": where ``started`` came from
     ends: float | None = None  # started + walltime, when the walltime is known
     registered: bool = False  # an engine of it registered at some point
     removing: str = ""  # why the pool cancels it ("" = it does not)

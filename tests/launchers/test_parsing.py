@@ -276,3 +276,24 @@ def test_lsf_unit_detection(tmp_path) -> None:
     (tmp_path / "lsf.conf").write_text('LSF_LOGDIR=/x\nLSF_UNIT_FOR_LIMITS = "GB"\n')
     assert detect_lsf_unit({"LSF_ENVDIR": str(tmp_path)}) == "GB"
     assert detect_lsf_unit({"LSF_ENVDIR": str(tmp_path / "none"), "LSF_CONFDIR": ""}) in ("KB", "MB", "GB", "TB")
+
+
+def test_start_times_read_from_each_schedulers_status_output() -> None:
+    """Printed under TZ=UTC0 (clock.status_env), read as UTC; a pending job's forecast is not a start."""
+    from hpcpar.launchers.clock import read_time
+
+    t = 1796314167.0  # 2026-12-03T16:09:27Z
+    assert [read_time(s) for s in ("2026-12-03T16:09:27", "Thu Dec  3 16:09:27 2026", "12/03/2026 16:09:27",
+                                   "2026-12-03T16:09:27.250", str(int(t)), str(int(t * 1000)))] == [t] * 6
+    assert [read_time(s) for s in ("N/A", "", None, "Unknown", "soon")] == [None] * 5
+    squeue = parse_squeue(result("30|30_1|RUNNING|None|2026-12-03T16:09:30\n30|30_0|RUNNING|None|2026-12-03T16:09:27\n"
+                                 "31|31|PENDING|Resources|2026-12-03T17:00:00\n"), ["30", "31"])
+    assert (squeue["30"].started, squeue["31"].started) == (t, None)
+    xml = SGE_XML.replace("<state>r</state>", "<state>r</state><JAT_start_time>2026-12-03T16:09:27</JAT_start_time>")
+    assert parse_qstat_xml(xml, ["20", "24"])["20"].started == t and parse_qstat_xml(xml, ["24"])["24"].started is None
+    wrapper = "Job Id: 7\n\tjob_state = R\n\tqtime = Thu Dec  3 16:09:20 2026\n\tmtime = Thu Dec  3 16:09:27 2026\n"
+    pbspro = "Job Id: 8.pbs01\n    job_state = R\n    stime = Thu Dec  3 16:09:27 2026\n    mtime = Thu Dec  3 17:00:00 2026\n"
+    torque = "Job Id: 9.torque01\n    job_state = R\n    start_time = 1796314167\n    mtime = 1796317000\n"
+    assert [parse_qstat_full(t_, [j])[j].started for t_, j in ((wrapper, "7"), (pbspro, "8"), (torque, "9"))] == [t] * 3
+    assert parse_qstat_json('{"Jobs": {"8.pbs01": {"job_state": "R", "stime": "Thu Dec  3 16:09:27 2026"}}}',
+                            ["8"])["8"].started == t
