@@ -45,7 +45,7 @@ def scheduler_start(system: str, job_id: str) -> float | None:
                              env=utc_env(), timeout=30).stdout
         for line in out.splitlines():
             f = line.split()
-            if f and f[0] == job_id and "r" in f[4]:
+            if f and f[0] == job_id and ("r" in f[4] or "t" in f[4]):  # running, or being started
                 return utc(f"{f[5]} {f[6]}", "%m/%d/%Y %H:%M:%S")
         return None
     out = subprocess.run(["scontrol", "show", "job", "-o", job_id], capture_output=True, text=True,

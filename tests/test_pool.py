@@ -66,7 +66,8 @@ def test_scale_up_then_down_changes_the_queue(system: str) -> None:
         assert "cluster ready" in start.stdout
         # The pool dates the job's start (and so its replacement) from the scheduler's own word.
         first = wait_until(lambda: [b for b in read_pool(pd).blocks if b.start_from], 30, "a dated job start")[0]
-        assert (first.start_from, first.started) == ("scheduler", scheduler_start(system, first.job_id))
+        started = wait_until(lambda: scheduler_start(system, first.job_id), 30, "the scheduler's start time")
+        assert (first.start_from, first.started) == ("scheduler", started)
         up = run(["scale", "4", *args, "--wait", "--timeout", "120"], env, timeout=180)
         assert up.returncode == 0, up.stdout + up.stderr
         assert len(our_jobs(system, pd, env)) == 4  # four jobs of one engine each

@@ -62,6 +62,7 @@ class EngineLifecycle:
             known = {}
         engines = {uuid: int(eid) for uuid, eid in known.get("engines", {}).items()}
         procs = {uuid: (int(p[0]), int(p[1])) for uuid, p in (known.get("procs") or {}).items()}
+        jobs = {uuid: str(j) for uuid, j in (known.get("jobs") or {}).items()}
         next_id = int(known.get("next_id", 0))
         try:
             journal = self._engines_journal.read_text().splitlines()
@@ -69,16 +70,22 @@ class EngineLifecycle:
             journal = []
         for line in journal:
             try:
-                uuid, eid, *proc = line.split(" ")
+                uuid, eid, *rest = line.split(" ")
                 engines[uuid] = int(eid)
+                proc = [p for p in rest if not p.startswith("job=")]
                 if len(proc) == 2:
                     procs[uuid] = (int(proc[0]), int(proc[1]))
+                job = next((p[4:] for p in rest if p.startswith("job=") and p[4:]), None)
+                if job:
+                    jobs[uuid] = job
             except ValueError:
                 continue  # a line cut short by the crash
             next_id = max(next_id, int(eid) + 1)
         self.engines.expect(engines, next_id)
         # Engines on this host whose process is known: recovery.py sees at once if one died too.
         self.expected_procs = {engines[u]: p for u, p in procs.items() if u in engines}
+        # Engines of batch jobs elsewhere: the batch system says at once if the job is gone (recovery.py).
+        self.watch_jobs({engines[u]: j for u, j in jobs.items() if u in engines and engines[u] not in self.expected_procs})
         self.restore_tasks(backend)  # recovery.py
 
     def _local_process(self, rec: EngineRecord) -> tuple[int, int] | None:
@@ -102,7 +109,8 @@ class EngineLifecycle:
         proc = rec.proc = self._local_process(rec)
         try:
             with open(self._engines_journal, "a") as f:
-                f.write(f"{rec.uuid} {rec.id}" + (f" {proc[0]} {proc[1]}\n" if proc else "\n"))
+                job = f" job={_job_of(rec)}" if _job_of(rec) else ""
+                f.write(f"{rec.uuid} {rec.id}" + (f" {proc[0]} {proc[1]}" if proc else "") + job + "\n")
         except OSError as e:
             log.warning("cannot record engine %d for --restore in %s: %s", rec.id, self._engines_journal, e)
 
@@ -110,6 +118,7 @@ class EngineLifecycle:
         data: dict[str, Any] = {"engines": {e.uuid: e.id for e in self.engines.by_id.values()},
                                 "next_id": self.engines.next_id}
         data["procs"] = {e.uuid: list(e.proc) for e in self.engines.by_id.values() if e.proc is not None}
+        data["jobs"] = {e.uuid: _job_of(e) for e in self.engines.by_id.values() if _job_of(e)}
         tmp = self.config.engines_path.with_suffix(".tmp")
         tmp.write_text(json.dumps(data))
         os.replace(tmp, self.config.engines_path)
@@ -324,3 +333,7 @@ class EngineLifecycle:
         self.notify_clients("controller_stopping", {})
         time.sleep(0.05)  # let the sockets flush what was just queued
 
+
+def _job_of(rec: EngineRecord) -> str:
+    """The batch job id the engine reported (its SLURM_JOB_ID, JOB_ID ...), "" outside a job."""
+    return "".join(str(rec.info.get("job_id") or "").split())

@@ -25,6 +25,7 @@ from typing import Any
 
 from .. import targetset, wire
 from .engines import EngineRecord
+from .jobcheck import JobCheck
 from .tasks import Task, reply_type_of
 
 log = logging.getLogger("hpcpar.controller")
@@ -52,6 +53,13 @@ class Recovery:
         self.orphans_fail_at: float | None = None
         # (pid, start time) of the old controller's engines on this host, by engine id
         self.expected_procs: dict[int, tuple[int, int]] = {}
+        self.job_check: JobCheck | None = None  # asks the batch system about the others' jobs
+
+    def watch_jobs(self, jobs: dict[int, str]) -> None:
+        """Engines of the old controller in batch jobs (engine id -> job id): given up as soon
+        as the batch system says their job is gone (jobcheck.py)."""
+        if jobs and self.config.restore:
+            self.job_check = JobCheck(self.config.profile_dir, self.config.cluster_id, jobs).start()
 
     # -- acknowledgements (every controller) --------------------------------------------
 
@@ -114,6 +122,8 @@ class Recovery:
     def engine_returning(self, rec: EngineRecord) -> None:
         """An engine of the old controller registers again (on_register)."""
         self.returning.add(rec.id)
+        if self.job_check is not None:
+            self.job_check.forget(rec.id)
 
     def engine_back(self, rec: EngineRecord) -> None:
         """Its work socket is introduced: it holds the tasks it held at the crash; ask which it never got."""
@@ -219,6 +229,11 @@ class Recovery:
             self._release_requeue()
         if self.expected_procs:
             self._forget_dead_engines()
+        if self.job_check is not None:
+            for eid, _job, said in self.job_check.gone():
+                self._give_up_engine(eid, f"engine {eid} held task {{}} when the controller died, and its batch "
+                                     f"job is gone ({said}): it will not re-attach",
+                                     f"engine {eid}: its batch job is gone ({said})")
         if now > self._expect_until:
             for eid, tasks in list(self.recovering.items()):
                 self._give_up_held(tasks, f"engine {eid} held task {{}} when the controller died and did "
@@ -226,6 +241,8 @@ class Recovery:
             self.recovering.clear()
             self.returning.clear()
             self.resyncing.clear()
+            if self.job_check is not None:
+                self.job_check.stop()
             self.recovery_open = False  # what is still held fails as usual now
             self._release_direct()
             self.recovery_open = True
@@ -245,13 +262,21 @@ class Recovery:
             if process_start_time(pid) == start:
                 continue
             del self.expected_procs[eid]
-            del self.engines.expected[coming[eid]]
-            self._give_up_held(self.recovering.pop(eid, {}), f"engine {eid} held task {{}} when the "
-                               f"controller died, and died too (its process {pid} is gone)")
-            log.warning("engine %d (pid %d on this host) died with the controller: its tasks are "
-                        "retried or failed now", eid, pid)
-            self._release_direct()  # requests held for it fail as for any unknown engine
-            self.lb.schedule()
+            self._give_up_engine(eid, f"engine {eid} held task {{}} when the controller died, and died too "
+                                 f"(its process {pid} is gone)", f"engine {eid} (pid {pid} on this host) died "
+                                 "with the controller")
+
+    def _give_up_engine(self, eid: int, why: str, what: str) -> None:
+        """An engine of the old controller will not re-attach: its tasks are retried or fail
+        now (``why``, ``{}`` = the task id), requests held for it fail as for any unknown engine."""
+        uuid = next((u for u, e in self.engines.expected.items() if e == eid), None)
+        if uuid is None:
+            return  # it came back meanwhile (or was given up already)
+        del self.engines.expected[uuid]
+        self._give_up_held(self.recovering.pop(eid, {}), why)
+        log.warning("%s: its tasks are retried or failed now", what)
+        self._release_direct()
+        self.lb.schedule()
 
     def _give_up_held(self, tasks: dict[str, Task], why: str) -> None:
         """Tasks an engine held at the crash that will not come back: retried if they may be,
@@ -272,6 +297,8 @@ class Recovery:
         if self.recovering:
             return
         self.recovery_open = False
+        if self.job_check is not None:
+            self.job_check.stop()
         log.info("restore complete: every engine of the old controller is back or given up")
         self._release_direct()
         if self.orphan_watch:  # what no engine returned and the client does not send again

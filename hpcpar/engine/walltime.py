@@ -41,6 +41,10 @@ def job_clock(environ: Mapping[str, str] | None = None) -> JobClock:
     job_id = next((env[v] for v in JOB_ID_VARS if env.get(v) and env[v] != "undefined"), None)
     if job_id is not None:
         job_id = job_id.split(".")[0]  # PBS: 123.server -> 123, like the launchers compare ids
+    if env.get("SLURM_ARRAY_JOB_ID") and env.get("SLURM_ARRAY_TASK_ID"):
+        # A SLURM array task has an id of its own; 17_3 (as squeue names it) leads with the
+        # array's id, the one the job ledger holds (a restored controller asks about it).
+        job_id = f"{env['SLURM_ARRAY_JOB_ID']}_{env['SLURM_ARRAY_TASK_ID']}"
     try:
         start = float(env["HPCPAR_JOB_START"])
         walltime = float(env["HPCPAR_WALLTIME"])

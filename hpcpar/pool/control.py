@@ -57,7 +57,7 @@ def _adopt_engine_sets(pd: ProfileDir, cluster_id: str, state: PoolState) -> Non
 
 
 def _cluster_config(pd: ProfileDir, cluster_id: str) -> Any:
-    from .manager import _cluster_config as load
+    from .manager import cluster_config as load
 
     return load(pd, cluster_id)
 

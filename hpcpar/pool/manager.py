@@ -37,7 +37,7 @@ class PoolManager:
     def __init__(self, pd: ProfileDir, cluster_id: str = "") -> None:
         self.pd = pd
         self.cluster_id = cluster_id
-        self.blocks = BlockLauncher(pd, cluster_id, _cluster_config(pd, cluster_id))
+        self.blocks = BlockLauncher(pd, cluster_id, cluster_config(pd, cluster_id))
         self.idle_since: dict[int, float] = {}
         self._client: Any = None
         self._told: str | None = None  # the stop reason the controller last heard from us
@@ -208,7 +208,7 @@ class PoolManager:
         self.stopping = True
 
 
-def _cluster_config(pd: ProfileDir, cluster_id: str):
+def cluster_config(pd: ProfileDir, cluster_id: str):
     """The cluster's configuration as it was started (its overrides reapplied)."""
     import json
 
