@@ -1,0 +1,78 @@
+"""After a controller crash and ``--restore``, engines whose batch job ended meanwhile are
+given up as soon as the batch system says the job is gone (their tasks fail naming the
+job), not when the 60 s re-attach window closes; engines of live jobs re-attach and deliver.
+Real SLURM, engines on the netns node (another host: the controller cannot look at their
+processes). In CI a missing system fails this test."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import time
+
+import pytest
+from systems import CI_ENV, require_system
+from test_cluster_batch import env_for, make_profile, run, wait_gone
+
+import hpcpar
+from hpcpar.error import RemoteError
+from hpcpar.launchers.ledger import read_jobs
+
+
+def _sleep_then(seconds: float, value: str) -> str:
+    import time
+
+    time.sleep(seconds)
+    return value
+
+
+def _slurm_state(job_id: str) -> str:
+    out = subprocess.run(["squeue", "--noheader", "--states=all", f"--jobs={job_id}", "--format=%T"],
+                         capture_output=True, text=True, timeout=30).stdout.split()
+    return out[0] if out else "GONE"
+
+
+@pytest.mark.timeout(240)
+def test_restore_drops_engines_whose_batch_job_is_gone_at_once() -> None:
+    require_system("slurm-netns")
+    partition = CI_ENV.get("HPCPAR_SLURM_NETNS_PARTITION", "netns")
+    pd = make_profile("restorejob")
+    env = env_for("slurm")
+    args = ["--profile", pd.name]
+    start = run(["start", *args, "--engines", "slurm", "-n", "2", "--queue", partition, "--set",
+                 'batch.mode="jobs"', "--daemonize", "--wait", "--timeout", "120"], env, timeout=150)
+    try:
+        assert start.returncode == 0, start.stdout + start.stderr
+        rc = hpcpar.Client(profile=pd.name, timeout=30)
+        rc.wait_for_engines(2, timeout=60, interactive=False)
+        jobs = {e["id"]: e["job_id"] for e in rc._engines.values()}
+        assert sorted(jobs.values()) == sorted(r.job_id for r in read_jobs(pd) if r.role == "engines")
+        doomed, kept = sorted(jobs)
+        lost = rc[doomed].apply_async(_sleep_then, 300, "never")
+        survives = rc[kept].apply_async(_sleep_then, 8, "kept")
+        time.sleep(1.5)  # both tasks are on their engines, and in the database
+        controller = json.loads(pd.client_file().read_text())["controller_pid"]
+        os.kill(controller, signal.SIGKILL)
+        subprocess.run(["scancel", jobs[doomed]], timeout=30, check=True)  # its job ends with the controller
+        deadline = time.monotonic() + 60
+        while _slurm_state(jobs[doomed]) not in ("CANCELLED", "GONE"):
+            assert time.monotonic() < deadline, f"job {jobs[doomed]} still {_slurm_state(jobs[doomed])}"
+            time.sleep(0.5)
+        restore = run(["start", *args, "--restore"], env, timeout=120)
+        assert restore.returncode == 0, restore.stdout + restore.stderr
+        # The restored controller asked SLURM: the task fails naming the job, not the closed window.
+        with pytest.raises(RemoteError) as failed:
+            lost.get(timeout=120)
+        text = str(failed.value)
+        assert failed.value.ename == "EngineError", text
+        assert f"engine {doomed} held task" in text and f"slurm job {jobs[doomed]}" in text, text
+        assert "batch job is gone" in text and "did not re-attach" not in text, text
+        assert survives.get(timeout=120) == "kept"  # the live job's engine re-attached
+        assert rc[kept].apply_sync(_sleep_then, 0, "still serving") == "still serving"
+        rc.close()
+    finally:
+        stop = run(["stop", *args], env, timeout=150)
+    assert stop.returncode == 0, stop.stdout + stop.stderr
+    wait_gone("slurm", list(jobs.values()), env)
