@@ -210,3 +210,16 @@ def test_list_status_and_stop_agree_on_a_controller_started_by_hand(profile, tmp
             if p.poll() is None:
                 p.kill()
                 p.wait(timeout=10)
+
+
+def test_list_says_how_to_recover_a_started_cluster_whose_controller_died(profile):
+    start(profile, 1)
+    row = _listed(profile)[0]
+    assert (row["started"], row["running"], row["hint"]) == ("hpcpar start", True, None)
+    os.kill(row["controller_pid"], 9)
+    _wait_for(lambda: _listed(profile)[0]["running"] is False, 30, "list to see the controller gone")
+    hint = _listed(profile)[0]["hint"]
+    assert f"'hpcpar start --profile {profile} --restore'" in hint and f"'hpcpar stop --profile {profile}'" in hint
+    assert f"note: {hint}" in ok("list", "--profile", profile)
+    assert "stopped cluster" in ok("stop", "--profile", profile)
+    assert _listed(profile) == []

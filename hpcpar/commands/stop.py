@@ -55,6 +55,7 @@ def stop_one(pd, cluster_id: str, wait_timeout: float = 60.0) -> str:
     if path.exists():
         Cluster.from_file(path).stop_cluster_sync()  # engines, controller, then the ledger
     stop_recorded_jobs(pd, cluster_id)
+    _remove_stale_connection_files(pd, cluster_id)
     if records and wait_timeout > 0:
         held = wait_released(records, pd, cluster_id, wait_timeout, progress=lambda line: print(line, flush=True))
         if held:
@@ -62,6 +63,16 @@ def stop_one(pd, cluster_id: str, wait_timeout: float = 60.0) -> str:
                   f"{wait_timeout:g} s; they leave by themselves (check with your scheduler's status command)",
                   file=sys.stderr)
     return f"stopped cluster ({_where(pd, cluster_id)})" + (f"; cancelled jobs {', '.join(jobs)}" if jobs else "")
+
+
+def _remove_stale_connection_files(pd, cluster_id: str) -> None:
+    """A controller killed hard leaves its connection files: once its cluster is stopped they
+    would look like a dead controller started by hand to list, status and Client()."""
+    from .handstarted import find, remove_stale
+
+    hand = find(pd, cluster_id)
+    if hand is not None and hand.alive is False:
+        remove_stale(pd, cluster_id, hand)
 
 
 def _wait_gone(pid: int | None, timeout: float) -> bool:
