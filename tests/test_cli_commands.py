@@ -223,3 +223,23 @@ def test_list_says_how_to_recover_a_started_cluster_whose_controller_died(profil
     assert f"note: {hint}" in ok("list", "--profile", profile)
     assert "stopped cluster" in ok("stop", "--profile", profile)
     assert _listed(profile) == []
+
+
+def test_cluster_stop_after_its_controller_was_killed_leaves_nothing_for_list(profile):
+    """The Python API's stop_cluster cleans up as `hpcpar stop` does: the files a SIGKILLed
+    controller left would otherwise show in list as a dead controller started by hand."""
+    from hpcpar.cluster import Cluster
+
+    c = Cluster(n=1, profile=profile, cluster_id="py", controller_args=FAST_HEARTBEAT)
+    c.start_cluster_sync()
+    try:
+        c.wait_for_engines_sync(timeout=60, interactive=False)
+        row = _listed(profile)[0]
+        assert (row["cluster_id"], row["started"], row["running"]) == ("py", "hpcpar start", True), row
+        os.kill(row["controller_pid"], 9)
+        _wait_for(lambda: _listed(profile)[0]["running"] is False, 30, "list to see the controller gone")
+    finally:
+        c.stop_cluster_sync()
+    pd = c.profile_dir
+    assert not pd.client_file("py").exists() and not pd.engine_file("py").exists()
+    assert _listed(profile) == []

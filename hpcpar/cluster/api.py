@@ -394,6 +394,7 @@ class Cluster(StateMixin, ControllerMixin, EngineSetsMixin, PoolMixin):
         ledger; the state file goes once nothing is left."""
         self._close_client()
         errors = []
+        ours = self.controller is not None
         for stop in (self._stop_pool, self._stop_engines, self._stop_forwarders, self._stop_controller,
                      self._cancel_ledger):
             try:
@@ -402,6 +403,8 @@ class Cluster(StateMixin, ControllerMixin, EngineSetsMixin, PoolMixin):
                 errors.append(str(e))
         if errors:
             raise ClusterError("; ".join(errors))
+        if ours:
+            self._remove_connection_files()
         self.state_file.unlink(missing_ok=True)
         self.state = None
         _to_stop_at_exit.discard(self)

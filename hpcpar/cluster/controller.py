@@ -102,6 +102,15 @@ class ControllerMixin:
                              self.profile_dir.engine_file(self.cluster_id)):
                     path.unlink(missing_ok=True)
 
+    def _remove_connection_files(self) -> None:
+        """After the whole cluster stopped: a controller killed hard leaves its connection files
+        (and Curve keys), which list, status and Client() would take for a dead controller
+        started by hand. A clean stop has removed them already; only for a controller this
+        Cluster launched and stopped."""
+        for path in (self.profile_dir.client_file(self.cluster_id), self.profile_dir.engine_file(self.cluster_id),
+                     self.profile_dir.controller_key_file(self.cluster_id)):
+            path.unlink(missing_ok=True)
+
     def _shm_prefix(self) -> str | None:
         """The name prefix of this cluster's shared-memory files (from the key in its connection file)."""
         try:
