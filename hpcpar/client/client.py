@@ -186,17 +186,25 @@ class Client(Channel, Submission, HubQueries, LowLevelSend):
             return ids[targets]
         return targets
 
+    def _view_targets(self, targets: Any) -> Any:
+        """As ipyparallel's direct_view: ``"all"`` stays lazy (the engines of each call); anything
+        else becomes engine ids now (an id stays one id), so an unknown one raises IndexError here."""
+        if isinstance(targets, str) and targets == "all":
+            return targets
+        ids = self._build_targets(targets)
+        return ids[0] if isinstance(targets, int) and not isinstance(targets, bool) else ids
+
     def direct_view(self, targets: Any = "all", **kwargs: Any):
         from .directview import DirectView
 
-        return DirectView(self, self._last_engine(targets), **kwargs)
+        return DirectView(self, self._view_targets(targets), **kwargs)
 
     def broadcast_view(self, targets: Any = "all", is_coalescing: bool = False, **kwargs: Any):
         """For ipyparallel compatibility: every DirectView already sends one message for
         all targets; ``is_coalescing`` also brings the replies back as one message."""
         from .broadcastview import BroadcastView
 
-        return BroadcastView(self, self._last_engine(targets), is_coalescing=is_coalescing, **kwargs)
+        return BroadcastView(self, self._view_targets(targets), is_coalescing=is_coalescing, **kwargs)
 
     def load_balanced_view(self, targets: Any = None, **kwargs: Any):
         """As ipyparallel: ``targets`` (an id, ``-1`` for the last engine, a slice or a list) is

@@ -268,3 +268,15 @@ def test_send_apply_and_execute_request_low_level_methods(rc):
         rc.send_apply_request(rc._mux_socket, abs, args=3, ident=eid)
     with pytest.raises(IndexError, match="no registered engine"):
         rc.send_apply_request(rc._mux_socket, abs, [1], ident=b"not-an-engine")
+
+
+def test_direct_and_broadcast_view_resolve_targets_when_made_except_all(rc):
+    """As ipyparallel's direct_view: targets other than "all" become engine ids at once (an
+    unknown id raises IndexError there); "all" is evaluated at each call."""
+    for make in (rc.direct_view, rc.broadcast_view):
+        with pytest.raises(IndexError):
+            make([0, 99])
+        assert make(-1).targets == rc.ids[-1]
+        assert make(slice(0, 2)).targets == rc.ids[:2]
+        assert make(None).targets == rc.ids
+        assert make().targets == "all"
