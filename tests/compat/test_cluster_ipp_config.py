@@ -92,3 +92,24 @@ def test_a_trait_without_meaning_here_names_the_trait_and_what_to_use():
     with pytest.raises(ConfigError, match=r"SlurmEngineSetLauncher.timelimit = 'soon'"):
         cluster.config.SlurmEngineSetLauncher.timelimit = "soon"
     assert cluster.config.get("batch.engines.walltime") is None  # a refused setting leaves the config as it was
+
+
+@pytest.mark.parametrize("system, cls, queue_line, time_line", [
+    ("pbs", "PBSEngineSetLauncher", "#PBS -q short", "#PBS -l walltime=02:00:00"),
+    ("sge", "SGEEngineSetLauncher", "#$ -q short", "#$ -l h_rt=02:00:00"),
+    ("lsf", "LSFEngineSetLauncher", "#BSUB -q short", "#BSUB -W 2:00"),
+])
+def test_pbs_sge_lsf_traits_reach_the_rendered_job_script(system, cls, queue_line, time_line):
+    """The engine script `hpcpar start` would submit (rendered, not submitted) carries the
+    queue and time limit set on ipyparallel's launcher class of that system."""
+    from hpcpar.launchers.build import render_cluster
+
+    c = traitlets.config.Config()
+    getattr(c, cls).queue = "short"
+    getattr(c, cls).timelimit = "2:00:00"
+    c.IPController.ip = "*"
+    cluster = ipp.Cluster(engines=system, n=4, profile=f"compat-ipprender-{os.getpid()}", config=c)
+    [job] = [j for j in render_cluster(cluster.config, cluster.profile_dir, cluster.cluster_id, n=4)
+             if j.role == "engines"]
+    assert queue_line in job.script.splitlines()
+    assert time_line in job.script.splitlines()
