@@ -148,12 +148,31 @@ class Channel:
 
     # -- the I/O thread's side -------------------------------------------------------------
 
+    def _refused_data(self, e: wire.BadBuffers) -> wire.Message:
+        """A reply whose buffer frames changed on the way, as the error its request gets
+        (its header is authentic, so the task it answers is known)."""
+        header = {k: v for k, v in e.message.header.items() if k not in ("shm", "bufs")}
+        header["status"] = "error"
+        if header.get("parent") in self._requests:  # a request to the controller: its callers test this
+            header["msg_type"] = "error_reply"
+        meta = wire.failure_meta("MessageIntegrityError", f"a reply was refused: {e}; something between the "
+                                 "engines and this client changes data (use [security] transport = "
+                                 "\"curve\" on an untrusted network)")
+        try:
+            meta["engine_info"] = e.message.meta.get("engine_info")  # meta is covered by the signature
+        except wire.BadMessage:
+            pass
+        return wire.Message(header, wire.EMPTY_META, b"", [], [], _meta=meta)
+
     def _on_frames(self, frames: list[Any]) -> None:
         if len(frames) == 2 and frames[0].bytes == REJECTED:
             self._on_rejected(frames[1].bytes.decode(errors="replace"))
             return
         try:
             msg = self._signer.unpack(frames)
+        except wire.BadBuffers as e:
+            log.warning("refused a reply whose data does not verify: %s", e)
+            msg = self._refused_data(e)
         except wire.BadMessage as e:
             log.warning("dropped a message from the controller: %s", e)
             return

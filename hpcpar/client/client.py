@@ -82,7 +82,7 @@ class Client(Channel, Submission, HubQueries, LowLevelSend):
             )
         else:
             self._info, self._source = self._resolve(connection_info, url_file, profile, profile_dir, cluster_id, timeout)
-        self._signer = wire.Signer(self._info.key_bytes)
+        self._signer = wire.Signer(self._info.key_bytes, self._info.transport)
         self.session = SessionId(self._signer.session)
         # Large buffers to and from engines on this host go through /dev/shm (sharedmem.py).
         self._shm_key = sharedmem.host_key() if shared_memory else None

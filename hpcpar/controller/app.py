@@ -115,7 +115,7 @@ class Controller(ClientRequests, Routing, EngineLifecycle, Recovery):
         self.replay = security.ReplayGuard(config.replay_window)
         self.undelivered: dict[bytes, list[str]] = {}  # client that cannot take more -> replies it missed
         self.backlog: dict[bytes, _Backlog] = {}  # client whose queue is full -> what waits for it
-        self.signer = wire.Signer(self.key.encode("ascii"))
+        self.signer = wire.Signer(self.key.encode("ascii"), self.transport)
         self.shm_prefix = sharedmem.cluster_prefix(config.cluster_id, self.key.encode("ascii"))
         self.engines = EngineRegistry()
         self.tasks: dict[str, Task] = {}
@@ -151,7 +151,7 @@ class Controller(ClientRequests, Routing, EngineLifecycle, Recovery):
         if config.db == "sqlite":
             os.close(private_file(config.db_path))  # 0600 before SQLite opens it (its -wal/-shm follow)
         backend = open_backend(config.db, config.db_path)
-        self.hub = Hub(backend, wire.Signer(self.key.encode("ascii")), self.ctx,
+        self.hub = Hub(backend, wire.Signer(self.key.encode("ascii"), self.transport), self.ctx,
                        f"inproc://hpcpar-hub-{id(self)}", config.db_store_limit)
         self.client_urls: list[str] = []
         self.engine_urls: list[str] = []

@@ -92,7 +92,7 @@ class Recovery:
             mid, eid = rec["msg_id"], rec.get("engine_id")
             client = rec["session"].encode() if rec.get("session") else b""
             try:
-                msg: wire.Message | None = self.signer.unpack(rec.get("request") or [])
+                msg: wire.Message | None = self.signer.unpack(rec.get("request") or [], check_buffers=False)
             except wire.BadMessage:
                 msg = None  # not stored (too large, or in shared memory)
             lb = msg.header.get("route") == "lb" if msg is not None else eid is None

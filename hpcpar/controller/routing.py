@@ -115,7 +115,7 @@ class Routing:
         group.remaining -= 1
         if group.remaining == 0:
             header = self.signer.header("coalesced_reply", counts=[len(p) for p in group.parts])
-            packed = self.signer.pack(header, {}, b"", [f for p in group.parts for f in p])
+            packed = self.signer.pack(header, {}, b"", [f for p in group.parts for f in p], nested=True)
             # Earlier parts were recorded with keep=False: on a drop the client is told their ids,
             # and what the database did not keep is reported to it as too large (not lost silently).
             return self.to_client(group.client, packed, tuple(group.msg_ids)) != DROPPED and ok

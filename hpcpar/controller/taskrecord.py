@@ -17,6 +17,8 @@ import operator
 from datetime import datetime
 from typing import Any
 
+from .. import wire
+
 # Stored fields that queries run on in the backend.
 PUBLIC_KEYS = (
     "msg_id", "session", "msg_type", "label", "engine_id", "status", "attempts",
@@ -283,11 +285,26 @@ def finish(rec: dict[str, Any], keys: list[str] | None) -> dict[str, Any]:
     for alias, key in BUFFER_KEYS.items():
         if not everything and alias in keys:
             frames = rec.get(key)
+            _check_stored_buffers(rec.get("msg_id"), key, frames)
             rec[alias] = list(frames[3:]) if frames else []
     if not everything:  # stored keys read only to compute others
         for k in [k for k in rec if k != "msg_id" and k not in keys]:
             del rec[k]
     return rec
+
+
+def _check_stored_buffers(msg_id: Any, key: str, frames: list[Any] | None) -> None:
+    """Stored buffer frames go to the user only if they match their signed digests: the
+    controller stores them unread (clients.py), so data altered in transit is caught here."""
+    if not frames or len(frames) <= wire.MIN_FRAMES:
+        return
+    try:
+        header = _decode(bytes(frames[1]).decode())
+    except (ValueError, UnicodeDecodeError):
+        header = {}
+    problem = wire.buffers_problem(header if isinstance(header, dict) else {}, list(frames[4:]), False)
+    if problem is not None:
+        raise QueryError(f"the stored {key} of task {msg_id} is not returned: {problem}")
 
 
 def need(keys: list[str] | None, computed: dict[str, Any]) -> list[str] | None:

@@ -66,7 +66,7 @@ class Engine:
     def __init__(self, info: ConnectionInfo, options: EngineOptions) -> None:
         self.info = info
         self.options = options
-        self.signer = wire.Signer(info.key_bytes)
+        self.signer = wire.Signer(info.key_bytes, info.transport)
         self.uuid = uuid.uuid4().hex
         self.ctx = zmq.Context()
         self.id: int | None = None
@@ -253,8 +253,15 @@ class Engine:
             return None
 
     def _serve(self, frames: list[Any]) -> None:
-        msg = self._verified(frames)
-        if msg is None:
+        try:
+            msg = self.signer.unpack(frames)
+        except wire.BadBuffers as e:  # signed by our cluster, but its data changed on the way
+            log.warning("refused a request whose data does not verify: %s", e)
+            if e.message.msg_type.endswith("_request") and e.message.msg_type not in CONTROL_ONLY:
+                self._run_one(e.message, damaged=str(e))
+            return
+        except wire.BadMessage as e:
+            log.warning("dropped a message that does not verify: %s", e)
             return
         mt = msg.msg_type
         if mt == "work_hello_reply":
@@ -273,11 +280,17 @@ class Engine:
         base = header.get("msg_id", "")
         return targetset.task_id(base, self.id) if header.get("route") == "direct" else base
 
-    def _run_one(self, msg: wire.Message, abort: bool = False) -> None:
+    def _run_one(self, msg: wire.Message, abort: bool = False, damaged: str | None = None) -> None:
+        """Run a request and send its reply; ``damaged``: why its data cannot be trusted (not run)."""
         msg_id = self._my_msg_id(msg.header)
         started = wire.now()
         shm_problem = None
-        if abort or msg_id in self.aborted:
+        if damaged is not None:
+            meta = wire.failure_meta("MessageIntegrityError", f"task {msg_id} was not run: {damaged}; "
+                                     "something between the client and this engine changes data (use "
+                                     "[security] transport = \"curve\" on an untrusted network)")
+            payload, buffers = b"", []
+        elif abort or msg_id in self.aborted:
             self.aborted.discard(msg_id)
             meta = wire.failure_meta("TaskAborted", f"task {msg_id} was aborted before it started",
                                      "TaskAborted: aborted before it started")

@@ -38,7 +38,7 @@ class SimulatedEngines:
     def __init__(self, info: ConnectionInfo, n: int, heartbeat_interval: float = 1.0,
                  urls: list[str] | None = None) -> None:
         self.info = info
-        self.signer = wire.Signer(info.key_bytes)
+        self.signer = wire.Signer(info.key_bytes, info.transport)
         self.ctx = zmq.Context()
         self.ctx.set(zmq.MAX_SOCKETS, n + 64)
         self.heartbeat_interval = heartbeat_interval

@@ -41,7 +41,7 @@ def load_engine_connection(path: str | None, profile_dir: Any, cluster_id: str, 
 
 
 def _engine_info_via_client_port(info: ConnectionInfo, timeout: float) -> ConnectionInfo:
-    signer = wire.Signer(info.key_bytes)
+    signer = wire.Signer(info.key_bytes, info.transport)
     ctx = zmq.Context.instance()
     for url in info.urls:
         sock = ctx.socket(zmq.DEALER)

@@ -59,7 +59,7 @@ class Forwarder:
     def __init__(self, upstream: ConnectionInfo, ip: str = "127.0.0.1", port: int = 0,
                  controller_timeout: float = 60.0, name: str = "") -> None:
         self.upstream_info = upstream
-        self.signer = wire.Signer(upstream.key_bytes)
+        self.signer = wire.Signer(upstream.key_bytes, upstream.transport)
         self.name = name or uuid.uuid4().hex[:8]
         self.ident = f"fwd-{self.name}-{uuid.uuid4().hex[:8]}".encode()
         self.controller_timeout = controller_timeout

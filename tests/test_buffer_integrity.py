@@ -1,0 +1,213 @@
+"""Buffer frames (zero-copy array data) are covered by the signature in HMAC mode.
+
+A byte-rewriting TCP proxy between a client and the controller stands for a man in
+the middle on an HMAC-mode network (ZMTP over plain TCP): altered array data must
+never reach user code, and the user gets an explicit error for that task. (Small
+objects and bytearrays travel inside the pickled payload, which the signature always
+covered; numpy arrays of 1 KB and more travel as separate buffer frames.)"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import threading
+
+import numpy as np
+import pytest
+
+from hpcpar import wire
+
+
+def _signed(transport: str = "hmac") -> tuple[wire.Signer, list]:
+    signer = wire.Signer(os.urandom(32), transport)
+    bufs = [os.urandom(4096), bytearray(os.urandom(2048)), memoryview(os.urandom(1500))]
+    return signer, signer.pack(signer.header("apply_request"), {"a": 1}, b"payload", bufs)
+
+
+def test_intact_buffers_verify_and_come_back_unchanged():
+    signer, frames = _signed()
+    msg = signer.unpack(frames)
+    assert [bytes(b) for b in msg.buffers] == [bytes(f) for f in frames[4:]]
+    assert len(msg.header["bufs"]) == 3
+
+
+@pytest.mark.parametrize("change", ["flip", "add", "drop", "swap", "truncate", "drop-all"])
+def test_a_changed_added_dropped_or_reordered_buffer_is_bad(change):
+    signer, frames = _signed()
+    frames = [bytes(f) for f in frames]
+    if change == "flip":
+        b = bytearray(frames[5])
+        b[1000] ^= 1
+        frames[5] = bytes(b)
+    elif change == "add":
+        frames.append(b"x" * 2000)
+    elif change == "drop":
+        del frames[5]
+    elif change == "swap":
+        frames[4], frames[5] = frames[5], frames[4]
+    elif change == "truncate":
+        frames[6] = frames[6][:-1]
+    else:
+        frames = frames[:4]
+    with pytest.raises(wire.BadBuffers, match="altered in transit|added or dropped") as info:
+        signer.unpack(frames)
+    assert info.value.message.msg_type == "apply_request"  # the authentic header, to answer with an error
+    # A hop that forwards buffers unread (controller, forwarder) lets the reader decide.
+    assert signer.unpack(frames, check_buffers=False).msg_type == "apply_request"
+
+
+def test_buffers_without_digests_are_refused_with_the_reason():
+    """A sender that does not sign its buffers (an older hpcpar) gets a clear error in HMAC mode."""
+    key = os.urandom(32)
+    curve, hmac_mode = wire.Signer(key, "curve"), wire.Signer(key, "hmac")
+    frames = curve.pack(curve.header("apply_request"), {}, b"p", [b"d" * 4096])
+    assert "bufs" not in json.loads(frames[1])  # curve: the transport authenticates every frame
+    assert curve.unpack(frames).buffers
+    with pytest.raises(wire.BadBuffers, match="not covered by the signature"):
+        hmac_mode.unpack(frames)
+
+
+def test_small_messages_carry_no_digests():
+    signer = wire.Signer(os.urandom(32))
+    frames = signer.pack(signer.header("apply_request"), {}, b"p")
+    assert len(frames) == 4 and b"bufs" not in frames[1]
+
+
+def test_nested_messages_are_verified_one_by_one():
+    signer = wire.Signer(os.urandom(32))
+    inner = signer.pack(signer.header("apply_reply"), {}, b"r", [b"z" * 3000])
+    outer = signer.pack(signer.header("coalesced_reply", counts=[len(inner)]), {}, b"", inner, nested=True)
+    msg = signer.unpack(outer)
+    tampered = [bytes(f) for f in msg.buffers]
+    tampered[4] = b"y" + tampered[4][1:]
+    with pytest.raises(wire.BadBuffers):
+        signer.unpack(tampered)
+
+
+# -- end to end, through a byte-rewriting proxy ---------------------------------------------------
+
+MARK = b"hpcpar-intact-16"  # 16 bytes; the array data is this, repeated
+EVIL = b"hpcpar-ALTERED!!"
+
+
+class RewritingProxy:
+    """A TCP proxy on loopback that, while ``tamper`` names a direction ("up": towards the
+    controller, "down": towards the client), rewrites MARK to EVIL in the bytes it passes."""
+
+    def __init__(self, target: tuple[str, int]) -> None:
+        self.target = target
+        self.tamper: str | None = None
+        self.rewrites = 0
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        self.sockets: list[socket.socket] = [self.listener]
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                conn, _ = self.listener.accept()
+            except OSError:
+                return
+            up = socket.create_connection(self.target, timeout=10)
+            up.settimeout(None)
+            self.sockets += [conn, up]
+            threading.Thread(target=self._pump, args=(conn, up, "up"), daemon=True).start()
+            threading.Thread(target=self._pump, args=(up, conn, "down"), daemon=True).start()
+
+    def _pump(self, src: socket.socket, dst: socket.socket, direction: str) -> None:
+        try:
+            while data := src.recv(1 << 16):
+                if self.tamper == direction and MARK in data:
+                    self.rewrites += data.count(MARK)
+                    data = data.replace(MARK, EVIL)  # whole occurrences inside this read: enough
+                dst.sendall(data)
+        except OSError:
+            pass
+        for s in (src, dst):
+            try:
+                s.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
+    def close(self) -> None:
+        for s in self.sockets:
+            s.close()
+
+
+@pytest.fixture(scope="module")
+def proxied(tmp_path_factory):
+    """An HMAC-mode cluster of one engine, and a client that reaches it only through the proxy
+    (no shared memory: large buffers travel as frames)."""
+    from cluster_helpers import start_cluster
+
+    import hpcpar
+
+    cluster, rc = start_cluster(1, f"bufsign-{os.getpid()}", ["--transport", "hmac"])
+    rc.close()
+    info = json.loads(cluster.profile_dir.client_file().read_text())
+    assert info["transport"] == "hmac"
+    host, port = info["urls"][0].removeprefix("tcp://").rsplit(":", 1)
+    proxy = RewritingProxy((host, int(port)))
+    info["urls"] = [f"tcp://127.0.0.1:{proxy.port}"]
+    path = tmp_path_factory.mktemp("bufsign") / "client.json"
+    path.write_text(json.dumps(info))
+    path.chmod(0o600)
+    client = hpcpar.Client(url_file=str(path), shared_memory=False, timeout=30)
+    client.wait_for_engines(1, timeout=30, interactive=False)
+    yield client, proxy
+    client.close()
+    proxy.close()
+    cluster.stop_cluster_sync()
+
+
+def _data(n: int = 20_000) -> np.ndarray:
+    return np.frombuffer(MARK * n, dtype=np.uint8).copy()
+
+
+def test_altered_push_and_apply_data_never_reach_the_engine(proxied):
+    import hpcpar
+
+    rc, proxy = proxied
+    view = rc[0]
+    good = _data()
+    proxy.tamper = None
+    view.push({"a": good, "b": good.view("<f8")}, block=False).get(timeout=30)  # unaltered: works
+    a, b = view.pull(["a", "b"], block=False).get(timeout=30)
+    assert a.tobytes() == b.tobytes() == MARK * 20_000
+
+    proxy.tamper = "up"
+    pushed = view.push({"a": np.zeros(50_000, np.uint8), "b": _data().view("<f8")}, block=False)
+    with pytest.raises(hpcpar.RemoteError) as push_err:
+        pushed.get(timeout=30)
+    assert push_err.value.ename == "MessageIntegrityError"
+    assert "altered in transit" in push_err.value.evalue and "was not run" in push_err.value.evalue
+    with pytest.raises(hpcpar.RemoteError) as apply_err:
+        view.apply_async(lambda x: x.tobytes().count(b"ALTERED"), _data()).get(timeout=30)
+    assert apply_err.value.ename == "MessageIntegrityError"
+    assert proxy.rewrites > 0
+    # The controller stores requests unread; the hub does not hand their altered data out either.
+    with pytest.raises(ValueError, match="altered in transit"):
+        rc.db_query({"msg_id": pushed.msg_ids[0]}, keys=["buffers"])
+
+    proxy.tamper = None  # the engine's namespace still holds the first, unaltered push
+    a, b = view.pull(["a", "b"], block=False).get(timeout=30)
+    assert a.tobytes() == b.tobytes() == MARK * 20_000
+    assert view.apply_async(lambda x: x.tobytes().count(b"hpcpar-intact-16"), _data()).get(timeout=30) == 20_000
+
+
+def test_an_altered_result_is_refused_by_the_client(proxied):
+    import hpcpar
+
+    rc, proxy = proxied
+    view = rc[0]
+    view.push({"c": _data()}, block=False).get(timeout=30)
+    proxy.tamper = "down"
+    try:
+        with pytest.raises(hpcpar.RemoteError) as err:
+            view.pull("c", block=False).get(timeout=30)
+    finally:
+        proxy.tamper = None
+    assert err.value.ename == "MessageIntegrityError" and "altered in transit" in err.value.evalue
+    assert view.pull("c", block=False).get(timeout=30).tobytes() == MARK * 20_000
