@@ -9,7 +9,7 @@ lists their SHA-256 digests (``bufs``), so the signature covers them, their
 count and order too: a man in the middle cannot change array data unnoticed.
 With transport "curve" CurveZMQ authenticates every frame already and the
 digests are left out (both ends of a socket share the mode: the handshake
-fails otherwise). docs/security.md has the measured cost.
+fails otherwise). docs/architecture.md, "Security", has the measured cost.
 
 The controller only reads ``header`` to route a message; it never unpickles.
 """
