@@ -115,6 +115,8 @@ class BoundKernel:
         self.debugger = Debugger(self)  # debug_request (JupyterLab's debugger), on the I/O thread
         self._io_ready = threading.Event()
         self._io = threading.Thread(target=self._io_loop, name="hpcpar-kernel-io", daemon=True)
+        # never traced nor stopped by a debugger: it answers the debugger's requests (kernel_debugger.py)
+        self._io.pydev_do_not_trace = self._io.is_pydev_daemon_thread = True  # type: ignore[attr-defined]
         self._io.start()
         self._io_ready.wait(10)
         runtime = jupyter_runtime_dir()
@@ -224,6 +226,7 @@ class BoundKernel:
         poller.register(work, zmq.POLLIN)
         poller.register(self.shell_sock, zmq.POLLIN)
         ready = dict(poller.poll(int(timeout * 1000)))
+        self.debugger.trace_main_thread()  # a debug session may have begun meanwhile: trace the cell or task
         if self.shell_sock in ready:
             self._on_shell()
         return work in ready

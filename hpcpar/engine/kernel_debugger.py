@@ -150,6 +150,8 @@ class Debugger:
         self._attaching: dict | None = None  # attach sent, waiting for the adapter's "initialized"
         self.breakpoints: dict[str, list[dict]] = {}  # source path -> its SourceBreakpoints
         self.stopped_threads: set[int] = set()
+        self._capabilities: dict = {}  # the adapter's answer to initialize
+        self._closing = False
         self._parent: dict | None = None  # the last debug_request: parent of the events
 
     # -- file names of cells --------------------------------------------------------------------
@@ -177,6 +179,15 @@ class Debugger:
             compiler.get_code_name = self._code_name
         else:
             compiler.__dict__.pop("get_code_name", None)
+
+    def trace_main_thread(self) -> None:
+        """On the engine's main thread, between tasks: while a session is on, make sure debugpy
+        traces it. A trace function that raised (an interrupt while stopped at a breakpoint) or
+        pdb (%debug) leaves the thread untraced, and breakpoints would no longer stop it."""
+        if self.started and sys.gettrace() is None:
+            import debugpy
+
+            debugpy.debug_this_thread()
 
     # -- requests from the frontend (debug_request on control) ----------------------------------
 
@@ -223,13 +234,29 @@ class Debugger:
         answer(body={"sourcePath": self.dump(str(args.get("code", "")))})
 
     def _do_initialize(self, args: dict, answer: Callable, request: dict, reply: Callable) -> None:
+        if self.started:  # another frontend (or a restarted one) joins the session that is on
+            answer(body=self._capabilities)
+            return
         if self.sock is None:
             _hide_engine_threads()
-            self.sock = socket.create_connection(_listen(), timeout=30)
+            try:
+                self.sock = socket.create_connection(_listen(), timeout=30)
+            except ConnectionRefusedError:
+                answer(False, message="debugpy's adapter in this engine is gone (it ends when a debugger client "
+                                      "vanishes without disconnecting); restart the engine to debug it again")
+                return
             self._buffer = b""
-        self._forward(request, reply)
+
+        def initialized(response: dict) -> None:
+            self._capabilities = response.get("body") or {}
+            reply({**response, "request_seq": request.get("seq", 0)})
+
+        self._send(request, initialized)
 
     def _do_attach(self, args: dict, answer: Callable, request: dict, reply: Callable) -> None:
+        if self.started:
+            answer()  # already attached (see _do_initialize)
+            return
         if self.sock is None:
             answer(False, message="attach: send initialize first")
             return
@@ -423,7 +450,8 @@ class Debugger:
             self.stopped_threads.discard(body.get("threadId"))
         elif event == "output" and body.get("category") == "telemetry":
             return
-        self.kernel._publish("debug_event", {**msg, "seq": self._next_seq()}, self._parent)
+        if not self._closing:
+            self.kernel._publish("debug_event", {**msg, "seq": self._next_seq()}, self._parent)
 
     def _lost(self) -> None:
         """The adapter closed the connection: fail what waits, end the session."""
@@ -446,14 +474,24 @@ class Debugger:
             pass
 
     def close(self) -> None:
-        """The kernel goes: let stopped threads run on, drop the connection and the cell files."""
+        """The kernel goes: let stopped threads run on, drop the connection and the cell files.
+
+        The adapter must see a disconnect and answer it: a client that just vanishes takes
+        debugpy's adapter down with it, and this process cannot start another one.
+        """
+        self._closing = True  # IOPub may be closed already: events go nowhere now
         if self.sock is not None:
+            answered: list[dict] = []
             try:
                 self._send({"type": "request", "command": "disconnect",
-                            "arguments": {"restart": False, "terminateDebuggee": False}}, lambda r: None)
+                            "arguments": {"restart": False, "terminateDebuggee": False}}, answered.append)
+                self.sock.settimeout(10)
+                while not answered and self.sock is not None:
+                    self.on_readable()
             except OSError:
                 pass
-            self.sock.close()
-            self.sock = None
+            if self.sock is not None:
+                self.sock.close()
+                self.sock = None
         self._end_session()
         shutil.rmtree(self.tmp_dir, ignore_errors=True)

@@ -44,7 +44,7 @@ class DebugClient:
 
     def ok(self, command: str, **arguments) -> dict:
         content = self.request(command, **arguments)
-        assert content["success"], content
+        assert content["success"], content.get("message", content)
         return content.get("body", {})
 
     def event(self, name: str, timeout: float = 60) -> dict:
@@ -262,12 +262,28 @@ def test_jupyterlab_opens_the_engine_kernel_through_a_kernelspec(debug_kernel, t
             dbg.ok("continue", threadId=stopped["threadId"])
             reply = lab.get_shell_msg(timeout=60)
             assert reply["parent_header"]["msg_id"] == msg_id and reply["content"]["status"] == "ok"
-            dbg.ok("disconnect", restart=False, terminateDebuggee=False)
             assert rc[0].pull("doubled", block=True) == 40
         finally:
             lab.stop_channels()
-        km.shutdown_kernel(now=False)  # as JupyterLab's "Shut Down Kernel": the engine unbinds
+        km.restart_kernel(now=False)  # "Restart Kernel": the relay restarts, the engine's namespace stays
+        lab = km.client()
+        lab.start_channels()
+        try:
+            lab.wait_for_ready(timeout=60)
+            dbg = DebugClient(lab)
+            _start(dbg)
+            code = "tripled = doubled // 2 * 3\nprint(tripled)\n"
+            path = dbg.ok("dumpCell", code=code)["sourcePath"]
+            dbg.ok("setBreakpoints", source={"path": path}, breakpoints=[{"line": 2}])
+            lab.execute(code)
+            dbg.event("stopped")
+        finally:
+            lab.stop_channels()
+        # "Shut Down Kernel" while the cell waits at the breakpoint: jupyter_client interrupts the
+        # cell first, then the engine unbinds its kernel and goes on
+        km.shutdown_kernel(now=False)
         assert not km.is_alive()
+        assert rc[0].pull("tripled", block=True) == 60
     finally:
         if km.has_kernel:
             km.shutdown_kernel(now=True)
@@ -275,4 +291,22 @@ def test_jupyterlab_opens_the_engine_kernel_through_a_kernelspec(debug_kernel, t
     while os.path.exists(existing) and time.monotonic() < deadline:
         time.sleep(0.1)
     assert not os.path.exists(existing)
-    assert rc[0].apply_sync(lambda: "still serving") == "still serving"
+    # bound again, the engine's kernel debugs again (debugpy's adapter of this process is reused)
+    again = jupyter_client.BlockingKernelClient(connection_file=rc[0].apply_sync(hpcpar.bind_kernel))
+    again.load_connection_file()
+    again.start_channels()
+    try:
+        again.wait_for_ready(timeout=30)
+        dbg = DebugClient(again)
+        assert dbg.ok("debugInfo")["isStarted"] is False
+        _start(dbg)
+        code = "again = 1\nagain += 1\n"
+        path = dbg.ok("dumpCell", code=code)["sourcePath"]
+        dbg.ok("setBreakpoints", source={"path": path}, breakpoints=[{"line": 2}])
+        again.execute(code)
+        stopped = dbg.event("stopped")
+        dbg.ok("continue", threadId=stopped["threadId"])
+        assert again.get_shell_msg(timeout=60)["content"]["status"] == "ok"
+        assert rc[0].pull("again", block=True) == 2
+    finally:
+        again.stop_channels()
