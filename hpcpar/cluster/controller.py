@@ -53,7 +53,9 @@ class ControllerMixin:
         deadline = None if timeout is None else time.monotonic() + timeout
         last_state = ""
         while True:
-            if client_file.exists() and client_file.stat().st_mtime > since and (not batch or engine_file.exists()):
+            # Both files: the controller writes the client file, then the engine file, and batch
+            # engines submitted next read the engine file at once (a local controller too).
+            if _written_since(client_file, since) and _written_since(engine_file, since):
                 try:
                     info = ConnectionInfo.load(client_file)
                 except (OSError, ValueError):
@@ -118,3 +120,10 @@ class ControllerMixin:
         except (ConnectionFileError, OSError):
             return None
         return sharedmem.cluster_prefix(info.cluster_id, info.key_bytes)
+
+
+def _written_since(path, since: float) -> bool:
+    try:
+        return path.stat().st_mtime > since
+    except OSError:
+        return False
