@@ -6,6 +6,7 @@ Usage (run on demand, never in tests)::
     python benchmarks/security.py raw [--calls 5000] [--mb 512]
     python benchmarks/security.py flood [--frames 100000] [--big-gb 1.0] [--login]
     python benchmarks/security.py bigframe [--gb 1.0] [--heartbeat-timeout 2]
+    python benchmarks/security.py sign [--mb 200]
 
 ``cost`` starts one local cluster per mode (``--transport hmac`` and ``curve``, 1 engine,
 loopback, a private HPCPAR_DIR) and prints, per mode, the median and p99 of ``apply_sync``
@@ -16,6 +17,9 @@ machine: the figures are per call.
 ``bigframe`` (hmac) sends one ``--gb`` GB frame from a peer holding the PLAIN login token to a
 cluster with a ``--heartbeat-timeout`` s heartbeat and says whether an engine was declared lost
 while the controller verified it, and the controller's RSS.
+
+``sign`` times ``Signer.pack`` + ``unpack`` alone, per mode: a small request (the hot path)
+and one with an ``--mb`` MB buffer frame (hmac hashes buffer frames, curve does not).
 
 ``raw`` times libzmq alone (a DEALER/ROUTER round trip, a 1 MB-message stream), plain and
 CurveZMQ: the floor of what encryption costs.
@@ -325,6 +329,33 @@ def bigframe(args: argparse.Namespace) -> None:
         c.stop_cluster_sync()
 
 
+def sign(args: argparse.Namespace) -> None:
+    import numpy
+
+    from hpcpar import wire
+
+    big = numpy.frombuffer(os.urandom(args.mb << 20), dtype="u1")
+    for mode in ("hmac", "curve"):
+        s = wire.Signer(os.urandom(32), mode)
+        payload = os.urandom(200)
+        rounds = []
+        for _ in range(5):
+            t0 = time.perf_counter()
+            for _ in range(20_000):
+                s.unpack(s.pack(s.header("apply_request", route="lb"), {"a": 1}, payload))
+            rounds.append((time.perf_counter() - t0) / 20_000 * 1e6)
+        packs, unpacks = [], []
+        for _ in range(3):
+            t0 = time.perf_counter()
+            frames = s.pack(s.header("apply_request"), {"a": 1}, payload, [big.data])
+            t1 = time.perf_counter()
+            s.unpack(frames)
+            packs.append(t1 - t0)
+            unpacks.append(time.perf_counter() - t1)
+        print(f"{mode:5s}: small request pack+unpack {min(rounds):.1f} us (best of 5 x 20,000); "
+              f"{args.mb} MB buffer: pack {min(packs) * 1e3:.0f} ms, unpack {min(unpacks) * 1e3:.0f} ms")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="what", required=True)
@@ -342,11 +373,13 @@ def main() -> None:
     p = sub.add_parser("bigframe")
     p.add_argument("--gb", type=float, default=1.0)
     p.add_argument("--heartbeat-timeout", type=float, default=2.0)
+    p = sub.add_parser("sign")
+    p.add_argument("--mb", type=int, default=200)
     args = parser.parse_args()
     os.environ.setdefault("HPCPAR_DIR", tempfile.mkdtemp(prefix="hpcpar-bench-"))
     os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(Path(__file__).resolve().parent),
                                                              os.environ.get("PYTHONPATH")]))
-    {"cost": cost, "raw": raw, "flood": flood, "bigframe": bigframe}[args.what](args)
+    {"cost": cost, "raw": raw, "flood": flood, "bigframe": bigframe, "sign": sign}[args.what](args)
 
 
 if __name__ == "__main__":

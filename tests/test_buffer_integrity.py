@@ -144,7 +144,7 @@ def proxied(tmp_path_factory):
 
     import hpcpar
 
-    cluster, rc = start_cluster(1, f"bufsign-{os.getpid()}", ["--transport", "hmac"])
+    cluster, rc = start_cluster(2, f"bufsign-{os.getpid()}", ["--transport", "hmac"])
     rc.close()
     info = json.loads(cluster.profile_dir.client_file().read_text())
     assert info["transport"] == "hmac"
@@ -155,7 +155,7 @@ def proxied(tmp_path_factory):
     path.write_text(json.dumps(info))
     path.chmod(0o600)
     client = hpcpar.Client(url_file=str(path), shared_memory=False, timeout=30)
-    client.wait_for_engines(1, timeout=30, interactive=False)
+    client.wait_for_engines(2, timeout=30, interactive=False)
     yield client, proxy
     client.close()
     proxy.close()
@@ -183,8 +183,9 @@ def test_altered_push_and_apply_data_never_reach_the_engine(proxied):
         pushed.get(timeout=30)
     assert push_err.value.ename == "MessageIntegrityError"
     assert "altered in transit" in push_err.value.evalue and "was not run" in push_err.value.evalue
+    bad_apply = view.apply_async(lambda x: x.tobytes().count(b"ALTERED"), _data())
     with pytest.raises(hpcpar.RemoteError) as apply_err:
-        view.apply_async(lambda x: x.tobytes().count(b"ALTERED"), _data()).get(timeout=30)
+        bad_apply.get(timeout=30)
     assert apply_err.value.ename == "MessageIntegrityError"
     assert proxy.rewrites > 0
     # The controller stores requests unread; the hub does not hand their altered data out either.
@@ -194,7 +195,13 @@ def test_altered_push_and_apply_data_never_reach_the_engine(proxied):
     proxy.tamper = None  # the engine's namespace still holds the first, unaltered push
     a, b = view.pull(["a", "b"], block=False).get(timeout=30)
     assert a.tobytes() == b.tobytes() == MARK * 20_000
-    assert view.apply_async(lambda x: x.tobytes().count(b"hpcpar-intact-16"), _data()).get(timeout=30) == 20_000
+    good_apply = view.apply_async(lambda x: x.tobytes().count(b"hpcpar-intact-16"), _data())
+    assert good_apply.get(timeout=30) == 20_000
+    # Run again from the stored request: it keeps its sender's digests, which the engine checks.
+    assert rc.resubmit(good_apply.msg_ids).get(timeout=30) == [20_000]
+    # The altered one, run again from the database, is refused again (not re-signed as it is).
+    with pytest.raises(hpcpar.RemoteError, match="MessageIntegrityError"):
+        rc.resubmit(bad_apply.msg_ids).get(timeout=30)
 
 
 def test_an_altered_result_is_refused_by_the_client(proxied):
@@ -211,3 +218,12 @@ def test_an_altered_result_is_refused_by_the_client(proxied):
         proxy.tamper = None
     assert err.value.ename == "MessageIntegrityError" and "altered in transit" in err.value.evalue
     assert view.pull("c", block=False).get(timeout=30).tobytes() == MARK * 20_000
+    # Both engines' replies in one coalesced message: each keeps its own signed digests.
+    rc[:].push({"d": _data()}, block=False).get(timeout=30)
+    assert [d.tobytes() for d in rc[:].pull("d", block=False).get(timeout=30)] == [MARK * 20_000] * 2
+    proxy.tamper = "down"
+    try:
+        with pytest.raises(hpcpar.CompositeError, match="MessageIntegrityError"):
+            rc[:].pull("d", block=False).get(timeout=30)
+    finally:
+        proxy.tamper = None
