@@ -187,6 +187,12 @@ def test_altered_push_and_apply_data_never_reach_the_engine(proxied):
     with pytest.raises(hpcpar.RemoteError) as apply_err:
         bad_apply.get(timeout=30)
     assert apply_err.value.ename == "MessageIntegrityError"
+    # A bytearray travels inside the pickled payload: the controller refuses the request as a bad
+    # signature and names it to the client, whose task fails at once (not a silent time-out).
+    with pytest.raises(hpcpar.RemoteError) as payload_err:
+        view.push({"e": bytearray(MARK * 1000)}, block=False).get(timeout=30)
+    assert payload_err.value.ename == "MessageIntegrityError"
+    assert "refused request" in payload_err.value.evalue and "bad signature" in payload_err.value.evalue
     assert proxy.rewrites > 0
     # The controller stores requests unread; the hub does not hand their altered data out either.
     with pytest.raises(ValueError, match="altered in transit"):

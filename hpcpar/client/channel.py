@@ -17,9 +17,9 @@ from typing import Any
 
 from .. import datapub, security, targetset, wire
 from ..connection import ConnectionFileError, ConnectionInfo
-from ..error import HpcparError
+from ..error import HpcparError, remote_error
 from ..paths import ProfileDir
-from .transport import REJECTED, Transport
+from .transport import REFUSED, REJECTED, Transport
 
 log = logging.getLogger("hpcpar.client")
 
@@ -168,6 +168,9 @@ class Channel:
         if len(frames) == 2 and frames[0].bytes == REJECTED:
             self._on_rejected(frames[1].bytes.decode(errors="replace"))
             return
+        if len(frames) == 3 and frames[0].bytes == REFUSED:
+            self._on_refused(frames[1].bytes.decode(errors="replace"), frames[2].bytes.decode(errors="replace"))
+            return
         try:
             msg = self._signer.unpack(frames)
         except wire.BadBuffers as e:
@@ -286,6 +289,20 @@ class Channel:
                 fut.set_exception(ConnectionRejected(self._rejected))
         for msg_id in tasks:
             self._fail_locally(msg_id, ConnectionRejected(self._rejected))
+
+    def _on_refused(self, msg_id: str, reason: str) -> None:
+        """The controller dropped our request ``msg_id`` as not verifying: it fails now, with why."""
+        text = (f"the controller refused request {msg_id} ({reason}): it was altered on the way "
+                "(something between this client and the controller rewrites traffic: use [security] "
+                "transport = \"curve\") or signed with another cluster's key (a stale connection file)")
+        log.error("%s", text)
+        fut = self._requests.get(msg_id)
+        if fut is not None:
+            if not fut.done():
+                fut.set_exception(ConnectionRejected(text))
+            return
+        for m in self._parts_refused(msg_id):  # _fail_locally ignores ids not waiting
+            self._fail_locally(m, remote_error("MessageIntegrityError", text))
 
     def _parts_refused(self, parent: str) -> list[str]:
         """The controller refused a whole direct request (answering its base msg_id): each

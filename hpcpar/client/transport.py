@@ -41,6 +41,7 @@ log = logging.getLogger("hpcpar.client")
 _CLOSE = b"hpcpar-close"
 _PAUSE = b"hpcpar-pause"  # to the I/O thread: leave the receiving socket to a waiting caller
 REJECTED = b"hpcpar-rejected"
+REFUSED = b"hpcpar-refused"  # [REFUSED, msg_id, reason]: one request did not verify (controller/clients.py)
 _counter = itertools.count()
 RESUME_AFTER = 0.01  # s without a receiving caller before the I/O thread takes the socket back
 TICK = 0.01  # how often a paused I/O thread looks (only while callers are receiving)

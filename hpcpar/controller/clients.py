@@ -31,6 +31,8 @@ class ClientRequests:
         except wire.BadMessage as e:
             log.warning("dropped a message from a %s (%s)", origin, e)
             self._tell_unauthenticated(origin, ident, str(e))
+            if origin == "client":
+                self._tell_refused(frames, str(e))
             return None
         if not self.replay.fresh(msg.header):
             return None  # a replay (or far too old): dropped, logged once per sender
@@ -51,6 +53,25 @@ class ClientRequests:
             sock.send_multipart([ident, b"hpcpar-rejected", reason.encode()], zmq.NOBLOCK)
         except zmq.ZMQError:
             pass
+
+    def _tell_refused(self, frames: list[Any], reason: str) -> None:
+        """Name a request that did not verify to its client's receiving socket (its session),
+        so that task fails at once: the rejection notice above goes to the socket it left
+        from, which a client that sends from its own thread does not read. Unsigned (the
+        header is not authentic): the client only fails a task of its own still waiting."""
+        try:
+            header = json.loads(bytes(frames[2])) if len(frames) > 2 else None
+        except (ValueError, UnicodeDecodeError):
+            return
+        if not isinstance(header, dict):
+            return
+        session, msg_id = header.get("session"), header.get("msg_id")
+        if isinstance(session, str) and session and isinstance(msg_id, str) and len(msg_id) <= 64:
+            try:
+                self.client_socket.send_multipart([session.encode(), b"hpcpar-refused", msg_id.encode(),
+                                                   reason.encode()], zmq.NOBLOCK)
+            except zmq.ZMQError:
+                pass
 
     def handle_client(self, frames: list[Any]) -> None:
         unpacked = self._unpack(frames, "client")
