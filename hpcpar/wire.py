@@ -31,6 +31,10 @@ import zmq
 PROTOCOL_VERSION = 1
 MIN_FRAMES = 4
 EMPTY_META = b"{}"
+# Unsigned notice [REFUSED, msg_id, reason]: a request that did not verify, named by the msg_id in
+# its (untrusted) header, so its sender fails that one task at once instead of waiting for ever.
+# Controller to client (controller/clients.py) and engine to controller (engine/refusal.py).
+REFUSED = b"hpcpar-refused"
 
 # Built once: json.dumps() with non-default arguments builds an encoder per call,
 # and every message on the request path is packed and unpacked several times.

@@ -137,15 +137,22 @@ class RewritingProxy:
 
 
 @pytest.fixture(scope="module")
-def proxied(tmp_path_factory):
-    """An HMAC-mode cluster of one engine, and a client that reaches it only through the proxy
-    (no shared memory: large buffers travel as frames)."""
+def hmac_cluster():
     from cluster_helpers import start_cluster
-
-    import hpcpar
 
     cluster, rc = start_cluster(2, f"bufsign-{os.getpid()}", ["--transport", "hmac"])
     rc.close()
+    yield cluster
+    cluster.stop_cluster_sync()
+
+
+@pytest.fixture(scope="module")
+def proxied(hmac_cluster, tmp_path_factory):
+    """An HMAC-mode cluster of two engines, and a client that reaches it only through the proxy
+    (no shared memory: large buffers travel as frames)."""
+    import hpcpar
+
+    cluster = hmac_cluster
     info = json.loads(cluster.profile_dir.client_file().read_text())
     assert info["transport"] == "hmac"
     host, port = info["urls"][0].removeprefix("tcp://").rsplit(":", 1)
@@ -159,7 +166,6 @@ def proxied(tmp_path_factory):
     yield client, proxy
     client.close()
     proxy.close()
-    cluster.stop_cluster_sync()
 
 
 def _data(n: int = 20_000) -> np.ndarray:
@@ -233,3 +239,84 @@ def test_an_altered_result_is_refused_by_the_client(proxied):
             rc[:].pull("d", block=False).get(timeout=30)
     finally:
         proxy.tamper = None
+
+
+# -- altered between the controller and an engine ------------------------------------------------
+
+
+@pytest.fixture
+def proxied_engine(hmac_cluster, proxied, tmp_path):
+    """A third engine that reaches the controller only through its own rewriting proxy (its
+    connection file names the proxy); "down" is towards the engine: the requests it gets."""
+    import subprocess
+    import time
+
+    from cluster_helpers import hpcpar_cmd
+
+    rc, _ = proxied
+    before = set(rc.ids)
+    info = json.loads(hmac_cluster.profile_dir.engine_file().read_text())
+    host, port = info["urls"][0].removeprefix("tcp://").rsplit(":", 1)
+    proxy = RewritingProxy((host, int(port)))
+    info["urls"] = [f"tcp://127.0.0.1:{proxy.port}"]
+    path = tmp_path / "engine.json"
+    path.write_text(json.dumps(info))
+    path.chmod(0o600)
+    log = open(tmp_path / "engine.log", "wb")
+    proc = subprocess.Popen(hpcpar_cmd("engine", "--file", str(path)), stdout=log, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 60
+        while len(rc.ids) < len(before) + 1 and time.monotonic() < deadline and proc.poll() is None:
+            time.sleep(0.1)
+        (eid,) = set(rc.ids) - before
+        yield rc, eid, proxy, tmp_path / "engine.log"
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=10)
+        log.close()
+        proxy.close()
+        deadline = time.monotonic() + 20  # gone from the cluster before the next test counts engines
+        while len(rc.ids) > len(before) and time.monotonic() < deadline:
+            time.sleep(0.1)
+
+
+def test_a_request_altered_on_its_way_to_an_engine_fails_at_once(proxied_engine):
+    """The engine cannot trust a request whose signed payload changed: it does not run it and
+    names it to the controller, which fails that task (not a silent wait for ever)."""
+    import hpcpar
+
+    rc, eid, proxy, engine_log = proxied_engine
+    data = bytearray(MARK * 1000)  # inside the pickled payload, which the signature covers
+    view = rc[eid]
+    assert view.apply_async(len, data).get(timeout=30) == 16_000  # unaltered through the same proxy
+
+    proxy.tamper = "down"
+    try:
+        direct = view.apply_async(len, data)
+        with pytest.raises(hpcpar.RemoteError) as err:
+            direct.get(timeout=30)  # without the engine's notice: TimeoutError
+        balanced = rc.load_balanced_view(targets=[eid]).apply_async(len, data)
+        with pytest.raises(hpcpar.RemoteError) as lb_err:
+            balanced.get(timeout=30)
+        # A coalesced broadcast: the other engines' parts arrive, the altered one fails.
+        with pytest.raises(hpcpar.CompositeError) as all_err:
+            rc[:].apply_async(len, data).get(timeout=30)
+    finally:
+        proxy.tamper = None
+    assert proxy.rewrites > 0
+    for e in (err.value, lb_err.value):
+        assert e.ename == "MessageIntegrityError"
+        assert f"engine {eid} refused request" in e.evalue
+        assert "altered on its way from the controller to the engine" in e.evalue
+        assert "was not run" in e.evalue
+    assert [x[0] for x in all_err.value.elist] == ["MessageIntegrityError"]
+    # The failure is recorded in the task database, as any other result.
+    (rec,) = rc.db_query({"msg_id": direct.msg_ids[0]}, keys=["result_content"])
+    assert rec["result_content"]["ename"] == "MessageIntegrityError"
+    assert "refused request" in engine_log.read_text()
+
+    assert view.apply_async(len, data).get(timeout=30) == 16_000  # the same path, unaltered again

@@ -124,6 +124,7 @@ class Controller(ClientRequests, Routing, EngineLifecycle, Recovery):
         self.lb = LoadBalancer(self)
         self.running = False
         self._auth_warned: dict[bytes, float] = {}
+        self._refusals_logged: dict[bytes, tuple[float, int]] = {}  # engine -> (last warning, not logged since)
         self._engines_dirty = False
         self._resubmits: dict[str, dict[str, Any]] = {}
         self._ping: list[Any] = []

@@ -139,6 +139,9 @@ class EngineLifecycle:
                 log.exception("error handling a message from an engine; dropped")
 
     def _engine_message(self, path: tuple[bytes, ...], ident: bytes, signed: list[Any]) -> None:
+        if len(signed) == 3 and relay.is_mark(signed[0], wire.REFUSED):
+            self.on_engine_refused(ident, signed[1], signed[2])  # unsigned: checked there (routing.py)
+            return
         try:
             msg = self.signer.unpack(signed, check_buffers=False)  # the client verifies a reply's buffers
         except wire.BadMessage as e:

@@ -7,6 +7,7 @@ loop with no extra layer per message.
 
 from __future__ import annotations
 
+import logging
 import time
 from typing import Any
 
@@ -19,6 +20,9 @@ CONTROL_REQUESTS = frozenset({"signal_request", "shutdown_request", "abort_reque
 DROPPED = -1  # app.to_client: a client that stopped reading could not take it
 BULK_BYTES = 16 << 20  # a fan-out this large extends heartbeat timeouts...
 BULK_RATE = 100e6  # ...by its size over this many bytes per second
+REFUSAL_LOG_EVERY = 10.0  # s between warnings about one engine's refusal notices
+
+log = logging.getLogger("hpcpar.controller")
 
 
 class Routing:
@@ -161,6 +165,46 @@ class Routing:
         if rec.retiring is not None:
             self.retire_if_idle(rec)  # a draining engine leaves once it holds no work
 
+    def on_engine_refused(self, ident: bytes, msg_id_frame: Any, reason_frame: Any) -> None:
+        """An engine did not run a request that failed its signature check (engine/refusal.py):
+        altered between here and there. The notice is unsigned, so it fails a task only if
+        that task is outstanding on exactly this engine: a forger on the path can do no more
+        than fail a task it could have dropped anyway."""
+        rec = self.engines.lookup(ident)
+        msg_id = bytes(msg_id_frame).decode(errors="replace")
+        task = self.tasks.get(msg_id) if rec is not None else None
+        if rec is None or task is None or msg_id not in rec.outstanding or task.engine_id != rec.id:
+            self._refusal_log(ident, f"ignored a refusal notice naming {msg_id[:80]!r}: no such task is "
+                              "outstanding on that engine")
+            return
+        reason = bytes(reason_frame).decode(errors="replace")[:300]
+        text = (f"engine {rec.id} refused request {msg_id} ({reason}): it was altered on its way from the "
+                "controller to the engine, and was not run; something on that network path rewrites "
+                "traffic (use [security] transport = \"curve\" on an untrusted network)")
+        self._refusal_log(ident, text)
+        if rec.outstanding.pop(msg_id):
+            rec.lb_in_flight -= 1
+            if task.retries_left > 0:  # as for an error reply: another engine, from our own copy
+                task.retries_left -= 1
+                self.lb.retry(task, rec, avoid_engine=True)
+                self.lb.schedule()
+                return
+        self.fail_task(task, "MessageIntegrityError", text)
+        self.lb.schedule()
+        if rec.retiring is not None:
+            self.retire_if_idle(rec)
+
+    def _refusal_log(self, ident: bytes, text: str) -> None:
+        """Logged once per engine per REFUSAL_LOG_EVERY seconds, with how many were not."""
+        now = time.monotonic()
+        last, quiet = self._refusals_logged.get(ident, (-1e9, 0))
+        if now - last < REFUSAL_LOG_EVERY:
+            self._refusals_logged[ident] = (last, quiet + 1)
+            return
+        if len(self._refusals_logged) > 10_000:
+            self._refusals_logged.clear()
+        self._refusals_logged[ident] = (now, 0)
+        log.warning("%s%s", text, f" ({quiet} more refusal notices from this engine since)" if quiet else "")
 
     def _allow_for_bulk(self, frames: list[Any], copies: int) -> None:
         """A large fan-out (say 10 MB to 256 engines) keeps the network, this

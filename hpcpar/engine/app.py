@@ -28,6 +28,7 @@ from ..redeliver import resigned
 from .executor import Executor
 from .namespace import current
 from .outbox import Outbox
+from .refusal import Refusals
 from .startup import RegistrationError, init_mpi, load_engine_connection  # noqa: F401 - the engine command's
 from .status import StatusSampler
 from .walltime import job_clock, retirement_reason
@@ -84,6 +85,7 @@ class Engine:
         self.need_hello = False  # set by the I/O thread after a re-registration
         self.work: zmq.Socket | None = None
         self.outbox = Outbox()  # replies until the controller has stored them (outbox.py)
+        self.refusals = Refusals()  # requests that did not verify: their tasks fail (refusal.py)
         self.ns = current()
         self.executor = Executor(self.ns)
         self.kernel: Any = None  # a kernel.BoundKernel after bind_kernel(): served between tasks
@@ -244,13 +246,22 @@ class Engine:
     def _dropping(self) -> bool:
         return self.abort_all or self.drop_until is not None
 
-    def _verified(self, frames: list[Any]) -> wire.Message | None:
+    def _verified(self, frames: list[Any], sock: zmq.Socket | None = None) -> wire.Message | None:
         """The message, or None (logged) when it does not verify: never run, never fatal."""
         try:
             return self.signer.unpack(frames)
         except wire.BadMessage as e:
-            log.warning("dropped a message that does not verify: %s", e)
+            if sock is None:
+                log.warning("dropped a message that does not verify: %s", e)
+            else:
+                self._refuse(sock, frames, e)
             return None
+
+    def _refuse(self, sock: zmq.Socket, frames: list[Any], problem: Exception) -> None:
+        """Not run, and not silently: the controller fails the task it names (refusal.py)."""
+        notice = self.refusals.notice(frames, self.id, str(problem))
+        if notice is not None:
+            sock.send_multipart(notice)
 
     def _serve(self, frames: list[Any]) -> None:
         try:
@@ -261,7 +272,7 @@ class Engine:
                 self._run_one(e.message, damaged=str(e))
             return
         except wire.BadMessage as e:
-            log.warning("dropped a message that does not verify: %s", e)
+            self._refuse(self.work, frames, e)
             return
         mt = msg.msg_type
         if mt == "work_hello_reply":
@@ -476,7 +487,7 @@ class Engine:
             sock.send_multipart(self.signer.pack(header, {"name": cap.name, "text": text}))
 
     def _handle(self, sock: zmq.Socket, frames: list[Any]) -> None:
-        msg = self._verified(frames)
+        msg = self._verified(frames, sock)
         if msg is None:
             return
         mt = msg.msg_type

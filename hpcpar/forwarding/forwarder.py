@@ -230,8 +230,19 @@ class Forwarder:
                 if not b.waiting or b.nbytes >= BATCH_BYTES:
                     self._flush(b)
                 return
+        elif len(frames) == 4 and is_mark(frames[1], wire.REFUSED) and self.batches:
+            self._refused(frames[2].bytes.decode(errors="replace"))  # relayed below, unread otherwise
         wire.send_frames(self.up, [RELAYED, *frames])
         self.relayed_up += 1
+
+    def _refused(self, msg_id: str) -> None:
+        """An engine refused a request that did not verify (engine/refusal.py): the controller
+        fails that task, so no reply will come for it; the rest of its batch need not wait."""
+        b = self.batches.pop(msg_id, None)
+        if b is not None:
+            b.waiting.discard(msg_id)
+            if not b.waiting:
+                self._flush(b)
 
     @staticmethod
     def _header_of(header_frame: Any) -> dict[str, Any]:
