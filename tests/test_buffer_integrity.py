@@ -244,44 +244,66 @@ def test_an_altered_result_is_refused_by_the_client(proxied):
 # -- altered between the controller and an engine ------------------------------------------------
 
 
-@pytest.fixture
-def proxied_engine(hmac_cluster, proxied, tmp_path):
-    """A third engine that reaches the controller only through its own rewriting proxy (its
-    connection file names the proxy); "down" is towards the engine: the requests it gets."""
+def _stop(proc, wait: float = 20) -> None:
+    import subprocess
+
+    proc.terminate()
+    try:
+        proc.wait(timeout=wait)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(timeout=10)
+
+
+@pytest.fixture(params=["direct", "forwarder"])
+def proxied_engine(request, hmac_cluster, proxied, tmp_path):
+    """A third engine that reaches the controller (or a per-node forwarder, which relays
+    requests unread) only through its own rewriting proxy: its connection file names the
+    proxy. "down" is towards the engine: the requests it gets."""
     import subprocess
     import time
 
     from cluster_helpers import hpcpar_cmd
 
+    from hpcpar.commands.forwarder import forwarder_file
+
     rc, _ = proxied
     before = set(rc.ids)
-    info = json.loads(hmac_cluster.profile_dir.engine_file().read_text())
-    host, port = info["urls"][0].removeprefix("tcp://").rsplit(":", 1)
-    proxy = RewritingProxy((host, int(port)))
-    info["urls"] = [f"tcp://127.0.0.1:{proxy.port}"]
-    path = tmp_path / "engine.json"
-    path.write_text(json.dumps(info))
-    path.chmod(0o600)
+    procs: list[subprocess.Popen] = []
     log = open(tmp_path / "engine.log", "wb")
-    proc = subprocess.Popen(hpcpar_cmd("engine", "--file", str(path)), stdout=log, stderr=subprocess.STDOUT)
     try:
+        upstream = hmac_cluster.profile_dir.engine_file()
+        if request.param == "forwarder":
+            upstream = forwarder_file(hmac_cluster.profile_dir, "", f"refusal-{os.getpid()}")
+            procs.append(subprocess.Popen(hpcpar_cmd("forwarder", "--name", f"refusal-{os.getpid()}",
+                                                     "--profile-dir", str(hmac_cluster.profile_dir.path)),
+                                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+            deadline = time.monotonic() + 30
+            while not upstream.exists() and time.monotonic() < deadline and procs[0].poll() is None:
+                time.sleep(0.05)
+        info = json.loads(upstream.read_text())
+        host, port = info["urls"][0].removeprefix("tcp://").rsplit(":", 1)
+        proxy = RewritingProxy((host, int(port)))
+        info["urls"] = [f"tcp://127.0.0.1:{proxy.port}"]
+        path = tmp_path / "engine.json"
+        path.write_text(json.dumps(info))
+        path.chmod(0o600)
+        engine = subprocess.Popen(hpcpar_cmd("engine", "--file", str(path)), stdout=log, stderr=subprocess.STDOUT)
+        procs.insert(0, engine)
         deadline = time.monotonic() + 60
-        while len(rc.ids) < len(before) + 1 and time.monotonic() < deadline and proc.poll() is None:
+        while len(rc.ids) < len(before) + 1 and time.monotonic() < deadline and engine.poll() is None:
             time.sleep(0.1)
         (eid,) = set(rc.ids) - before
         yield rc, eid, proxy, tmp_path / "engine.log"
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=10)
+        for p in procs:  # the engine first, then its forwarder
+            _stop(p)
         log.close()
-        proxy.close()
         deadline = time.monotonic() + 20  # gone from the cluster before the next test counts engines
         while len(rc.ids) > len(before) and time.monotonic() < deadline:
             time.sleep(0.1)
+        if "proxy" in locals():
+            proxy.close()
 
 
 def test_a_request_altered_on_its_way_to_an_engine_fails_at_once(proxied_engine):
@@ -320,3 +342,56 @@ def test_a_request_altered_on_its_way_to_an_engine_fails_at_once(proxied_engine)
     assert "refused request" in engine_log.read_text()
 
     assert view.apply_async(len, data).get(timeout=30) == 16_000  # the same path, unaltered again
+
+
+def test_a_refusal_notice_fails_only_a_task_outstanding_on_the_engine_that_sends_it(hmac_cluster, proxied):
+    """The notice is unsigned: one from another engine (here a registered impostor holding the
+    key), naming a task that runs on engine 0, changes nothing; that task completes."""
+    import time
+    import uuid
+
+    import zmq
+
+    from hpcpar import security, targetset
+    from hpcpar.connection import ConnectionInfo
+
+    rc, _ = proxied
+    info = ConnectionInfo.load(hmac_cluster.profile_dir.engine_file())
+    signer = wire.Signer(info.key_bytes, info.transport)
+    name = uuid.uuid4().hex
+    ctx = zmq.Context()
+    socks = []
+
+    def dealer(ident: str) -> zmq.Socket:
+        s = ctx.socket(zmq.DEALER)
+        s.setsockopt(zmq.IDENTITY, ident.encode())
+        s.setsockopt(zmq.LINGER, 0)
+        security.connect_as(s, info)
+        s.connect(info.urls[0])
+        socks.append(s)
+        return s
+
+    def answer(s: zmq.Socket, msg_type: str) -> None:
+        while s.poll(20_000):
+            if signer.unpack(s.recv_multipart()).msg_type == msg_type:
+                return
+        raise AssertionError(f"no {msg_type} from the controller")
+
+    try:
+        control, work = dealer(name), dealer(name + ":w")
+        control.send_multipart(signer.pack(signer.header("register_request"), {"uuid": name, "info": {}}))
+        answer(control, "register_reply")
+        work.send_multipart(signer.pack(signer.header("work_hello"), {"uuid": name}))
+        answer(work, "work_hello_reply")
+        victim = rc[rc.ids[0]].apply_async(time.sleep, 1.5)
+        time.sleep(0.3)  # the request is on engine 0 now
+        control.send_multipart(signer.pack(signer.header("heartbeat")))  # a live, registered engine
+        for mid in (victim.msg_ids[0], victim.msg_ids[0].rsplit(targetset.SEPARATOR, 1)[0]):
+            work.send_multipart([wire.REFUSED, mid.encode(), b"bad signature (forged)"])
+        assert victim.get(timeout=30) is None
+        control.send_multipart(signer.pack(signer.header("unregister_request")))
+        answer(control, "unregister_reply")
+    finally:
+        for s in socks:
+            s.close()
+        ctx.term()
