@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import sys
 import time
+from typing import Any
 
 from hpcpar import wire
 from hpcpar.cli import main
@@ -19,10 +20,10 @@ HUGE = 64 << 20
 _verify = wire.Signer.unpack
 
 
-def _slow_unpack(self: wire.Signer, frames: list) -> wire.Message:
+def _slow_unpack(self: wire.Signer, frames: list, *args: Any, **kwargs: Any) -> wire.Message:
     if len(frames) > 3 and len(frames[3]) > HUGE:
         time.sleep(float(sys.argv[1]))
-    return _verify(self, frames)
+    return _verify(self, frames, *args, **kwargs)
 
 
 if __name__ == "__main__":
