@@ -321,7 +321,9 @@ def test_a_request_altered_on_its_way_to_an_engine_fails_at_once(proxied_engine)
         direct = view.apply_async(len, data)
         with pytest.raises(hpcpar.RemoteError) as err:
             direct.get(timeout=30)  # without the engine's notice: TimeoutError
-        balanced = rc.load_balanced_view(targets=[eid]).apply_async(len, data)
+        lbview = rc.load_balanced_view(targets=[eid])
+        lbview.retries = 1  # honoured as for an error reply: sent again (here to the same engine)
+        balanced = lbview.apply_async(len, data)
         with pytest.raises(hpcpar.RemoteError) as lb_err:
             balanced.get(timeout=30)
         # A coalesced broadcast: the other engines' parts arrive, the altered one fails.
@@ -339,6 +341,8 @@ def test_a_request_altered_on_its_way_to_an_engine_fails_at_once(proxied_engine)
     # The failure is recorded in the task database, as any other result.
     (rec,) = rc.db_query({"msg_id": direct.msg_ids[0]}, keys=["result_content"])
     assert rec["result_content"]["ename"] == "MessageIntegrityError"
+    (rec,) = rc.db_query({"msg_id": balanced.msg_ids[0]}, keys=["result_content", "attempts", "engine_id"])
+    assert (rec["result_content"]["ename"], rec["attempts"], rec["engine_id"]) == ("MessageIntegrityError", 2, eid)
     assert "refused request" in engine_log.read_text()
 
     assert view.apply_async(len, data).get(timeout=30) == 16_000  # the same path, unaltered again
