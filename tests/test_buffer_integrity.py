@@ -85,6 +85,29 @@ def test_nested_messages_are_verified_one_by_one():
         signer.unpack(tampered)
 
 
+def test_a_refusal_notice_names_the_task_the_untrusted_header_names():
+    from hpcpar.engine.refusal import Refusals
+
+    signer = wire.Signer(os.urandom(32))
+    refusals = Refusals()
+
+    def notice(msg_type: str, **extra):
+        frames = signer.pack(signer.header(msg_type, **extra), {}, b"payload")
+        frames[3] = b"altered"
+        with pytest.raises(wire.BadMessage) as e:
+            signer.unpack(frames)
+        return frames[1], refusals.notice(frames, 7, str(e.value))
+
+    header, direct = notice("apply_request", route="direct")
+    base = json.loads(header)["msg_id"]
+    assert direct == [wire.REFUSED, f"{base}-7".encode(), b"bad signature (wrong cluster key?)"]
+    header, balanced = notice("execute_request")
+    assert balanced[1] == json.loads(header)["msg_id"].encode()
+    assert notice("heartbeat_reply")[1] is None and notice("abort_request")[1] is None
+    assert refusals.notice([b"sig", b"not json", b"{}", b""], 7, "bad signature") is None
+    assert refusals.count == 5
+
+
 # -- end to end, through a byte-rewriting proxy ---------------------------------------------------
 
 MARK = b"hpcpar-intact-16"  # 16 bytes; the array data is this, repeated

@@ -22,6 +22,7 @@ import zmq
 
 from .. import security, serialize, targetset, wire
 from ..connection import ConnectionInfo
+from .refusal import Refusals
 
 log = logging.getLogger("hpcpar.engine.simulated")
 
@@ -39,6 +40,7 @@ class SimulatedEngines:
                  urls: list[str] | None = None) -> None:
         self.info = info
         self.signer = wire.Signer(info.key_bytes, info.transport)
+        self.refusals = Refusals()
         self.ctx = zmq.Context()
         self.ctx.set(zmq.MAX_SOCKETS, n + 64)
         self.heartbeat_interval = heartbeat_interval
@@ -104,7 +106,10 @@ class SimulatedEngines:
     def _handle(self, sim: _Sim, frames: list[Any]) -> None:
         try:
             msg = self.signer.unpack(frames)
-        except wire.BadMessage:
+        except wire.BadMessage as e:  # not answered: named to the controller, which fails it (refusal.py)
+            notice = self.refusals.notice(frames, sim.id, str(e))
+            if notice is not None:
+                sim.sock.send_multipart(notice)
             return
         mt = msg.msg_type
         if mt == "register_reply":
