@@ -35,6 +35,9 @@ EMPTY_META = b"{}"
 # its (untrusted) header, so its sender fails that one task at once instead of waiting for ever.
 # Controller to client (controller/clients.py) and engine to controller (engine/refusal.py).
 REFUSED = b"hpcpar-refused"
+# Unsigned notice [FAILED, msg_id, reason]: the controller failed handling a client's request (an
+# hpcpar bug, in its log): the client fails that request at once with the reason, never a time-out.
+FAILED = b"hpcpar-failed"
 
 # Built once: json.dumps() with non-default arguments builds an encoder per call,
 # and every message on the request path is packed and unpacked several times.

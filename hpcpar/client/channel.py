@@ -19,7 +19,7 @@ from .. import datapub, security, targetset, wire
 from ..connection import ConnectionFileError, ConnectionInfo
 from ..error import HpcparError, remote_error
 from ..paths import ProfileDir
-from .transport import REFUSED, REJECTED, Transport
+from .transport import FAILED, REFUSED, REJECTED, Transport
 
 log = logging.getLogger("hpcpar.client")
 
@@ -168,8 +168,12 @@ class Channel:
         if len(frames) == 2 and frames[0].bytes == REJECTED:
             self._on_rejected(frames[1].bytes.decode(errors="replace"))
             return
-        if len(frames) == 3 and frames[0].bytes == REFUSED:
-            self._on_refused(frames[1].bytes.decode(errors="replace"), frames[2].bytes.decode(errors="replace"))
+        if len(frames) == 3 and frames[0].bytes in (REFUSED, FAILED):
+            msg_id, reason = (f.bytes.decode(errors="replace") for f in frames[1:])
+            if frames[0].bytes == REFUSED:
+                self._on_refused(msg_id, reason)
+            else:
+                self._on_controller_failed(msg_id, reason)
             return
         try:
             msg = self._signer.unpack(frames)
@@ -296,13 +300,25 @@ class Channel:
                 "(something between this client and the controller rewrites traffic: use [security] "
                 "transport = \"curve\") or signed with another cluster's key (a stale connection file)")
         log.error("%s", text)
+        self._fail_request(msg_id, ConnectionRejected(text), "MessageIntegrityError", text)
+
+    def _on_controller_failed(self, msg_id: str, reason: str) -> None:
+        """The controller hit an error handling our request ``msg_id`` (its log has the traceback)."""
+        from ..cli import ISSUES_URL
+
+        text = (f"the controller failed handling request {msg_id} ({reason}); this is a bug in hpcpar: "
+                f"please report it at {ISSUES_URL} with the controller's log")
+        log.error("%s", text)
+        self._fail_request(msg_id, RuntimeError(text), "ControllerError", text)
+
+    def _fail_request(self, msg_id: str, request_error: Exception, ename: str, text: str) -> None:
         fut = self._requests.get(msg_id)
         if fut is not None:
             if not fut.done():
-                fut.set_exception(ConnectionRejected(text))
+                fut.set_exception(request_error)
             return
         for m in self._parts_refused(msg_id):  # _fail_locally ignores ids not waiting
-            self._fail_locally(m, remote_error("MessageIntegrityError", text))
+            self._fail_locally(m, remote_error(ename, text))
 
     def _parts_refused(self, parent: str) -> list[str]:
         """The controller refused a whole direct request (answering its base msg_id): each

@@ -23,7 +23,7 @@ from typing import Any
 
 import zmq
 
-from .. import security
+from .. import security, wire
 from ..wire import drain, send_frames
 
 zmq_poll = zmq.zmq_poll
@@ -41,7 +41,8 @@ log = logging.getLogger("hpcpar.client")
 _CLOSE = b"hpcpar-close"
 _PAUSE = b"hpcpar-pause"  # to the I/O thread: leave the receiving socket to a waiting caller
 REJECTED = b"hpcpar-rejected"
-REFUSED = b"hpcpar-refused"  # [REFUSED, msg_id, reason]: one request did not verify (controller/clients.py)
+REFUSED = wire.REFUSED  # [REFUSED, msg_id, reason]: one request did not verify (controller/clients.py)
+FAILED = wire.FAILED  # [FAILED, msg_id, reason]: the controller failed handling one request (its bug)
 _counter = itertools.count()
 RESUME_AFTER = 0.01  # s without a receiving caller before the I/O thread takes the socket back
 TICK = 0.01  # how often a paused I/O thread looks (only while callers are receiving)

@@ -300,9 +300,12 @@ class Controller(ClientRequests, Routing, EngineLifecycle, Recovery):
         for frames in wire.drain(sock, DRAIN_BATCH, COPY_BELOW):
             try:
                 handler(frames)
-            except Exception:
-                # Nothing a peer sends may take the controller down.
+            except Exception as e:
+                # Nothing a peer sends may take the controller down; a client's request that
+                # hits a bug here fails at once with the reason instead of timing out.
                 log.exception("error handling a message; dropped")
+                if sock is self.client_socket:
+                    self._tell_refused(frames, f"{type(e).__name__}: {e}", wire.FAILED)
 
     def stop(self, *_: Any) -> None:
         self.running = False

@@ -54,7 +54,7 @@ class ClientRequests:
         except zmq.ZMQError:
             pass
 
-    def _tell_refused(self, frames: list[Any], reason: str) -> None:
+    def _tell_refused(self, frames: list[Any], reason: str, notice: bytes = wire.REFUSED) -> None:
         """Name a request that did not verify to its client's receiving socket (its session),
         so that task fails at once: the rejection notice above goes to the socket it left
         from, which a client that sends from its own thread does not read. Unsigned (the
@@ -68,7 +68,7 @@ class ClientRequests:
         session, msg_id = header.get("session"), header.get("msg_id")
         if isinstance(session, str) and session and isinstance(msg_id, str) and len(msg_id) <= 64:
             try:
-                self.client_socket.send_multipart([session.encode(), b"hpcpar-refused", msg_id.encode(),
+                self.client_socket.send_multipart([session.encode(), notice, msg_id.encode(),
                                                    reason.encode()], zmq.NOBLOCK)
             except zmq.ZMQError:
                 pass
