@@ -1,6 +1,7 @@
 """After a controller crash and ``--restore``, engines whose batch job ended meanwhile are
 given up as soon as the batch system says the job is gone (their tasks fail naming the
 job), not when the 60 s re-attach window closes; engines of live jobs re-attach and deliver.
+The same for one task of a job array whose other task still runs (SLURM asked about ``17_2``).
 Real SLURM, engines on the netns node (another host: the controller cannot look at their
 processes). In CI a missing system fails this test."""
 
@@ -76,3 +77,53 @@ def test_restore_drops_engines_whose_batch_job_is_gone_at_once() -> None:
         stop = run(["stop", *args], env, timeout=150)
     assert stop.returncode == 0, stop.stdout + stop.stderr
     wait_gone("slurm", list(jobs.values()), env)
+
+
+@pytest.mark.timeout(240)
+def test_restore_drops_engines_of_a_finished_array_task_at_once() -> None:
+    """An array of 2 engine tasks; task 2 is cancelled while the controller is down, task 1
+    runs on: the restored controller asks SLURM about ``<array>_2`` itself, not the array."""
+    require_system("slurm-netns")
+    partition = CI_ENV.get("HPCPAR_SLURM_NETNS_PARTITION", "netns")
+    pd = make_profile("restoretask")
+    env = env_for("slurm")
+    args = ["--profile", pd.name]
+    start = run(["start", *args, "--engines", "slurm", "-n", "2", "--queue", partition, "--set",
+                 'batch.mode="array"', "--daemonize", "--wait", "--timeout", "120"], env, timeout=150)
+    array = ""
+    try:
+        assert start.returncode == 0, start.stdout + start.stderr
+        [array] = [r.job_id for r in read_jobs(pd) if r.role == "engines"]
+        rc = hpcpar.Client(profile=pd.name, timeout=30)
+        rc.wait_for_engines(2, timeout=60, interactive=False)
+        tasks = {e["id"]: e["job_id"] for e in rc._engines.values()}
+        assert sorted(tasks.values()) == [f"{array}_1", f"{array}_2"]  # each engine names its task
+        doomed = next(eid for eid, task in tasks.items() if task == f"{array}_2")
+        kept = next(eid for eid in tasks if eid != doomed)
+        lost = rc[doomed].apply_async(_sleep_then, 300, "never")
+        survives = rc[kept].apply_async(_sleep_then, 8, "kept")
+        time.sleep(1.5)  # both tasks are on their engines, and in the database
+        controller = json.loads(pd.client_file().read_text())["controller_pid"]
+        os.kill(controller, signal.SIGKILL)
+        subprocess.run(["scancel", tasks[doomed]], timeout=30, check=True)  # one task ends, the array runs on
+        deadline = time.monotonic() + 60
+        while _slurm_state(tasks[doomed]) not in ("CANCELLED", "GONE"):
+            assert time.monotonic() < deadline, f"task {tasks[doomed]} still {_slurm_state(tasks[doomed])}"
+            time.sleep(0.5)
+        assert _slurm_state(tasks[kept]) == "RUNNING"
+        restore = run(["start", *args, "--restore"], env, timeout=120)
+        assert restore.returncode == 0, restore.stdout + restore.stderr
+        with pytest.raises(RemoteError) as failed:
+            lost.get(timeout=120)
+        text = str(failed.value)
+        assert failed.value.ename == "EngineError", text
+        assert f"engine {doomed} held task" in text and f"slurm job {tasks[doomed]}: CANCELLED" in text, text
+        assert "did not re-attach" not in text, text  # not the closed 60 s window
+        assert survives.get(timeout=120) == "kept"  # the live task's engine re-attached
+        assert rc[kept].apply_sync(_sleep_then, 0, "still serving") == "still serving"
+        rc.close()
+    finally:
+        stop = run(["stop", *args], env, timeout=150)
+    assert stop.returncode == 0, stop.stdout + stop.stderr
+    if array:
+        wait_gone("slurm", [array], env)

@@ -8,7 +8,10 @@ of the cluster's jobs went to, and that system's launcher asks about them (its s
 command, the same call the launcher polls with) in a thread of its own, since a status
 command may take seconds. Only a job the scheduler positively reports finished, or no
 longer lists, counts as gone; a failed status call, or an engine job id the ledger does
-not know (an array task of its own id), says nothing and leaves the window to decide.
+not know, says nothing and leaves the window to decide. Where the scheduler answers about
+one array task (SLURM ``17_3``, SGE ``17.3``: the launcher's ``asks_tasks``), an engine's
+task is asked about by the id it reported, so a finished task of a live array counts as
+gone; elsewhere the array's own id (the ledger's) is asked about, and an array is one job.
 """
 
 from __future__ import annotations
@@ -92,7 +95,9 @@ class JobCheck:
         for eid, job in jobs.items():
             known = by_key.get(job_key(job))
             if known is not None:
-                per_system.setdefault(known[0], {}).setdefault(known[1], []).append(eid)
+                system, ledger_id = known
+                ask = job if _asks_tasks(system) else ledger_id  # 17_3: that array task's own state
+                per_system.setdefault(system, {}).setdefault(ask, []).append(eid)
         if not per_system:
             return []
         config = cluster_config(self.profile_dir, self.cluster_id)
@@ -127,3 +132,12 @@ class JobCheck:
                 gone = [eid for eid in eids if self.jobs.pop(eid, None) is not None]
             for eid in gone:
                 self._found.put((eid, job, f"{launcher.name} job {job}: {said}"))
+
+
+def _asks_tasks(system: str) -> bool:
+    from ..launchers.base import get_launcher_class
+
+    try:
+        return bool(getattr(get_launcher_class(system), "asks_tasks", False))
+    except Exception:  # noqa: BLE001 - an unknown system is not asked about at all (below)
+        return False

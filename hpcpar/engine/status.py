@@ -17,6 +17,8 @@ import sys
 import time
 from typing import Any
 
+from .batchjob import batch_job
+
 _ENGINE_DIR = os.path.dirname(os.path.abspath(__file__))
 _PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
 
@@ -56,18 +58,11 @@ def _callee(frame: Any) -> str | None:
     return name if name and len(name) <= 80 and "\n" not in name else None
 
 
-# Where batch systems put the job id (an array's own id first: the job ledger records that).
-_JOB_ID_VARS = ("SLURM_ARRAY_JOB_ID", "SLURM_JOB_ID", "PBS_ARRAY_ID", "PBS_JOBID", "LSB_JOBID")
-
-
 def batch_job_id() -> str | None:
-    """The batch job this engine runs in, or None (the dashboard counts a job's engines by it)."""
-    for name in _JOB_ID_VARS:
-        if os.environ.get(name):
-            return os.environ[name]
-    if os.environ.get("JOB_ID") and os.environ.get("SGE_TASK_ID") is not None:  # Grid Engine
-        return os.environ["JOB_ID"]
-    return None
+    """The batch job this engine runs in (an array's own id for its tasks, as the job ledger
+    holds it), or None: the dashboard counts a job's engines by it."""
+    job = batch_job()
+    return job.job_id if job is not None else None
 
 
 def rss_bytes() -> int:

@@ -15,8 +15,7 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-# Batch systems' own job-id variables, in the order they are looked at.
-JOB_ID_VARS = ("SLURM_JOB_ID", "JOB_ID", "PBS_JOBID", "LSB_JOBID", "CCP_JOBID")
+from .batchjob import batch_job
 
 
 @dataclass(frozen=True)
@@ -38,13 +37,8 @@ class JobClock:
 
 def job_clock(environ: Mapping[str, str] | None = None) -> JobClock:
     env = os.environ if environ is None else environ
-    job_id = next((env[v] for v in JOB_ID_VARS if env.get(v) and env[v] != "undefined"), None)
-    if job_id is not None:
-        job_id = job_id.split(".")[0]  # PBS: 123.server -> 123, like the launchers compare ids
-    if env.get("SLURM_ARRAY_JOB_ID") and env.get("SLURM_ARRAY_TASK_ID"):
-        # A SLURM array task has an id of its own; 17_3 (as squeue names it) leads with the
-        # array's id, the one the job ledger holds (a restored controller asks about it).
-        job_id = f"{env['SLURM_ARRAY_JOB_ID']}_{env['SLURM_ARRAY_TASK_ID']}"
+    job = batch_job(env)
+    job_id = job.task_id if job is not None else None  # an array task as the scheduler names it: 17_3
     try:
         start = float(env["HPCPAR_JOB_START"])
         walltime = float(env["HPCPAR_WALLTIME"])

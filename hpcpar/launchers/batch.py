@@ -71,6 +71,9 @@ class BatchLauncher(JobScript, Launcher):
     prefix: ClassVar[str] = ""
     # Per-task index variable of a job array, for logs and docs.
     array_index_var: ClassVar[str] = ""
+    # True where query() answers about one array task, asked by the id an engine in it
+    # reports (engine/batchjob.py task_id: 17_3, 17.3); elsewhere an array is one job.
+    asks_tasks: ClassVar[bool] = False
     # Output file patterns: a job id, and an array task.
     output_pattern: ClassVar[str] = ""
     array_output_pattern: ClassVar[str] = ""

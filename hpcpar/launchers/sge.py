@@ -49,32 +49,48 @@ def map_state(native: str) -> str:
 
 def parse_qstat_xml(text: str, job_ids: list[str]) -> dict[str, JobState]:
     """One state per job from ``qstat -xml``; started: the first ``JAT_start_time`` of its
-    running tasks (pending ones carry JB_submission_time instead)."""
+    running tasks (pending ones carry JB_submission_time instead). An id asked as ``17.3``
+    gets that array task's own state: SGE lists a finished task of a live array no more."""
     try:
         root = ET.fromstring(text)
     except ET.ParseError as e:
         raise PollError(f"qstat -xml printed invalid XML ({e})")
-    natives: dict[str, list[str]] = {}
-    starts: dict[str, list[float | None]] = {}
+    # job number -> its (tasks, state, start) lines
+    rows: dict[str, list[tuple[str, str, float | None]]] = {j.split(".", 1)[0]: [] for j in job_ids}
     for entry in root.iter("job_list"):
         number = (entry.findtext("JB_job_number") or "").strip()
+        if number not in rows:
+            continue
         native = (entry.findtext("state") or "").strip()
-        natives.setdefault(number, []).append(native)
-        if map_state(native) == RUNNING:
-            starts.setdefault(number, []).append(read_time(entry.findtext("JAT_start_time")))
+        start = read_time(entry.findtext("JAT_start_time")) if map_state(native) == RUNNING else None
+        rows[number].append(((entry.findtext("tasks") or "").strip(), native, start))
     found: dict[str, JobState] = {}
     for job_id in job_ids:
-        if job_id in natives:
-            states = natives[job_id]
-            found[job_id] = JobState(aggregate(map_state(s) for s in states), ",".join(sorted(set(states))),
-                                     started=earliest(starts.get(job_id, [])))
+        number, _, task = job_id.partition(".")
+        lines = [r for r in rows[number] if not task or (task.isdigit() and has_task(r[0], int(task)))]
+        if lines:
+            natives = [n for _, n, _ in lines]
+            found[job_id] = JobState(aggregate(map_state(s) for s in natives), ",".join(sorted(set(natives))),
+                                     started=earliest([t for _, _, t in lines]))
     return found
+
+
+def has_task(tasks: str, task: int) -> bool:
+    """Whether qstat's task column (``3``, or pending ranges ``4-10:2``, ``1,5-6:1``) holds ``task``."""
+    for part in tasks.split(","):
+        m = re.match(r"^(\d+)(?:-(\d+)(?::(\d+))?)?$", part.strip())
+        if m:
+            lo, hi, step = int(m.group(1)), int(m.group(2) or m.group(1)), max(int(m.group(3) or 1), 1)
+            if lo <= task <= hi and (task - lo) % step == 0:
+                return True
+    return False
 
 
 class SGELauncher(BatchLauncher):
     name = "sge"
     prefix = "#$"
     array_index_var = "SGE_TASK_ID"
+    asks_tasks = True  # qstat -xml lists each started array task (and pending ranges)
     output_pattern = "$JOB_ID"
     array_output_pattern = "$JOB_ID.$TASK_ID"
     gone_patterns = (r"does not exist",)

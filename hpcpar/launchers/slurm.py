@@ -59,6 +59,7 @@ class SlurmLauncher(BatchLauncher):
     name = "slurm"
     prefix = "#SBATCH"
     array_index_var = "SLURM_ARRAY_TASK_ID"
+    asks_tasks = True  # squeue --jobs=17_3 reports that array task alone
     output_pattern = "%j"
     array_output_pattern = "%A_%a"
     gone_patterns = (r"Invalid job id", r"already completing or completed", r"Job has already finished")
@@ -144,31 +145,48 @@ class SlurmLauncher(BatchLauncher):
 
 def parse_squeue(result: CommandResult, job_ids: list[str]) -> dict[str, JobState]:
     """Group ``%F|%i|%T|%r|%S`` lines by array job id; one state per submitted job, started
-    when its first running task did (%S of a pending job is a forecast: not used)."""
+    when its first running task did (%S of a pending job is a forecast: not used). An id
+    asked as ``17_3`` gets that array task's own state (a pending ``17_[2-5]`` line counts)."""
     if result.returncode != 0:
         if "Invalid job id specified" in result.stderr:
             return {}  # every job asked about has left squeue's memory: finished
         raise PollError(result.describe())
-    tasks: dict[str, list[tuple[str, str, float | None]]] = {}
+    tasks: dict[str, list[tuple[str, str, float | None, str]]] = {}
     for line in result.stdout.splitlines():
         parts = line.strip().split("|")
         if len(parts) < 3:
             if line.strip():
                 raise PollError(f"unexpected squeue line {line!r}")
             continue
-        base, _task, native = parts[0], parts[1], parts[2].split()[0]
+        base, task, native = parts[0], parts[1], parts[2].split()[0]
         reason = parts[3] if len(parts) > 3 else ""
         state = STATES.get(native, UNKNOWN)
         if state == PENDING and reason in HELD_REASONS:
             state = HELD
         started = read_time(parts[4]) if len(parts) > 4 and state == RUNNING else None
-        tasks.setdefault(base, []).append((state, native, started))
+        tasks.setdefault(base, []).append((state, native, started, task))
     found: dict[str, JobState] = {}
     for job_id in job_ids:
-        if job_id in tasks:
-            states = tasks[job_id]
-            combined = aggregate(s for s, _, _ in states)
-            natives = sorted({n for _, n, _ in states})
+        base, _, task = job_id.partition("_")
+        states = [t for t in tasks.get(base, []) if not task or (task.isdigit() and has_task(t[3], int(task)))]
+        if states:
+            combined = aggregate(s for s, _, _, _ in states)
+            natives = sorted({n for _, n, _, _ in states})
             found[job_id] = JobState(combined, ",".join(natives), f"{len(states)} line(s)",
-                                     earliest([t for _, _, t in states]))
+                                     earliest([t for _, _, t, _ in states]))
     return found
+
+
+def has_task(line_id: str, task: int) -> bool:
+    """Whether squeue's %i (``17_3``, or pending ``17_[2-4,7%2]``) holds array task ``task``."""
+    ids = line_id.partition("_")[2]
+    if ids.startswith("[") and ids.endswith("]"):
+        for part in ids[1:-1].split("%")[0].split(","):
+            lo, _, rest = part.partition("-")
+            hi, _, step = rest.partition(":")
+            if lo.isdigit() and (hi or lo).isdigit():
+                first, last, every = int(lo), int(hi or lo), max(int(step) if step.isdigit() else 1, 1)
+                if first <= task <= last and (task - first) % every == 0:
+                    return True
+        return False
+    return ids.isdigit() and int(ids) == task
