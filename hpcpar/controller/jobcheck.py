@@ -11,7 +11,9 @@ longer lists, counts as gone; a failed status call, or an engine job id the ledg
 not know, says nothing and leaves the window to decide. Where the scheduler answers about
 one array task (SLURM ``17_3``, SGE ``17.3``: the launcher's ``asks_tasks``), an engine's
 task is asked about by the id it reported, so a finished task of a live array counts as
-gone; elsewhere the array's own id (the ledger's) is asked about, and an array is one job.
+gone. Elsewhere an engine in an array task is not asked about: an array's state is not its
+task's (SLURM's PBS wrappers answer ``qstat -f 17`` with the state of whichever task holds
+the array's id, ``C`` while the other task still runs), so the window decides for it.
 """
 
 from __future__ import annotations
@@ -96,7 +98,12 @@ class JobCheck:
             known = by_key.get(job_key(job))
             if known is not None:
                 system, ledger_id = known
-                ask = job if _asks_tasks(system) else ledger_id  # 17_3: that array task's own state
+                if _asks_tasks(system):
+                    ask = job  # 17_3: that array task's own state
+                elif job.isdigit():
+                    ask = ledger_id  # a job of its own (123 of 123.server)
+                else:
+                    continue  # an array task the status command cannot tell apart: the window decides
                 per_system.setdefault(system, {}).setdefault(ask, []).append(eid)
         if not per_system:
             return []

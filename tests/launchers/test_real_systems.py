@@ -181,3 +181,42 @@ def test_slurm_job_runs_on_the_second_node_in_its_network_namespace(profile, tmp
     launcher.start([sys.executable, "-c", code], {}, str(profile.log / "netns.log"))
     assert launcher.wait({"done", "failed", "cancelled"}, timeout=90) == "done"
     assert out.read_text() == node
+
+
+# ----- one task of a live array (what a restored controller asks about) -----------------
+TASK_ID = [sys.executable, "-c", "import sys, time; from hpcpar.engine.batchjob import batch_job; "
+           "j = batch_job(); open(sys.argv[1] + '/task-' + j.task_id, 'w').write(j.job_id); time.sleep(120)"]
+
+
+@pytest.mark.timeout(150)
+@pytest.mark.parametrize("system", ["slurm", "sge"])
+def test_a_finished_task_of_a_live_array_is_asked_about_alone(system, profile, tmp_path, monkeypatch) -> None:
+    """Each task names itself as the scheduler does (engine/batchjob.py); with task 2 cancelled
+    the status command reports it gone while task 1, and so the array, runs on."""
+    require_system(system)
+    cls: type[BatchLauncher] = SlurmLauncher if system == "slurm" else SGELauncher
+    if system == "sge":
+        sge_env(monkeypatch)
+    out = tmp_path / "tasks"
+    out.mkdir()
+    launcher = cls(role="engines", n=2, profile_dir=profile, cluster_id="t", options={**FAST, "walltime": "00:05:00"})
+    # The job runs this checkout's hpcpar (SGE jobs do not inherit PYTHONPATH otherwise).
+    code = os.path.dirname(os.path.dirname(os.path.abspath(__import__("hpcpar").__file__)))
+    launcher.start([*TASK_ID, str(out)], {"PYTHONPATH": code}, str(profile.log / f"tasks-{system}.log"))
+    try:
+        [array] = launcher.job_ids
+        sep = "_" if system == "slurm" else "."
+        files = wait_for_files(out, 2, 90)
+        assert [f.name for f in files] == [f"task-{array}{sep}1", f"task-{array}{sep}2"]
+        assert {f.read_text() for f in files} == {array}  # the ledger's id, the dashboard groups by it
+        first, second = f"{array}{sep}1", f"{array}{sep}2"
+        cancel = ["scancel", second] if system == "slurm" else ["qdel", array, "-t", "2"]
+        subprocess.run(cancel, check=True, capture_output=True, timeout=30)
+        deadline = time.monotonic() + 60
+        while (found := launcher.query([first, second, array])).get(second) and found[second].state == "running":
+            assert time.monotonic() < deadline, found
+            time.sleep(0.5)
+        assert second not in found or found[second].state in ("cancelled", "done", "failed"), found
+        assert (found[first].state, found[array].state) == ("running", "running"), found
+    finally:
+        launcher.stop()
