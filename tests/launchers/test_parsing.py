@@ -94,6 +94,16 @@ def test_squeue_states_grouped_per_array() -> None:
     assert states["10"].native == "COMPLETED,PENDING,RUNNING"
 
 
+def test_squeue_answers_for_one_array_task() -> None:
+    """An id asked as 10_3 gets that task's state; pending ranges hold their tasks (step, %)."""
+    out = "10|10_[3-4,8-12:2%1]|PENDING|None\n10|10_1|RUNNING|None\n10|10_2|CANCELLED|None\n11|11|RUNNING|None"
+    asked = ["10_1", "10_2", "10_3", "10_10", "10_9", "10_7", "10", "11", "11_1"]
+    states = parse_squeue(result(out), asked)
+    assert {k: v.state for k, v in states.items()} == {
+        "10_1": "running", "10_2": "cancelled", "10_3": "pending", "10_10": "pending", "10": "running", "11": "running",
+    }
+
+
 def test_squeue_invalid_id_means_gone_other_errors_are_failed_polls() -> None:
     assert parse_squeue(result("", "slurm_load_jobs error: Invalid job id specified", 1), ["5"]) == {}
     with pytest.raises(PollError, match="Socket timed out"):
@@ -162,6 +172,40 @@ def test_sge_states() -> None:
     assert [map_state(s) for s in ("t", "Rr", "s", "hr", "x")] == ["running", "running", "held", "held", "unknown"]
     with pytest.raises(PollError):
         parse_qstat_xml("<job_info", ["1"])
+
+
+def test_sge_answers_for_one_array_task() -> None:
+    """qstat -xml lists started tasks one by one, pending ones as ranges; a finished task of a
+    live array is not listed (checked on real SGE: tests/launchers/test_real_systems.py)."""
+    xml = """<?xml version='1.0'?><job_info><queue_info>
+    <job_list state="running"><JB_job_number>30</JB_job_number><state>r</state><tasks>1</tasks></job_list>
+    </queue_info><job_info>
+    <job_list state="pending"><JB_job_number>30</JB_job_number><state>qw</state><tasks>4-10:2</tasks></job_list>
+    </job_info></job_info>"""
+    states = parse_qstat_xml(xml, ["30", "30.1", "30.2", "30.6", "30.7", "31.1"])
+    assert {k: v.state for k, v in states.items()} == {"30": "running", "30.1": "running", "30.6": "pending"}
+
+
+def test_which_batch_job_and_array_task() -> None:
+    """engine/batchjob.py: the ledger's id (the dashboard counts by it) and the task's own id
+    (what a restored controller asks about), from each system's variables."""
+    from hpcpar.engine.batchjob import batch_job
+
+    cases = [
+        ({"SLURM_JOB_ID": "18", "SLURM_ARRAY_JOB_ID": "17", "SLURM_ARRAY_TASK_ID": "3"}, ("17", "17_3")),
+        ({"SLURM_JOB_ID": "18"}, ("18", "18")),
+        ({"JOB_ID": "20", "SGE_TASK_ID": "2"}, ("20", "20.2")),
+        ({"JOB_ID": "20", "SGE_TASK_ID": "undefined"}, ("20", "20")),
+        ({"PBS_JOBID": "5[3].srv", "PBS_ARRAY_ID": "5[].srv", "PBS_ARRAY_INDEX": "3"}, ("5[]", "5[3]")),
+        ({"PBS_JOBID": "6.srv"}, ("6", "6")),
+        ({"LSB_JOBID": "7", "LSB_JOBINDEX": "2"}, ("7", "7[2]")),
+        ({"LSB_JOBID": "7", "LSB_JOBINDEX": "0"}, ("7", "7")),
+        ({"CCP_JOBID": "8"}, ("8", "8")),
+    ]
+    for env, expected in cases:
+        job = batch_job(env)
+        assert job is not None and (job.job_id, job.task_id) == expected, env
+    assert batch_job({"HOME": "/root"}) is None
 
 
 def test_bjobs_states_and_missing_jobs() -> None:
