@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -73,3 +75,25 @@ def check_batch_job_gone(launcher, pids: list, timeout: float = 30.0) -> None:
     while any(p.alive() for p in pids) and time.monotonic() < deadline:
         time.sleep(0.2)
     assert [p for p in pids if p.alive()] == [], "processes outlived the cancelled job"
+
+
+@contextmanager
+def bound_kernel(profile: str, tmp_path: Path) -> Iterator[tuple]:
+    """A one-engine cluster whose engine serves ``hpcpar.bind_kernel()``: (client, a ready
+    jupyter_client BlockingKernelClient on that kernel); all stopped afterwards."""
+    import jupyter_client
+
+    import hpcpar
+
+    cluster, rc = start_cluster(1, profile, env={"JUPYTER_RUNTIME_DIR": str(tmp_path / "runtime")})
+    try:
+        kc = jupyter_client.BlockingKernelClient(connection_file=rc[0].apply_sync(hpcpar.bind_kernel))
+        kc.load_connection_file()
+        kc.start_channels()
+        try:
+            kc.wait_for_ready(timeout=30)
+            yield rc, kc
+        finally:
+            kc.stop_channels()
+    finally:
+        cluster.stop_cluster_sync()

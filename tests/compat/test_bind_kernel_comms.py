@@ -8,9 +8,7 @@ import os
 import uuid
 
 import pytest
-from cluster_helpers import start_cluster
-
-import hpcpar
+from cluster_helpers import bound_kernel
 
 pytest.importorskip("IPython")
 jupyter_client = pytest.importorskip("jupyter_client")
@@ -19,19 +17,8 @@ pytest.importorskip("comm")
 
 @pytest.fixture()
 def kernel(tmp_path):
-    cluster, rc = start_cluster(1, f"kernel-comms-{os.getpid()}",
-                                env={"JUPYTER_RUNTIME_DIR": str(tmp_path / "runtime")})
-    try:
-        kc = jupyter_client.BlockingKernelClient(connection_file=rc[0].apply_sync(hpcpar.bind_kernel))
-        kc.load_connection_file()
-        kc.start_channels()
-        try:
-            kc.wait_for_ready(timeout=30)
-            yield rc, kc
-        finally:
-            kc.stop_channels()
-    finally:
-        cluster.stop_cluster_sync()
+    with bound_kernel(f"kernel-comms-{os.getpid()}", tmp_path) as (rc, kc):
+        yield rc, kc
 
 
 def _until_idle(kc, parent_id: str) -> list[dict]:

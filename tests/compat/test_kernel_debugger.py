@@ -10,7 +10,7 @@ import os
 import time
 
 import pytest
-from cluster_helpers import start_cluster
+from cluster_helpers import bound_kernel, start_cluster
 
 import hpcpar
 from hpcpar.engine.kernel_debugger import HASH_SEED, murmur2
@@ -61,19 +61,8 @@ class DebugClient:
 
 @pytest.fixture()
 def debug_kernel(tmp_path):
-    cluster, rc = start_cluster(1, f"kernel-debugger-{os.getpid()}",
-                                env={"JUPYTER_RUNTIME_DIR": str(tmp_path / "runtime")})
-    try:
-        kc = jupyter_client.BlockingKernelClient(connection_file=rc[0].apply_sync(hpcpar.bind_kernel))
-        kc.load_connection_file()
-        kc.start_channels()
-        try:
-            kc.wait_for_ready(timeout=30)
-            yield rc, kc, DebugClient(kc)
-        finally:
-            kc.stop_channels()
-    finally:
-        cluster.stop_cluster_sync()
+    with bound_kernel(f"kernel-debugger-{os.getpid()}", tmp_path) as (rc, kc):
+        yield rc, kc, DebugClient(kc)
 
 
 def _start(dbg: DebugClient) -> dict:
