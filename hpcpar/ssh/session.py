@@ -473,8 +473,11 @@ def _relay(conn: socket.socket, chan, stop: threading.Event) -> None:
     except (OSError, EOFError):  # paramiko raises EOFError when the transport closes under a relay
         pass
     finally:
-        chan.close()
-        conn.close()
+        for end in (chan, conn):
+            try:
+                end.close()  # paramiko's close sends a message: EOFError if the transport went first
+            except (OSError, EOFError):
+                pass
 
 
 class _AcceptPolicy:
