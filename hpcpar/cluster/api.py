@@ -220,8 +220,7 @@ class Cluster(StateMixin, ControllerMixin, EngineSetsMixin, PoolMixin):
         self.env.update(settings.env)
         self.engine_args += settings.engine_args
         self.controller_args += settings.controller_args
-        self._ipp_traits = {**getattr(self, "_ipp_traits", {})}
-        self._ipp_traits.setdefault(cls, {})[trait] = value
+        self.__dict__.setdefault("_ipp_traits", {}).setdefault(cls, {})[trait] = value
 
     @property
     def config(self):

@@ -114,16 +114,14 @@ class StateMixin:
     def _refuse_hand_started(self) -> None:
         """A live controller started by hand owns this profile and cluster id: starting another
         would overwrite its connection files and leave it running, out of every command's sight."""
-        from ..commands.handstarted import find, selector
+        from ..commands.handstarted import find, selector, where
 
         hand = find(self.profile_dir, self.cluster_id)
         if hand is not None and hand.alive:
-            sel = selector(self.profile_dir, self.cluster_id)
             raise ClusterError(
-                f"a controller started by hand (pid {hand.pid}) runs in profile {self.profile_dir.name!r}"
-                + (f", cluster id {self.cluster_id!r}" if self.cluster_id else "")
-                + f"; stop it with 'hpcpar stop {sel}' or start another with another cluster id "
-                "(Cluster(cluster_id=NAME), --cluster-id NAME)"
+                f"a controller started by hand (pid {hand.pid}) runs in {where(self.profile_dir, self.cluster_id)}; "
+                f"stop it with 'hpcpar stop {selector(self.profile_dir, self.cluster_id)}' or start another "
+                "with another cluster id (Cluster(cluster_id=NAME), --cluster-id NAME)"
             )
 
     def job_states(self) -> list[dict[str, Any]]:

@@ -14,6 +14,7 @@ import signal
 import time
 
 from . import add_profile_args, profile_dir_from
+from .handstarted import where as _where
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -29,10 +30,6 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     add_ssh_args(p)
     p.set_defaults(func=run)
-
-
-def _where(pd, cluster_id: str) -> str:
-    return f"profile {pd.name!r}" + (f", cluster id {cluster_id!r}" if cluster_id else "")
 
 
 def stop_one(pd, cluster_id: str, wait_timeout: float = 60.0) -> str:
