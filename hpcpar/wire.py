@@ -88,8 +88,8 @@ def buffers_problem(header: dict[str, Any], buffers: list[Any], required: bool) 
         n = len(digests) if isinstance(digests, list) else "no valid list of"
         return (f"it arrived with {len(buffers)} buffer frame(s) but was signed with {n}: "
                 "frames were added or dropped in transit")
-    for i, (digest, buf) in enumerate(zip(digests, buffers)):
-        if hashlib.sha256(buf).hexdigest() != digest:
+    for i, (digest, got, buf) in enumerate(zip(digests, buffer_digests(buffers), buffers)):
+        if got != digest:
             return (f"its buffer frame {i} ({memoryview(buf).nbytes} bytes) was altered in transit "
                     "(its SHA-256 does not match the signed header)")
     return None

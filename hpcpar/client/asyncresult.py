@@ -103,10 +103,13 @@ class AsyncResult(concurrent.futures.Future):
         self._client = client
         if isinstance(msg_ids, str) or hasattr(msg_ids, "msg_id"):  # one message, not a list: single
             msg_ids, single = [msg_ids], True if single is None else single
+        msg_ids = list(msg_ids)
         # Futures of send_apply_request (ipyparallel's AsyncResult(client, futures)): sent already.
-        sent_already = any(hasattr(m, "msg_id") for m in msg_ids)
-        msg_ids = [getattr(m, "msg_id", m) for m in msg_ids]
-        self.msg_ids = list(msg_ids)
+        # Only looked for when the list is not of msg_ids (every submission passes strings).
+        sent_already = bool(msg_ids) and not isinstance(msg_ids[0], str) and any(hasattr(m, "msg_id") for m in msg_ids)
+        if sent_already:
+            msg_ids = [getattr(m, "msg_id", m) for m in msg_ids]
+        self.msg_ids = msg_ids
         self._fname = fname
         self._targets = targets
         self._single_result = bool(single)  # a list of msg_ids is not single, even of one (as ipyparallel)

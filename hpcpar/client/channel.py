@@ -334,13 +334,10 @@ def _hand_started_gone(source: str, cluster_id: str) -> str | None:
     """For a dead controller started by hand (no cluster state next to its connection file),
     the advice ``hpcpar list`` and ``status`` give: ``hpcpar start --restore`` has nothing
     to restore there."""
-    from pathlib import Path
-
     path = Path(source)
     if path.parent.name != "security":
         return None
     from ..commands.handstarted import dead_message, find
-    from ..paths import ProfileDir
 
     pd = ProfileDir(path.parent.parent)
     hand = find(pd, cluster_id)

@@ -78,7 +78,7 @@ class Transport:
         # network blip), the client asks for anything it may have missed; a refused
         # handshake (other keys) is reported at once. Attached before connect(): on
         # loopback a refusal is over before a monitor attached afterwards would see it.
-        self._monitor = self.socket.get_monitor_socket(security.HANDSHAKE_EVENTS)
+        self._monitor = security.watch_handshake(self.socket)
         self.socket.connect(url)
         pipe_url = f"inproc://hpcpar-client-{next(_counter)}"
         self._io_end = self.ctx.socket(zmq.PAIR)
