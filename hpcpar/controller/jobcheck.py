@@ -82,15 +82,25 @@ class JobCheck:
 
     def _launchers(self) -> list[tuple[Any, dict[str, list[int]]]]:
         """Per batch system: its launcher and {ledger job id: engine ids in that job}."""
-        from ..launchers.base import get_launcher_class
+        from ..launchers.base import LauncherError, get_launcher_class
         from ..launchers.batch import BatchLauncher
         from ..launchers.ledger import read_jobs
         from ..pool.manager import cluster_config
 
         by_key: dict[str, tuple[str, str]] = {}
+        classes: dict[str, type] = {}  # each batch system of the ledger, looked up once
         for record in read_jobs(self.profile_dir, self.cluster_id):
-            if record.role == "engines":
-                by_key[job_key(record.job_id)] = (record.system, record.job_id)
+            if record.role != "engines":
+                continue
+            if record.system not in classes:
+                try:
+                    cls = get_launcher_class(record.system)
+                except LauncherError:  # not installed here (a plug-in): the window decides for its engines
+                    continue
+                if not issubclass(cls, BatchLauncher):
+                    continue
+                classes[record.system] = cls
+            by_key[job_key(record.job_id)] = (record.system, record.job_id)
         per_system: dict[str, dict[str, list[int]]] = {}
         with self._lock:
             jobs = dict(self.jobs)
@@ -98,7 +108,7 @@ class JobCheck:
             known = by_key.get(job_key(job))
             if known is not None:
                 system, ledger_id = known
-                if _asks_tasks(system):
+                if classes[system].asks_tasks:
                     ask = job  # 17_3: that array task's own state
                 elif job.isdigit():
                     ask = ledger_id  # a job of its own (123 of 123.server)
@@ -110,11 +120,9 @@ class JobCheck:
         config = cluster_config(self.profile_dir, self.cluster_id)
         out = []
         for system, ids in per_system.items():
-            cls = get_launcher_class(system)
-            if issubclass(cls, BatchLauncher):
-                launcher = cls(role="engines", profile_dir=self.profile_dir, cluster_id=self.cluster_id,
-                               options=config.launcher_options(system, "engines"))
-                out.append((launcher, ids))
+            launcher = classes[system](role="engines", profile_dir=self.profile_dir, cluster_id=self.cluster_id,
+                                       options=config.launcher_options(system, "engines"))
+            out.append((launcher, ids))
         return out
 
     def _ask(self, launcher: Any, ids: dict[str, list[int]]) -> None:
@@ -139,12 +147,3 @@ class JobCheck:
                 gone = [eid for eid in eids if self.jobs.pop(eid, None) is not None]
             for eid in gone:
                 self._found.put((eid, job, f"{launcher.name} job {job}: {said}"))
-
-
-def _asks_tasks(system: str) -> bool:
-    from ..launchers.base import get_launcher_class
-
-    try:
-        return bool(getattr(get_launcher_class(system), "asks_tasks", False))
-    except Exception:  # noqa: BLE001 - an unknown system is not asked about at all (below)
-        return False
