@@ -75,6 +75,7 @@ def engines_run(rc, tasks: int, kill: int, delay: float = 0.01) -> dict:
     deadline = time.monotonic() + 600
     while sum(ar.ready() for ar in ars) < tasks // 10 and time.monotonic() < deadline:
         time.sleep(0.05)
+    done_at_kill = sum(ar.ready() for ar in ars)
     victims = list(pids.values())[:kill]
     for pid in victims:
         os.kill(pid, signal.SIGKILL)
@@ -95,7 +96,7 @@ def engines_run(rc, tasks: int, kill: int, delay: float = 0.01) -> dict:
         late_on_victims += i >= tasks - tasks // 10 and pid in victims
     return {"tasks": tasks, "engines": len(pids), "killed": len(victims), "lost": lost, "wrong": wrong,
             "failed": sum(failures.values()), "failures": failures, "late_on_killed": late_on_victims,
-            "seconds": round(time.perf_counter() - t0, 1)}
+            "done_at_kill": done_at_kill, "seconds": round(time.perf_counter() - t0, 1)}
 
 
 def engines(args: argparse.Namespace) -> None:
